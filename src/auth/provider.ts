@@ -1,0 +1,34 @@
+import type { BackendMessage, FrontendMessage } from '../protocol/index.js';
+import type { Endpoint, SessionLogger } from '../pipeline/middleware.js';
+import type { BackendTarget } from '../backend/url.js';
+
+/** The client as an auth provider sees it: send requests, read the replies. */
+export interface ClientChannel {
+  readonly client: Endpoint;
+  /** Startup parameters as the client sent them. */
+  readonly startup: ReadonlyMap<string, string>;
+  readonly log: SessionLogger;
+  /** Queues messages to the client; they leave together at the end of the tick. */
+  send(...messages: BackendMessage[]): void;
+  /** The client's next message (rejects when the client goes away). */
+  read(): Promise<FrontendMessage>;
+}
+
+/** What a successful authentication decides. */
+export interface AuthResult {
+  /** Where to connect, with the credentials to log in with (never shown to the client). */
+  target: BackendTarget;
+  /** Who the client is, for logs and metrics (a subject or user name, never a secret). */
+  identity: string;
+  /** When the client's credential stops being valid (ms since epoch), if it does. */
+  expiresAt?: number;
+}
+
+/**
+ * An auth provider is a strategy for the startup phase: it asks the client for whatever it
+ * needs, decides, and returns the backend to use, or throws a PgError (FATAL 28000/28P01…).
+ */
+export interface AuthProvider {
+  readonly name: string;
+  authenticate(channel: ClientChannel): Promise<AuthResult>;
+}

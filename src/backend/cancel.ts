@@ -1,0 +1,79 @@
+import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { encodeCancelRequest } from '../protocol/index.js';
+import { dialBackend } from './dial.js';
+import type { BackendTarget } from './url.js';
+
+export interface CancelKey {
+  processId: number;
+  secretKey: Buffer;
+}
+
+interface Entry {
+  proxyKey: CancelKey;
+  backendKey: CancelKey;
+  target: BackendTarget;
+  /** Whether the session's own backend connection used TLS: cancels then go over TLS too. */
+  tls: boolean;
+}
+
+/**
+ * Maps the cancel keys pgward hands to clients onto the backends' own keys. Clients never see a
+ * backend key, so a cancel can only reach a backend through a session pgward knows.
+ */
+export class CancelRegistry {
+  private readonly byPid = new Map<number, Entry>();
+
+  /** Issues a fresh random key for a session (4-byte secret for protocol 3.0, 32 for 3.2). */
+  register(backendKey: CancelKey, target: BackendTarget, tls: boolean, secretLength = 4): CancelKey {
+    let processId: number;
+    do processId = randomInt(1, 0x7fffffff);
+    while (this.byPid.has(processId));
+    const proxyKey = { processId, secretKey: randomBytes(secretLength) };
+    this.byPid.set(processId, { proxyKey, backendKey, target, tls });
+    return proxyKey;
+  }
+
+  unregister(key: CancelKey): void {
+    const e = this.byPid.get(key.processId);
+    if (e && e.proxyKey.secretKey.equals(key.secretKey)) this.byPid.delete(key.processId);
+  }
+
+  get size(): number {
+    return this.byPid.size;
+  }
+
+  /** The backend entry for a client's key, compared in constant time; undefined if unknown. */
+  lookup(key: CancelKey): { backendKey: CancelKey; target: BackendTarget; tls: boolean } | undefined {
+    const e = this.byPid.get(key.processId);
+    if (!e) return undefined;
+    const a = e.proxyKey.secretKey;
+    const b = key.secretKey;
+    if (a.length !== b.length || !timingSafeEqual(a, b)) return undefined;
+    return e;
+  }
+
+  /** Forwards a cancel; resolves false when the key is unknown. Never throws. */
+  async forward(key: CancelKey): Promise<boolean> {
+    const e = this.lookup(key);
+    if (!e) return false;
+    await sendCancel(e.target, e.tls, e.backendKey);
+    return true;
+  }
+}
+
+/** Sends a CancelRequest to a backend the way the session connected to it (TLS or not). */
+export async function sendCancel(target: BackendTarget, tls: boolean, key: CancelKey): Promise<void> {
+  const cancelTarget: BackendTarget = tls
+    ? { ...target, sslmode: target.sslmode === 'prefer' || target.sslmode === 'allow' ? 'require' : target.sslmode }
+    : { ...target, sslmode: 'disable' };
+  const { socket } = await dialBackend(cancelTarget);
+  await new Promise<void>((resolve) => {
+    socket.once('close', () => resolve());
+    socket.once('error', () => resolve());
+    socket.end(encodeCancelRequest(key.processId, key.secretKey));
+    setTimeout(() => {
+      socket.destroy();
+      resolve();
+    }, 5_000).unref();
+  });
+}

@@ -1,0 +1,136 @@
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { encodeSSLRequest, PgError, SqlState } from '../protocol/index.js';
+import {
+  describeTarget,
+  sslmodeRequiresTls,
+  sslmodeVerifiesChain,
+  sslmodeVerifiesHost,
+  type BackendTarget,
+} from './url.js';
+
+export interface DialedBackend {
+  socket: net.Socket | tls.TLSSocket;
+  tls: boolean;
+}
+
+export function unreachable(target: BackendTarget, why: string, cause?: unknown): PgError {
+  return new PgError('FATAL', SqlState.SqlclientUnableToEstablishSqlconnection, `could not connect to the backend ${describeTarget(target)}: ${why}`, {
+    cause,
+  });
+}
+
+/** Opens a TCP connection, failing with 08001 after the target's connect timeout. */
+export function dialTcp(target: BackendTarget, signal?: AbortSignal): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
+    const timer = setTimeout(() => fail(new Error('timeout')), target.connectTimeoutMs);
+    const onAbort = () => fail(new Error('aborted'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    function cleanup() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      socket.off('connect', onConnect);
+      socket.off('error', fail);
+    }
+    function fail(err: Error) {
+      cleanup();
+      socket.destroy();
+      reject(unreachable(target, (err as NodeJS.ErrnoException).code ?? err.message, err));
+    }
+    function onConnect() {
+      cleanup();
+      socket.setKeepAlive(true, 60_000);
+      resolve(socket);
+    }
+    socket.once('connect', onConnect);
+    socket.once('error', fail);
+  });
+}
+
+/** Reads the single-byte answer to SSLRequest; anything more is a man-in-the-middle sign. */
+function readSslAnswer(socket: net.Socket, target: BackendTarget): Promise<'S' | 'N'> {
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      cleanup();
+      if (chunk.length !== 1) {
+        socket.destroy();
+        return reject(unreachable(target, 'unexpected data after the TLS answer (possible man-in-the-middle)'));
+      }
+      const c = String.fromCharCode(chunk[0]!);
+      if (c === 'S' || c === 'N') return resolve(c);
+      socket.destroy();
+      reject(unreachable(target, 'the server does not support TLS negotiation'));
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(unreachable(target, 'connection closed during TLS negotiation'));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(unreachable(target, (err as NodeJS.ErrnoException).code ?? err.message, err));
+    };
+    function cleanup() {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onError);
+      socket.pause();
+    }
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('error', onError);
+    socket.resume();
+  });
+}
+
+function tlsOptions(target: BackendTarget, socket: net.Socket): tls.ConnectionOptions {
+  const verifyChain = sslmodeVerifiesChain(target.sslmode, target.sslrootcert);
+  const verifyHost = sslmodeVerifiesHost(target.sslmode);
+  const opts: tls.ConnectionOptions = {
+    socket,
+    rejectUnauthorized: verifyChain,
+    ALPNProtocols: ['postgresql'],
+  };
+  if (!net.isIP(target.host)) opts.servername = target.host;
+  if (target.sslrootcert && target.sslrootcert !== 'system') opts.ca = readFileSync(target.sslrootcert);
+  if (target.sslcert) opts.cert = readFileSync(target.sslcert);
+  if (target.sslkey) opts.key = readFileSync(target.sslkey);
+  if (target.sslpassword) opts.passphrase = target.sslpassword;
+  // verify-ca checks the chain but not the name; verify-full checks both (node's default check).
+  if (verifyChain && !verifyHost) opts.checkServerIdentity = () => undefined;
+  if (verifyHost) opts.checkServerIdentity = (_host, cert) => tls.checkServerIdentity(target.host, cert);
+  return opts;
+}
+
+/** Dials the backend and negotiates TLS as the target's sslmode asks. */
+export async function dialBackend(target: BackendTarget, signal?: AbortSignal): Promise<DialedBackend> {
+  const socket = await dialTcp(target, signal);
+  if (target.sslmode === 'disable' || target.sslmode === 'allow') return { socket, tls: false };
+  try {
+    socket.write(encodeSSLRequest());
+    const answer = await readSslAnswer(socket, target);
+    if (answer === 'N') {
+      if (sslmodeRequiresTls(target.sslmode)) throw unreachable(target, 'the server does not accept TLS');
+      return { socket, tls: false };
+    }
+    const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      let opts: tls.ConnectionOptions;
+      try {
+        opts = tlsOptions(target, socket);
+      } catch (err) {
+        return reject(unreachable(target, `cannot read TLS files: ${(err as Error).message}`, err));
+      }
+      const t = tls.connect(opts, () => {
+        t.off('error', onError);
+        resolve(t);
+      });
+      const onError = (err: Error) => reject(unreachable(target, `TLS handshake failed: ${err.message}`, err));
+      t.once('error', onError);
+    });
+    return { socket: secure, tls: true };
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  }
+}

@@ -1,0 +1,181 @@
+import { X509Certificate } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import {
+  backendMessage,
+  encodeStartupMessage,
+  fe,
+  Framer,
+  Limits,
+  PgError,
+  SqlState,
+  type BackendMessage,
+} from '../protocol/index.js';
+import { FrameReader, type Frame } from '../pipeline/socket-io.js';
+import { dialBackend, unreachable } from './dial.js';
+import { md5Response } from './md5.js';
+import { chooseMechanism, ScramClient, tlsServerEndPoint } from './scram.js';
+import type { BackendTarget } from './url.js';
+
+export type BackendAuthMethod = 'trust' | 'cleartext' | 'md5' | 'SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS';
+
+export interface BackendConnection {
+  socket: Duplex;
+  framer: Framer;
+  /** Messages the backend sent after its ReadyForQuery that arrived in the same read. */
+  leftover: Frame[];
+  tls: boolean;
+  authMethod: BackendAuthMethod;
+  /** ParameterStatus values in the order received. */
+  parameters: Map<string, string>;
+  /** The backend's own cancel key (never shown to clients). */
+  key?: { processId: number; secretKey: Buffer };
+  /** NoticeResponses sent during login, to pass on to the client. */
+  notices: BackendMessage[];
+}
+
+export interface LoginOptions {
+  /** Startup parameters to send (user and database included). */
+  params: Map<string, string>;
+  /** Password or `md5…` hash for the backend, if it asks for one. */
+  password?: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * Connects to a backend and logs in: TLS per sslmode, then whatever authentication the server
+ * asks for, up to its first ReadyForQuery. Backend ErrorResponses are rethrown with their own
+ * SQLSTATE; network failures and timeouts become 08001.
+ */
+export async function connectBackend(target: BackendTarget, opts: LoginOptions): Promise<BackendConnection> {
+  const controller = new AbortController();
+  const onOuterAbort = () => controller.abort();
+  opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  const deadline = setTimeout(() => controller.abort(), target.connectTimeoutMs);
+  let socket: Duplex | undefined;
+  try {
+    const dialed = await dialBackend(target, controller.signal);
+    socket = dialed.socket;
+    const onAbort = () => socket?.destroy(unreachable(target, 'timeout during login'));
+    controller.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await login(target, dialed.socket, dialed.tls, opts);
+    } finally {
+      controller.signal.removeEventListener('abort', onAbort);
+    }
+  } catch (err) {
+    socket?.destroy();
+    if (err instanceof PgError) throw err;
+    throw unreachable(target, (err as Error).message, err);
+  } finally {
+    clearTimeout(deadline);
+    opts.signal?.removeEventListener('abort', onOuterAbort);
+  }
+}
+
+async function login(
+  target: BackendTarget,
+  socket: Duplex,
+  isTls: boolean,
+  opts: LoginOptions,
+): Promise<BackendConnection> {
+  const framer = new Framer({ maxLength: Limits.authMessage });
+  const reader = new FrameReader(socket, framer, 'backend');
+  socket.write(encodeStartupMessage(opts.params));
+  const user = opts.params.get('user') ?? '';
+  const parameters = new Map<string, string>();
+  const notices: BackendMessage[] = [];
+  let key: BackendConnection['key'];
+  let authMethod: BackendAuthMethod = 'trust';
+  let scram: ScramClient | null = null;
+
+  const needPassword = (): string => {
+    if (opts.password === undefined || opts.password === '') {
+      throw new PgError('FATAL', SqlState.SqlclientUnableToEstablishSqlconnection, 'the backend asked for a password but none is configured for it');
+    }
+    return opts.password;
+  };
+
+  for (;;) {
+    const frame = await reader.read();
+    const msg = backendMessage(frame.code, frame.raw);
+    switch (msg.type) {
+      case 'Authentication': {
+        const auth = msg.body();
+        switch (auth.kind) {
+          case 'Ok':
+            break;
+          case 'CleartextPassword':
+            authMethod = 'cleartext';
+            socket.write(fe.password(needPassword()).raw);
+            break;
+          case 'MD5Password':
+            authMethod = 'md5';
+            socket.write(fe.password(md5Response(user, needPassword(), auth.salt)).raw);
+            break;
+          case 'SASL': {
+            const binding = isTls ? channelBinding(socket as TLSSocket) : undefined;
+            const mechanism = chooseMechanism(auth.mechanisms, binding);
+            scram = new ScramClient(needPassword(), { channelBinding: mechanism === 'SCRAM-SHA-256-PLUS' ? binding : undefined, tls: isTls } as ConstructorParameters<typeof ScramClient>[1]);
+            authMethod = mechanism;
+            socket.write(fe.saslInitialResponse(mechanism, Buffer.from(scram.clientFirstMessage())).raw);
+            break;
+          }
+          case 'SASLContinue':
+            if (!scram) throw loginProtocolError(target, 'SASLContinue without SASL');
+            socket.write(fe.saslResponse(Buffer.from(scram.handleServerFirst(auth.data.toString('utf8')))).raw);
+            break;
+          case 'SASLFinal':
+            if (!scram) throw loginProtocolError(target, 'SASLFinal without SASL');
+            try {
+              scram.verifyServerFinal(auth.data.toString('utf8'));
+            } catch (err) {
+              throw unreachable(target, `SCRAM server verification failed: ${(err as Error).message}`);
+            }
+            break;
+          default:
+            throw unreachable(target, `unsupported authentication method ${auth.kind} requested by the server`);
+        }
+        break;
+      }
+      case 'ParameterStatus': {
+        const { name, value } = msg.body();
+        parameters.set(name, value);
+        break;
+      }
+      case 'BackendKeyData': {
+        const { processId, secretKey } = msg.body();
+        key = { processId, secretKey: Buffer.from(secretKey) };
+        break;
+      }
+      case 'NoticeResponse':
+        notices.push(msg);
+        break;
+      case 'NegotiateProtocolVersion':
+        break;
+      case 'ErrorResponse':
+        throw PgError.fromFields({ ...msg.body(), severity: 'FATAL', severityV: 'FATAL' });
+      case 'ReadyForQuery': {
+        framer.maxLength = Limits.message;
+        const leftover = reader.release();
+        return { socket, framer, leftover, tls: isTls, authMethod, parameters, key, notices };
+      }
+      default:
+        throw loginProtocolError(target, `unexpected ${msg.type} message during login`);
+    }
+  }
+}
+
+function loginProtocolError(target: BackendTarget, what: string): PgError {
+  return unreachable(target, `protocol error: ${what}`);
+}
+
+function channelBinding(socket: TLSSocket): Buffer | undefined {
+  const cert = socket.getPeerX509Certificate?.() as X509Certificate | undefined;
+  if (!cert) return undefined;
+  try {
+    return tlsServerEndPoint(cert.raw);
+  } catch {
+    return undefined;
+  }
+}

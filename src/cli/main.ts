@@ -1,0 +1,69 @@
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../config/load.js';
+import { buildProxyConfig } from '../config/proxy-config.js';
+import { START_FLAGS, kebab } from '../config/flags.js';
+import { runStart } from './start.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const USAGE = `pgward — PostgreSQL wire-protocol proxy with token authentication
+
+Usage:
+  pgward start [flags]     run the proxy
+  pgward --help            this help;  pgward start --help  the flags
+  pgward --version         print the version
+
+Exit codes: 0 clean stop, 2 bad configuration or usage, 1 other fatal error.
+`;
+
+function startHelp(): string {
+  const lines = START_FLAGS.map((f) => {
+    const left = `  --${f.name}${f.arg ? ' ' + f.arg : ''}`;
+    const def = f.default === undefined || f.default === '' ? '' : ` (default ${JSON.stringify(f.default)})`;
+    return `${left.padEnd(34)} ${f.help}${def}`;
+  });
+  return `Usage: pgward start [flags]
+
+Flags (kebab-case spellings such as --${kebab('bindAddr')} work too; every flag may also come from
+the environment as PGWARD_<FLAG_IN_UPPER_SNAKE> or from --config FILE; flag > env > file > default):
+${lines.join('\n')}
+  -v, -vv                            debug, trace logging
+
+Example (one backend, the pgpx model):
+  pgward start --auth passthrough --backend 'postgres://app@db:5432/app?sslmode=verify-full&sslrootcert=ca.pem' \\
+    --credsCmd 'aws rds generate-db-auth-token --hostname db --port 5432 --username app' \\
+    --bindCert server.crt --bindKey server.key
+`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return cmd === undefined ? 2 : 0;
+  }
+  if (cmd === '--version' || cmd === '-V') {
+    process.stdout.write(`pgward ${version()}\n`);
+    return 0;
+  }
+  if (cmd === 'start') {
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(startHelp());
+      return 0;
+    }
+    try {
+      return await runStart(buildProxyConfig(rest));
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        process.stderr.write(`pgward: configuration problems:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+        return 2;
+      }
+      throw err;
+    }
+  }
+  process.stderr.write(`pgward: unknown command "${cmd}" (see pgward --help)\n`);
+  return 2;
+}

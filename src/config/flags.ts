@@ -1,0 +1,39 @@
+/** The settings of `pgward start` (SPEC §2), with pg-auth-proxy's camelCase names. */
+export type FlagType = 'string' | 'boolean' | 'duration' | 'integer' | 'list';
+
+export interface FlagSpec {
+  name: string;
+  type: FlagType;
+  default?: string | boolean | number | string[];
+  help: string;
+  /** Value shown in help, e.g. FILE. */
+  arg?: string;
+}
+
+export const START_FLAGS: readonly FlagSpec[] = [
+  { name: 'config', type: 'string', arg: 'FILE', help: 'YAML or JSON file with any of these settings plus pipeline and plugins' },
+  { name: 'bindAddr', type: 'string', default: '127.0.0.1:13013', arg: 'HOST:PORT', help: 'address to listen on' },
+  { name: 'bindCert', type: 'string', arg: 'FILE', help: 'PEM certificate chain presented to clients' },
+  { name: 'bindKey', type: 'string', arg: 'FILE', help: 'PEM private key for --bindCert' },
+  { name: 'insecure', type: 'boolean', default: false, help: 'allow running without TLS (passwords and tokens cross the network in the clear)' },
+  { name: 'auth', type: 'string', default: 'jwt', arg: 'PROVIDER', help: 'auth provider: jwt, command, passthrough, or one a plugin registers' },
+  { name: 'backend', type: 'string', arg: 'URL', help: 'passthrough: the one backend, as a postgres:// URL' },
+  { name: 'credsCmd', type: 'string', arg: 'COMMAND', help: 'passthrough: command whose output is the backend password (run without a shell)' },
+  { name: 'credsTtl', type: 'duration', default: '10m', help: 'passthrough: how long the credsCmd output is reused' },
+  { name: 'credsOverride', type: 'boolean', default: true, help: "passthrough: replace the client's password with credsCmd's output (or the URL's password)" },
+  { name: 'ignoreUsername', type: 'boolean', default: false, help: "passthrough: log in as the URL's user whatever user the client names" },
+  { name: 'allowNonLoopback', type: 'boolean', default: false, help: 'passthrough: allow a non-loopback listen address (no client password is checked in this mode)' },
+  { name: 'authTimeout', type: 'duration', default: '15s', help: 'startup and authentication must finish within this time' },
+  { name: 'maxConnections', type: 'integer', default: 1000, help: 'over this, new clients get 53300 too_many_connections' },
+  { name: 'gracePeriod', type: 'duration', default: '30s', help: 'on SIGTERM/SIGINT, how long to wait for sessions to become idle' },
+  { name: 'logDestination', type: 'string', arg: 'FILE', help: 'write logs to this file instead of stdout' },
+  { name: 'logFormat', type: 'string', default: 'text', arg: 'FORMAT', help: 'text, json or fluent' },
+];
+
+export function kebab(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
+
+export function envName(name: string): string {
+  return 'PGWARD_' + name.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+}

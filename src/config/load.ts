@@ -1,0 +1,177 @@
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { parse as parseYaml } from 'yaml';
+import { parseDuration } from './duration.js';
+import { envName, kebab, START_FLAGS, type FlagSpec } from './flags.js';
+
+export type RawValue = string | boolean | number | string[];
+export type Settings = Record<string, RawValue | undefined>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+export interface ParsedArgs {
+  flags: Settings;
+  verbosity: number;
+  positional: string[];
+}
+
+const byName = new Map<string, FlagSpec>();
+for (const f of START_FLAGS) {
+  byName.set(f.name, f);
+  byName.set(kebab(f.name), f);
+}
+
+/** Parses `--name value`, `--name=value`, `--bool`, `--no-bool`, `-v`/`-vv`; camelCase or kebab-case. */
+export function parseArgs(argv: readonly string[], problems: string[]): ParsedArgs {
+  const flags: Settings = {};
+  const positional: string[] = [];
+  let verbosity = 0;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (/^-v+$/.test(a)) {
+      verbosity += a.length - 1;
+      continue;
+    }
+    if (!a.startsWith('--')) {
+      positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    let key = a.slice(2, eq < 0 ? undefined : eq);
+    let value: string | undefined = eq < 0 ? undefined : a.slice(eq + 1);
+    let negated = false;
+    if (!byName.has(key) && key.startsWith('no-') && byName.get(key.slice(3))?.type === 'boolean') {
+      key = key.slice(3);
+      negated = true;
+    }
+    const spec = byName.get(key);
+    if (!spec) {
+      problems.push(`unknown flag --${key}`);
+      continue;
+    }
+    if (spec.type === 'boolean' && value === undefined) {
+      flags[spec.name] = !negated;
+      continue;
+    }
+    if (value === undefined) {
+      value = argv[++i];
+      if (value === undefined) {
+        problems.push(`flag --${key} needs a value`);
+        continue;
+      }
+    }
+    flags[spec.name] = value;
+  }
+  return { flags, verbosity, positional };
+}
+
+function fromEnv(env: NodeJS.ProcessEnv): Settings {
+  const out: Settings = {};
+  for (const f of START_FLAGS) {
+    const v = env[envName(f.name)];
+    if (v !== undefined) out[f.name] = v;
+  }
+  return out;
+}
+
+/** Reads a YAML/JSON config file; keys may be camelCase or kebab-case. */
+export function readConfigFile(path: string, problems: string[]): { settings: Settings; extra: Record<string, unknown> } {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8'));
+  } catch (err) {
+    problems.push(`${path}: ${(err as Error).message.split('\n')[0]}`);
+    return { settings: {}, extra: {} };
+  }
+  if (doc === null || doc === undefined) return { settings: {}, extra: {} };
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    problems.push(`${path}: expected a mapping of settings at the top level`);
+    return { settings: {}, extra: {} };
+  }
+  const settings: Settings = {};
+  const extra: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    const spec = byName.get(k);
+    if (spec) settings[spec.name] = v as RawValue;
+    else extra[k] = v;
+  }
+  return { settings, extra };
+}
+
+/** Converts one raw value to its flag's type; records a problem naming where it came from. */
+function coerce(spec: FlagSpec, raw: RawValue, where: string, problems: string[]): RawValue | undefined {
+  const bad = (why: string) => {
+    problems.push(`${where}: ${spec.name}: ${why}`);
+    return undefined;
+  };
+  switch (spec.type) {
+    case 'boolean':
+      if (typeof raw === 'boolean') return raw;
+      if (/^(true|1|yes|on)$/i.test(String(raw))) return true;
+      if (/^(false|0|no|off)$/i.test(String(raw))) return false;
+      return bad(`expected true or false, got "${raw}"`);
+    case 'integer': {
+      const n = Number(raw);
+      return Number.isInteger(n) && n >= 0 ? n : bad(`expected a whole number, got "${raw}"`);
+    }
+    case 'duration':
+      try {
+        return typeof raw === 'number' ? raw * 1000 : parseDuration(String(raw));
+      } catch (err) {
+        return bad((err as Error).message);
+      }
+    case 'list':
+      return Array.isArray(raw) ? raw.map(String) : String(raw).split(',').map((s) => s.trim()).filter(Boolean);
+    case 'string':
+      return typeof raw === 'string' ? raw : bad(`expected text, got ${JSON.stringify(raw)}`);
+  }
+}
+
+export interface LoadedSettings {
+  values: Record<string, RawValue | undefined>;
+  /** Config-file keys that are not flags (pipeline, plugins, auth…). */
+  extra: Record<string, unknown>;
+  verbosity: number;
+}
+
+/** Merges flag > env > file > default into typed values; throws ConfigError listing every problem. */
+export function loadSettings(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): LoadedSettings {
+  const problems: string[] = [];
+  const args = parseArgs(argv, problems);
+  if (args.positional.length > 0) problems.push(`unexpected argument "${args.positional[0]}"`);
+  const envSettings = fromEnv(env);
+  const configPath = (args.flags.config ?? envSettings.config) as string | undefined;
+  const file = configPath ? readConfigFile(configPath, problems) : { settings: {}, extra: {} };
+  const values: Record<string, RawValue | undefined> = {};
+  for (const spec of START_FLAGS) {
+    const sources: [Settings, string][] = [
+      [args.flags, 'command line'],
+      [envSettings, `environment ${envName(spec.name)}`],
+      [file.settings, configPath ?? 'config file'],
+    ];
+    const found = sources.find(([s]) => s[spec.name] !== undefined);
+    const raw = found ? found[0][spec.name]! : spec.default;
+    values[spec.name] = raw === undefined ? undefined : coerce(spec, raw, found?.[1] ?? 'default', problems);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { values, extra: file.extra, verbosity: args.verbosity };
+}
+
+export function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  if (!m) throw new Error(`invalid address "${text}" (use HOST:PORT)`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new Error(`invalid port in "${text}"`);
+  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (net.isIPv4(host)) return host.startsWith('127.');
+  return host === '::1';
+}

@@ -1,0 +1,135 @@
+import { readFileSync } from 'node:fs';
+import { parseBackendUrl, type BackendTarget } from '../backend/url.js';
+import { splitCommandLine } from '../auth/command-runner.js';
+import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
+
+export interface PassthroughConfig {
+  provider: 'passthrough';
+  backend: BackendTarget;
+  credsCmd?: string[];
+  credsTtlMs: number;
+  credsOverride: boolean;
+  ignoreUsername: boolean;
+}
+
+export type AuthConfig = PassthroughConfig;
+
+/** The validated, immutable configuration of one `pgward start`. */
+export interface ProxyConfig {
+  readonly listen: { host: string; port: number };
+  readonly tls?: { cert: Buffer; key: Buffer; certPath: string; keyPath: string };
+  readonly insecure: boolean;
+  readonly auth: AuthConfig;
+  readonly authTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly gracePeriodMs: number;
+  readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string };
+}
+
+const AVAILABLE_PROVIDERS = ['passthrough'];
+
+/** Builds the config from argv, environment and file; throws ConfigError with every problem. */
+export function buildProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ProxyConfig {
+  return resolve(loadSettings(argv, env));
+}
+
+function resolve({ values: v, verbosity }: LoadedSettings): ProxyConfig {
+  const problems: string[] = [];
+  const str = (k: string) => v[k] as string | undefined;
+  const num = (k: string) => v[k] as number;
+  const bool = (k: string) => v[k] as boolean;
+
+  let listen = { host: '127.0.0.1', port: 13013 };
+  try {
+    listen = parseHostPort(str('bindAddr')!);
+  } catch (err) {
+    problems.push(`bindAddr: ${(err as Error).message}`);
+  }
+
+  let tls: ProxyConfig['tls'];
+  const certPath = str('bindCert');
+  const keyPath = str('bindKey');
+  if (Boolean(certPath) !== Boolean(keyPath)) problems.push('bindCert and bindKey must be given together');
+  else if (certPath && keyPath) {
+    try {
+      tls = { cert: readFileSync(certPath), key: readFileSync(keyPath), certPath, keyPath };
+    } catch (err) {
+      problems.push(`cannot read TLS files: ${(err as Error).message}`);
+    }
+  }
+  if (!tls && !bool('insecure')) {
+    problems.push('no TLS configured: give --bindCert and --bindKey, or --insecure to run without TLS');
+  }
+
+  const provider = str('auth')!;
+  let auth: AuthConfig | undefined;
+  if (provider === 'passthrough') {
+    auth = passthrough(v, problems, listen.host, Boolean(tls));
+  } else {
+    problems.push(
+      `auth: provider "${provider}" is not available (available: ${AVAILABLE_PROVIDERS.join(', ')})`,
+    );
+  }
+
+  const format = str('logFormat')!;
+  if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
+  if (num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
+  if (problems.length > 0 || !auth) throw new ConfigError(problems);
+
+  return Object.freeze({
+    listen,
+    tls,
+    insecure: bool('insecure'),
+    auth,
+    authTimeoutMs: num('authTimeout'),
+    maxConnections: num('maxConnections'),
+    gracePeriodMs: num('gracePeriod'),
+    log: {
+      level: verbosity >= 2 ? 'trace' : verbosity === 1 ? 'debug' : 'info',
+      format: format as ProxyConfig['log']['format'],
+      destination: str('logDestination'),
+    },
+  });
+}
+
+function passthrough(
+  v: LoadedSettings['values'],
+  problems: string[],
+  host: string,
+  hasTls: boolean,
+): PassthroughConfig | undefined {
+  const url = v.backend as string | undefined;
+  if (!url) {
+    problems.push('backend: passthrough needs --backend URL');
+    return undefined;
+  }
+  // No client password is checked in this mode: exposing it beyond this host must be deliberate.
+  if (!isLoopback(host) && !(hasTls && v.allowNonLoopback)) {
+    problems.push(
+      `bindAddr: passthrough checks no client password, so it listens only on loopback unless TLS is configured and --allowNonLoopback is given`,
+    );
+  }
+  let backend: BackendTarget;
+  try {
+    backend = parseBackendUrl(url);
+  } catch (err) {
+    problems.push(`backend: ${(err as Error).message}`);
+    return undefined;
+  }
+  let credsCmd: string[] | undefined;
+  if (v.credsCmd) {
+    try {
+      credsCmd = splitCommandLine(v.credsCmd as string);
+    } catch (err) {
+      problems.push(`credsCmd: ${(err as Error).message}`);
+    }
+  }
+  return {
+    provider: 'passthrough',
+    backend,
+    credsCmd,
+    credsTtlMs: v.credsTtl as number,
+    credsOverride: v.credsOverride as boolean,
+    ignoreUsername: v.ignoreUsername as boolean,
+  };
+}

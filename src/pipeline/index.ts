@@ -1,0 +1,5 @@
+export * from './middleware.js';
+export * from './chain.js';
+export * from './session.js';
+export * from './relay.js';
+export * from './socket-io.js';

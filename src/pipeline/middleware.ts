@@ -1,0 +1,98 @@
+import type { OperatorFunction } from 'rxjs';
+import type { BackendMessage, FrontendMessage, PgError, TransactionStatus } from '../protocol/index.js';
+
+export type { BackendMessage, FrontendMessage };
+
+/** Where a session is in its life; `relay` is the only phase middleware streams see. */
+export type SessionPhase = 'negotiating' | 'authenticating' | 'connecting' | 'relay' | 'closing' | 'closed';
+
+/** What the session knows of its traffic, kept up to date by the pipeline itself. */
+export interface SessionState {
+  readonly phase: SessionPhase;
+  /** From the last ReadyForQuery sent to the client: I idle, T in a transaction, E failed transaction. */
+  readonly transactionStatus: TransactionStatus;
+  /** Query, Sync and FunctionCall messages the client sent that have no ReadyForQuery yet. */
+  readonly unanswered: number;
+  /** Idle means transaction status I and nothing unanswered: safe to close. */
+  readonly idle: boolean;
+}
+
+export interface Endpoint {
+  readonly address: string;
+  readonly port: number;
+  readonly tls: boolean;
+}
+
+export interface SessionLogger {
+  debug(event: string, fields?: Record<string, unknown>): void;
+  info(event: string, fields?: Record<string, unknown>): void;
+  warn(event: string, fields?: Record<string, unknown>): void;
+  error(event: string, fields?: Record<string, unknown>): void;
+}
+
+/** The per-session facts and controls every middleware receives. */
+export interface SessionContext {
+  /** Random id, also used in logs and spans. */
+  readonly id: string;
+  readonly client: Endpoint;
+  /** Set once the backend is connected. */
+  readonly backend?: Endpoint;
+  /** The user and database the session runs as on the backend. */
+  readonly user: string;
+  readonly database: string;
+  /** Who authenticated (e.g. the token subject); never a secret. */
+  readonly identity: string;
+  /** Startup parameters as the client sent them (read only). */
+  readonly clientParams: ReadonlyMap<string, string>;
+  /** ParameterStatus values the backend reported, kept current during the session. */
+  readonly serverParams: ReadonlyMap<string, string>;
+  readonly state: SessionState;
+  readonly log: SessionLogger;
+  /** Free-form per-session storage for middleware and plugins; key by your middleware name. */
+  readonly attributes: Map<string, unknown>;
+  /** Ends the session: a FATAL error is sent to the client first. */
+  close(error?: PgError): void;
+  /** Resolves when the session has closed. */
+  readonly closed: Promise<void>;
+}
+
+/** The context a middleware gets: the session plus injection at its own place in the chain. */
+export interface MiddlewareContext extends SessionContext {
+  /**
+   * Sends messages to the client as if they came from the backend at this middleware's place:
+   * they pass the middleware listed before this one, not those after it.
+   */
+  sendToClient(...messages: BackendMessage[]): void;
+  /** Sends messages toward the backend; they pass the middleware listed after this one. */
+  sendToBackend(...messages: FrontendMessage[]): void;
+}
+
+/** What a middleware does in one session. Omitted directions are passed through untouched. */
+export interface SessionHandlers {
+  /** Client → backend: may observe, change, drop or add messages. */
+  frontend?: OperatorFunction<FrontendMessage, FrontendMessage>;
+  /** Backend → client. */
+  backend?: OperatorFunction<BackendMessage, BackendMessage>;
+  /** Called once when the session ends, whatever the reason. */
+  onClose?(): void;
+}
+
+/** Startup-phase hook input: the parameters about to be sent to the backend, changeable. */
+export interface BackendStartup {
+  readonly params: Map<string, string>;
+  readonly ctx: Omit<SessionContext, 'backend' | 'serverParams'>;
+}
+
+/**
+ * A middleware: one instance per configured pipeline entry, shared by all sessions.
+ * Hooks run in pipeline order:
+ *  - `beforeBackendStartup` — after the client authenticated, before the backend is dialled;
+ *    may edit the backend's startup parameters (e.g. remote-addr).
+ *  - `session` — once per session when the relay starts; returns that session's stream handlers.
+ * Throwing (or erroring a stream) ends that session only, with an ErrorResponse to its client.
+ */
+export interface Middleware {
+  readonly name: string;
+  beforeBackendStartup?(startup: BackendStartup): void | Promise<void>;
+  session?(ctx: MiddlewareContext): SessionHandlers | void;
+}

@@ -1,0 +1,157 @@
+import type { Duplex } from 'node:stream';
+import type { Subscription } from 'rxjs';
+import {
+  asPgError,
+  backendMessage,
+  be,
+  fe,
+  frontendMessage,
+  PgError,
+  SqlState,
+  type BackendMessage,
+  type Framer,
+} from '../protocol/index.js';
+import { buildChain } from './chain.js';
+import type { Middleware } from './middleware.js';
+import type { Session } from './session.js';
+import { fromSocket, SocketSink, type Frame } from './socket-io.js';
+
+const TERMINATE = 'X'.charCodeAt(0);
+const ERROR_RESPONSE = 'E'.charCodeAt(0);
+const PARAMETER_STATUS = 'S'.charCodeAt(0);
+
+export interface RelayEndpoint {
+  socket: Duplex;
+  framer: Framer;
+  /** Frames read ahead during startup that the relay must handle first. */
+  leftover?: Frame[];
+}
+
+export type RelayEndReason = 'client-terminate' | 'client-eof' | 'backend-eof' | 'error' | 'closed';
+
+export interface RelayEnd {
+  reason: RelayEndReason;
+  /** The error sent to the client, if any. */
+  error?: PgError;
+  bytesToClient: number;
+  bytesToBackend: number;
+}
+
+/** How long closing sockets may take to flush before they are destroyed. */
+const CLOSE_GRACE_MS = 5_000;
+
+/**
+ * Runs the relay phase of a session: both directions through the middleware chain until either
+ * side ends, an error occurs or the session is closed. Resolves once both sockets are closing.
+ */
+export function relay(
+  session: Session,
+  middleware: readonly Middleware[],
+  client: RelayEndpoint,
+  backend: RelayEndpoint,
+): Promise<RelayEnd> {
+  const state = session.state;
+  state.phase = 'relay';
+  const clientSink = new SocketSink(client.socket, backend.socket);
+  const backendSink = new SocketSink(backend.socket, client.socket);
+
+  const fromClient$ = fromSocket(
+    client.socket,
+    client.framer,
+    (code, raw) => {
+      state.fromClient(code);
+      return frontendMessage(code, raw);
+    },
+    client.leftover,
+  );
+  const fromBackend$ = fromSocket(backend.socket, backend.framer, backendMessage, backend.leftover);
+
+  return new Promise<RelayEnd>((resolve) => {
+    let done = false;
+    let terminating = false;
+    let lastBackendError: BackendMessage | null = null;
+    const subs: Subscription[] = [];
+    let handlers: ReturnType<typeof buildChain>['handlers'] = [];
+
+    const finish = (reason: RelayEndReason, error?: PgError) => {
+      if (done) return;
+      done = true;
+      state.phase = 'closing';
+      for (const s of subs) s.unsubscribe();
+      if (error) {
+        const fatal = error.fatal ? error : new PgError('FATAL', error.sqlstate, error.message, error);
+        clientSink.write(be.errorResponse(fatal.toFields()).raw);
+        error = fatal;
+      }
+      if (reason !== 'backend-eof' && !terminating) backendSink.write(fe.terminate().raw);
+      clientSink.end();
+      backendSink.end();
+      clientSink.dispose();
+      backendSink.dispose();
+      const timer = setTimeout(() => {
+        client.socket.destroy();
+        backend.socket.destroy();
+      }, CLOSE_GRACE_MS);
+      timer.unref();
+      for (const h of handlers) {
+        try {
+          h.onClose?.();
+        } catch (err) {
+          session.log.warn('middleware onClose failed', { error: String(err) });
+        }
+      }
+      resolve({ reason, error, bytesToClient: clientSink.bytesWritten, bytesToBackend: backendSink.bytesWritten });
+    };
+
+    const backendGone = (cause?: unknown) => {
+      if (terminating) return finish('client-terminate');
+      // A backend that said why it is leaving (e.g. 57P01 on shutdown) has already told the client.
+      const said = lastBackendError && isFatal(lastBackendError);
+      const error = said
+        ? undefined
+        : new PgError('FATAL', SqlState.ConnectionFailure, 'backend connection closed unexpectedly', {
+            cause,
+          });
+      finish('backend-eof', error);
+    };
+
+    try {
+      const chain = buildChain(middleware, session, fromClient$, fromBackend$);
+      handlers = chain.handlers;
+      session.onCloseRequest((error) => finish('closed', error));
+      subs.push(
+        chain.toClient$.subscribe({
+          next: (m) => {
+            state.toClient(m.code, m.raw);
+            if (m.code === ERROR_RESPONSE) lastBackendError = m;
+            else if (m.code === PARAMETER_STATUS && m.type === 'ParameterStatus') {
+              const { name, value } = m.body();
+              session.serverParams.set(name, value);
+            }
+            clientSink.write(m.raw);
+          },
+          complete: () => backendGone(),
+          error: (err) => (err instanceof PgError ? finish('error', err) : backendGone(err)),
+        }),
+      );
+      subs.push(
+        chain.toBackend$.subscribe({
+          next: (m) => {
+            backendSink.write(m.raw);
+            if (m.code === TERMINATE) terminating = true;
+          },
+          complete: () => finish(terminating ? 'client-terminate' : 'client-eof'),
+          error: (err) => finish('error', asPgError(err)),
+        }),
+      );
+    } catch (err) {
+      finish('error', asPgError(err));
+    }
+  });
+}
+
+function isFatal(m: BackendMessage): boolean {
+  if (m.type !== 'ErrorResponse') return false;
+  const sev = m.body().severityV ?? m.body().severity;
+  return sev === 'FATAL' || sev === 'PANIC';
+}

@@ -1,0 +1,103 @@
+import { randomBytes } from 'node:crypto';
+import { readyStatus, type TransactionStatus, type PgError } from '../protocol/index.js';
+import type { Endpoint, SessionContext, SessionLogger, SessionPhase, SessionState } from './middleware.js';
+
+const Q = 'Q'.charCodeAt(0);
+const S = 'S'.charCodeAt(0);
+const F = 'F'.charCodeAt(0);
+const Z = 'Z'.charCodeAt(0);
+
+/**
+ * Tracks what drain and expiry need to know, from message codes only (no decoding): requests
+ * that expect a ReadyForQuery, and the transaction status of the last ReadyForQuery.
+ */
+export class SessionStateTracker implements SessionState {
+  phase: SessionPhase = 'negotiating';
+  transactionStatus: TransactionStatus = 'I';
+  unanswered = 0;
+  private idleListeners: (() => void)[] = [];
+
+  get idle(): boolean {
+    return this.transactionStatus === 'I' && this.unanswered === 0;
+  }
+
+  /** Call for every message the client sends. */
+  fromClient(code: number): void {
+    if (code === Q || code === S || code === F) this.unanswered++;
+  }
+
+  /** Call for every message that reaches the client. */
+  toClient(code: number, raw: Buffer): void {
+    if (code !== Z) return;
+    this.transactionStatus = readyStatus(raw);
+    if (this.unanswered > 0) this.unanswered--;
+    if (this.idle && this.idleListeners.length > 0) {
+      const listeners = this.idleListeners;
+      this.idleListeners = [];
+      for (const l of listeners) l();
+    }
+  }
+
+  /** Runs `fn` now if idle, else at the next moment the session becomes idle. */
+  whenIdle(fn: () => void): void {
+    if (this.idle) fn();
+    else this.idleListeners.push(fn);
+  }
+}
+
+export function newSessionId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+export interface SessionInit {
+  id?: string;
+  client: Endpoint;
+  clientParams: ReadonlyMap<string, string>;
+  log: SessionLogger;
+}
+
+/**
+ * One client connection's context. Methods are bound so middleware contexts that delegate to it
+ * act on the session itself.
+ */
+export class Session implements SessionContext {
+  readonly id: string;
+  readonly client: Endpoint;
+  readonly clientParams: ReadonlyMap<string, string>;
+  readonly log: SessionLogger;
+  readonly state = new SessionStateTracker();
+  readonly attributes = new Map<string, unknown>();
+  readonly serverParams = new Map<string, string>();
+  backend?: Endpoint;
+  user = '';
+  database = '';
+  identity = '';
+  readonly closed: Promise<void>;
+  private closer: ((error?: PgError) => void) | null = null;
+  private pendingClose: { error?: PgError } | null = null;
+  private resolveClosed!: () => void;
+
+  constructor(init: SessionInit) {
+    this.id = init.id ?? newSessionId();
+    this.client = init.client;
+    this.clientParams = init.clientParams;
+    this.log = init.log;
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  /** The relay installs how to close; a close asked for earlier is applied then. */
+  onCloseRequest(closer: (error?: PgError) => void): void {
+    this.closer = closer;
+    if (this.pendingClose) closer(this.pendingClose.error);
+  }
+
+  readonly close = (error?: PgError): void => {
+    if (this.closer) this.closer(error);
+    else this.pendingClose ??= { error };
+  };
+
+  markClosed(): void {
+    this.state.phase = 'closed';
+    this.resolveClosed();
+  }
+}

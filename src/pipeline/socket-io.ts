@@ -1,0 +1,217 @@
+import type { Duplex } from 'node:stream';
+import { Observable } from 'rxjs';
+import { Framer, PgError, SqlState } from '../protocol/index.js';
+
+export interface Frame {
+  code: number;
+  raw: Buffer;
+}
+
+export class ConnectionClosed extends PgError {
+  constructor(who: string) {
+    super('FATAL', SqlState.ConnectionFailure, `${who} closed the connection`);
+  }
+}
+
+/**
+ * Messages read from a socket as an Observable, one emission per message, all the messages of one
+ * chunk emitted synchronously in a row (so a batching sink sees them in one tick).
+ * Completes on EOF, errors on socket errors and protocol violations; unsubscribing removes every
+ * listener it added. `leftover` frames (read during startup by a FrameReader) are emitted first.
+ */
+export function fromSocket<M>(
+  socket: Duplex,
+  framer: Framer,
+  wrap: (code: number, raw: Buffer) => M,
+  leftover: readonly Frame[] = [],
+): Observable<M> {
+  return new Observable<M>((subscriber) => {
+    const sink = (code: number, raw: Buffer) => subscriber.next(wrap(code, raw));
+    const onData = (chunk: Buffer) => {
+      try {
+        framer.push(chunk, sink);
+      } catch (err) {
+        subscriber.error(err);
+      }
+    };
+    const onEnd = () => subscriber.complete();
+    const onError = (err: Error) => subscriber.error(err);
+    const onClose = () => subscriber.complete();
+    for (const f of leftover) {
+      if (subscriber.closed) break;
+      sink(f.code, f.raw);
+    }
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.resume();
+    return () => {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+    };
+  });
+}
+
+/**
+ * Collects outgoing messages and writes them once per tick through cork/uncork, so everything one
+ * incoming chunk produced leaves in a single writev. When the socket's buffer is full it pauses
+ * `feeder` (the socket whose data is being written here) until 'drain'.
+ */
+export class SocketSink {
+  private pending: Buffer[] = [];
+  private scheduled = false;
+  private paused = false;
+  bytesWritten = 0;
+
+  constructor(
+    private readonly socket: Duplex,
+    private readonly feeder?: Duplex,
+  ) {
+    socket.on('drain', this.onDrain);
+  }
+
+  write(raw: Buffer): void {
+    this.pending.push(raw);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      queueMicrotask(this.flush);
+    }
+  }
+
+  /** Writes everything queued now (used before closing a socket). */
+  readonly flush = (): void => {
+    this.scheduled = false;
+    const list = this.pending;
+    if (list.length === 0 || this.socket.destroyed || this.socket.writableEnded) {
+      this.pending = [];
+      return;
+    }
+    this.pending = [];
+    let ok: boolean;
+    if (list.length === 1) {
+      ok = this.socket.write(list[0]!);
+      this.bytesWritten += list[0]!.length;
+    } else {
+      this.socket.cork();
+      for (const b of list) {
+        this.socket.write(b);
+        this.bytesWritten += b.length;
+      }
+      this.socket.uncork();
+      ok = !this.socket.writableNeedDrain;
+    }
+    if (!ok && this.feeder && !this.paused) {
+      this.paused = true;
+      this.feeder.pause();
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    if (this.paused && this.feeder) {
+      this.paused = false;
+      this.feeder.resume();
+    }
+  };
+
+  /** Flushes and half-closes the socket once written. */
+  end(): void {
+    this.flush();
+    if (!this.socket.destroyed && !this.socket.writableEnded) this.socket.end();
+  }
+
+  dispose(): void {
+    this.socket.off('drain', this.onDrain);
+  }
+}
+
+/**
+ * A pull reader for the short async phases (startup, authentication, backend login), where one
+ * side waits for the other's next message. `release()` hands over what was read ahead so the
+ * relay can go on from exactly there.
+ */
+export class FrameReader {
+  private queue: Frame[] = [];
+  private waiter: { resolve: (f: Frame) => void; reject: (e: unknown) => void } | null = null;
+  private failure: unknown = null;
+  private readonly sink = (code: number, raw: Buffer) => {
+    this.queue.push({ code, raw });
+  };
+
+  constructor(
+    private readonly socket: Duplex,
+    readonly framer: Framer,
+    private readonly who: string,
+  ) {
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onEnd);
+    socket.on('error', this.onError);
+    socket.resume();
+  }
+
+  private readonly onData = (chunk: Buffer) => {
+    try {
+      this.framer.push(chunk, this.sink);
+    } catch (err) {
+      this.fail(err);
+      return;
+    }
+    // Startup phases exchange a few small messages; a peer that floods them is held back here.
+    if (this.queue.length > 64) this.socket.pause();
+    this.wake();
+  };
+
+  private readonly onEnd = () => this.fail(new ConnectionClosed(this.who));
+  private readonly onError = (err: Error) => this.fail(err);
+
+  private fail(err: unknown): void {
+    if (this.failure === null) this.failure = err;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    if (!w) return;
+    if (this.queue.length > 0) {
+      this.waiter = null;
+      w.resolve(this.queue.shift()!);
+    } else if (this.failure !== null) {
+      this.waiter = null;
+      w.reject(this.failure);
+    }
+  }
+
+  /** Frames read but not yet taken, plus bytes framed only in part. */
+  get hasBufferedInput(): boolean {
+    return this.queue.length > 0 || this.framer.buffered > 0;
+  }
+
+  read(): Promise<Frame> {
+    if (this.waiter) return Promise.reject(new Error('concurrent read'));
+    if (this.queue.length > 0) {
+      const f = this.queue.shift()!;
+      if (this.queue.length <= 64) this.socket.resume();
+      return Promise.resolve(f);
+    }
+    if (this.failure !== null) return Promise.reject(this.failure);
+    this.socket.resume();
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** Stops reading and returns the frames read ahead; the socket is left paused. */
+  release(): Frame[] {
+    this.socket.pause();
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onError);
+    const rest = this.queue;
+    this.queue = [];
+    return rest;
+  }
+}

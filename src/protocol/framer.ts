@@ -1,0 +1,144 @@
+import { protocolViolation } from './errors.js';
+
+/** Length limits (value of the length field, which counts itself) per phase, from the issue. */
+export const Limits = {
+  startupPacket: 10_000,
+  authMessage: 64 * 1024,
+  message: 1024 * 1024 * 1024,
+} as const;
+
+/** Code given to untyped startup-phase packets, which carry no type byte. */
+export const UNTYPED = -1;
+
+export type FrameSink = (code: number, raw: Buffer) => void;
+
+/**
+ * Splits a byte stream into whole protocol messages. A frame is handed out as a view of the
+ * incoming chunk (no copy) whenever it lies within one chunk; only a frame that spans chunks is
+ * assembled into its own buffer, allocated once at its final size.
+ *
+ * `raw` always includes the header (type byte and length), so an untouched frame can be
+ * forwarded as is.
+ */
+export class Framer {
+  /** Largest accepted value of a length field; callers tighten it during startup and auth. */
+  maxLength: number;
+  /** When true the next frame is an untyped startup packet (length only, no type byte). */
+  untyped: boolean;
+
+  private head: Buffer | null = null; // fewer bytes than a header
+  private partial: Buffer | null = null; // a frame whose header is known, being filled
+  private filled = 0;
+  private partialCode = 0;
+
+  constructor(opts: { maxLength?: number; untyped?: boolean } = {}) {
+    this.maxLength = opts.maxLength ?? Limits.message;
+    this.untyped = opts.untyped ?? false;
+  }
+
+  /** Bytes held back waiting for the rest of a frame. */
+  get buffered(): number {
+    return (this.head?.length ?? 0) + (this.partial ? this.filled : 0);
+  }
+
+  /**
+   * Feeds one chunk; calls `sink` once per complete frame, in order. Throws a FATAL 08P01
+   * PgError on an impossible or oversize length; the stream is unusable afterwards.
+   */
+  push(chunk: Buffer, sink: FrameSink): void {
+    let off = 0;
+    if (this.partial) {
+      off = this.fillPartial(chunk, 0, sink);
+      if (this.partial) return;
+    }
+    if (this.head) {
+      const headerSize = this.untyped ? 4 : 5;
+      const need = headerSize - this.head.length;
+      if (chunk.length - off < need) {
+        this.head = Buffer.concat([this.head, chunk.subarray(off)]);
+        return;
+      }
+      const header = Buffer.concat([this.head, chunk.subarray(off, off + need)]);
+      this.head = null;
+      const total = this.frameSize(header, 0);
+      this.startPartial(header, total);
+      off = this.fillPartial(chunk, off + need, sink);
+      if (this.partial) return;
+    }
+    this.scan(chunk, off, sink);
+  }
+
+  private scan(chunk: Buffer, start: number, sink: FrameSink): void {
+    let off = start;
+    const end = chunk.length;
+    for (;;) {
+      const headerSize = this.untyped ? 4 : 5;
+      if (end - off < headerSize) break;
+      const total = this.frameSize(chunk, off);
+      if (end - off < total) {
+        this.startPartial(chunk.subarray(off, off + headerSize), total);
+        this.fillPartial(chunk, off + headerSize, sink);
+        return;
+      }
+      const code = this.untyped ? UNTYPED : chunk[off]!;
+      const raw = chunk.subarray(off, off + total);
+      off += total;
+      sink(code, raw);
+    }
+    if (off < end) this.head = Buffer.from(chunk.subarray(off));
+  }
+
+  /** Size of the whole frame (header included) starting at `off`, validated against limits. */
+  private frameSize(buf: Buffer, off: number): number {
+    if (this.untyped) {
+      const len = buf.readInt32BE(off);
+      if (len < 8 || len > this.maxLength) {
+        throw protocolViolation(`invalid startup packet length ${len}`);
+      }
+      return len;
+    }
+    const len = buf.readInt32BE(off + 1);
+    if (len < 4 || len > this.maxLength) {
+      const code = String.fromCharCode(buf[off]!);
+      throw protocolViolation(`invalid message length ${len} for message type "${code}"`);
+    }
+    return len + 1;
+  }
+
+  private startPartial(header: Buffer, total: number): void {
+    this.partialCode = this.untyped ? UNTYPED : header[0]!;
+    this.partial = Buffer.allocUnsafe(total);
+    header.copy(this.partial, 0);
+    this.filled = header.length;
+  }
+
+  /** Copies from `chunk` into the partial frame; emits it when full and returns the new offset. */
+  private fillPartial(chunk: Buffer, off: number, sink: FrameSink): number {
+    const partial = this.partial!;
+    const take = Math.min(partial.length - this.filled, chunk.length - off);
+    chunk.copy(partial, this.filled, off, off + take);
+    this.filled += take;
+    off += take;
+    if (this.filled === partial.length) {
+      this.partial = null;
+      this.filled = 0;
+      sink(this.partialCode, partial);
+      if (off < chunk.length) {
+        this.scan(chunk, off, sink);
+        return chunk.length;
+      }
+    }
+    return off;
+  }
+
+  /** Hands over bytes not yet framed (used when a stream changes hands, e.g. before TLS). */
+  takeBuffered(): Buffer {
+    const parts: Buffer[] = [];
+    if (this.partial) parts.push(this.partial.subarray(0, this.filled));
+    if (this.head) parts.push(this.head);
+    this.partial = null;
+    this.head = null;
+    this.filled = 0;
+    return Buffer.concat(parts);
+  }
+}

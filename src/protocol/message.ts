@@ -1,0 +1,93 @@
+import { MalformedMessage, PayloadReader } from './buffer-writer.js';
+import { protocolViolation } from './errors.js';
+
+/**
+ * One protocol message as it travels through the pipeline: the raw bytes (a view of the socket
+ * chunk, header included) plus a body decoded only when someone asks for it.
+ */
+export interface Message<T extends string = string, B = unknown> {
+  /** Message name, e.g. "Query", "ReadyForQuery". */
+  readonly type: T;
+  /** Type byte. */
+  readonly code: number;
+  /** The whole message, header included, exactly as it goes on the wire. */
+  readonly raw: Buffer;
+  /** The payload after the 5-byte header (a view, no copy). */
+  readonly payload: Buffer;
+  /** The decoded body; decoded on first call and cached. Throws FATAL 08P01 when malformed. */
+  body(): B;
+}
+
+export interface MessageSpec<T extends string, B> {
+  readonly type: T;
+  readonly code: number;
+  readonly decode: (r: PayloadReader, payload: Buffer) => B;
+}
+
+const NOT_DECODED = Symbol('not decoded');
+
+export class LazyMessage<T extends string, B> implements Message<T, B> {
+  private cached: B | typeof NOT_DECODED = NOT_DECODED;
+
+  constructor(
+    private readonly spec: MessageSpec<T, B>,
+    readonly raw: Buffer,
+    decoded?: B,
+  ) {
+    if (decoded !== undefined) this.cached = decoded;
+  }
+
+  get type(): T {
+    return this.spec.type;
+  }
+
+  get code(): number {
+    return this.spec.code;
+  }
+
+  get payload(): Buffer {
+    return this.raw.subarray(5);
+  }
+
+  body(): B {
+    if (this.cached === NOT_DECODED) this.cached = decodeWith(this.spec, this.payload);
+    return this.cached;
+  }
+}
+
+export function decodeWith<T extends string, B>(spec: MessageSpec<T, B>, payload: Buffer): B {
+  try {
+    return spec.decode(new PayloadReader(payload), payload);
+  } catch (err) {
+    if (err instanceof MalformedMessage) {
+      throw protocolViolation(`malformed ${spec.type} message: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+export function spec<T extends string, B>(
+  type: T,
+  code: string,
+  decode: (r: PayloadReader, payload: Buffer) => B,
+): MessageSpec<T, B> {
+  return { type, code: code.charCodeAt(0), decode };
+}
+
+/** A message type the proxy does not know: relayed untouched, its body is the raw payload. */
+export function unknownSpec(code: number): MessageSpec<'Unknown', Buffer> {
+  return { type: 'Unknown', code, decode: (_r, payload) => payload };
+}
+
+/** Shape of a table of specs keyed by type name, used to derive the message unions. */
+export type SpecTable = Record<string, MessageSpec<string, unknown>>;
+
+export type MessageOf<S> = S extends MessageSpec<infer T, infer B> ? Message<T, B> : never;
+export type BodyOf<S> = S extends MessageSpec<string, infer B> ? B : never;
+
+/** Lookup from type byte to spec, with the unknown-type fallback cached per code. */
+export function indexByCode(table: SpecTable): (code: number) => MessageSpec<string, unknown> {
+  const byCode: (MessageSpec<string, unknown> | undefined)[] = new Array(256);
+  for (const s of Object.values(table)) byCode[s.code] = s;
+  return (code) => (byCode[code] ??= unknownSpec(code) as MessageSpec<string, unknown>);
+}

@@ -1,0 +1,186 @@
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import {
+  asPgError,
+  be,
+  frontendMessage,
+  PgError,
+  Limits,
+  SqlState,
+  type BackendMessage,
+} from '../protocol/index.js';
+import { newSessionId, Session, type Middleware } from '../pipeline/index.js';
+import { relay } from '../pipeline/relay.js';
+import { FrameReader, SocketSink } from '../pipeline/socket-io.js';
+import type { AuthProvider, ClientChannel } from '../auth/provider.js';
+import { connectBackend } from '../backend/login.js';
+import type { CancelRegistry } from '../backend/cancel.js';
+import type { Logger } from '../telemetry/log.js';
+import { negotiate, type NegotiateOptions, type StartupMessage } from './negotiate.js';
+import { backendStartupParams } from './startup-params.js';
+
+export interface ConnectionDeps extends NegotiateOptions {
+  auth: AuthProvider;
+  middleware: readonly Middleware[];
+  cancels: CancelRegistry;
+  log: Logger;
+  /** Refuse clients that did not use TLS (when TLS is configured and --insecure is not set). */
+  requireTls: boolean;
+  authTimeoutMs: number;
+  /** Startup parameters a client may not set (the proxy owns them). */
+  reservedParams: ReadonlySet<string>;
+  allowReplication: boolean;
+  onSessionStart?(session: Session): void;
+  onSessionEnd?(session: Session): void;
+}
+
+/** Handles one accepted socket from first byte to close. Never throws. */
+export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): Promise<void> {
+  raw.setNoDelay(true);
+  // A socket error with nobody listening would crash the process; errors are handled by phase.
+  raw.on('error', () => {});
+  const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
+  const log = deps.log.child({ client: `${client.address}:${client.port}` });
+  let socket: Duplex = raw;
+  let session: Session | undefined;
+  const timer = setTimeout(() => {
+    fail(new PgError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'));
+  }, deps.authTimeoutMs);
+
+  function fail(err: PgError) {
+    clearTimeout(timer);
+    log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
+    if (!socket.destroyed && socket.writable) {
+      socket.end(be.errorResponse(err.toFields()).raw);
+      setTimeout(() => socket.destroy(), 1000).unref();
+    } else {
+      socket.destroy();
+    }
+  }
+
+  try {
+    const negotiated = await negotiate(raw, deps);
+    if (negotiated.kind === 'cancel') {
+      clearTimeout(timer);
+      const { processId, secretKey } = negotiated.request;
+      const forwarded = await deps.cancels.forward({ processId, secretKey }).catch((err) => {
+        log.warn('cancel forwarding failed', { reason: (err as Error).message });
+        return true;
+      });
+      if (!forwarded) log.debug('cancel request with unknown key ignored');
+      raw.destroy();
+      return;
+    }
+    socket = negotiated.socket;
+    socket.on('error', () => {});
+    client.tls = negotiated.tls;
+    const id = newSessionId();
+    const sessionLog = log.child({ session: id });
+    session = new Session({ id, client, clientParams: negotiated.startup.params, log: sessionLog });
+    const ended = await runSession(session, negotiated.socket, negotiated.reader, negotiated.startup, deps, timer, sessionLog);
+    if (ended) fail(ended);
+  } catch (err) {
+    fail(asPgError(err));
+  } finally {
+    if (session) {
+      session.markClosed();
+      deps.onSessionEnd?.(session);
+    }
+  }
+}
+
+/** Startup to close for one session; returns an error to send if it ended before the relay. */
+async function runSession(
+  session: Session,
+  socket: Duplex,
+  reader: FrameReader,
+  startup: StartupMessage,
+  deps: ConnectionDeps,
+  authTimer: NodeJS.Timeout,
+  log: Logger,
+): Promise<PgError | undefined> {
+  const params = startup.params;
+  const user = params.get('user');
+  if (!user) {
+    return new PgError('FATAL', SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet');
+  }
+  if (deps.requireTls && !session.client.tls) {
+    return new PgError('FATAL', SqlState.InvalidAuthorizationSpecification, 'TLS required', {
+      hint: 'Connect with sslmode=require (or stronger).',
+    });
+  }
+  deps.onSessionStart?.(session);
+  const clientSink = new SocketSink(socket);
+  const channel: ClientChannel = {
+    client: session.client,
+    startup: params,
+    log,
+    send: (...msgs: BackendMessage[]) => msgs.forEach((m) => clientSink.write(m.raw)),
+    read: async () => {
+      const f = await reader.read();
+      return frontendMessage(f.code, f.raw);
+    },
+  };
+
+  // Protocol 3.0 is what we speak to backends; newer minors and _pq_ options are negotiated down.
+  const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
+  if (startup.minor > 2 || unsupported.length > 0) {
+    channel.send(be.negotiateProtocolVersion(Math.min(startup.minor, 2), unsupported));
+  }
+
+  session.state.phase = 'authenticating';
+  const auth = await deps.auth.authenticate(channel);
+  session.identity = auth.identity;
+  session.user = auth.target.user ?? user;
+  session.database = auth.target.database ?? session.user;
+
+  session.state.phase = 'connecting';
+  const backendParams = backendStartupParams(params, auth.target, session.user, session.database, deps);
+  for (const mw of deps.middleware) {
+    await mw.beforeBackendStartup?.({ params: backendParams, ctx: session });
+  }
+  const started = Date.now();
+  const backend = await connectBackend(auth.target, { params: backendParams, password: auth.target.password });
+  clearTimeout(authTimer);
+  session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
+  log.info('session started', {
+    user: session.user,
+    database: session.database,
+    identity: session.identity,
+    backend: `${auth.target.host}:${auth.target.port}`,
+    backend_tls: backend.tls,
+    backend_auth: backend.authMethod,
+    connect_ms: Date.now() - started,
+  });
+
+  const proxyKey = backend.key
+    ? deps.cancels.register(backend.key, auth.target, backend.tls, startup.minor >= 2 ? 32 : 4)
+    : undefined;
+  try {
+    channel.send(be.authOk(), ...backend.notices);
+    for (const [name, value] of backend.parameters) {
+      session.serverParams.set(name, value);
+      channel.send(be.parameterStatus(name, value));
+    }
+    if (proxyKey) channel.send(be.backendKeyData(proxyKey.processId, proxyKey.secretKey));
+    channel.send(be.readyForQuery('I'));
+    clientSink.flush();
+    clientSink.dispose();
+    reader.framer.maxLength = Limits.message;
+    const end = await relay(
+      session,
+      deps.middleware,
+      { socket, framer: reader.framer, leftover: reader.release() },
+      { socket: backend.socket, framer: backend.framer, leftover: backend.leftover },
+    );
+    log.info('session ended', {
+      reason: end.reason,
+      sqlstate: end.error?.sqlstate,
+      bytes_to_client: end.bytesToClient,
+      bytes_to_backend: end.bytesToBackend,
+    });
+    return undefined;
+  } finally {
+    if (proxyKey) deps.cancels.unregister(proxyKey);
+  }
+}

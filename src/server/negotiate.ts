@@ -1,0 +1,155 @@
+import { Duplex } from 'node:stream';
+import type net from 'node:net';
+import tls from 'node:tls';
+import {
+  decodeStartupPacket,
+  Framer,
+  Limits,
+  protocolViolation,
+  TLS_HANDSHAKE_BYTE,
+  type StartupPacket,
+} from '../protocol/index.js';
+import { FrameReader } from '../pipeline/socket-io.js';
+
+export type StartupMessage = Extract<StartupPacket, { kind: 'StartupMessage' }>;
+export type CancelRequest = Extract<StartupPacket, { kind: 'CancelRequest' }>;
+
+export type Negotiated =
+  | { kind: 'cancel'; request: CancelRequest }
+  | { kind: 'startup'; socket: Duplex; reader: FrameReader; startup: StartupMessage; tls: boolean };
+
+export interface NegotiateOptions {
+  /** TLS offered to clients, if configured. */
+  secureContext?: tls.SecureContext;
+}
+
+const ALPN = ['postgresql'];
+
+/**
+ * The untyped opening of a connection: TLS (by SSLRequest or direct), GSSENC refusal, a cancel,
+ * or the StartupMessage. Returns the stream to use from then on (TLS or plain).
+ */
+export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promise<Negotiated> {
+  let socket: Duplex = raw;
+  let secure = false;
+  const first = await firstChunk(raw);
+  if (first[0] === TLS_HANDSHAKE_BYTE) {
+    if (!opts.secureContext) throw protocolViolation('direct TLS is not configured on this server');
+    socket = await startTls(replayed(raw, first), opts.secureContext, true);
+    secure = true;
+  } else {
+    raw.unshift(first);
+  }
+
+  let reader = new FrameReader(socket, new Framer({ untyped: true, maxLength: Limits.startupPacket }), 'client');
+  for (;;) {
+    const frame = await reader.read();
+    const packet = decodeStartupPacket(frame.raw);
+    switch (packet.kind) {
+      case 'SSLRequest':
+      case 'GSSENCRequest': {
+        if (secure) throw protocolViolation(`${packet.kind} on an already encrypted connection`);
+        // Bytes sent before the handshake would be read as if they came over TLS (CVE-2021-23214).
+        if (reader.hasBufferedInput) {
+          throw protocolViolation('received unencrypted data after SSL request');
+        }
+        if (packet.kind === 'GSSENCRequest' || !opts.secureContext) {
+          socket.write('N');
+          continue;
+        }
+        reader.release();
+        socket.write('S');
+        socket = await startTls(socket, opts.secureContext, false);
+        secure = true;
+        reader = new FrameReader(socket, new Framer({ untyped: true, maxLength: Limits.startupPacket }), 'client');
+        continue;
+      }
+      case 'CancelRequest':
+        reader.release();
+        return { kind: 'cancel', request: packet };
+      case 'StartupMessage':
+        reader.framer.untyped = false;
+        reader.framer.maxLength = Limits.authMessage;
+        return { kind: 'startup', socket, reader, startup: packet, tls: secure };
+    }
+  }
+}
+
+function firstChunk(socket: net.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      cleanup();
+      socket.pause();
+      resolve(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(protocolViolation('connection closed before startup'));
+    };
+    function cleanup() {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onEnd);
+    }
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('error', onEnd);
+  });
+}
+
+/**
+ * Direct TLS: the ClientHello was already read to recognise it, so the TLS layer is given a
+ * stream that replays it before the rest of the socket.
+ */
+function replayed(socket: net.Socket, head: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk, _enc, cb) {
+      socket.write(chunk, cb);
+    },
+    final(cb) {
+      socket.end();
+      cb();
+    },
+    destroy(err, cb) {
+      socket.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(head);
+  socket.on('data', (chunk: Buffer) => {
+    if (!d.push(chunk)) socket.pause();
+  });
+  socket.on('end', () => d.push(null));
+  socket.on('error', (err) => d.destroy(err));
+  socket.on('close', () => d.destroy());
+  return d;
+}
+
+function startTls(socket: Duplex, secureContext: tls.SecureContext, direct: boolean): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const t = new tls.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ALPN });
+    const onError = (err: Error) => {
+      cleanup();
+      t.destroy();
+      reject(protocolViolation(`TLS handshake failed: ${err.message}`));
+    };
+    const onSecure = () => {
+      cleanup();
+      // PostgreSQL 17 requires ALPN on direct TLS so that other protocols cannot be confused with it.
+      if (direct && t.alpnProtocol !== 'postgresql') {
+        t.destroy();
+        return reject(protocolViolation('direct TLS connection without ALPN "postgresql"'));
+      }
+      resolve(t);
+    };
+    function cleanup() {
+      t.off('error', onError);
+      t.off('secure', onSecure);
+    }
+    t.once('error', onError);
+    t.once('secure', onSecure);
+  });
+}

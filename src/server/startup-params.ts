@@ -1,0 +1,30 @@
+import type { BackendTarget } from '../backend/url.js';
+
+/** Parameters that select or describe the connection, never copied from the client as is. */
+const CONNECTION_PARAMS = new Set(['user', 'database', 'replication']);
+
+/**
+ * The startup parameters sent to the backend: the client's, less those the proxy owns, with the
+ * user and database the auth provider chose and the target URL's own settings on top.
+ */
+export function backendStartupParams(
+  client: ReadonlyMap<string, string>,
+  target: BackendTarget,
+  user: string,
+  database: string,
+  opts: { reservedParams: ReadonlySet<string>; allowReplication: boolean },
+): Map<string, string> {
+  const out = new Map<string, string>([
+    ['user', user],
+    ['database', database],
+  ]);
+  for (const [k, v] of client) {
+    if (CONNECTION_PARAMS.has(k) || opts.reservedParams.has(k) || k.startsWith('_pq_.')) continue;
+    out.set(k, v);
+  }
+  if (opts.allowReplication && client.has('replication')) out.set('replication', client.get('replication')!);
+  if (target.applicationName !== undefined) out.set('application_name', target.applicationName);
+  if (target.options !== undefined) out.set('options', [client.get('options'), target.options].filter(Boolean).join(' '));
+  for (const [k, v] of Object.entries(target.params ?? {})) out.set(k, v);
+  return out;
+}
