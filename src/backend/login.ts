@@ -115,15 +115,27 @@ async function login(
             break;
           case 'SASL': {
             const binding = isTls ? channelBinding(socket as TLSSocket) : undefined;
-            const mechanism = chooseMechanism(auth.mechanisms, binding);
-            scram = new ScramClient(needPassword(), { channelBinding: mechanism === 'SCRAM-SHA-256-PLUS' ? binding : undefined, tls: isTls } as ConstructorParameters<typeof ScramClient>[1]);
+            let mechanism: BackendAuthMethod & ('SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS');
+            try {
+              mechanism = chooseMechanism(auth.mechanisms, binding, isTls);
+            } catch (err) {
+              throw unreachable(target, (err as Error).message);
+            }
+            scram = new ScramClient(needPassword(), {
+              channelBinding: mechanism === 'SCRAM-SHA-256-PLUS' ? binding : undefined,
+              tls: binding !== undefined,
+            });
             authMethod = mechanism;
             socket.write(fe.saslInitialResponse(mechanism, Buffer.from(scram.clientFirstMessage())).raw);
             break;
           }
           case 'SASLContinue':
             if (!scram) throw loginProtocolError(target, 'SASLContinue without SASL');
-            socket.write(fe.saslResponse(Buffer.from(scram.handleServerFirst(auth.data.toString('utf8')))).raw);
+            try {
+              socket.write(fe.saslResponse(Buffer.from(scram.handleServerFirst(auth.data.toString('utf8')))).raw);
+            } catch (err) {
+              throw unreachable(target, `SCRAM exchange failed: ${(err as Error).message}`);
+            }
             break;
           case 'SASLFinal':
             if (!scram) throw loginProtocolError(target, 'SASLFinal without SASL');

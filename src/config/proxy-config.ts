@@ -85,7 +85,7 @@ function resolve({ values: v, verbosity }: LoadedSettings): ProxyConfig {
     maxConnections: num('maxConnections'),
     gracePeriodMs: num('gracePeriod'),
     log: {
-      level: verbosity >= 2 ? 'trace' : verbosity === 1 ? 'debug' : 'info',
+      level: (verbosity >= 2 ? 'trace' : verbosity === 1 ? 'debug' : 'info') as ProxyConfig['log']['level'],
       format: format as ProxyConfig['log']['format'],
       destination: str('logDestination'),
     },

@@ -62,6 +62,8 @@ export function fromSocket<M>(
  */
 export class SocketSink {
   private pending: Buffer[] = [];
+  /** Bytes that directly follow the last pending buffer in memory and join it at flush. */
+  private tailExtra = 0;
   private scheduled = false;
   private paused = false;
   bytesWritten = 0;
@@ -74,6 +76,17 @@ export class SocketSink {
   }
 
   write(raw: Buffer): void {
+    const n = this.pending.length;
+    if (n > 0) {
+      // Untouched messages of one chunk lie side by side: extend the last view instead of
+      // queueing another buffer, so a relayed chunk usually leaves as a single write.
+      const last = this.pending[n - 1]!;
+      if (raw.buffer === last.buffer && last.byteOffset + last.length + this.tailExtra === raw.byteOffset) {
+        this.tailExtra += raw.length;
+        return;
+      }
+      this.joinTail();
+    }
     this.pending.push(raw);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -81,15 +94,21 @@ export class SocketSink {
     }
   }
 
+  private joinTail(): void {
+    if (this.tailExtra === 0) return;
+    const i = this.pending.length - 1;
+    const last = this.pending[i]!;
+    this.pending[i] = Buffer.from(last.buffer, last.byteOffset, last.length + this.tailExtra);
+    this.tailExtra = 0;
+  }
+
   /** Writes everything queued now (used before closing a socket). */
   readonly flush = (): void => {
     this.scheduled = false;
+    this.joinTail();
     const list = this.pending;
-    if (list.length === 0 || this.socket.destroyed || this.socket.writableEnded) {
-      this.pending = [];
-      return;
-    }
     this.pending = [];
+    if (list.length === 0 || this.socket.destroyed || this.socket.writableEnded) return;
     let ok: boolean;
     if (list.length === 1) {
       ok = this.socket.write(list[0]!);

@@ -1,0 +1,52 @@
+import net from 'node:net';
+import { backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
+
+/** A bare TCP client for sending hand-made bytes and reading what the proxy answers. */
+export class RawClient implements AsyncDisposable {
+  private framer = new Framer();
+  readonly messages: BackendMessage[] = [];
+  readonly raw: Buffer[] = [];
+  readonly ended: Promise<void>;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.raw.push(chunk);
+      try {
+        this.framer.push(chunk, (code, raw) => this.messages.push(backendMessage(code, Buffer.from(raw))));
+      } catch {
+        // single-byte answers (S/N) are not framed messages; tests read `raw` for those
+      }
+    });
+    socket.on('error', () => {});
+    this.ended = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  static connect(port: number): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => resolve(new RawClient(s)));
+      s.once('error', reject);
+    });
+  }
+
+  write(b: Buffer): void {
+    this.socket.write(b);
+  }
+
+  /** Waits for the server to close the connection (or `ms` to pass: then rejects). */
+  async closedWithin(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.ended,
+      new Promise((_r, reject) => (timer = setTimeout(() => reject(new Error(`still open after ${ms} ms`)), ms))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  errors(): Record<string, string | undefined>[] {
+    return this.messages.filter((m) => m.type === 'ErrorResponse').map((m) => m.body() as Record<string, string>);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import postgres from 'postgres';
+import { PgCluster } from '../helpers/pg-cluster.js';
+import { runPsql } from '../helpers/psql.js';
+import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
+
+describe('relay through pgward (passthrough) with real clients', () => {
+  let cluster: PgCluster;
+  let proxy: TestProxy;
+
+  before(async () => {
+    cluster = await PgCluster.start({});
+    await cluster.sql('CREATE TABLE items (id int primary key, name text)');
+    proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--backend', cluster.url('postgres', undefined, 'postgres') + '?sslmode=disable']);
+  });
+
+  after(async () => {
+    await proxy?.close();
+    await cluster?.stop();
+  });
+
+  it('runs simple and extended queries with pg', async () => {
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    try {
+      const simple = await client.query('select 1 as one');
+      assert.deepEqual(simple.rows, [{ one: 1 }]);
+      const ext = await client.query('select $1::int + 1 as n, $2::text as t', [41, 'x']);
+      assert.deepEqual(ext.rows, [{ n: 42, t: 'x' }]);
+      const named = { name: 'stmt1', text: 'select $1::text as v', values: ['named'] };
+      assert.deepEqual((await client.query(named)).rows, [{ v: 'named' }]);
+      assert.deepEqual((await client.query({ ...named, values: ['again'] })).rows, [{ v: 'again' }]);
+      await assert.rejects(client.query('select * from no_such_table'), (e: { code?: string }) => e.code === '42P01');
+      assert.deepEqual((await client.query('select 2 as two')).rows, [{ two: 2 }], 'session survives an ERROR');
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('runs queries with postgres.js (pipelined extended protocol)', async () => {
+    const sql = postgres(proxy.url('postgres'), { max: 1, onnotice: () => {} });
+    try {
+      const results = await Promise.all([1, 2, 3, 4, 5].map((i) => sql`select ${i}::int * 2 as v`));
+      assert.deepEqual(results.map((r) => r[0]!.v), [2, 4, 6, 8, 10]);
+      await sql.begin(async (tx) => {
+        await tx`insert into items values (1, 'one')`;
+        const [row] = await tx`select name from items where id = 1`;
+        assert.equal(row!.name, 'one');
+      });
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('runs psql', async () => {
+    const r = await runPsql([proxy.url('postgres'), '-c', 'select 40 + 2']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), '42');
+  });
+
+  it('relays a 100k-row result intact', async () => {
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    try {
+      const r = await client.query('select g, md5(g::text) as h from generate_series(1, 100000) g');
+      assert.equal(r.rows.length, 100000);
+      assert.equal(r.rows[99999].g, 100000);
+      const direct = await cluster.sql("select md5(100000::text) as h");
+      assert.equal(r.rows[99999].h, direct.rows[0].h);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('copies in and out with psql', async () => {
+    const input = Array.from({ length: 1000 }, (_, i) => `${1000 + i}\tname${i}`).join('\n') + '\n';
+    const load = await runPsql([proxy.url('postgres'), '-c', 'COPY items FROM STDIN'], {}, input);
+    assert.equal(load.code, 0, load.stderr);
+    const out = await runPsql([proxy.url('postgres'), '-c', 'COPY (select id, name from items where id >= 1000 order by id) TO STDOUT']);
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, input);
+    const failed = await runPsql([proxy.url('postgres'), '-c', 'COPY items FROM STDIN'], {}, 'not-a-number\tx\n');
+    assert.notEqual(failed.code, 0);
+    assert.match(failed.stderr, /invalid input syntax for type integer/);
+  });
+
+  it('delivers LISTEN/NOTIFY across two sessions', async () => {
+    const listener = new pg.Client({ connectionString: proxy.url('postgres') });
+    const notifier = new pg.Client({ connectionString: proxy.url('postgres') });
+    await listener.connect();
+    await notifier.connect();
+    try {
+      const got = new Promise<pg.Notification>((resolve) => listener.on('notification', resolve));
+      await listener.query('LISTEN pgward_test');
+      await notifier.query("NOTIFY pgward_test, 'hello'");
+      const n = await got;
+      assert.equal(n.channel, 'pgward_test');
+      assert.equal(n.payload, 'hello');
+    } finally {
+      await listener.end();
+      await notifier.end();
+    }
+  });
+
+  it('cancels a running query (57014) through the proxy-issued key', async () => {
+    const sql = postgres(proxy.url('postgres'), { max: 1 });
+    try {
+      const started = Date.now();
+      const q = sql`select pg_sleep(20)`;
+      const pending = q.execute();
+      await new Promise((r) => setTimeout(r, 300));
+      await q.cancel();
+      await assert.rejects(pending, (e: { code?: string }) => e.code === '57014');
+      assert.ok(Date.now() - started < 10_000, 'cancelled well before the sleep ended');
+      const [row] = await sql`select 'still usable' as s`;
+      assert.equal(row!.s, 'still usable');
+    } finally {
+      await sql.end();
+    }
+  });
+
+  it('never shows clients the backend cancel key', async () => {
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    try {
+      const { rows } = await client.query('select pg_backend_pid() as pid');
+      const key = (client as unknown as { processID: number }).processID;
+      assert.notEqual(key, rows[0].pid);
+    } finally {
+      await client.end();
+    }
+  });
+
+  it('relays a backend termination (57P01) and keeps serving others', async () => {
+    const victim = new pg.Client({ connectionString: proxy.url('postgres') });
+    victim.on('error', () => {});
+    await victim.connect();
+    const { rows } = await victim.query('select pg_backend_pid() as pid');
+    const killed = victim.query('select pg_sleep(20)');
+    await new Promise((r) => setTimeout(r, 200));
+    await cluster.sql(`select pg_terminate_backend(${rows[0].pid})`);
+    await assert.rejects(killed, (e: { code?: string }) => e.code === '57P01');
+    const other = new pg.Client({ connectionString: proxy.url('postgres') });
+    await other.connect();
+    assert.deepEqual((await other.query('select 1 as ok')).rows, [{ ok: 1 }]);
+    await other.end();
+    const ended = logEvents(proxy.logs, 'session ended');
+    assert.ok(ended.some((e) => e.reason === 'backend-eof'), 'the session end is logged with its reason');
+  });
+});
