@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { Subscription } from 'rxjs';
+import { catchError, throwError, type Subscription } from 'rxjs';
 import {
   asPgError,
   backendMessage,
@@ -64,7 +64,10 @@ export function relay(
     },
     client.leftover,
   );
-  const fromBackend$ = fromSocket(backend.socket, backend.framer, backendMessage, backend.leftover);
+  // Failures of the backend connection itself are told apart from middleware errors downstream.
+  const fromBackend$ = fromSocket(backend.socket, backend.framer, backendMessage, backend.leftover).pipe(
+    catchError((err: unknown) => throwError(() => new BackendFailure(err))),
+  );
 
   return new Promise<RelayEnd>((resolve) => {
     let done = false;
@@ -131,7 +134,7 @@ export function relay(
             clientSink.write(m.raw);
           },
           complete: () => backendGone(),
-          error: (err) => (err instanceof PgError ? finish('error', err) : backendGone(err)),
+          error: (err) => (err instanceof BackendFailure ? backendGone(err.cause) : finish('error', asPgError(err))),
         }),
       );
       subs.push(
@@ -148,6 +151,12 @@ export function relay(
       finish('error', asPgError(err));
     }
   });
+}
+
+class BackendFailure extends Error {
+  constructor(override readonly cause: unknown) {
+    super('backend connection failed');
+  }
 }
 
 function isFatal(m: BackendMessage): boolean {

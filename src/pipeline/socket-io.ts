@@ -41,6 +41,10 @@ export function fromSocket<M>(
       if (subscriber.closed) break;
       sink(f.code, f.raw);
     }
+    if (socket.destroyed || socket.readableEnded) {
+      subscriber.complete();
+      return;
+    }
     socket.on('data', onData);
     socket.on('end', onEnd);
     socket.on('error', onError);

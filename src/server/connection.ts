@@ -43,12 +43,17 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   const log = deps.log.child({ client: `${client.address}:${client.port}` });
   let socket: Duplex = raw;
   let session: Session | undefined;
+  let failed = false;
+  const startupAbort = new AbortController();
   const timer = setTimeout(() => {
+    startupAbort.abort();
     fail(new PgError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'));
   }, deps.authTimeoutMs);
 
   function fail(err: PgError) {
     clearTimeout(timer);
+    if (failed) return;
+    failed = true;
     log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
     if (!socket.destroyed && socket.writable) {
       socket.end(be.errorResponse(err.toFields()).raw);
@@ -77,7 +82,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     const id = newSessionId();
     const sessionLog = log.child({ session: id });
     session = new Session({ id, client, clientParams: negotiated.startup.params, log: sessionLog });
-    const ended = await runSession(session, negotiated.socket, negotiated.reader, negotiated.startup, deps, timer, sessionLog);
+    const ended = await runSession(session, negotiated.socket, negotiated.reader, negotiated.startup, deps, timer, sessionLog, startupAbort.signal);
     if (ended) fail(ended);
   } catch (err) {
     fail(asPgError(err));
@@ -98,6 +103,7 @@ async function runSession(
   deps: ConnectionDeps,
   authTimer: NodeJS.Timeout,
   log: Logger,
+  signal: AbortSignal,
 ): Promise<PgError | undefined> {
   const params = startup.params;
   const user = params.get('user');
@@ -140,8 +146,12 @@ async function runSession(
     await mw.beforeBackendStartup?.({ params: backendParams, ctx: session });
   }
   const started = Date.now();
-  const backend = await connectBackend(auth.target, { params: backendParams, password: auth.target.password });
+  const backend = await connectBackend(auth.target, { params: backendParams, password: auth.target.password, signal });
   clearTimeout(authTimer);
+  if (signal.aborted) {
+    backend.socket.destroy();
+    return undefined;
+  }
   session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
   log.info('session started', {
     user: session.user,

@@ -1,0 +1,107 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { PassThrough } from 'node:stream';
+import { describe, it } from 'node:test';
+import { firstValueFrom, toArray } from 'rxjs';
+import { fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
+import { be, backendMessage, Framer } from '../../src/protocol/index.js';
+
+/** A connected pair of real loopback sockets. */
+async function socketPair(): Promise<{ a: net.Socket; b: net.Socket; close: () => void }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const a = net.connect(port, '127.0.0.1');
+  const b = await accepted;
+  await new Promise((r) => a.once('connect', r));
+  return {
+    a,
+    b,
+    close: () => {
+      a.destroy();
+      b.destroy();
+      server.close();
+    },
+  };
+}
+
+describe('SocketSink', () => {
+  it('joins messages that are adjacent in memory into one write', () => {
+    const writes: Buffer[] = [];
+    const fake = new PassThrough();
+    const origWrite = fake.write.bind(fake);
+    fake.write = ((chunk: Buffer, ...rest: never[]) => {
+      writes.push(chunk);
+      return origWrite(chunk, ...rest);
+    }) as typeof fake.write;
+    const sink = new SocketSink(fake);
+    const chunk = Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]);
+    new Framer().push(chunk, (_c, raw) => sink.write(raw));
+    sink.write(be.readyForQuery('T').raw); // not adjacent: a second buffer
+    sink.flush();
+    assert.equal(writes.length, 2);
+    assert.deepEqual(writes[0], chunk);
+    assert.equal(writes[0]!.buffer, chunk.buffer, 'the joined write is a view, not a copy');
+  });
+
+  it('pauses the feeding socket while the destination is full and resumes on drain', async () => {
+    const out = await socketPair();
+    const feed = await socketPair();
+    try {
+      out.b.pause(); // the reader of `out` stops reading: the kernel buffers fill up
+      const sink = new SocketSink(out.a, feed.b);
+      const big = Buffer.alloc(1024 * 1024, 1);
+      let rounds = 0;
+      while (!feed.b.isPaused() && rounds < 200) {
+        sink.write(Buffer.from(big));
+        sink.flush();
+        rounds++;
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal(feed.b.isPaused(), true, 'feeder paused once the writer reported a full buffer');
+      out.b.resume();
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('feeder never resumed')), 10_000);
+        const check = () => (feed.b.isPaused() ? setTimeout(check, 10) : (clearTimeout(t), resolve()));
+        check();
+      });
+      assert.ok(sink.bytesWritten >= big.length * rounds);
+    } finally {
+      out.close();
+      feed.close();
+    }
+  });
+});
+
+describe('fromSocket', () => {
+  it('emits every message of split chunks in order and completes on EOF', async () => {
+    const { a, b, close } = await socketPair();
+    try {
+      const msgs = [be.parameterStatus('a', '1'), be.commandComplete('SELECT 1'), be.readyForQuery('I')];
+      const all = Buffer.concat(msgs.map((m) => m.raw));
+      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage).pipe(toArray()));
+      for (let i = 0; i < all.length; i += 3) {
+        a.write(all.subarray(i, i + 3));
+        await new Promise((r) => setImmediate(r));
+      }
+      a.end();
+      const got = await received;
+      assert.deepEqual(got.map((m) => m.type), ['ParameterStatus', 'CommandComplete', 'ReadyForQuery']);
+      assert.equal(b.listenerCount('data'), 0, 'listeners removed on completion');
+    } finally {
+      close();
+    }
+  });
+
+  it('errors with 08P01 on a malformed frame', async () => {
+    const { a, b, close } = await socketPair();
+    try {
+      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage).pipe(toArray()));
+      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
+      await assert.rejects(received, (e: { sqlstate?: string }) => e.sqlstate === '08P01');
+    } finally {
+      close();
+    }
+  });
+});
