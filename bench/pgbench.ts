@@ -1,0 +1,423 @@
+/**
+ * pgbench through pgward versus a direct connection (and PgBouncer in session mode when
+ * installed), on a throw-away cluster. `npm run bench`; quick try:
+ *   BENCH_SECONDS=3 BENCH_CLIENTS=8 BENCH_TARGETS=direct,pgward npm run bench
+ * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,pgward,pgbouncer),
+ * BENCH_SCALE (10). A target that cannot start or run is reported as "failed: reason" in its
+ * rows; the other targets still run.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { access, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PgCluster, pgBinDir, serverOsUser, whichExecutable } from '../test/helpers/pg-cluster.js';
+import { freePort } from '../test/helpers/ports.js';
+
+const TARGETS = ['direct', 'pgward', 'pgbouncer'] as const;
+type TargetName = (typeof TARGETS)[number];
+
+/** `-S` is pgbench's built-in select-only script; no flag means the TPC-B-like default. */
+const SCRIPTS = [
+  { name: 'select-only', flags: ['-S'] },
+  { name: 'tpcb-like', flags: [] as string[] },
+] as const;
+
+interface BenchConfig {
+  seconds: number;
+  clients: number[];
+  targets: TargetName[];
+  scale: number;
+}
+
+/** A server pgbench can be pointed at; `pid` is the proxy process whose CPU time we measure. */
+interface Target extends AsyncDisposable {
+  port: number;
+  pid?: number;
+}
+
+interface Row {
+  target: TargetName;
+  script: string;
+  clients: number;
+  tps?: number;
+  /** Proxy CPU (user + system) per transaction, microseconds. */
+  cpuUsPerTxn?: number;
+  error?: string;
+}
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+async function main(): Promise<void> {
+  const config = readConfig();
+  const pgbench = await pgbenchPath();
+  // Headroom over the largest client count: pgbench and PgBouncer each need their connections.
+  const maxClients = Math.max(...config.clients);
+  await using cluster = await PgCluster.start({ maxConnections: Math.max(100, maxClients * 2 + 20) });
+  const version = (await cluster.sql<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
+  console.log(`PostgreSQL ${version}, scale ${config.scale}, ${config.seconds} s per run, ` +
+    `clients ${config.clients.join(',')}, ${availableParallelism()} CPUs`);
+
+  console.log(`initialising pgbench tables (-s ${config.scale}) …`);
+  const init = await runProcess(pgbench, ['-i', '-q', '-s', String(config.scale), ...connArgs(cluster.port)], 600_000);
+  if (init.code !== 0) throw new Error(`pgbench -i failed (${init.code}): ${lastLines(init.stderr, 5)}`);
+
+  const rows: Row[] = [];
+  for (const name of config.targets) await benchTarget(name, cluster, pgbench, config, rows);
+  console.log();
+  printTable(rows);
+}
+
+function readConfig(): BenchConfig {
+  const seconds = positiveInt(process.env.BENCH_SECONDS ?? '15', 'BENCH_SECONDS');
+  const scale = positiveInt(process.env.BENCH_SCALE ?? '10', 'BENCH_SCALE');
+  const clients = (process.env.BENCH_CLIENTS ?? '1,8,32').split(',').map((c) => positiveInt(c.trim(), 'BENCH_CLIENTS'));
+  const targets = (process.env.BENCH_TARGETS ?? TARGETS.join(',')).split(',').map((t) => t.trim()).filter(Boolean);
+  for (const t of targets) {
+    if (!(TARGETS as readonly string[]).includes(t)) throw new Error(`BENCH_TARGETS: unknown target ${t} (known: ${TARGETS.join(', ')})`);
+  }
+  return { seconds, scale, clients, targets: targets as TargetName[] };
+}
+
+function positiveInt(text: string, name: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}: expected a positive integer, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+/**
+ * Appends one target's rows to `rows`, printing each as it completes; a target that fails to start
+ * or dies midway yields failed rows instead of an exception.
+ */
+async function benchTarget(name: TargetName, cluster: PgCluster, pgbench: string, config: BenchConfig, rows: Row[]): Promise<void> {
+  try {
+    await using target = await startTarget(name, cluster);
+    for (const script of SCRIPTS) {
+      for (const clients of config.clients) {
+        const row = await runOne(pgbench, target, { target: name, script: script.name, clients }, script.flags, config.seconds);
+        rows.push(row);
+        console.log(formatRow(row, directRow(rows, row)));
+      }
+    }
+  } catch (err) {
+    const error = (err as Error).message.split('\n')[0] ?? String(err);
+    for (const script of SCRIPTS) {
+      for (const clients of config.clients) {
+        if (!rows.some((r) => r.target === name && r.script === script.name && r.clients === clients)) {
+          rows.push({ target: name, script: script.name, clients, error });
+        }
+      }
+    }
+    console.log(`${name}: failed: ${error}`);
+  }
+}
+
+async function runOne(
+  pgbench: string,
+  target: Target,
+  row: Row,
+  scriptFlags: readonly string[],
+  seconds: number,
+): Promise<Row> {
+  const threads = Math.min(2, row.clients);
+  const args = [...scriptFlags, '-T', String(seconds), '-c', String(row.clients), '-j', String(threads), '-M', 'simple',
+    ...connArgs(target.port)];
+  const cpuBefore = target.pid !== undefined ? await cpuTicks(target.pid) : undefined;
+  // pgbench vacuums first and needs a while to connect 32 clients: generous slack over -T.
+  const result = await runProcess(pgbench, args, (seconds + 120) * 1000);
+  const cpuAfter = target.pid !== undefined ? await cpuTicks(target.pid) : undefined;
+  if (result.code !== 0) return { ...row, error: `pgbench exit ${result.code}: ${lastLines(result.stderr, 1)}` };
+  const tps = parseTps(result.stdout);
+  if (tps === undefined) return { ...row, error: 'no "tps =" line in pgbench output' };
+  const txns = parseTransactions(result.stdout);
+  const cpuUsPerTxn = cpuBefore !== undefined && cpuAfter !== undefined && txns
+    ? ((cpuAfter - cpuBefore) / (await clockTicksPerSecond())) * 1e6 / txns
+    : undefined;
+  return { ...row, tps, cpuUsPerTxn };
+}
+
+/** Connection flags shared by every pgbench call; database `postgres`, superuser, trust auth. */
+function connArgs(port: number): string[] {
+  return ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'postgres'];
+}
+
+/** The TPS that leaves connection set-up out: PostgreSQL ≥ 14 and ≤ 13 word it differently. */
+function parseTps(stdout: string): number | undefined {
+  const m = /^tps = ([\d.]+) \((?:without initial connection time|excluding connections establishing)\)/m.exec(stdout)
+    ?? /^tps = ([\d.]+)/m.exec(stdout);
+  return m ? Number(m[1]) : undefined;
+}
+
+function parseTransactions(stdout: string): number | undefined {
+  const m = /^number of transactions actually processed: (\d+)/m.exec(stdout);
+  return m ? Number(m[1]) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+function startTarget(name: TargetName, cluster: PgCluster): Promise<Target> {
+  switch (name) {
+    case 'direct':
+      return Promise.resolve({ port: cluster.port, [Symbol.asyncDispose]: async () => {} });
+    case 'pgward':
+      return startPgward(cluster);
+    case 'pgbouncer':
+      return startPgbouncer(cluster);
+  }
+}
+
+async function startPgward(cluster: PgCluster): Promise<Target> {
+  const port = await freePort();
+  const service = spawnService(process.execPath, [
+    join(repoRoot, 'bin', 'pgward.js'), 'start',
+    '--auth', 'passthrough',
+    '--backend', `postgres://postgres@127.0.0.1:${cluster.port}/postgres?sslmode=disable`,
+    '--bindAddr', `127.0.0.1:${port}`,
+    '--insecure',
+  ], { cwd: repoRoot });
+  return serviceTarget(service, port, 'pgward');
+}
+
+async function startPgbouncer(cluster: PgCluster): Promise<Target> {
+  const bin = (await whichExecutable('pgbouncer')) ?? ((await isExecutable('/usr/sbin/pgbouncer')) ? '/usr/sbin/pgbouncer' : undefined);
+  if (!bin) throw new Error('pgbouncer not on PATH');
+  const [port, owner] = await Promise.all([freePort(), serverOsUser()]);
+  const dir = await mkdtemp(join(tmpdir(), 'pgward-bouncer-'));
+  try {
+    const ini = join(dir, 'pgbouncer.ini');
+    await writeFile(join(dir, 'userlist.txt'), '"postgres" ""\n');
+    await writeFile(ini, pgbouncerIni(cluster.port, port, join(dir, 'userlist.txt')));
+    // PgBouncer refuses to run as root; as root we run it as the cluster's unprivileged user.
+    if (owner) for (const p of [dir, ini, join(dir, 'userlist.txt')]) await chown(p, owner.uid, owner.gid);
+    const service = spawnService(bin, [ini], { cwd: dir, uid: owner?.uid, gid: owner?.gid });
+    const target = await serviceTarget(service, port, 'pgbouncer');
+    return {
+      ...target,
+      [Symbol.asyncDispose]: async () => {
+        await target[Symbol.asyncDispose]();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function pgbouncerIni(backendPort: number, listenPort: number, authFile: string): string {
+  return `[databases]
+postgres = host=127.0.0.1 port=${backendPort} dbname=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${listenPort}
+; no unix socket: nothing here uses it and the default directory may not be writable
+unix_socket_dir =
+; trust still needs the user listed in auth_file
+auth_type = trust
+auth_file = ${authFile}
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 40
+ignore_startup_parameters = extra_float_digits
+log_connections = 0
+log_disconnections = 0
+`;
+}
+
+/** Waits for the service's port; on failure stops the service and says why (its exit and output). */
+async function serviceTarget(service: Service, port: number, name: string): Promise<Target> {
+  try {
+    await waitForPort(port, service, 20_000);
+  } catch (err) {
+    await service.stop();
+    throw new Error(`${name}: ${(err as Error).message}`, { cause: err });
+  }
+  return { port, pid: service.child.pid, [Symbol.asyncDispose]: () => service.stop() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+interface Service {
+  child: ChildProcess;
+  /** Exit description once the process has ended, else undefined. */
+  exited(): string | undefined;
+  /** Last few KB of stdout+stderr, for failure messages. */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** Services still running; killed synchronously if the bench itself dies first. */
+const services = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of services) child.kill('SIGKILL');
+});
+
+function spawnService(file: string, args: string[], opts: { cwd: string; uid?: number; gid?: number }): Service {
+  const child = spawn(file, args, { ...opts, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  services.add(child);
+  let tail = '';
+  const keep = (chunk: Buffer): void => {
+    tail = (tail + chunk.toString('utf8')).slice(-4096);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  let exit: string | undefined;
+  const closed = new Promise<void>((resolve) => {
+    child.once('error', (err) => {
+      exit = `could not start: ${err.message}`;
+      resolve();
+    });
+    child.once('exit', (code, signal) => {
+      exit = signal ? `killed by ${signal}` : `exited with code ${code}`;
+      resolve();
+    });
+  });
+  closed.then(() => services.delete(child), () => {});
+  const stop = async (): Promise<void> => {
+    if (exit !== undefined) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await closed;
+    clearTimeout(timer);
+  };
+  return { child, exited: () => exit, output: () => tail, stop };
+}
+
+async function waitForPort(port: number, service: Service, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const exit = service.exited();
+    if (exit !== undefined) throw new Error(`${exit}: ${failureReason(service.output())}`);
+    if (await accepts(port)) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} not accepting after ${timeoutMs} ms: ${failureReason(service.output())}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+interface ProcessResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function runProcess(file: string, args: string[], timeoutMs: number): Promise<ProcessResult> {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const timer = setTimeout(() => {
+      stderr += `\nkilled after ${timeoutMs} ms`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      resolve({ code: 127, stdout, stderr: `${stderr}${err.message}` });
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 128, stdout, stderr });
+    });
+  });
+}
+
+/** No inherited PG* settings (they would redirect pgbench); no TLS on loopback, for every target alike. */
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
+  return { ...env, PGSSLMODE: 'disable', PGCONNECT_TIMEOUT: '10' };
+}
+
+async function pgbenchPath(): Promise<string> {
+  const onPath = await whichExecutable('pgbench');
+  if (onPath) return onPath;
+  const inBinDir = join(await pgBinDir(), 'pgbench');
+  if (await isExecutable(inBinDir)) return inBinDir;
+  throw new Error('pgbench not found (Debian: it ships with the postgresql-<v> package)');
+}
+
+async function isExecutable(path: string): Promise<boolean> {
+  return access(path, fsConstants.X_OK).then(() => true, () => false);
+}
+
+/** utime + stime of a process (all its threads), in clock ticks; undefined once it is gone. */
+async function cpuTicks(pid: number): Promise<number | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  if (stat === undefined) return undefined;
+  // Field 2 (comm) may contain spaces and parentheses, so count fields from the last ')':
+  // after it come field 3 (state) onwards, making utime (14) and stime (15) indexes 11 and 12.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+let ticksPromise: Promise<number> | undefined;
+
+/** sysconf(_SC_CLK_TCK); 100 on every mainstream Linux, but ask rather than assume. */
+function clockTicksPerSecond(): Promise<number> {
+  ticksPromise ??= runProcess('getconf', ['CLK_TCK'], 5_000).then((r) => Number(r.stdout.trim()) || 100);
+  return ticksPromise;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+const HEADER = ['target', 'script', 'clients', 'TPS', 'vs direct', 'proxy CPU µs/txn'];
+const WIDTHS = [10, 12, 8, 10, 10, 17];
+
+function formatRow(row: Row, direct: Row | undefined): string {
+  const cells = row.error !== undefined
+    ? [row.target, row.script, String(row.clients), `failed: ${row.error}`]
+    : [
+        row.target,
+        row.script,
+        String(row.clients),
+        row.tps!.toFixed(0),
+        direct?.tps ? (row.tps! / direct.tps).toFixed(2) : '-',
+        row.cpuUsPerTxn !== undefined ? row.cpuUsPerTxn.toFixed(1) : '-',
+      ];
+  return cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(WIDTHS[i]!))).join(' ');
+}
+
+function printTable(rows: readonly Row[]): void {
+  console.log(HEADER.map((h, i) => h.padEnd(WIDTHS[i]!)).join(' ').trimEnd());
+  console.log(WIDTHS.map((w) => '-'.repeat(w)).join(' '));
+  const ordered = [...rows].sort((a, b) =>
+    a.script.localeCompare(b.script) || a.clients - b.clients || TARGETS.indexOf(a.target) - TARGETS.indexOf(b.target));
+  for (const row of ordered) console.log(formatRow(row, directRow(rows, row)));
+}
+
+function directRow(rows: readonly Row[], row: Row): Row | undefined {
+  return rows.find((r) => r.target === 'direct' && r.script === row.script && r.clients === row.clients);
+}
+
+/** The most telling line of a dead process's output: the first error-looking one (a stack trace's message), else the last. */
+function failureReason(output: string): string {
+  const lines = output.split('\n').map((l) => l.trim()).filter(Boolean);
+  return lines.find((l) => /error|fatal|refus|invalid/i.test(l)) ?? lines.at(-1) ?? '(no output)';
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trim().split('\n').slice(-n).join(' | ');
+}
+
+main().catch((err: unknown) => {
+  console.error(err instanceof Error ? err.stack ?? err.message : String(err));
+  process.exitCode = 1;
+});

@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import { TestCA } from '../helpers/certs.js';
+import { PgCluster } from '../helpers/pg-cluster.js';
+import { logEvents, startTestProxy } from '../helpers/proxy.js';
+
+/**
+ * Each backend authentication method and sslmode, through a passthrough proxy whose backend URL
+ * carries the credentials; the client itself presents none.
+ */
+describe('backend login: auth methods and sslmodes', () => {
+  let ca: TestCA;
+  let otherCa: TestCA;
+  let cluster: PgCluster;
+  let clientCert: { cert: string; key: string };
+
+  before(async () => {
+    ca = await TestCA.create();
+    otherCa = await TestCA.create(undefined, 'unrelated CA');
+    // DNS:localhost only: connecting to 127.0.0.1 with verify-full must fail on the host name.
+    const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost'] });
+    clientCert = await ca.issue('certuser', { cn: 'certuser', client: true });
+    cluster = await PgCluster.start({
+      ssl: { ...server, ca: ca.cert },
+      hba: [
+        'hostssl all certuser 127.0.0.1/32 cert',
+        'host all clear_user 127.0.0.1/32 password',
+        'host all md5_user 127.0.0.1/32 md5',
+        'host all scram_user 127.0.0.1/32 scram-sha-256',
+        'hostssl all ssl_only 127.0.0.1/32 trust',
+        'hostnossl all ssl_only 127.0.0.1/32 reject',
+        'host all all 127.0.0.1/32 trust',
+      ],
+      users: [
+        { name: 'clear_user', password: 'clear pw' },
+        { name: 'scram_user', password: 'scräm pw' },
+        { name: 'certuser' },
+        { name: 'ssl_only' },
+      ],
+    });
+    await cluster.sql("SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5 pw'");
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    await ca?.[Symbol.asyncDispose]();
+    await otherCa?.[Symbol.asyncDispose]();
+  });
+
+  /** Connects through a fresh proxy for `backendUrl`; returns who and how the backend session runs. */
+  async function through(backendUrl: string, clientUser = 'anyone') {
+    await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--ignoreUsername', '--backend', backendUrl]);
+    const client = new pg.Client({ connectionString: proxy.url(clientUser) });
+    try {
+      await client.connect();
+      const { rows } = await client.query(
+        'select current_user as user, coalesce((select ssl from pg_stat_ssl where pid = pg_backend_pid()), false) as ssl',
+      );
+      const started = logEvents(proxy.logs, 'session started')[0]!;
+      return { user: rows[0].user as string, ssl: rows[0].ssl as boolean, method: started.backend_auth, logs: proxy.logs.join('\n') };
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  async function refused(backendUrl: string): Promise<{ code?: string; message: string; logs: string }> {
+    await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--ignoreUsername', '--backend', backendUrl]);
+    const client = new pg.Client({ connectionString: proxy.url('anyone') });
+    try {
+      await client.connect();
+    } catch (err) {
+      const e = err as { code?: string; message: string };
+      return { code: e.code, message: e.message, logs: proxy.logs.join('\n') };
+    } finally {
+      await client.end().catch(() => {});
+    }
+    assert.fail('the connection should have been refused');
+  }
+
+  const u = (user: string, password: string | undefined, query: string) => `${cluster.url(user, password)}?${query}`;
+
+  it('trust', async () => {
+    const r = await through(u('postgres', undefined, 'sslmode=disable'));
+    assert.deepEqual([r.user, r.ssl, r.method], ['postgres', false, 'trust']);
+  });
+
+  it('cleartext password', async () => {
+    const r = await through(u('clear_user', 'clear pw', 'sslmode=disable'));
+    assert.deepEqual([r.user, r.method], ['clear_user', 'cleartext']);
+    assert.ok(!r.logs.includes('clear pw'), 'the password is never logged');
+  });
+
+  it('md5, and md5 pass-the-hash', async () => {
+    const r = await through(u('md5_user', 'md5 pw', 'sslmode=disable'));
+    assert.deepEqual([r.user, r.method], ['md5_user', 'md5']);
+    const hash = 'md5' + createHash('md5').update('md5 pw' + 'md5_user').digest('hex');
+    const h = await through(u('md5_user', hash, 'sslmode=disable'));
+    assert.deepEqual([h.user, h.method], ['md5_user', 'md5']);
+  });
+
+  it('SCRAM-SHA-256 without TLS, SCRAM-SHA-256-PLUS with TLS', async () => {
+    const plain = await through(u('scram_user', 'scräm pw', 'sslmode=disable'));
+    assert.deepEqual([plain.user, plain.ssl, plain.method], ['scram_user', false, 'SCRAM-SHA-256']);
+    const bound = await through(u('scram_user', 'scräm pw', 'sslmode=require'));
+    assert.deepEqual([bound.user, bound.ssl, bound.method], ['scram_user', true, 'SCRAM-SHA-256-PLUS']);
+  });
+
+  it("relays the backend's refusal of a wrong password with its own SQLSTATE", async () => {
+    const r = await refused(u('scram_user', 'wrong', 'sslmode=disable'));
+    assert.equal(r.code, '28P01');
+    assert.match(r.message, /password authentication failed for user "scram_user"/);
+    assert.ok(!r.logs.includes('wrong'));
+  });
+
+  it('TLS client certificate', async () => {
+    const r = await through(u('certuser', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}&sslcert=${clientCert.cert}&sslkey=${clientCert.key}`));
+    assert.deepEqual([r.user, r.ssl], ['certuser', true]);
+  });
+
+  it('sslmode prefer and require use TLS; disable does not', async () => {
+    assert.equal((await through(u('ssl_only', undefined, 'sslmode=prefer'))).ssl, true);
+    assert.equal((await through(u('ssl_only', undefined, 'sslmode=require'))).ssl, true);
+    const r = await refused(u('ssl_only', undefined, 'sslmode=disable'));
+    assert.equal(r.code, '28000', 'the backend rejected the plaintext login itself');
+  });
+
+  it('verify-ca accepts the right CA and refuses another (08001)', async () => {
+    assert.equal((await through(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}`))).ssl, true);
+    const r = await refused(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${otherCa.cert}`));
+    assert.equal(r.code, '08001');
+    assert.match(r.message, /TLS handshake failed/);
+  });
+
+  it('verify-full checks the host name (08001 on a mismatch)', async () => {
+    const byName = `postgres://ssl_only@localhost:${cluster.port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`;
+    assert.equal((await through(byName)).ssl, true);
+    const r = await refused(u('ssl_only', undefined, `sslmode=verify-full&sslrootcert=${ca.cert}`));
+    assert.equal(r.code, '08001');
+    assert.match(r.message, /127\.0\.0\.1/);
+  });
+
+  it('an unreachable backend is 08001 and the proxy keeps serving', async () => {
+    const r = await refused(`postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2`);
+    assert.equal(r.code, '08001');
+    assert.match(r.message, /could not connect to the backend/);
+  });
+});
+
+describe('backend login: TLS demanded of a server without it', () => {
+  it('sslmode=require against a plaintext-only server is 08001', async () => {
+    await using cluster = await PgCluster.start({});
+    await using proxy = await startTestProxy([
+      '--insecure', '--auth', 'passthrough', '--backend', `${cluster.url('postgres')}?sslmode=require`,
+    ]);
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await assert.rejects(client.connect(), (e: { code?: string; message: string }) => e.code === '08001' && /does not accept TLS/.test(e.message));
+  });
+});
