@@ -1,4 +1,5 @@
 import tls from 'node:tls';
+import { commandProvider } from '../auth/command-provider.js';
 import { passthroughProvider } from '../auth/passthrough.js';
 import type { AuthProvider } from '../auth/provider.js';
 import { CancelRegistry } from '../backend/cancel.js';
@@ -13,6 +14,9 @@ export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr'
 
 export function authProviderFor(config: ProxyConfig): AuthProvider {
   const a = config.auth;
+  if (a.provider === 'command') {
+    return commandProvider({ argv: a.argv, cleartext: a.cleartext, timeoutMs: a.timeoutMs });
+  }
   return passthroughProvider({
     backend: a.backend,
     credsCmd: a.credsCmd,

@@ -96,6 +96,13 @@ export function readConfigFile(path: string, problems: string[]): { settings: Se
   const settings: Settings = {};
   const extra: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(doc as Record<string, unknown>)) {
+    // `auth:` may be a provider name or a mapping with the provider's own settings.
+    if (k === 'auth' && v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      const { provider, ...rest } = v as Record<string, unknown>;
+      if (provider !== undefined) settings.auth = provider as RawValue;
+      extra.auth = rest;
+      continue;
+    }
     const spec = byName.get(k);
     if (spec) settings[spec.name] = v as RawValue;
     else extra[k] = v;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseBackendUrl, type BackendTarget } from '../backend/url.js';
 import { splitCommandLine } from '../auth/command-runner.js';
+import { parseDuration } from './duration.js';
 import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
 
 export interface PassthroughConfig {
@@ -12,7 +13,14 @@ export interface PassthroughConfig {
   ignoreUsername: boolean;
 }
 
-export type AuthConfig = PassthroughConfig;
+export interface CommandAuthConfig {
+  provider: 'command';
+  argv: string[];
+  cleartext: boolean;
+  timeoutMs?: number;
+}
+
+export type AuthConfig = PassthroughConfig | CommandAuthConfig;
 
 /** The validated, immutable configuration of one `pgward start`. */
 export interface ProxyConfig {
@@ -26,14 +34,14 @@ export interface ProxyConfig {
   readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string };
 }
 
-const AVAILABLE_PROVIDERS = ['passthrough'];
+const AVAILABLE_PROVIDERS = ['passthrough', 'command'];
 
 /** Builds the config from argv, environment and file; throws ConfigError with every problem. */
 export function buildProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ProxyConfig {
   return resolve(loadSettings(argv, env));
 }
 
-function resolve({ values: v, verbosity }: LoadedSettings): ProxyConfig {
+function resolve({ values: v, verbosity, extra }: LoadedSettings): ProxyConfig {
   const problems: string[] = [];
   const str = (k: string) => v[k] as string | undefined;
   const num = (k: string) => v[k] as number;
@@ -65,6 +73,8 @@ function resolve({ values: v, verbosity }: LoadedSettings): ProxyConfig {
   let auth: AuthConfig | undefined;
   if (provider === 'passthrough') {
     auth = passthrough(v, problems, listen.host, Boolean(tls));
+  } else if (provider === 'command') {
+    auth = command(v, (extra.auth ?? {}) as Record<string, unknown>, problems);
   } else {
     problems.push(
       `auth: provider "${provider}" is not available (available: ${AVAILABLE_PROVIDERS.join(', ')})`,
@@ -132,4 +142,38 @@ function passthrough(
     credsOverride: v.credsOverride as boolean,
     ignoreUsername: v.ignoreUsername as boolean,
   };
+}
+
+function command(
+  v: LoadedSettings['values'],
+  file: Record<string, unknown>,
+  problems: string[],
+): CommandAuthConfig | undefined {
+  const known = new Set(['cmd', 'cleartext', 'timeout']);
+  for (const k of Object.keys(file)) if (!known.has(k)) problems.push(`auth.${k}: unknown setting for the command provider`);
+  let argv: string[] | undefined;
+  if (v.authCmd) {
+    try {
+      argv = splitCommandLine(v.authCmd as string);
+    } catch (err) {
+      problems.push(`authCmd: ${(err as Error).message}`);
+    }
+  } else if (file.cmd !== undefined) {
+    if (Array.isArray(file.cmd) && file.cmd.length > 0 && file.cmd.every((a) => typeof a === 'string')) argv = file.cmd as string[];
+    else problems.push('auth.cmd: expected a non-empty list of strings (program and arguments)');
+  }
+  if (!argv || argv.length === 0) {
+    if (!problems.some((p) => p.startsWith('auth'))) problems.push('authCmd: the command provider needs --authCmd or auth.cmd');
+    return undefined;
+  }
+  let timeoutMs: number | undefined;
+  if (file.timeout !== undefined) {
+    try {
+      timeoutMs = parseDuration(String(file.timeout));
+    } catch (err) {
+      problems.push(`auth.timeout: ${(err as Error).message}`);
+    }
+  }
+  const cleartext = Boolean(v.clearPasswd) || file.cleartext === true;
+  return { provider: 'command', argv, cleartext, timeoutMs };
 }

@@ -122,6 +122,9 @@ export function relay(
       const chain = buildChain(middleware, session, fromClient$, fromBackend$);
       handlers = chain.handlers;
       session.onCloseRequest((error) => finish('closed', error));
+      session.onClientWriter((m) => {
+        if (!done) clientSink.write(m.raw);
+      });
       subs.push(
         chain.toClient$.subscribe({
           next: (m) => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readyStatus, type TransactionStatus, type PgError } from '../protocol/index.js';
+import { readyStatus, type BackendMessage, type TransactionStatus, type PgError } from '../protocol/index.js';
 import type { Endpoint, SessionContext, SessionLogger, SessionPhase, SessionState } from './middleware.js';
 
 const Q = 'Q'.charCodeAt(0);
@@ -74,6 +74,7 @@ export class Session implements SessionContext {
   identity = '';
   readonly closed: Promise<void>;
   private closer: ((error?: PgError) => void) | null = null;
+  private clientWriter: ((m: BackendMessage) => void) | null = null;
   private pendingClose: { error?: PgError } | null = null;
   private resolveClosed!: () => void;
 
@@ -90,6 +91,19 @@ export class Session implements SessionContext {
     this.closer = closer;
     if (this.pendingClose) closer(this.pendingClose.error);
   }
+
+  /** The relay installs the direct path to the client (past all middleware). */
+  onClientWriter(writer: (m: BackendMessage) => void): void {
+    this.clientWriter = writer;
+  }
+
+  /**
+   * Sends an asynchronous message (NoticeResponse, ParameterStatus) straight to the client, as
+   * the protocol allows at any time; ignored before the relay starts or after it ends.
+   */
+  readonly notifyClient = (message: BackendMessage): void => {
+    this.clientWriter?.(message);
+  };
 
   readonly close = (error?: PgError): void => {
     if (this.closer) this.closer(error);

@@ -18,6 +18,7 @@ import type { CancelRegistry } from '../backend/cancel.js';
 import type { Logger } from '../telemetry/log.js';
 import { negotiate, type NegotiateOptions, type StartupMessage } from './negotiate.js';
 import { backendStartupParams } from './startup-params.js';
+import { watchExpiry, type ExpiryPolicy } from './token-expiry.js';
 
 export interface ConnectionDeps extends NegotiateOptions {
   auth: AuthProvider;
@@ -27,6 +28,8 @@ export interface ConnectionDeps extends NegotiateOptions {
   /** Refuse clients that did not use TLS (when TLS is configured and --insecure is not set). */
   requireTls: boolean;
   authTimeoutMs: number;
+  /** What to do when the client's credential expires during the session. */
+  expiry?: ExpiryPolicy;
   /** Startup parameters a client may not set (the proxy owns them). */
   reservedParams: ReadonlySet<string>;
   allowReplication: boolean;
@@ -177,12 +180,15 @@ async function runSession(
     clientSink.flush();
     clientSink.dispose();
     reader.framer.maxLength = Limits.message;
+    const stopExpiry =
+      auth.expiresAt !== undefined && deps.expiry ? watchExpiry(session, auth.expiresAt, deps.expiry) : () => {};
     const end = await relay(
       session,
       deps.middleware,
       { socket, framer: reader.framer, leftover: reader.release() },
       { socket: backend.socket, framer: backend.framer, leftover: backend.leftover },
     );
+    stopExpiry();
     log.info('session ended', {
       reason: end.reason,
       sqlstate: end.error?.sqlstate,

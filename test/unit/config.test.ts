@@ -39,6 +39,8 @@ describe('start configuration', () => {
     assert.equal(c.authTimeoutMs, 2000);
     assert.equal(c.maxConnections, 1000);
     assert.equal(c.gracePeriodMs, 30_000);
+    assert.equal(c.auth.provider, 'passthrough');
+    if (c.auth.provider !== 'passthrough') return;
     assert.equal(c.auth.backend.host, 'db.internal');
     assert.equal(c.auth.credsOverride, true);
     assert.equal(c.auth.credsTtlMs, 600_000);
@@ -84,6 +86,20 @@ describe('start configuration', () => {
     );
     assert.ok(p.length > 0);
     assert.ok(p.every((x) => !x.includes('topsecret')), p.join('\n'));
+  });
+
+  it('reads the command provider from flags or from an auth mapping in the file', () => {
+    const c = buildProxyConfig(['--insecure', '--auth', 'command', '--authCmd', '/usr/local/bin/auth --mode "strict x"', '--clearPasswd'], {});
+    assert.deepEqual(c.auth, { provider: 'command', argv: ['/usr/local/bin/auth', '--mode', 'strict x'], cleartext: true, timeoutMs: undefined });
+    const dir = mkdtempSync(join(tmpdir(), 'pgward-cfg-'));
+    const file = join(dir, 'pgward.yaml');
+    writeFileSync(file, 'insecure: true\nauth:\n  provider: command\n  cmd: [/bin/auth, "--flag"]\n  timeout: 5s\n');
+    const f = buildProxyConfig(['--config', file], {});
+    assert.deepEqual(f.auth, { provider: 'command', argv: ['/bin/auth', '--flag'], cleartext: false, timeoutMs: 5000 });
+    writeFileSync(file, 'insecure: true\nauth:\n  provider: command\n  cmd: /bin/auth\n  colour: blue\n');
+    const p = problems(() => buildProxyConfig(['--config', file], {}));
+    assert.ok(p.includes('auth.colour: unknown setting for the command provider'), p.join('\n'));
+    assert.ok(p.some((x) => /auth.cmd: expected a non-empty list/.test(x)), p.join('\n'));
   });
 
   it('names an unavailable auth provider', () => {
