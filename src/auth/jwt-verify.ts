@@ -50,6 +50,9 @@ export interface VerifyTokenOptions {
   maxLength?: number;
 }
 
+/** Alias of {@link VerifyTokenOptions}. */
+export type VerifyOptions = VerifyTokenOptions;
+
 export interface VerifiedToken {
   claims: JWTPayload;
   /** `exp` in milliseconds since the epoch, when the token has one. */

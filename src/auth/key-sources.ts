@@ -347,12 +347,11 @@ function keyFit(key: KeyObject): { type: string; algs: string[] } {
       return { type: `RSA ${details.modulusLength ?? '?'}-bit`, algs: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'] };
     case 'rsa-pss':
       return { type: `RSA-PSS ${details.modulusLength ?? '?'}-bit`, algs: ['PS256', 'PS384', 'PS512'] };
-    case 'ml-dsa-44' as string:
-    case 'ml-dsa-65' as string:
-    case 'ml-dsa-87' as string:
-      return { type: key.asymmetricKeyType!.toUpperCase(), algs: [key.asymmetricKeyType!.toUpperCase()] };
-    default:
-      return { type: key.asymmetricKeyType ?? 'unknown', algs: [] };
+    default: {
+      const type = String(key.asymmetricKeyType ?? 'unknown');
+      // ML-DSA (where the runtime has it): the JWS algorithm is the key type's name.
+      return /^ml-dsa-\d+$/.test(type) ? { type: type.toUpperCase(), algs: [type.toUpperCase()] } : { type, algs: [] };
+    }
   }
 }
 
@@ -590,7 +589,8 @@ async function fetchJson(url: URL, { timeoutMs, maxBytes }: FetchOptions): Promi
   } catch (err) {
     if (signal.aborted) throw timedOut();
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new Error(`cannot fetch: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    const text = cause?.code ?? cause?.message ?? (err as Error).message;
+    throw new Error(`cannot fetch: ${text.split(url.href).join(showUrl(url))}`);
   }
   const discard = () => res.body?.cancel().catch(() => {});
   if (res.status !== 200) {
@@ -643,6 +643,7 @@ function checkUrl(text: string, what: string): URL {
   } catch {
     throw new Error(`${what} URL is not a valid URL`);
   }
+  if (url.username !== '' || url.password !== '') throw new Error(`${what} URL ${showUrl(url)}: credentials in the URL are not supported`);
   if (url.protocol === 'https:') return url;
   if (url.protocol === 'http:') {
     if (isLoopbackHost(url.hostname)) return url;

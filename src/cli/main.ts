@@ -55,7 +55,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     try {
-      return await runStart(buildProxyConfig(rest));
+      return await runStart(buildProxyConfig(rest), () => buildProxyConfig(rest));
     } catch (err) {
       if (err instanceof ConfigError) {
         process.stderr.write(`pgward: configuration problems:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);

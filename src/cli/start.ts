@@ -1,35 +1,21 @@
-import tls from 'node:tls';
-import { commandProvider } from '../auth/command-provider.js';
-import { passthroughProvider } from '../auth/passthrough.js';
-import type { AuthProvider } from '../auth/provider.js';
 import { CancelRegistry } from '../backend/cancel.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Middleware } from '../pipeline/index.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import { ProxyServer } from '../server/listener.js';
 import { createLogger, type Logger } from '../telemetry/log.js';
+import { buildRuntime } from './runtime.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
-
-export function authProviderFor(config: ProxyConfig): AuthProvider {
-  const a = config.auth;
-  if (a.provider === 'command') {
-    return commandProvider({ argv: a.argv, cleartext: a.cleartext, timeoutMs: a.timeoutMs });
-  }
-  return passthroughProvider({
-    backend: a.backend,
-    credsCmd: a.credsCmd,
-    credsTtlMs: a.credsTtlMs,
-    credsOverride: a.credsOverride,
-    ignoreUsername: a.ignoreUsername,
-  });
-}
 
 export interface RunningProxy {
   server: ProxyServer;
   address: { host: string; port: number };
   log: Logger;
+  /** Rebuilds keys, backends and TLS from a new config and swaps them in; throws (and keeps the old) on error. */
+  reload(config: ProxyConfig): Promise<void>;
+  describe(): string[];
   /** Stops accepting, closes idle sessions at once and busy ones when idle or at the grace period. */
   drain(): Promise<void>;
   close(): Promise<void>;
@@ -41,14 +27,15 @@ export async function startProxy(
   opts: { log?: Logger; middleware?: Middleware[] } = {},
 ): Promise<RunningProxy> {
   const log = opts.log ?? createLogger(config.log);
-  const secureContext = config.tls ? tls.createSecureContext({ cert: config.tls.cert, key: config.tls.key }) : undefined;
+  let runtime = await buildRuntime(config);
   const server = new ProxyServer({
     host: config.listen.host,
     port: config.listen.port,
     maxConnections: config.maxConnections,
-    secureContext,
-    requireTls: Boolean(secureContext) && !config.insecure,
-    auth: authProviderFor(config),
+    secureContext: runtime.secureContext,
+    requireTls: Boolean(runtime.secureContext) && !config.insecure,
+    auth: runtime.auth,
+    expiry: config.expiry,
     middleware: opts.middleware ?? [],
     cancels: new CancelRegistry(),
     log,
@@ -62,6 +49,21 @@ export async function startProxy(
     server,
     address: { host: addr.address, port: addr.port },
     log,
+    describe: () => runtime.describe(),
+    async reload(next) {
+      const built = await buildRuntime(next);
+      server.reconfigure({
+        auth: built.auth,
+        secureContext: built.secureContext,
+        requireTls: Boolean(built.secureContext) && !next.insecure,
+        expiry: next.expiry,
+        authTimeoutMs: next.authTimeoutMs,
+        maxConnections: next.maxConnections,
+      });
+      const old = runtime;
+      runtime = built;
+      old.dispose();
+    },
     async drain() {
       await server.stopListening();
       const all = [...server.sessions];
@@ -70,14 +72,37 @@ export async function startProxy(
       await Promise.race([Promise.all(all.map((s) => s.closed)), grace]);
       await server.close();
     },
-    close: () => server.close(),
+    close: async () => {
+      await server.close();
+      runtime.dispose();
+    },
   };
 }
 
 /** `pgward start`: runs until SIGTERM/SIGINT (drain) or a second signal (immediate close). */
-export async function runStart(config: ProxyConfig): Promise<number> {
+export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig): Promise<number> {
   const proxy = await startProxy(config);
   const { log } = proxy;
+  for (const line of proxy.describe()) log.info('source', { detail: line });
+  let reloading = false;
+  const reload = async (why: string) => {
+    if (reloading) return;
+    reloading = true;
+    try {
+      await proxy.reload(rebuild());
+      log.info('configuration reloaded', { trigger: why });
+    } catch (err) {
+      log.error('configuration reload failed; keeping the previous configuration', {
+        trigger: why,
+        reason: (err as Error).message,
+      });
+    } finally {
+      reloading = false;
+    }
+  };
+  process.on('SIGHUP', () => void reload('SIGHUP'));
+  const refresh = config.refreshMs > 0 ? setInterval(() => void reload('refresh'), config.refreshMs) : undefined;
+  refresh?.unref();
   log.info('pgward listening', {
     address: `${proxy.address.host}:${proxy.address.port}`,
     tls: Boolean(config.tls),
@@ -101,6 +126,7 @@ export async function runStart(config: ProxyConfig): Promise<number> {
       });
     };
     process.on('SIGTERM', onSignal);
+    void proxy.server.closed.then(() => clearInterval(refresh));
     process.on('SIGINT', onSignal);
   });
 }

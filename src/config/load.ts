@@ -65,7 +65,9 @@ export function parseArgs(argv: readonly string[], problems: string[]): ParsedAr
         continue;
       }
     }
-    flags[spec.name] = value;
+    // List flags may be repeated: --signingKeys a.pem --signingKeys b.json
+    const prev = flags[spec.name];
+    flags[spec.name] = spec.type === 'list' && typeof prev === 'string' ? `${prev},${value}` : value;
   }
   return { flags, verbosity, positional };
 }
@@ -85,7 +87,10 @@ export function readConfigFile(path: string, problems: string[]): { settings: Se
   try {
     doc = parseYaml(readFileSync(path, 'utf8'));
   } catch (err) {
-    problems.push(`${path}: ${(err as Error).message.split('\n')[0]}`);
+    // yaml's messages quote the offending line, which may hold a password: give only the position.
+    const e = err as { code?: string; linePos?: { line: number; col: number }[] };
+    const pos = e.linePos?.[0] ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
+    problems.push(`${path}: ${e.code ? `invalid YAML/JSON (${e.code})` : (err as Error).message}${pos}`);
     return { settings: {}, extra: {} };
   }
   if (doc === null || doc === undefined) return { settings: {}, extra: {} };

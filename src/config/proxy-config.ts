@@ -20,7 +20,18 @@ export interface CommandAuthConfig {
   timeoutMs?: number;
 }
 
-export type AuthConfig = PassthroughConfig | CommandAuthConfig;
+export interface JwtAuthConfig {
+  provider: 'jwt';
+  backendsPath: string;
+  jwtField: string;
+  signingKeys: string[];
+  oidcDiscovery?: string;
+  jwksCooldownMs: number;
+  verify: { algorithms: string[]; issuer?: string; audience?: string; clockToleranceSec: number; requireExp: boolean };
+  requireUserMatch: boolean;
+}
+
+export type AuthConfig = PassthroughConfig | CommandAuthConfig | JwtAuthConfig;
 
 /** The validated, immutable configuration of one `pgward start`. */
 export interface ProxyConfig {
@@ -31,10 +42,13 @@ export interface ProxyConfig {
   readonly authTimeoutMs: number;
   readonly maxConnections: number;
   readonly gracePeriodMs: number;
+  /** Reload interval for keys, backends and certificates; 0 = never. */
+  readonly refreshMs: number;
+  readonly expiry: { mode: 'close' | 'ignore'; toleranceMs: number; warningMs: number };
   readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string };
 }
 
-const AVAILABLE_PROVIDERS = ['passthrough', 'command'];
+const AVAILABLE_PROVIDERS = ['jwt', 'passthrough', 'command'];
 
 /** Builds the config from argv, environment and file; throws ConfigError with every problem. */
 export function buildProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ProxyConfig {
@@ -71,7 +85,9 @@ function resolve({ values: v, verbosity, extra }: LoadedSettings): ProxyConfig {
 
   const provider = str('auth')!;
   let auth: AuthConfig | undefined;
-  if (provider === 'passthrough') {
+  if (provider === 'jwt') {
+    auth = jwt(v, problems);
+  } else if (provider === 'passthrough') {
     auth = passthrough(v, problems, listen.host, Boolean(tls));
   } else if (provider === 'command') {
     auth = command(v, (extra.auth ?? {}) as Record<string, unknown>, problems);
@@ -84,6 +100,8 @@ function resolve({ values: v, verbosity, extra }: LoadedSettings): ProxyConfig {
   const format = str('logFormat')!;
   if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
   if (num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
+  const expiryMode = str('sessionExpiry')!;
+  if (expiryMode !== 'close' && expiryMode !== 'ignore') problems.push(`sessionExpiry: expected close or ignore, got "${expiryMode}"`);
   if (problems.length > 0 || !auth) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -94,6 +112,8 @@ function resolve({ values: v, verbosity, extra }: LoadedSettings): ProxyConfig {
     authTimeoutMs: num('authTimeout'),
     maxConnections: num('maxConnections'),
     gracePeriodMs: num('gracePeriod'),
+    refreshMs: num('refresh'),
+    expiry: { mode: expiryMode as 'close' | 'ignore', toleranceMs: num('clockTolerance'), warningMs: num('expiryWarning') },
     log: {
       level: (verbosity >= 2 ? 'trace' : verbosity === 1 ? 'debug' : 'info') as ProxyConfig['log']['level'],
       format: format as ProxyConfig['log']['format'],
@@ -176,4 +196,32 @@ function command(
   }
   const cleartext = Boolean(v.clearPasswd) || file.cleartext === true;
   return { provider: 'command', argv, cleartext, timeoutMs };
+}
+
+function jwt(v: LoadedSettings['values'], problems: string[]): JwtAuthConfig | undefined {
+  const backendsPath = v.backends as string | undefined;
+  const signingKeys = (v.signingKeys as string[] | undefined) ?? [];
+  const oidcDiscovery = v.oidcDiscovery as string | undefined;
+  if (!backendsPath) problems.push('backends: the jwt provider needs --backends FILE');
+  if (signingKeys.length === 0 && !oidcDiscovery) problems.push('signingKeys: the jwt provider needs --signingKeys or --oidcDiscovery');
+  const algorithms = v.algorithms as string[];
+  const refused = algorithms.filter((a) => a === 'none' || /^HS/i.test(a));
+  if (refused.length > 0) problems.push(`algorithms: ${refused.join(', ')} can never be accepted with public keys`);
+  if (!backendsPath) return undefined;
+  return {
+    provider: 'jwt',
+    backendsPath,
+    jwtField: v.jwtField as string,
+    signingKeys,
+    oidcDiscovery,
+    jwksCooldownMs: v.jwksCooldown as number,
+    verify: {
+      algorithms: algorithms.filter((a) => !refused.includes(a)),
+      issuer: v.issuer as string | undefined,
+      audience: v.audience as string | undefined,
+      clockToleranceSec: Math.round((v.clockTolerance as number) / 1000),
+      requireExp: v.requireExp as boolean,
+    },
+    requireUserMatch: v.requireUserMatch as boolean,
+  };
 }

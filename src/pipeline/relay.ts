@@ -128,13 +128,14 @@ export function relay(
       subs.push(
         chain.toClient$.subscribe({
           next: (m) => {
-            state.toClient(m.code, m.raw);
             if (m.code === ERROR_RESPONSE) lastBackendError = m;
             else if (m.code === PARAMETER_STATUS && m.type === 'ParameterStatus') {
               const { name, value } = m.body();
               session.serverParams.set(name, value);
             }
+            // Written before the state moves on: a close waiting for idle must follow this message.
             clientSink.write(m.raw);
+            state.toClient(m.code, m.raw);
           },
           complete: () => backendGone(),
           error: (err) => (err instanceof BackendFailure ? backendGone(err.cause) : finish('error', asPgError(err))),

@@ -19,9 +19,18 @@ export class ProxyServer {
   readonly sessions = new Set<Session>();
   private listening = false;
 
-  constructor(private readonly opts: ProxyServerOptions) {
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+
+  constructor(private opts: ProxyServerOptions) {
+    this.closed = new Promise((r) => (this.resolveClosed = r));
     this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.server.on('error', (err) => opts.log.error('listener error', { error: err.message }));
+  }
+
+  /** Applies a reloaded configuration to new connections; live sessions keep what they had. */
+  reconfigure(changes: Partial<Omit<ProxyServerOptions, 'host' | 'port'>>): void {
+    this.opts = { ...this.opts, ...changes };
   }
 
   get connections(): number {
@@ -82,5 +91,6 @@ export class ProxyServer {
     }
     for (const socket of this.sockets) socket.destroy();
     await stopped;
+    this.resolveClosed();
   }
 }
