@@ -3,6 +3,9 @@ import { ConfigError } from '../config/load.js';
 import { buildProxyConfig } from '../config/proxy-config.js';
 import { START_FLAGS, kebab } from '../config/flags.js';
 import { runStart } from './start.js';
+import { runKeygen } from './keygen.js';
+import { runToken } from './token.js';
+import { runCheck } from './check.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -13,6 +16,9 @@ const USAGE = `pgward — PostgreSQL wire-protocol proxy with token authenticati
 
 Usage:
   pgward start [flags]     run the proxy
+  pgward keygen [flags]    write a key pair: private.pem, public.pem, jwks.json
+  pgward token [flags]     mint a signed JWT: --key private.pem --sub SUBJECT
+  pgward check [flags]     validate the configuration start would use, print it, exit 0 or 2
   pgward --help            this help;  pgward start --help  the flags
   pgward --version         print the version
 
@@ -48,6 +54,15 @@ export async function main(argv: string[]): Promise<number> {
   if (cmd === '--version' || cmd === '-V') {
     process.stdout.write(`pgward ${version()}\n`);
     return 0;
+  }
+  if (cmd === 'keygen') return runKeygen(rest);
+  if (cmd === 'token') return runToken(rest);
+  if (cmd === 'check') {
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write('Usage: pgward check [start flags]\n\nLoads and validates the configuration as `pgward start` would (files, keys,\nbackends), prints the resolved setup and exits 0, or 2 listing every problem.\n');
+      return 0;
+    }
+    return runCheck(rest);
   }
   if (cmd === 'start') {
     if (rest.includes('--help') || rest.includes('-h')) {

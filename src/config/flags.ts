@@ -39,6 +39,7 @@ export const START_FLAGS: readonly FlagSpec[] = [
   { name: 'allowNonLoopback', type: 'boolean', default: false, help: 'passthrough: allow a non-loopback listen address (no client password is checked in this mode)' },
   { name: 'authCmd', type: 'string', arg: 'COMMAND', help: 'command: the external authenticator (pgAuthProxy protocol), run without a shell; config auth.cmd takes an argv list' },
   { name: 'clearPasswd', type: 'boolean', default: false, help: 'command: ask clients for a cleartext password instead of an md5 response' },
+  { name: 'reportRemoteAddr', type: 'boolean', default: false, help: 'inject the client address as the crdb:remote_addr startup parameter (adds remote-addr to the pipeline)' },
   { name: 'authTimeout', type: 'duration', default: '15s', help: 'startup and authentication must finish within this time' },
   { name: 'maxConnections', type: 'integer', default: 1000, help: 'over this, new clients get 53300 too_many_connections' },
   { name: 'gracePeriod', type: 'duration', default: '30s', help: 'on SIGTERM/SIGINT, how long to wait for sessions to become idle' },

@@ -149,9 +149,11 @@ export interface LoadedSettings {
   /** Config-file keys that are not flags (pipeline, plugins, auth…). */
   extra: Record<string, unknown>;
   verbosity: number;
+  /** Problems found so far; the caller adds its own and reports them all at once. */
+  problems: string[];
 }
 
-/** Merges flag > env > file > default into typed values; throws ConfigError listing every problem. */
+/** Merges flag > env > file > default into typed values; values with problems are left undefined. */
 export function loadSettings(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): LoadedSettings {
   const problems: string[] = [];
   const args = parseArgs(argv, problems);
@@ -170,8 +172,7 @@ export function loadSettings(argv: readonly string[], env: NodeJS.ProcessEnv = p
     const raw = found ? found[0][spec.name]! : spec.default;
     values[spec.name] = raw === undefined ? undefined : coerce(spec, raw, found?.[1] ?? 'default', problems);
   }
-  if (problems.length > 0) throw new ConfigError(problems);
-  return { values, extra: file.extra, verbosity: args.verbosity };
+  return { values, extra: file.extra, verbosity: args.verbosity, problems };
 }
 
 export function parseHostPort(text: string): { host: string; port: number } {

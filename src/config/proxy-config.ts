@@ -33,12 +33,26 @@ export interface JwtAuthConfig {
 
 export type AuthConfig = PassthroughConfig | CommandAuthConfig | JwtAuthConfig;
 
+/** One `pipeline:` entry: a middleware name and its options (validated by the middleware). */
+export interface PipelineEntry {
+  name: string;
+  options: unknown;
+}
+
+/** The pipeline used when the config names none: graceful drain on SIGTERM/SIGINT. */
+export const DEFAULT_PIPELINE: readonly PipelineEntry[] = [{ name: 'drain-gate', options: {} }];
+
 /** The validated, immutable configuration of one `pgward start`. */
 export interface ProxyConfig {
   readonly listen: { host: string; port: number };
   readonly tls?: { cert: Buffer; key: Buffer; certPath: string; keyPath: string };
   readonly insecure: boolean;
   readonly auth: AuthConfig;
+  /** Middleware after auth, in order (frontend messages pass them first to last). */
+  readonly pipeline: readonly PipelineEntry[];
+  readonly pipelineNames: readonly string[];
+  /** Modules to load before the listener opens (issue 6). */
+  readonly plugins: readonly string[];
   readonly authTimeoutMs: number;
   readonly maxConnections: number;
   readonly gracePeriodMs: number;
@@ -55,15 +69,14 @@ export function buildProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   return resolve(loadSettings(argv, env));
 }
 
-function resolve({ values: v, verbosity, extra }: LoadedSettings): ProxyConfig {
-  const problems: string[] = [];
+function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): ProxyConfig {
   const str = (k: string) => v[k] as string | undefined;
   const num = (k: string) => v[k] as number;
   const bool = (k: string) => v[k] as boolean;
 
   let listen = { host: '127.0.0.1', port: 13013 };
   try {
-    listen = parseHostPort(str('bindAddr')!);
+    if (str('bindAddr') !== undefined) listen = parseHostPort(str('bindAddr')!);
   } catch (err) {
     problems.push(`bindAddr: ${(err as Error).message}`);
   }
@@ -99,9 +112,20 @@ function resolve({ values: v, verbosity, extra }: LoadedSettings): ProxyConfig {
 
   const format = str('logFormat')!;
   if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
-  if (num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
+  if (num('maxConnections') !== undefined && num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
   const expiryMode = str('sessionExpiry')!;
   if (expiryMode !== 'close' && expiryMode !== 'ignore') problems.push(`sessionExpiry: expected close or ignore, got "${expiryMode}"`);
+  const pipeline = parsePipeline(extra.pipeline, problems);
+  if (v.reportRemoteAddr && !pipeline.some((e) => e.name === 'remote-addr')) {
+    pipeline.push({ name: 'remote-addr', options: { param: 'crdb:remote_addr' } });
+  }
+  const plugins = extra.plugins ?? [];
+  if (!Array.isArray(plugins) || !plugins.every((p) => typeof p === 'string')) {
+    problems.push('plugins: expected a list of module paths or package names');
+  }
+  for (const k of Object.keys(extra)) {
+    if (!['pipeline', 'plugins', 'auth'].includes(k)) problems.push(`${k}: unknown setting`);
+  }
   if (problems.length > 0 || !auth) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -109,6 +133,9 @@ function resolve({ values: v, verbosity, extra }: LoadedSettings): ProxyConfig {
     tls,
     insecure: bool('insecure'),
     auth,
+    pipeline,
+    pipelineNames: pipeline.map((e) => e.name),
+    plugins: plugins as string[],
     authTimeoutMs: num('authTimeout'),
     maxConnections: num('maxConnections'),
     gracePeriodMs: num('gracePeriod'),
@@ -224,4 +251,30 @@ function jwt(v: LoadedSettings['values'], problems: string[]): JwtAuthConfig | u
     },
     requireUserMatch: v.requireUserMatch as boolean,
   };
+}
+
+/** `pipeline:` entries are a name or a one-key mapping `{ name: options }`; auth may lead. */
+function parsePipeline(raw: unknown, problems: string[]): PipelineEntry[] {
+  if (raw === undefined) return [...DEFAULT_PIPELINE];
+  if (!Array.isArray(raw)) {
+    problems.push('pipeline: expected a list of middleware names or { name: options } entries');
+    return [];
+  }
+  const entries: PipelineEntry[] = [];
+  raw.forEach((item, i) => {
+    let entry: PipelineEntry | undefined;
+    if (typeof item === 'string') entry = { name: item, options: {} };
+    else if (item && typeof item === 'object' && !Array.isArray(item) && Object.keys(item).length === 1) {
+      const [name, options] = Object.entries(item as Record<string, unknown>)[0]!;
+      entry = { name, options: options ?? {} };
+    }
+    if (!entry) return problems.push(`pipeline[${i}]: expected a name or a mapping with exactly one name`);
+    if (entry.name === 'auth') {
+      if (i !== 0) problems.push(`pipeline[${i}]: auth always runs first; list it first or not at all`);
+      return;
+    }
+    if (entries.some((e) => e.name === entry!.name)) return problems.push(`pipeline[${i}]: "${entry.name}" is listed twice`);
+    entries.push(entry);
+  });
+  return entries;
 }

@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+
+const BIN = fileURLToPath(new URL('../../../bin/pgward.js', import.meta.url));
+
+function pgward(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGWARD_BACKENDS: '' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('command line', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'pgward-cli-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prints help and version, exit 0', async () => {
+    const help = await pgward(['--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /pgward start \[flags\]/);
+    const startHelp = await pgward(['start', '--help']);
+    assert.equal(startHelp.code, 0);
+    assert.match(startHelp.stdout, /--bindAddr HOST:PORT/);
+    assert.match(startHelp.stdout, /--signingKeys/);
+    const version = await pgward(['--version']);
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^pgward \d+\.\d+\.\d+\n$/);
+  });
+
+  it('exits 2 with one clear line for unknown commands and flags', async () => {
+    const cmd = await pgward(['frobnicate']);
+    assert.equal(cmd.code, 2);
+    assert.match(cmd.stderr, /unknown command "frobnicate"/);
+    const flag = await pgward(['start', '--insecure', '--nope']);
+    assert.equal(flag.code, 2);
+    assert.match(flag.stderr, /unknown flag --nope/);
+  });
+
+  it('check: prints the resolved setup and exits 0', async () => {
+    await writeFile(join(dir, 'backends.json'), JSON.stringify({ alice: 'postgres://alice:SECRET-PW@db:5432/app?sslmode=disable' }));
+    const keygen = await pgward(['keygen', '--out', dir]);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    await writeFile(join(dir, 'pgward.yaml'), 'pipeline:\n  - drain-gate\n');
+    const r = await pgward(['check', '--insecure', '--config', join(dir, 'pgward.yaml'), '--backends', join(dir, 'backends.json'), '--signingKeys', join(dir, 'public.pem')]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /auth provider: jwt/);
+    assert.match(r.stdout, /pipeline: auth → drain-gate/);
+    assert.match(r.stdout, /key source: .*public\.pem/);
+    assert.match(r.stdout, /configuration OK/);
+    assert.ok(!r.stdout.includes('SECRET-PW'), 'no password in the output');
+  });
+
+  it('check: lists every problem and exits 2', async () => {
+    await writeFile(join(dir, 'bad.yaml'), 'pipeline:\n  - drain-gate\n  - drain-gate\ncolour: blue\n');
+    const r = await pgward(['check', '--config', join(dir, 'bad.yaml'), '--maxConnections', 'x']);
+    assert.equal(r.code, 2);
+    for (const p of [/no TLS configured/, /"drain-gate" is listed twice/, /colour: unknown setting/, /maxConnections: expected a whole number/, /backends: the jwt provider needs/]) {
+      assert.match(r.stderr, p);
+    }
+  });
+
+  it('start: refuses to run without TLS or --insecure (exit 2)', async () => {
+    const r = await pgward(['start', '--auth', 'passthrough', '--backend', 'postgres://u@127.0.0.1:1/db']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /no TLS configured/);
+  });
+});
