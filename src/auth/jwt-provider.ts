@@ -2,7 +2,7 @@ import { be, decodePassword, PgError, SqlState } from '../protocol/index.js';
 import { verifyToken, type VerifyOptions } from './jwt-verify.js';
 import type { KeySet } from './key-sources.js';
 import type { BackendRoutes } from './routing.js';
-import type { AuthProvider, AuthResult } from './provider.js';
+import type { AuthProvider, AuthResult, ClientChannel } from './provider.js';
 
 export interface JwtProviderOptions {
   /** The current keys and routes; read per login so a reload applies to the next connection. */
@@ -18,11 +18,69 @@ function refuse(sqlstate: string, message: string, hint?: string): PgError {
   return new PgError('FATAL', sqlstate, message, { hint });
 }
 
+export type TokenResolver = (
+  token: string,
+  channel: ClientChannel,
+  opts?: { matchStartupUser?: boolean },
+) => Promise<AuthResult>;
+
+/**
+ * Verifies a token and routes it by its selecting claim to a backend target with credentials;
+ * shared by the `jwt` provider and by plugins (statement login). Throws PgError 28P01/28000.
+ */
+export function tokenResolver(opts: JwtProviderOptions): TokenResolver {
+  return async (token, channel, { matchStartupUser = true } = {}) => {
+    const { keys, routes } = opts.current();
+    const { claims, expiresAt } = await verifyToken(token, keys, opts.verify);
+
+    const selector = claims[opts.jwtField];
+    if (typeof selector !== 'string' || selector === '' || selector.length > 1024 || /[\x00-\x1f\x7f]/.test(selector)) {
+      throw refuse(SqlState.InvalidAuthorizationSpecification, `token has no usable "${opts.jwtField}" claim to select a backend`);
+    }
+    const startupUser = channel.startup.get('user')!;
+    const startupDatabase = channel.startup.get('database');
+    const route = routes.match(selector, { claims, startupUser, startupDatabase });
+    // Claim values stay out of client messages (they are token content); the log has them.
+    if (!route) {
+      channel.log.info('no backend for token', { claim: opts.jwtField, value: selector });
+      throw refuse(SqlState.InvalidAuthorizationSpecification, `no backend is configured for this token's "${opts.jwtField}" claim`);
+    }
+    const checkUser = opts.requireUserMatch && matchStartupUser;
+    if (checkUser && startupUser !== selector && startupUser !== route.target.user) {
+      channel.log.info('user does not match token', { user: startupUser, claim: opts.jwtField, value: selector });
+      throw refuse(
+        SqlState.InvalidAuthorizationSpecification,
+        `user "${startupUser}" does not match the token`,
+        `Connect with the user named by the token's "${opts.jwtField}" claim or by its backend mapping.`,
+      );
+    }
+    let password = route.target.password;
+    if (route.passwordCommand) {
+      try {
+        password = await route.passwordCommand.get();
+      } catch (err) {
+        channel.log.error('backend password command failed', { route: route.key, reason: (err as Error).message });
+        throw refuse(SqlState.SqlclientUnableToEstablishSqlconnection, 'could not obtain backend credentials');
+      }
+    }
+    // With the startup user not bound to the token, the token decides who the session is.
+    const user = route.target.user ?? (matchStartupUser ? startupUser : selector);
+    const target = {
+      ...route.target,
+      password,
+      user,
+      database: route.target.database ?? (matchStartupUser ? startupDatabase : undefined) ?? user,
+    };
+    return { target, identity: selector, expiresAt };
+  };
+}
+
 /**
  * The token is the password: ask for it in cleartext (TLS protects it), verify it, route by one
  * claim, and log in to the mapped backend with credentials the client never sees.
  */
 export function jwtProvider(opts: JwtProviderOptions): AuthProvider {
+  const resolve = tokenResolver(opts);
   return {
     name: 'jwt',
     async authenticate(channel): Promise<AuthResult> {
@@ -31,46 +89,7 @@ export function jwtProvider(opts: JwtProviderOptions): AuthProvider {
       if (reply.type !== 'AuthResponse') {
         throw refuse(SqlState.ProtocolViolation, `expected a password message, got ${reply.type}`);
       }
-      const token = decodePassword(reply.body().data);
-      const { keys, routes } = opts.current();
-      const { claims, expiresAt } = await verifyToken(token, keys, opts.verify);
-
-      const selector = claims[opts.jwtField];
-      if (typeof selector !== 'string' || selector === '' || selector.length > 1024 || /[\x00-\x1f\x7f]/.test(selector)) {
-        throw refuse(SqlState.InvalidAuthorizationSpecification, `token has no usable "${opts.jwtField}" claim to select a backend`);
-      }
-      const startupUser = channel.startup.get('user')!;
-      const startupDatabase = channel.startup.get('database');
-      const route = routes.match(selector, { claims, startupUser, startupDatabase });
-      // Claim values stay out of client messages (they are token content); the log has them.
-      if (!route) {
-        channel.log.info('no backend for token', { claim: opts.jwtField, value: selector });
-        throw refuse(SqlState.InvalidAuthorizationSpecification, `no backend is configured for this token's "${opts.jwtField}" claim`);
-      }
-      if (opts.requireUserMatch && startupUser !== selector && startupUser !== route.target.user) {
-        channel.log.info('user does not match token', { user: startupUser, claim: opts.jwtField, value: selector });
-        throw refuse(
-          SqlState.InvalidAuthorizationSpecification,
-          `user "${startupUser}" does not match the token`,
-          `Connect with the user named by the token's "${opts.jwtField}" claim or by its backend mapping.`,
-        );
-      }
-      let password = route.target.password;
-      if (route.passwordCommand) {
-        try {
-          password = await route.passwordCommand.get();
-        } catch (err) {
-          channel.log.error('backend password command failed', { route: route.key, reason: (err as Error).message });
-          throw refuse(SqlState.SqlclientUnableToEstablishSqlconnection, 'could not obtain backend credentials');
-        }
-      }
-      const target = {
-        ...route.target,
-        password,
-        user: route.target.user ?? startupUser,
-        database: route.target.database ?? startupDatabase ?? route.target.user ?? startupUser,
-      };
-      return { target, identity: selector, expiresAt };
+      return resolve(decodePassword(reply.body().data), channel);
     },
   };
 }

@@ -12,6 +12,24 @@ export interface ClientChannel {
   send(...messages: BackendMessage[]): void;
   /** The client's next message (rejects when the client goes away). */
   read(): Promise<FrontendMessage>;
+  /**
+   * Issues the session's cancel key now, for providers that finish the client handshake before
+   * any backend exists (statement login); cancels with it reach the backend once connected.
+   */
+  reserveCancelKey(): { processId: number; secretKey: Buffer };
+  /**
+   * Tells the proxy the client handshake is complete (the provider sent AuthenticationOk …
+   * ReadyForQuery itself): --authTimeout stops applying and the provider bounds the wait itself.
+   */
+  handshakeComplete(): void;
+}
+
+/** Set by a provider that completed the client handshake itself (AuthenticationOk … ReadyForQuery). */
+export interface ClientHandshakeDone {
+  /** ParameterStatus values the client was already given; the backend's differing ones follow. */
+  sentParameters: ReadonlyMap<string, string>;
+  /** Sent to the client once the backend is connected (e.g. the result of the login statement). */
+  completion: BackendMessage[];
 }
 
 /** What a successful authentication decides. */
@@ -22,6 +40,7 @@ export interface AuthResult {
   identity: string;
   /** When the client's credential stops being valid (ms since epoch), if it does. */
   expiresAt?: number;
+  clientHandshake?: ClientHandshakeDone;
 }
 
 /**

@@ -10,8 +10,9 @@ export interface CancelKey {
 
 interface Entry {
   proxyKey: CancelKey;
-  backendKey: CancelKey;
-  target: BackendTarget;
+  /** Unset while the session has no backend yet (a reserved key): cancels are then ignored. */
+  backendKey?: CancelKey;
+  target?: BackendTarget;
   /** Whether the session's own backend connection used TLS: cancels then go over TLS too. */
   tls: boolean;
 }
@@ -25,12 +26,24 @@ export class CancelRegistry {
 
   /** Issues a fresh random key for a session (4-byte secret for protocol 3.0, 32 for 3.2). */
   register(backendKey: CancelKey, target: BackendTarget, tls: boolean, secretLength = 4): CancelKey {
+    const proxyKey = this.reserve(secretLength);
+    this.bind(proxyKey, backendKey, target, tls);
+    return proxyKey;
+  }
+
+  /** Issues a key before the session has a backend; `bind` it once connected. */
+  reserve(secretLength = 4): CancelKey {
     let processId: number;
     do processId = randomInt(1, 0x7fffffff);
     while (this.byPid.has(processId));
     const proxyKey = { processId, secretKey: randomBytes(secretLength) };
-    this.byPid.set(processId, { proxyKey, backendKey, target, tls });
+    this.byPid.set(processId, { proxyKey, tls: false });
     return proxyKey;
+  }
+
+  bind(proxyKey: CancelKey, backendKey: CancelKey, target: BackendTarget, tls: boolean): void {
+    const e = this.byPid.get(proxyKey.processId);
+    if (e) Object.assign(e, { backendKey, target, tls });
   }
 
   unregister(key: CancelKey): void {
@@ -45,11 +58,11 @@ export class CancelRegistry {
   /** The backend entry for a client's key, compared in constant time; undefined if unknown. */
   lookup(key: CancelKey): { backendKey: CancelKey; target: BackendTarget; tls: boolean } | undefined {
     const e = this.byPid.get(key.processId);
-    if (!e) return undefined;
+    if (!e || !e.backendKey || !e.target) return undefined;
     const a = e.proxyKey.secretKey;
     const b = key.secretKey;
     if (a.length !== b.length || !timingSafeEqual(a, b)) return undefined;
-    return e;
+    return { backendKey: e.backendKey, target: e.target, tls: e.tls };
   }
 
   /** Forwards a cancel; resolves false when the key is unknown. Never throws. */

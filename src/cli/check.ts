@@ -1,7 +1,13 @@
 import { RoutingConfigError } from '../auth/routing.js';
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig, type ProxyConfig } from '../config/proxy-config.js';
-import { buildRuntime } from './runtime.js';
+import { BehaviorSubject } from 'rxjs';
+import { BUILTIN_MIDDLEWARE_NAMES } from '../middleware/registry.js';
+import { defaultBaseDir, loadPlugins } from '../plugins/loader.js';
+import { silentLogger } from '../telemetry/log.js';
+import { BUILTIN_PROVIDERS, buildRuntime } from './runtime.js';
+import { configPathOf } from './config-path.js';
+import { pgwardVersion } from './start.js';
 
 /** Text for `pgward check`: what would run, with no secrets. */
 export function describeConfig(config: ProxyConfig, sources: string[]): string[] {
@@ -9,6 +15,7 @@ export function describeConfig(config: ProxyConfig, sources: string[]): string[]
     `listen: ${config.listen.host}:${config.listen.port} (${config.tls ? `TLS from ${config.tls.certPath}` : 'no TLS, --insecure'})`,
     `auth provider: ${config.auth.provider}`,
     `pipeline: auth${config.pipelineNames.length ? ' → ' + config.pipelineNames.join(' → ') : ''}`,
+    ...(config.plugins.length ? [`plugins: ${config.plugins.join(', ')}`] : []),
     ...sources,
     `limits: maxConnections ${config.maxConnections}, authTimeout ${config.authTimeoutMs} ms, gracePeriod ${config.gracePeriodMs} ms`,
     `token expiry: ${config.expiry.mode}${config.refreshMs > 0 ? `; reload every ${config.refreshMs / 1000} s` : '; no periodic reload'}`,
@@ -28,7 +35,14 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
     throw e;
   }
   try {
-    const runtime = await buildRuntime(config);
+    const plugins = await loadPlugins(config.plugins, {
+      baseDir: defaultBaseDir(configPathOf(argv)),
+      version: pgwardVersion(),
+      builtinMiddleware: BUILTIN_MIDDLEWARE_NAMES,
+      builtinProviders: BUILTIN_PROVIDERS,
+      onPluginError: () => {},
+    });
+    const runtime = await buildRuntime(config, { plugins, draining$: new BehaviorSubject(false), log: silentLogger });
     try {
       out.write(describeConfig(config, runtime.describe()).join('\n') + '\n');
       out.write('configuration OK\n');
@@ -37,7 +51,7 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
       runtime.dispose();
     }
   } catch (e) {
-    if (e instanceof RoutingConfigError) return fail(e.problems, err);
+    if (e instanceof RoutingConfigError || e instanceof ConfigError) return fail(e.problems, err);
     return fail([(e as Error).message], err);
   }
 }

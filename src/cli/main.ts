@@ -1,16 +1,13 @@
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig } from '../config/proxy-config.js';
 import { START_FLAGS, kebab } from '../config/flags.js';
-import { runStart } from './start.js';
+import { pgwardVersion, runStart } from './start.js';
 import { runKeygen } from './keygen.js';
 import { runToken } from './token.js';
 import { runCheck } from './check.js';
+import { configPathOf } from './config-path.js';
 
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+const version = pgwardVersion;
 
 const USAGE = `pgward — PostgreSQL wire-protocol proxy with token authentication
 
@@ -70,7 +67,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     try {
-      return await runStart(buildProxyConfig(rest), () => buildProxyConfig(rest));
+      return await runStart(buildProxyConfig(rest), () => buildProxyConfig(rest), configPathOf(rest));
     } catch (err) {
       if (err instanceof ConfigError) {
         process.stderr.write(`pgward: configuration problems:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);

@@ -1,19 +1,31 @@
+import { readFileSync } from 'node:fs';
+import { BehaviorSubject } from 'rxjs';
 import { CancelRegistry } from '../backend/cancel.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Middleware } from '../pipeline/index.js';
+import { defaultBaseDir, loadPlugins, type LoadedPlugins } from '../plugins/loader.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import { ProxyServer } from '../server/listener.js';
 import { createLogger, type Logger } from '../telemetry/log.js';
-import { buildRuntime } from './runtime.js';
+import { BUILTIN_PROVIDERS, buildRuntime, type Runtime } from './runtime.js';
+import { BUILTIN_MIDDLEWARE_NAMES } from '../middleware/registry.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
+
+export function pgwardVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 export interface RunningProxy {
   server: ProxyServer;
   address: { host: string; port: number };
   log: Logger;
-  /** Rebuilds keys, backends and TLS from a new config and swaps them in; throws (and keeps the old) on error. */
+  plugins: LoadedPlugins;
+  /** True once draining started (the process will stop). */
+  readonly draining: boolean;
+  /** Rebuilds keys, backends, pipeline and TLS from a new config and swaps them in; throws (and keeps the old) on error. */
   reload(config: ProxyConfig): Promise<void>;
   describe(): string[];
   /** Stops accepting, closes idle sessions at once and busy ones when idle or at the grace period. */
@@ -21,13 +33,30 @@ export interface RunningProxy {
   close(): Promise<void>;
 }
 
+export interface StartOptions {
+  log?: Logger;
+  /** Middleware placed after the configured pipeline (embedding and tests). */
+  middleware?: Middleware[];
+  /** Where relative plugin paths start; default the config file's folder or the working directory. */
+  baseDir?: string;
+  configPath?: string;
+}
+
 /** Starts the proxy described by `config` (in-process; used by `pgward start` and tests). */
-export async function startProxy(
-  config: ProxyConfig,
-  opts: { log?: Logger; middleware?: Middleware[] } = {},
-): Promise<RunningProxy> {
+export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): Promise<RunningProxy> {
   const log = opts.log ?? createLogger(config.log);
-  let runtime = await buildRuntime(config);
+  const draining$ = new BehaviorSubject(false);
+  const plugins = await loadPlugins(config.plugins, {
+    baseDir: opts.baseDir ?? defaultBaseDir(opts.configPath),
+    version: pgwardVersion(),
+    builtinMiddleware: BUILTIN_MIDDLEWARE_NAMES,
+    builtinProviders: BUILTIN_PROVIDERS,
+    onPluginError: (plugin, where, error) =>
+      log.error('plugin error', { plugin, where, error: error instanceof Error ? error.message : String(error) }),
+  });
+  const services = { plugins, draining$, log };
+  const extra = opts.middleware ?? [];
+  let runtime: Runtime = await buildRuntime(config, services);
   const server = new ProxyServer({
     host: config.listen.host,
     port: config.listen.port,
@@ -35,25 +64,39 @@ export async function startProxy(
     secureContext: runtime.secureContext,
     requireTls: Boolean(runtime.secureContext) && !config.insecure,
     auth: runtime.auth,
+    middleware: [...runtime.middleware, ...extra],
     expiry: config.expiry,
-    middleware: opts.middleware ?? [],
     cancels: new CancelRegistry(),
     log,
     authTimeoutMs: config.authTimeoutMs,
     reservedParams: RESERVED_PARAMS,
     allowReplication: false,
+    onSessionStart: (s) => void plugins.runHook('onSessionStart', s),
+    onAuthenticated: (s) => void plugins.runHook('onAuthenticated', s),
+    onSessionEnd: (s) => void plugins.runHook('onSessionEnd', s),
   });
   const addr = await server.listen();
+  await plugins.runHook('onReady');
   const shutdown = new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command');
+  const closeAll = async () => {
+    await server.close();
+    await plugins.runHook('preClose');
+    runtime.dispose();
+  };
   return {
     server,
     address: { host: addr.address, port: addr.port },
     log,
+    plugins,
+    get draining() {
+      return draining$.value;
+    },
     describe: () => runtime.describe(),
     async reload(next) {
-      const built = await buildRuntime(next);
+      const built = await buildRuntime(next, services);
       server.reconfigure({
         auth: built.auth,
+        middleware: [...built.middleware, ...extra],
         secureContext: built.secureContext,
         requireTls: Boolean(built.secureContext) && !next.insecure,
         expiry: next.expiry,
@@ -66,27 +109,34 @@ export async function startProxy(
     },
     async drain() {
       await server.stopListening();
+      draining$.next(true);
       const all = [...server.sessions];
-      for (const s of all) s.state.whenIdle(() => s.close(shutdown));
       const grace = new Promise<void>((r) => setTimeout(r, config.gracePeriodMs).unref());
       await Promise.race([Promise.all(all.map((s) => s.closed)), grace]);
-      await server.close();
+      for (const s of server.sessions) s.close(shutdown);
+      await closeAll();
     },
-    close: async () => {
-      await server.close();
-      runtime.dispose();
-    },
+    close: closeAll,
   };
 }
 
 /** `pgward start`: runs until SIGTERM/SIGINT (drain) or a second signal (immediate close). */
-export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig): Promise<number> {
-  const proxy = await startProxy(config);
+export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, configPath?: string): Promise<number> {
+  const proxy = await startProxy(config, { configPath });
   const { log } = proxy;
+  log.info('pgward listening', {
+    address: `${proxy.address.host}:${proxy.address.port}`,
+    tls: Boolean(config.tls),
+    auth: config.auth.provider,
+    pipeline: ['auth', ...config.pipelineNames].join(' → '),
+    plugins: proxy.plugins.plugins.map((p) => `${p.name}@${p.version}`).join(', ') || undefined,
+    max_connections: config.maxConnections,
+  });
   for (const line of proxy.describe()) log.info('source', { detail: line });
+  if (!config.tls) log.warn('running without TLS (--insecure): credentials cross the network in the clear');
   let reloading = false;
   const reload = async (why: string) => {
-    if (reloading) return;
+    if (reloading || proxy.draining) return;
     reloading = true;
     try {
       await proxy.reload(rebuild());
@@ -103,13 +153,6 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig):
   process.on('SIGHUP', () => void reload('SIGHUP'));
   const refresh = config.refreshMs > 0 ? setInterval(() => void reload('refresh'), config.refreshMs) : undefined;
   refresh?.unref();
-  log.info('pgward listening', {
-    address: `${proxy.address.host}:${proxy.address.port}`,
-    tls: Boolean(config.tls),
-    auth: config.auth.provider,
-    max_connections: config.maxConnections,
-  });
-  if (!config.tls) log.warn('running without TLS (--insecure): credentials cross the network in the clear');
   return new Promise<number>((resolve) => {
     let stopping = false;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -126,7 +169,7 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig):
       });
     };
     process.on('SIGTERM', onSignal);
-    void proxy.server.closed.then(() => clearInterval(refresh));
     process.on('SIGINT', onSignal);
+    void proxy.server.closed.then(() => clearInterval(refresh));
   });
 }

@@ -31,7 +31,17 @@ export interface JwtAuthConfig {
   requireUserMatch: boolean;
 }
 
-export type AuthConfig = PassthroughConfig | CommandAuthConfig | JwtAuthConfig;
+/** A provider a plugin registers; checked once plugins are loaded. */
+export interface PluginAuthConfig {
+  provider: string;
+  plugin: true;
+  /** The other keys of the config's `auth:` mapping, for the provider. */
+  options: Record<string, unknown>;
+  /** Token verification settings, when given (plugins verify tokens like the jwt provider). */
+  jwt?: JwtAuthConfig;
+}
+
+export type AuthConfig = PassthroughConfig | CommandAuthConfig | JwtAuthConfig | PluginAuthConfig;
 
 /** One `pipeline:` entry: a middleware name and its options (validated by the middleware). */
 export interface PipelineEntry {
@@ -104,9 +114,11 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): Pro
     auth = passthrough(v, problems, listen.host, Boolean(tls));
   } else if (provider === 'command') {
     auth = command(v, (extra.auth ?? {}) as Record<string, unknown>, problems);
+  } else if (provider && Array.isArray(extra.plugins) && extra.plugins.length > 0) {
+    auth = { provider, plugin: true, options: (extra.auth ?? {}) as Record<string, unknown>, jwt: v.backends ? jwt(v, problems) : undefined };
   } else {
     problems.push(
-      `auth: provider "${provider}" is not available (available: ${AVAILABLE_PROVIDERS.join(', ')})`,
+      `auth: provider "${provider}" is not available (built in: ${AVAILABLE_PROVIDERS.join(', ')}; others come from plugins)`,
     );
   }
 

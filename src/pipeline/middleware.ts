@@ -15,6 +15,8 @@ export interface SessionState {
   readonly unanswered: number;
   /** Idle means transaction status I and nothing unanswered: safe to close. */
   readonly idle: boolean;
+  /** Runs `fn` now if idle, else as soon as the session becomes idle (once). */
+  whenIdle(fn: () => void): void;
 }
 
 export interface Endpoint {

@@ -12,9 +12,9 @@ import {
 import { newSessionId, Session, type Middleware } from '../pipeline/index.js';
 import { relay } from '../pipeline/relay.js';
 import { FrameReader, SocketSink } from '../pipeline/socket-io.js';
-import type { AuthProvider, ClientChannel } from '../auth/provider.js';
-import { connectBackend } from '../backend/login.js';
-import type { CancelRegistry } from '../backend/cancel.js';
+import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
+import { connectBackend, type BackendConnection } from '../backend/login.js';
+import type { CancelKey, CancelRegistry } from '../backend/cancel.js';
 import type { Logger } from '../telemetry/log.js';
 import { negotiate, type NegotiateOptions, type StartupMessage } from './negotiate.js';
 import { backendStartupParams } from './startup-params.js';
@@ -34,6 +34,8 @@ export interface ConnectionDeps extends NegotiateOptions {
   reservedParams: ReadonlySet<string>;
   allowReplication: boolean;
   onSessionStart?(session: Session): void;
+  /** The client authenticated and its backend is connected; the relay starts next. */
+  onAuthenticated?(session: Session): void;
   onSessionEnd?(session: Session): void;
 }
 
@@ -120,6 +122,8 @@ async function runSession(
   }
   deps.onSessionStart?.(session);
   const clientSink = new SocketSink(socket);
+  const keyLength = startup.minor >= 2 ? 32 : 4;
+  let reservedKey: CancelKey | undefined;
   const channel: ClientChannel = {
     client: session.client,
     startup: params,
@@ -129,6 +133,8 @@ async function runSession(
       const f = await reader.read();
       return frontendMessage(f.code, f.raw);
     },
+    reserveCancelKey: () => (reservedKey ??= deps.cancels.reserve(keyLength)),
+    handshakeComplete: () => clearTimeout(authTimer),
   };
 
   // Protocol 3.0 is what we speak to backends; newer minors and _pq_ options are negotiated down.
@@ -138,7 +144,13 @@ async function runSession(
   }
 
   session.state.phase = 'authenticating';
-  const auth = await deps.auth.authenticate(channel);
+  let auth: AuthResult;
+  try {
+    auth = await deps.auth.authenticate(channel);
+  } catch (err) {
+    if (reservedKey) deps.cancels.unregister(reservedKey);
+    throw err;
+  }
   session.identity = auth.identity;
   session.user = auth.target.user ?? user;
   session.database = auth.target.database ?? session.user;
@@ -149,10 +161,17 @@ async function runSession(
     await mw.beforeBackendStartup?.({ params: backendParams, ctx: session });
   }
   const started = Date.now();
-  const backend = await connectBackend(auth.target, { params: backendParams, password: auth.target.password, signal });
+  let backend: BackendConnection;
+  try {
+    backend = await connectBackend(auth.target, { params: backendParams, password: auth.target.password, signal });
+  } catch (err) {
+    if (reservedKey) deps.cancels.unregister(reservedKey);
+    throw err;
+  }
   clearTimeout(authTimer);
   if (signal.aborted) {
     backend.socket.destroy();
+    if (reservedKey) deps.cancels.unregister(reservedKey);
     return undefined;
   }
   session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
@@ -166,20 +185,25 @@ async function runSession(
     connect_ms: Date.now() - started,
   });
 
-  const proxyKey = backend.key
-    ? deps.cancels.register(backend.key, auth.target, backend.tls, startup.minor >= 2 ? 32 : 4)
-    : undefined;
+  const proxyKey = reservedKey ?? (backend.key ? deps.cancels.reserve(keyLength) : undefined);
+  if (proxyKey && backend.key) deps.cancels.bind(proxyKey, backend.key, auth.target, backend.tls);
   try {
-    channel.send(be.authOk(), ...backend.notices);
+    const done = auth.clientHandshake;
+    if (!done) channel.send(be.authOk());
+    channel.send(...backend.notices);
     for (const [name, value] of backend.parameters) {
       session.serverParams.set(name, value);
-      channel.send(be.parameterStatus(name, value));
+      if (done?.sentParameters.get(name) !== value) channel.send(be.parameterStatus(name, value));
     }
-    if (proxyKey) channel.send(be.backendKeyData(proxyKey.processId, proxyKey.secretKey));
-    channel.send(be.readyForQuery('I'));
+    if (done) channel.send(...done.completion);
+    else {
+      if (proxyKey) channel.send(be.backendKeyData(proxyKey.processId, proxyKey.secretKey));
+      channel.send(be.readyForQuery('I'));
+    }
     clientSink.flush();
     clientSink.dispose();
     reader.framer.maxLength = Limits.message;
+    deps.onAuthenticated?.(session);
     const stopExpiry =
       auth.expiresAt !== undefined && deps.expiry ? watchExpiry(session, auth.expiresAt, deps.expiry) : () => {};
     const end = await relay(

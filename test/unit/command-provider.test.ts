@@ -74,6 +74,8 @@ function fakeChannel(
     startup: new Map(startup),
     log: { debug: logAt('debug'), info: logAt('info'), warn: logAt('warn'), error: logAt('error') },
     send: (...messages) => sent.push(...messages),
+    reserveCancelKey: () => assert.fail('the command provider never reserves a cancel key'),
+    handshakeComplete: () => assert.fail('the command provider never completes the handshake itself'),
     read: async () => {
       const last = sent.at(-1);
       assert.ok(last && last.type === 'Authentication', 'the provider asked for a password before reading');

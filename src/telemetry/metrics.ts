@@ -1,0 +1,171 @@
+/**
+ * pgward's Prometheus metrics (SPEC §7), on a private prom-client registry.
+ *
+ * Names start with `pgward_`, are in base units (seconds, bytes) and counters end in `_total`.
+ * Label values come from fixed sets or are configured names checked for shape
+ * ({@link boundedName}); anything else becomes `other`, so no user name, token or query text can
+ * ever become a label and the number of series stays bounded.
+ */
+import { readFileSync } from 'node:fs';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AUTH_RESULTS, boundedName, normalizeAuthReason, type AuthOutcome } from './spans.js';
+
+/** Histogram buckets in seconds, from the OpenTelemetry database client conventions. */
+export const DURATION_BUCKETS: readonly number[] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
+
+export const CONNECTION_RESULTS = ['accepted', 'refused', 'failed', 'draining', 'other'] as const;
+/**
+ * How a client connection ended its startup: `accepted` (relaying), `refused` (authentication
+ * or policy said no), `failed` (backend or internal error), `draining` (turned away during drain).
+ */
+export type ConnectionResult = (typeof CONNECTION_RESULTS)[number];
+
+export const BYTE_DIRECTIONS = ['client_to_backend', 'backend_to_client'] as const;
+export type ByteDirection = (typeof BYTE_DIRECTIONS)[number];
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** A client connection was accepted (socket open): active +1. */
+  connectionOpened(): void;
+  /** A client connection closed: active -1. */
+  connectionClosed(): void;
+  /** The outcome of a connection's startup; see {@link ConnectionResult}. */
+  connectionResult(result: ConnectionResult): void;
+  /** One authentication attempt. `reason` is free text or a reason name, mapped onto a fixed set. */
+  authAttempt(provider: string, result: AuthOutcome, reason?: string): void;
+  /** Time from dialling the backend to its ReadyForQuery. */
+  backendConnected(seconds: number): void;
+  /** One statement, from sending it to its completion (or error). */
+  query(durationSeconds: number, ok: boolean): void;
+  /** Relayed bytes; cheap enough for every chunk (a plain addition, published at scrape time). */
+  bytes(direction: ByteDirection, n: number): void;
+  configReload(ok: boolean): void;
+  setDraining(draining: boolean): void;
+  pluginError(plugin: string): void;
+}
+
+export interface MetricsOptions {
+  /** Registry to register into; a new private one by default. */
+  registry?: Registry;
+  /** Also collect Node process metrics (`pgward_process_*`, `pgward_nodejs_*`); default true. */
+  collectDefault?: boolean;
+  /** The `version` label of `pgward_build_info`; default: package.json's. */
+  version?: string;
+}
+
+export function createMetrics(opts: MetricsOptions = {}): Metrics {
+  const registry = opts.registry ?? new Registry();
+  const registers = [registry];
+  if (opts.collectDefault ?? true) collectDefaultMetrics({ register: registry, prefix: 'pgward_' });
+
+  const active = new Gauge({ name: 'pgward_connections_active', help: 'Client connections open now.', registers });
+  const connections = new Counter({
+    name: 'pgward_connections_total',
+    help: 'Client connections by outcome of their startup.',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const auth = new Counter({
+    name: 'pgward_auth_attempts_total',
+    help: 'Authentication attempts by provider, result and reason.',
+    labelNames: ['provider', 'result', 'reason'] as const,
+    registers,
+  });
+  const backendConnect = new Histogram({
+    name: 'pgward_backend_connect_seconds',
+    help: 'Time to connect and log in to a backend, in seconds.',
+    buckets: [...DURATION_BUCKETS],
+    registers,
+  });
+  const queries = new Counter({
+    name: 'pgward_queries_total',
+    help: 'Statements relayed, by result.',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const queryDuration = new Histogram({
+    name: 'pgward_query_duration_seconds',
+    help: 'Statement duration seen by the proxy, in seconds.',
+    buckets: [...DURATION_BUCKETS],
+    registers,
+  });
+  // Relayed bytes add up in plain numbers on the hot path and reach the counter on scrape.
+  const pendingBytes: Record<ByteDirection, number> = { client_to_backend: 0, backend_to_client: 0 };
+  new Counter({
+    name: 'pgward_bytes_total',
+    help: 'Bytes relayed, by direction.',
+    labelNames: ['direction'] as const,
+    registers,
+    collect() {
+      for (const direction of BYTE_DIRECTIONS) {
+        this.inc({ direction }, pendingBytes[direction]);
+        pendingBytes[direction] = 0;
+      }
+    },
+  });
+  const reloads = new Counter({
+    name: 'pgward_config_reloads_total',
+    help: 'Configuration reloads, by result.',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const draining = new Gauge({ name: 'pgward_draining', help: '1 while draining, else 0.', registers });
+  const pluginErrors = new Counter({
+    name: 'pgward_plugin_errors_total',
+    help: 'Errors thrown by plugins, by plugin.',
+    labelNames: ['plugin'] as const,
+    registers,
+  });
+  const buildInfo = new Gauge({
+    name: 'pgward_build_info',
+    help: 'Always 1; the version is a label.',
+    labelNames: ['version'] as const,
+    registers,
+  });
+
+  // Series of the small fixed label sets exist from the start, at 0.
+  for (const result of CONNECTION_RESULTS) connections.inc({ result }, 0);
+  for (const result of ['ok', 'error']) {
+    queries.inc({ result }, 0);
+    reloads.inc({ result }, 0);
+  }
+  draining.set(0);
+  buildInfo.set({ version: opts.version ?? packageVersion() }, 1);
+
+  const connectionResults: ReadonlySet<string> = new Set(CONNECTION_RESULTS);
+  const authResults: ReadonlySet<string> = new Set(AUTH_RESULTS);
+
+  return {
+    registry,
+    connectionOpened: () => active.inc(),
+    connectionClosed: () => active.dec(),
+    connectionResult: (result) => connections.inc({ result: connectionResults.has(result) ? result : 'other' }),
+    authAttempt: (provider, result, reason) =>
+      auth.inc({
+        provider: boundedName(provider),
+        result: authResults.has(result) ? result : 'error',
+        reason: normalizeAuthReason(reason ?? (result === 'success' ? undefined : 'other')),
+      }),
+    backendConnected: (seconds) => backendConnect.observe(seconds),
+    query: (seconds, ok) => {
+      queries.inc({ result: ok ? 'ok' : 'error' });
+      queryDuration.observe(seconds);
+    },
+    bytes: (direction, n) => {
+      if (n > 0) pendingBytes[direction] += n;
+    },
+    configReload: (ok) => reloads.inc({ result: ok ? 'ok' : 'error' }),
+    setDraining: (b) => draining.set(b ? 1 : 0),
+    pluginError: (plugin) => pluginErrors.inc({ plugin: boundedName(plugin) }),
+  };
+}
+
+function packageVersion(): string {
+  try {
+    // dist/src/telemetry/metrics.js → the package root.
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
