@@ -5,6 +5,7 @@ import { pgwardVersion, runStart } from './start.js';
 import { runKeygen } from './keygen.js';
 import { runToken } from './token.js';
 import { runCheck } from './check.js';
+import { runDemo } from './demo.js';
 import { configPathOf } from './config-path.js';
 
 const version = pgwardVersion;
@@ -13,6 +14,7 @@ const USAGE = `pgward — PostgreSQL wire-protocol proxy with token authenticati
 
 Usage:
   pgward start [flags]     run the proxy
+  pgward demo [flags]      try it: embedded PGlite + fresh key + proxy, prints a psql line (npm start)
   pgward keygen [flags]    write a key pair: private.pem, public.pem, jwks.json
   pgward token [flags]     mint a signed JWT: --key private.pem --sub SUBJECT
   pgward check [flags]     validate the configuration start would use, print it, exit 0 or 2
@@ -52,6 +54,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`pgward ${version()}\n`);
     return 0;
   }
+  if (cmd === 'demo') return runDemo(rest);
   if (cmd === 'keygen') return runKeygen(rest);
   if (cmd === 'token') return runToken(rest);
   if (cmd === 'check') {

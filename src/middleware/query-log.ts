@@ -76,6 +76,8 @@ interface Settings {
 interface StatementInfo {
   /** Text, already cut to the reporting limit. */
   readonly sql: string;
+  /** The text was cut: reported with a trailing `…`. */
+  readonly cut: boolean;
   /** Mentions proxy_login: its literals are redacted even when redaction is off. */
   readonly sensitive: boolean;
   redacted?: string;
@@ -161,7 +163,7 @@ class QueryTracker {
       }
       case 'Parse': {
         const { name, sql } = m.body();
-        const stmt: StatementInfo = { sql: cut(sql, this.s.maxLength), sensitive: SENSITIVE.test(sql) };
+        const stmt = statementInfo(sql, SENSITIVE.test(sql), this.s.maxLength);
         this.statements.set(name, stmt, stmt.sql.length);
         this.push({ kind: 'parse', stmt, start: this.s.now() });
         return;
@@ -260,7 +262,7 @@ class QueryTracker {
   private onReady(): void {
     for (let i = this.head; i < this.queue.length; i++) {
       if (TERMINATORS.has(this.queue[i]!.kind)) {
-        while (this.head <= i) this.shift();
+        for (let n = i - this.head + 1; n > 0; n--) this.shift();
         return;
       }
     }
@@ -271,7 +273,7 @@ class QueryTracker {
     q.pieces ??= splitStatements(q.sql, this.scs());
     const text = q.pieces[q.idx] ?? q.sql.trim();
     q.idx++;
-    const stmt: StatementInfo = { sql: cut(text, this.s.maxLength), sensitive: q.sensitive };
+    const stmt = statementInfo(text, q.sensitive, this.s.maxLength);
     const end = this.report(stmt, 0, q.start, q.rows, outcome);
     q.start = end;
     q.rows = 0;
@@ -314,8 +316,10 @@ class QueryTracker {
   }
 
   private textOf(stmt: StatementInfo): string {
-    if (!this.s.redact && !stmt.sensitive) return stmt.sql;
-    stmt.redacted ??= redactSql(stmt.sql, { standardConformingStrings: this.scs() }).trim();
+    const mark = stmt.cut ? '…' : '';
+    if (!this.s.redact && !stmt.sensitive) return stmt.sql + mark;
+    // A literal cut short is unterminated, and so hidden to the end.
+    stmt.redacted ??= redactSql(stmt.sql, { standardConformingStrings: this.scs() }).trim() + mark;
     return stmt.redacted;
   }
 
@@ -382,8 +386,8 @@ class BoundedMap<V> {
   }
 }
 
-function cut(sql: string, max: number): string {
-  return sql.length > max ? sql.slice(0, max) + '…' : sql;
+function statementInfo(sql: string, sensitive: boolean, max: number): StatementInfo {
+  return sql.length > max ? { sql: sql.slice(0, max), cut: true, sensitive } : { sql, cut: false, sensitive };
 }
 
 const ROW_COUNT_TAGS = new Set(['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'COPY', 'FETCH', 'MOVE', 'MERGE']);

@@ -47,7 +47,13 @@ export function remoteAddr(opts: RemoteAddrOptions = {}): Middleware {
       for (const key of [...startup.params.keys()]) {
         if (key.toLowerCase() === lower) startup.params.delete(key);
       }
-      startup.params.set(param, formatHostPort(startup.ctx.client.address, startup.ctx.client.port));
+      const { address, port } = startup.ctx.client;
+      if (!address) {
+        // A socket that closed early has no address; CockroachDB would refuse a made-up one.
+        startup.ctx.log.warn('remote-addr: client address unknown, parameter not set', { param });
+        return;
+      }
+      startup.params.set(param, formatHostPort(address, port));
     },
   };
 }

@@ -275,8 +275,13 @@ export function encodeProxyHeaderV1(header: ProxyHeader): Buffer {
   if (header.command === 'LOCAL') throw new Error('PROXY protocol v1 has no LOCAL command');
   if (header.command === 'UNKNOWN') return Buffer.from('PROXY UNKNOWN\r\n', 'latin1');
   const proto = header.family === 'IPv4' ? 'TCP4' : 'TCP6';
+  const text = (a: string) => {
+    const t = header.family === 'IPv4' ? (isIPv4(a) ? a : undefined) : canonicalIPv6(a);
+    if (t === undefined) throw new Error(`not an ${header.family} address: ${a}`);
+    return t;
+  };
   const { source: s, destination: d } = header;
-  return Buffer.from(`PROXY ${proto} ${s.address} ${d.address} ${s.port} ${d.port}\r\n`, 'latin1');
+  return Buffer.from(`PROXY ${proto} ${text(s.address)} ${text(d.address)} ${s.port} ${d.port}\r\n`, 'latin1');
 }
 
 export interface ProxyV2EncodeOptions {

@@ -1,0 +1,562 @@
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { map, Subject } from 'rxjs';
+import { BUILTIN_PROVIDERS } from '../../src/cli/runtime.js';
+import { BUILTIN_MIDDLEWARE_NAMES } from '../../src/middleware/registry.js';
+import { buildChain } from '../../src/pipeline/chain.js';
+import type { Middleware } from '../../src/pipeline/middleware.js';
+import { Session } from '../../src/pipeline/session.js';
+import type { PluginApi } from '../../src/plugins/api.js';
+import { loadPlugins, PluginError, type LoadedPlugins, type PluginErrorCode } from '../../src/plugins/loader.js';
+import { be, fe, PgError, SqlState, type BackendMessage, type FrontendMessage } from '../../src/protocol/index.js';
+import { silentLogger } from '../../src/telemetry/log.js';
+
+/**
+ * The plugin modules are tiny .mjs files written into a temp dir. Their `setup` calls back into
+ * this test through a global, so each case decides in TypeScript what its plugins do.
+ */
+type SetupFn = (api: PluginApi) => void | Promise<void>;
+interface Bridge {
+  setups: Map<string, SetupFn>;
+  order: string[];
+}
+const bridge: Bridge = { setups: new Map(), order: [] };
+(globalThis as { __pgwardLoaderTest?: Bridge }).__pgwardLoaderTest = bridge;
+
+interface PluginFields {
+  name?: unknown;
+  version?: unknown;
+  pgward?: unknown;
+  dependencies?: unknown;
+}
+
+/** A plugin module whose setup records its name in `bridge.order` and runs `bridge.setups.get(name)`. */
+function pluginSource(fields: PluginFields): string {
+  const f = { version: '1.0.0', ...fields };
+  const props = Object.entries(f)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `  ${k}: ${JSON.stringify(v)},`)
+    .join('\n');
+  return `const bridge = globalThis.__pgwardLoaderTest;
+export default {
+${props}
+  setup(api) {
+    bridge.order.push(${JSON.stringify(String(f.name))});
+    return bridge.setups.get(${JSON.stringify(String(f.name))})?.(api);
+  },
+};
+`;
+}
+
+let root: string;
+let caseNo = 0;
+
+/** A fresh folder per case: ES modules are cached by URL, so files are never reused. */
+async function caseDir(): Promise<string> {
+  const dir = join(root, `case-${++caseNo}`);
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+interface Reported {
+  plugin: string;
+  where: string;
+  error: unknown;
+}
+
+function load(specs: string[], baseDir: string, version = '0.1.0'): { loading: Promise<LoadedPlugins>; reported: Reported[] } {
+  const reported: Reported[] = [];
+  const loading = loadPlugins(specs, {
+    baseDir,
+    version,
+    builtinMiddleware: BUILTIN_MIDDLEWARE_NAMES,
+    builtinProviders: BUILTIN_PROVIDERS,
+    onPluginError: (plugin, where, error) => reported.push({ plugin, where, error }),
+  });
+  return { loading, reported };
+}
+
+/** Asserts a PluginError with this code, naming `plugin` in its field and its message. */
+function pluginError(code: PluginErrorCode, plugin: string, message?: RegExp) {
+  return (err: unknown) => {
+    assert.ok(err instanceof PluginError, `expected a PluginError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    assert.equal(err.plugin, plugin);
+    assert.ok(err.message.startsWith(`${code}: plugin "${plugin}"`), err.message);
+    if (message) assert.match(err.message, message);
+    return true;
+  };
+}
+
+before(async () => {
+  root = await mkdtemp(join(tmpdir(), 'pgward-loader-'));
+});
+
+after(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('plugin loader: finding and loading modules', () => {
+  it('loads plugins in the order listed and runs each setup once, in that order', async () => {
+    const dir = await caseDir();
+    bridge.order.length = 0;
+    for (const n of ['zeta', 'alpha', 'mid']) await writeFile(join(dir, `${n}.mjs`), pluginSource({ name: n }));
+    const { loading } = load(['./zeta.mjs', './alpha.mjs', './mid.mjs'], dir);
+    const loaded = await loading;
+    assert.deepEqual(loaded.plugins.map((p) => p.name), ['zeta', 'alpha', 'mid']);
+    assert.deepEqual(bridge.order, ['zeta', 'alpha', 'mid']);
+  });
+
+  it('resolves relative paths from baseDir, absolute paths as they are, and folders through package.json main', async () => {
+    const dir = await caseDir();
+    await mkdir(join(dir, 'conf'));
+    await mkdir(join(dir, 'with-main', 'lib'), { recursive: true });
+    await writeFile(join(dir, 'with-main', 'package.json'), JSON.stringify({ type: 'module', main: './lib/entry.js' }));
+    await writeFile(join(dir, 'with-main', 'lib', 'entry.js'), pluginSource({ name: 'with-main' }));
+    // A package.json without main: index.js (an ES module through "type": "module").
+    await mkdir(join(dir, 'no-main'));
+    await writeFile(join(dir, 'no-main', 'index.js'), pluginSource({ name: 'no-main' }));
+    await writeFile(join(dir, 'no-main', 'package.json'), JSON.stringify({ type: 'module' }));
+    await writeFile(join(dir, 'abs.mjs'), pluginSource({ name: 'abs' }));
+    const { loading } = load(['../with-main', '../no-main', join(dir, 'abs.mjs')], join(dir, 'conf'));
+    const loaded = await loading;
+    assert.deepEqual(loaded.plugins.map((p) => p.name), ['with-main', 'no-main', 'abs']);
+  });
+
+  it('reports a missing file (PGWARD_ERR_PLUGIN_NOT_FOUND) naming the entry', async () => {
+    const dir = await caseDir();
+    await assert.rejects(load(['./missing.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', './missing.mjs', /no file or folder/));
+  });
+
+  it('reports an unknown package name (PGWARD_ERR_PLUGIN_NOT_FOUND)', async () => {
+    const dir = await caseDir();
+    await assert.rejects(load(['pgward-plugin-that-does-not-exist'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', 'pgward-plugin-that-does-not-exist'));
+  });
+
+  it('reports a folder whose package.json main points nowhere (PGWARD_ERR_PLUGIN_NOT_FOUND)', async () => {
+    const dir = await caseDir();
+    await mkdir(join(dir, 'broken'));
+    await writeFile(join(dir, 'broken', 'package.json'), JSON.stringify({ main: './dist/nothing.js' }));
+    await assert.rejects(load(['./broken'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', './broken', /cannot load/));
+  });
+});
+
+describe('plugin loader: the shipped deny-statements template', () => {
+  /** The compiled test lives at dist/test/unit/; its package.json main points into dist/. */
+  const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+
+  it('loads from its folder and validates its middleware options', async () => {
+    const loaded = await load(['./plugins/deny-statements'], REPO).loading;
+    assert.deepEqual(loaded.plugins.map((p) => [p.name, p.pgward]), [['deny-statements', '>=0.1']]);
+    const factory = loaded.middleware.get('deny-statements')!.factory;
+    assert.equal(factory({ pattern: '^\\s*drop\\b' }).name, 'deny-statements');
+    assert.equal(factory({ pattern: 'truncate', flags: 'is', message: "no 'truncate' \\ here" }).name, 'deny-statements');
+    const bad: [unknown, RegExp][] = [
+      [undefined, /options must be a mapping/],
+      [{}, /"pattern" .* is required/],
+      [{ pattern: '' }, /"pattern" .* is required/],
+      [{ pattern: '(' }, /invalid pattern/],
+      [{ pattern: 'x', flags: 'g' }, /without g or y/],
+      [{ pattern: 'x', flags: 'q' }, /invalid pattern/],
+      [{ pattern: 'x', message: '' }, /"message"/],
+      [{ pattern: 'x', colour: 'red' }, /unknown option\(s\) colour/],
+    ];
+    for (const [options, message] of bad) {
+      assert.throws(() => factory(options), (err: unknown) => {
+        assert.ok(err instanceof Error && err.message.startsWith('deny-statements: '), String(err));
+        assert.match(err.message, message);
+        return true;
+      }, JSON.stringify(options));
+    }
+  });
+});
+
+describe('plugin loader: checks before setup', () => {
+  const invalid: [string, string, RegExp][] = [
+    ['no default export', 'export const plugin = { name: "x", version: "1.0.0", setup() {} };', /no default export/],
+    ['a default that is not an object', 'export default 42;', /no default export/],
+    ['an invalid name', pluginSource({ name: 'Bad Name' }), /name must be/],
+    ['a missing name', pluginSource({}), /name must be/],
+    ['a version that is not semver', pluginSource({ name: 'v', version: 'one' }), /not a semver version/],
+    ['an invalid pgward range', pluginSource({ name: 'r', pgward: 'not a range!' }), /pgward range/],
+    ['dependencies that are not a list of names', pluginSource({ name: 'd', dependencies: 'other' }), /dependencies must be/],
+    ['no setup function', 'export default { name: "nosetup", version: "1.0.0", setup: "yes" };', /setup must be a function/],
+  ];
+  for (const [what, source, message] of invalid) {
+    it(`refuses ${what} (PGWARD_ERR_PLUGIN_INVALID)`, async () => {
+      const dir = await caseDir();
+      await writeFile(join(dir, 'p.mjs'), source);
+      await assert.rejects(load(['./p.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_INVALID', './p.mjs', message));
+    });
+  }
+
+  it('refuses two plugins with the same name (PGWARD_ERR_PLUGIN_DUPLICATE), the second never set up', async () => {
+    const dir = await caseDir();
+    bridge.order.length = 0;
+    await writeFile(join(dir, 'one.mjs'), pluginSource({ name: 'dup' }));
+    await writeFile(join(dir, 'two.mjs'), pluginSource({ name: 'dup', version: '2.0.0' }));
+    await assert.rejects(load(['./one.mjs', './two.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_DUPLICATE', 'dup', /loaded twice/));
+    assert.deepEqual(bridge.order, ['dup']);
+  });
+
+  it('refuses a plugin whose pgward range this version does not satisfy (PGWARD_ERR_PLUGIN_VERSION)', async () => {
+    const dir = await caseDir();
+    bridge.order.length = 0;
+    await writeFile(join(dir, 'future.mjs'), pluginSource({ name: 'future', pgward: '>=99.0.0' }));
+    await assert.rejects(load(['./future.mjs'], dir, '0.1.0').loading, pluginError('PGWARD_ERR_PLUGIN_VERSION', 'future', /needs pgward >=99\.0\.0, this is 0\.1\.0/));
+    assert.deepEqual(bridge.order, [], 'setup did not run');
+  });
+
+  it('accepts a satisfied range, also for a pre-release pgward version', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'ok.mjs'), pluginSource({ name: 'ok', pgward: '>=0.1 <1' }));
+    await writeFile(join(dir, 'caret.mjs'), pluginSource({ name: 'caret', pgward: '^0.2.0' }));
+    const loaded = await load(['./ok.mjs', './caret.mjs'], dir, '0.2.0-dev.3').loading;
+    assert.deepEqual(loaded.plugins.map((p) => p.name), ['ok', 'caret']);
+  });
+
+  it('refuses a missing dependency (PGWARD_ERR_PLUGIN_DEPENDENCY)', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'needy.mjs'), pluginSource({ name: 'needy', dependencies: ['base'] }));
+    await assert.rejects(load(['./needy.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_DEPENDENCY', 'needy', /depends on "base"/));
+  });
+
+  it('refuses a dependency listed after its dependent (PGWARD_ERR_PLUGIN_DEPENDENCY) and accepts the right order', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'base.mjs'), pluginSource({ name: 'base' }));
+    await writeFile(join(dir, 'needy.mjs'), pluginSource({ name: 'needy', dependencies: ['base'] }));
+    await assert.rejects(load(['./needy.mjs', './base.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_DEPENDENCY', 'needy', /must be listed \(and load\) before it/));
+    const loaded = await load(['./base.mjs', './needy.mjs'], dir).loading;
+    assert.deepEqual(loaded.plugins.map((p) => p.name), ['base', 'needy']);
+  });
+});
+
+describe('plugin loader: setup and registration', () => {
+  it('makes registered middleware and auth providers available under their names, with the plugin that owns them', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'reg.mjs'), pluginSource({ name: 'reg' }));
+    bridge.setups.set('reg', (api) => {
+      assert.equal(api.version, '0.1.0');
+      api.registerMiddleware('reg-mw', () => ({ name: 'reg-mw' }));
+      api.registerAuthProvider('reg-auth', () => ({ name: 'reg-auth', authenticate: () => Promise.reject(new Error('unused')) }));
+    });
+    try {
+      const loaded = await load(['./reg.mjs'], dir).loading;
+      assert.equal(loaded.middleware.get('reg-mw')?.plugin, 'reg');
+      assert.equal(loaded.middleware.get('reg-mw')?.factory({}).name, 'reg-mw');
+      assert.equal(loaded.authProviders.get('reg-auth')?.plugin, 'reg');
+    } finally {
+      bridge.setups.delete('reg');
+    }
+  });
+
+  it('wraps a throwing setup (PGWARD_ERR_PLUGIN_SETUP) and keeps the cause', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'bad.mjs'), pluginSource({ name: 'bad-setup' }));
+    const cause = new Error('cannot read my config');
+    bridge.setups.set('bad-setup', () => {
+      throw cause;
+    });
+    try {
+      await assert.rejects(load(['./bad.mjs'], dir).loading, (err: unknown) => {
+        pluginError('PGWARD_ERR_PLUGIN_SETUP', 'bad-setup', /setup failed: cannot read my config/)(err);
+        assert.equal((err as Error).cause, cause);
+        return true;
+      });
+    } finally {
+      bridge.setups.delete('bad-setup');
+    }
+  });
+
+  it('wraps a rejected async setup (PGWARD_ERR_PLUGIN_SETUP)', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'async.mjs'), pluginSource({ name: 'async-setup' }));
+    bridge.setups.set('async-setup', async () => {
+      await new Promise((r) => setTimeout(r, 5));
+      throw new Error('late failure');
+    });
+    try {
+      await assert.rejects(load(['./async.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_SETUP', 'async-setup', /late failure/));
+    } finally {
+      bridge.setups.delete('async-setup');
+    }
+  });
+
+  const registerErrors: [string, SetupFn, RegExp][] = [
+    ['an unknown hook name', (api) => api.on('onQuery' as never, (() => {}) as never), /unknown hook "onQuery"/],
+    ['a hook without a function', (api) => api.on('onReady', 'later' as never), /needs a function/],
+    ['an invalid middleware name', (api) => api.registerMiddleware('Not Valid', () => ({ name: 'x' })), /invalid middleware name/],
+    ['a built-in middleware name', (api) => api.registerMiddleware('query-log', () => ({ name: 'query-log' })), /middleware "query-log" is already registered/],
+    ['the drain-gate name', (api) => api.registerMiddleware('drain-gate', () => ({ name: 'drain-gate' })), /middleware "drain-gate" is already registered/],
+    ['a built-in auth provider name', (api) => api.registerAuthProvider('jwt', () => ({}) as never), /auth provider "jwt" is already registered/],
+  ];
+  for (const [what, setup, message] of registerErrors) {
+    it(`refuses ${what} (PGWARD_ERR_PLUGIN_REGISTER)`, async () => {
+      const dir = await caseDir();
+      await writeFile(join(dir, 'r.mjs'), pluginSource({ name: 'registrar' }));
+      bridge.setups.set('registrar', setup);
+      try {
+        await assert.rejects(load(['./r.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_REGISTER', 'registrar', message));
+      } finally {
+        bridge.setups.delete('registrar');
+      }
+    });
+  }
+
+  it('refuses a middleware name another plugin registered first, naming the second plugin', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'first.mjs'), pluginSource({ name: 'first' }));
+    await writeFile(join(dir, 'second.mjs'), pluginSource({ name: 'second' }));
+    bridge.setups.set('first', (api) => api.registerMiddleware('shared', () => ({ name: 'shared' })));
+    bridge.setups.set('second', (api) => api.registerMiddleware('shared', () => ({ name: 'shared' })));
+    try {
+      await assert.rejects(load(['./first.mjs', './second.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_REGISTER', 'second', /"shared" is already registered/));
+    } finally {
+      bridge.setups.delete('first');
+      bridge.setups.delete('second');
+    }
+  });
+
+  it('refuses registration after setup has finished (PGWARD_ERR_PLUGIN_REGISTER)', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'late.mjs'), pluginSource({ name: 'late' }));
+    let kept: PluginApi | undefined;
+    bridge.setups.set('late', (api) => {
+      kept = api;
+    });
+    try {
+      const loaded = await load(['./late.mjs'], dir).loading;
+      assert.ok(kept);
+      assert.throws(() => kept!.registerMiddleware('late-mw', () => ({ name: 'late-mw' })), pluginError('PGWARD_ERR_PLUGIN_REGISTER', 'late', /only possible during setup/));
+      assert.throws(() => kept!.registerAuthProvider('late-auth', () => ({}) as never), pluginError('PGWARD_ERR_PLUGIN_REGISTER', 'late'));
+      assert.throws(() => kept!.on('onReady', () => {}), pluginError('PGWARD_ERR_PLUGIN_REGISTER', 'late'));
+      assert.equal(loaded.middleware.has('late-mw'), false);
+    } finally {
+      bridge.setups.delete('late');
+    }
+  });
+
+  it('refuses registration from an async setup after it resolved (timer fires later)', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'timer.mjs'), pluginSource({ name: 'timer' }));
+    let lateError: unknown;
+    const fired = new Promise<void>((resolve) => {
+      bridge.setups.set('timer', (api) => {
+        setTimeout(() => {
+          try {
+            api.registerMiddleware('timer-mw', () => ({ name: 'timer-mw' }));
+          } catch (err) {
+            lateError = err;
+          }
+          resolve();
+        }, 10);
+      });
+    });
+    try {
+      const loaded = await load(['./timer.mjs'], dir).loading;
+      await fired;
+      pluginError('PGWARD_ERR_PLUGIN_REGISTER', 'timer')(lateError);
+      assert.equal(loaded.middleware.has('timer-mw'), false);
+    } finally {
+      bridge.setups.delete('timer');
+    }
+  });
+});
+
+describe('plugin loader: hooks', () => {
+  it('runs each hook in load order with its arguments; a throwing hook is reported and the others still run', async () => {
+    const dir = await caseDir();
+    const calls: string[] = [];
+    for (const n of ['h1', 'h2', 'h3']) await writeFile(join(dir, `${n}.mjs`), pluginSource({ name: n }));
+    bridge.setups.set('h1', (api) => {
+      api.on('onSessionStart', (s) => void calls.push(`h1:start:${s.id}`));
+      api.on('preClose', () => void calls.push('h1:preClose'));
+    });
+    bridge.setups.set('h2', (api) => {
+      api.on('onSessionStart', () => {
+        throw new Error('hook bug');
+      });
+      api.on('onReady', async () => {
+        await new Promise((r) => setTimeout(r, 5));
+        calls.push('h2:ready');
+      });
+    });
+    bridge.setups.set('h3', (api) => {
+      api.on('onSessionStart', async (s) => void calls.push(`h3:start:${s.id}`));
+      api.on('onReady', () => void calls.push('h3:ready'));
+      api.on('onSessionEnd', () => Promise.reject(new Error('async hook bug')));
+    });
+    try {
+      const { loading, reported } = load(['./h1.mjs', './h2.mjs', './h3.mjs'], dir);
+      const loaded = await loading;
+      const s = new Session({ id: 'sess1', client: { address: '127.0.0.1', port: 1, tls: false }, clientParams: new Map(), log: silentLogger });
+      await loaded.runHook('onReady');
+      await loaded.runHook('onSessionStart', s);
+      await loaded.runHook('onAuthenticated', s);
+      await loaded.runHook('onSessionEnd', s);
+      await loaded.runHook('preClose');
+      assert.deepEqual(calls, ['h2:ready', 'h3:ready', 'h1:start:sess1', 'h3:start:sess1', 'h1:preClose'], 'async hooks are awaited in order');
+      assert.deepEqual(
+        reported.map((r) => [r.plugin, r.where, (r.error as Error).message]),
+        [
+          ['h2', 'onSessionStart', 'hook bug'],
+          ['h3', 'onSessionEnd', 'async hook bug'],
+        ],
+      );
+    } finally {
+      for (const n of ['h1', 'h2', 'h3']) bridge.setups.delete(n);
+    }
+  });
+});
+
+describe('plugin loader: fenced middleware', () => {
+  function session(): Session {
+    return new Session({ client: { address: '127.0.0.1', port: 1, tls: false }, clientParams: new Map(), log: silentLogger });
+  }
+
+  /** Loads one plugin that registers `mw` as middleware "fenced" and returns the wrapped instance. */
+  async function fenced(mw: Middleware): Promise<{ middleware: Middleware; reported: Reported[] }> {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'f.mjs'), pluginSource({ name: 'fence-test' }));
+    bridge.setups.set('fence-test', (api) => api.registerMiddleware('fenced', () => mw));
+    try {
+      const { loading, reported } = load(['./f.mjs'], dir);
+      const loaded = await loading;
+      return { middleware: loaded.middleware.get('fenced')!.factory({}), reported };
+    } finally {
+      bridge.setups.delete('fence-test');
+    }
+  }
+
+  function run(middleware: Middleware[]) {
+    const fromClient = new Subject<FrontendMessage>();
+    const fromBackend = new Subject<BackendMessage>();
+    const chain = buildChain(middleware, session(), fromClient, fromBackend);
+    const out = { toBackend: [] as string[], toClient: [] as string[], backendError: undefined as unknown, clientError: undefined as unknown };
+    chain.toBackend$.subscribe({ next: (m) => out.toBackend.push(m.type), error: (e) => (out.backendError = e) });
+    chain.toClient$.subscribe({ next: (m) => out.toClient.push(m.type), error: (e) => (out.clientError = e) });
+    return { fromClient, fromBackend, out };
+  }
+
+  /** Throws a TypeError (a bug, not a PgError) on the first Query (frontend) or CommandComplete (backend). */
+  const failing = (direction: 'frontend' | 'backend'): Middleware => ({
+    name: 'fenced',
+    session: () =>
+      direction === 'frontend'
+        ? {
+            frontend: map((m: FrontendMessage) => {
+              if (m.type === 'Query') throw new TypeError('plugin bug');
+              return m;
+            }),
+          }
+        : {
+            backend: map((m: BackendMessage) => {
+              if (m.type === 'CommandComplete') throw new TypeError('plugin bug');
+              return m;
+            }),
+          },
+  });
+
+  it('reports an operator that throws on the frontend with the plugin name and errors the stream with a FATAL PgError', async () => {
+    const { middleware, reported } = await fenced(failing('frontend'));
+    const h = run([middleware]);
+    h.fromClient.next(fe.sync());
+    h.fromClient.next(fe.query('select 1'));
+    assert.deepEqual(h.out.toBackend, ['Sync']);
+    const err = h.out.backendError;
+    assert.ok(err instanceof PgError, String(err));
+    assert.equal(err.severity, 'FATAL');
+    assert.equal(err.sqlstate, SqlState.InternalError);
+    assert.match(err.message, /plugin "fence-test" failed/);
+    assert.ok(err.cause instanceof TypeError);
+    assert.equal(reported.length, 1);
+    assert.equal(reported[0]!.plugin, 'fence-test');
+    assert.equal(reported[0]!.where, 'frontend');
+    assert.equal((reported[0]!.error as Error).message, 'plugin bug');
+  });
+
+  it('reports an operator that throws on the backend side the same way', async () => {
+    const { middleware, reported } = await fenced(failing('backend'));
+    const h = run([middleware]);
+    h.fromBackend.next(be.readyForQuery('I'));
+    h.fromBackend.next(be.commandComplete('SELECT 1'));
+    assert.deepEqual(h.out.toClient, ['ReadyForQuery']);
+    assert.ok(h.out.clientError instanceof PgError);
+    assert.match((h.out.clientError as PgError).message, /plugin "fence-test" failed/);
+    assert.deepEqual(reported.map((r) => [r.plugin, r.where]), [['fence-test', 'backend']]);
+  });
+
+  it('keeps a PgError the plugin raises on purpose (still reported)', async () => {
+    const own = new PgError('FATAL', SqlState.InsufficientPrivilege, 'not on my watch');
+    const { middleware, reported } = await fenced({
+      name: 'fenced',
+      session: () => ({
+        frontend: map(() => {
+          throw own;
+        }),
+      }),
+    });
+    const h = run([middleware]);
+    h.fromClient.next(fe.query('select 1'));
+    assert.equal(h.out.backendError, own);
+    assert.equal(reported.length, 1);
+  });
+
+  it('reports a session() that throws and turns it into a FATAL PgError', async () => {
+    const { middleware, reported } = await fenced({
+      name: 'fenced',
+      session: () => {
+        throw new Error('session setup bug');
+      },
+    });
+    assert.throws(() => run([middleware]), (err: unknown) => err instanceof PgError && err.fatal && /plugin "fence-test" failed/.test(err.message));
+    assert.deepEqual(reported.map((r) => [r.plugin, r.where]), [['fence-test', 'session']]);
+  });
+
+  it('does not blame the plugin for an upstream error passing through its operators', async () => {
+    const seen: string[] = [];
+    const { middleware, reported } = await fenced({
+      name: 'fenced',
+      session: () => ({
+        frontend: map((m: FrontendMessage) => (seen.push(m.type), m)),
+        backend: map((m: BackendMessage) => (seen.push(m.type), m)),
+      }),
+    });
+    // An upstream middleware that fails (not a plugin), then the socket errors.
+    const upstream: Middleware = {
+      name: 'upstream',
+      session: () => ({
+        frontend: map((m: FrontendMessage) => {
+          if (m.type === 'Query') throw new PgError('FATAL', SqlState.ProtocolViolation, 'upstream refused');
+          return m;
+        }),
+      }),
+    };
+    const h = run([upstream, middleware]);
+    h.fromClient.next(fe.sync());
+    h.fromClient.next(fe.query('select 1'));
+    assert.ok(h.out.backendError instanceof PgError);
+    assert.equal((h.out.backendError as PgError).message, 'upstream refused', 'the original error, unwrapped');
+    const socketError = new Error('ECONNRESET');
+    h.fromBackend.error(socketError);
+    assert.equal(h.out.clientError, socketError, 'the backend error reaches the relay untouched');
+    assert.deepEqual(seen, ['Sync']);
+    assert.deepEqual(reported, [], 'nothing was reported against the plugin');
+  });
+
+  it('passes messages through untouched when the plugin behaves', async () => {
+    const { middleware, reported } = await fenced({ name: 'fenced', session: () => ({ frontend: map((m: FrontendMessage) => m) }) });
+    const h = run([middleware]);
+    h.fromClient.next(fe.query('select 1'));
+    h.fromBackend.next(be.readyForQuery('I'));
+    h.fromClient.complete();
+    assert.deepEqual(h.out.toBackend, ['Query']);
+    assert.deepEqual(h.out.toClient, ['ReadyForQuery']);
+    assert.equal(h.out.backendError, undefined);
+    assert.deepEqual(reported, []);
+  });
+});
