@@ -32,7 +32,13 @@ export function buildChain(
       sendToClient: (...msgs: BackendMessage[]) => msgs.forEach((m) => toClient.next(m)),
       sendToBackend: (...msgs: FrontendMessage[]) => msgs.forEach((m) => toBackend.next(m)),
     });
-    handlers.push(mw.session?.(mwCtx) ?? {});
+    try {
+      handlers.push(mw.session?.(mwCtx) ?? {});
+    } catch (err) {
+      // Middleware already set up for this session still get their onClose.
+      for (const h of handlers) h.onClose?.();
+      throw err;
+    }
     toBackendInjections.push(toBackend);
     toClientInjections.push(toClient);
   }

@@ -1,7 +1,7 @@
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { catchError, throwError } from 'rxjs';
 import semver from 'semver';
 import type { Middleware, SessionHandlers } from '../pipeline/middleware.js';
@@ -18,6 +18,7 @@ import {
 
 export type PluginErrorCode =
   | 'PGWARD_ERR_PLUGIN_NOT_FOUND'
+  | 'PGWARD_ERR_PLUGIN_LOAD'
   | 'PGWARD_ERR_PLUGIN_INVALID'
   | 'PGWARD_ERR_PLUGIN_VERSION'
   | 'PGWARD_ERR_PLUGIN_DEPENDENCY'
@@ -117,7 +118,9 @@ export async function loadPlugins(specs: readonly string[], opts: LoaderOptions)
     try {
       mod = await import(url);
     } catch (err) {
-      throw new PluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', spec, `cannot load ${url}: ${(err as Error).message}`, { cause: err });
+      // A module that is not there is "not found"; one that is there but fails to load is a load error.
+      const missing = !existsSync(fileURLToPath(url));
+      throw new PluginError(missing ? 'PGWARD_ERR_PLUGIN_NOT_FOUND' : 'PGWARD_ERR_PLUGIN_LOAD', spec, `cannot load ${url}: ${(err as Error).message}`, { cause: err });
     }
     const plugin = validate(mod, spec);
     if (plugins.some((p) => p.name === plugin.name)) {
@@ -207,7 +210,16 @@ function guardFactory(factory: MiddlewareFactory, plugin: string, report: Loader
     };
     const wrapped: Middleware = {
       name: mw.name,
-      beforeBackendStartup: mw.beforeBackendStartup?.bind(mw),
+      beforeBackendStartup: mw.beforeBackendStartup
+        ? async (startup) => {
+            try {
+              await mw.beforeBackendStartup!(startup);
+            } catch (err) {
+              report(plugin, 'beforeBackendStartup', err);
+              throw err instanceof PgError ? err : new PgError('FATAL', SqlState.InternalError, `plugin "${plugin}" failed`, { cause: err });
+            }
+          }
+        : undefined,
       session: mw.session
         ? (ctx) => {
             let h: SessionHandlers | void;
@@ -232,8 +244,10 @@ function guardFactory(factory: MiddlewareFactory, plugin: string, report: Loader
 }
 
 /** An error from upstream of a plugin's operator, carried through it without blaming the plugin. */
-class PassingThrough {
-  constructor(readonly error: unknown) {}
+class PassingThrough extends Error {
+  constructor(readonly error: unknown) {
+    super('upstream error passing through a plugin', { cause: error });
+  }
 }
 const passThrough = (error: unknown) => throwError(() => new PassingThrough(error));
 

@@ -18,7 +18,8 @@ export async function startTestProxy(args: string[], opts: { middleware?: Middle
   const config = buildProxyConfig(['--bindAddr', '127.0.0.1:0', ...args], {});
   const logs: string[] = [];
   const log = createLogger({ level: 'debug', format: 'json' }, {}, { write: (l) => void logs.push(l.trimEnd()) });
-  const proxy = await startProxy(config, { log, middleware: opts.middleware });
+  const i = args.indexOf('--config');
+  const proxy = await startProxy(config, { log, middleware: opts.middleware, configPath: i >= 0 ? args[i + 1] : undefined });
   const port = proxy.address.port;
   let closed = false;
   const close = async () => {

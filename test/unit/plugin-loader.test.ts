@@ -132,6 +132,12 @@ describe('plugin loader: finding and loading modules', () => {
     await assert.rejects(load(['./missing.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', './missing.mjs', /no file or folder/));
   });
 
+  it('reports a module that exists but fails to load (PGWARD_ERR_PLUGIN_LOAD)', async () => {
+    const dir = await caseDir();
+    await writeFile(join(dir, 'broken.mjs'), 'throw new Error("exploded at import");\n');
+    await assert.rejects(load(['./broken.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_LOAD', './broken.mjs', /exploded at import/));
+  });
+
   it('reports an unknown package name (PGWARD_ERR_PLUGIN_NOT_FOUND)', async () => {
     const dir = await caseDir();
     await assert.rejects(load(['pgward-plugin-that-does-not-exist'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', 'pgward-plugin-that-does-not-exist'));
