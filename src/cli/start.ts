@@ -9,6 +9,11 @@ import { ProxyServer } from '../server/listener.js';
 import { createLogger, type Logger } from '../telemetry/log.js';
 import { BUILTIN_PROVIDERS, buildRuntime, type Runtime } from './runtime.js';
 import { BUILTIN_MIDDLEWARE_NAMES } from '../middleware/registry.js';
+import { statementTelemetry } from '../server/statement-telemetry.js';
+import { AuthThrottle } from '../server/throttle.js';
+import { startMetricsServer } from '../telemetry/http.js';
+import { createMetrics, type Metrics } from '../telemetry/metrics.js';
+import { startTracing } from '../telemetry/tracing.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
@@ -23,6 +28,9 @@ export interface RunningProxy {
   address: { host: string; port: number };
   log: Logger;
   plugins: LoadedPlugins;
+  metrics: Metrics;
+  /** Where /metrics is served, when --metricsAddr is set. */
+  metricsAddress?: { host: string; port: number };
   /** True once draining started (the process will stop). */
   readonly draining: boolean;
   /** Rebuilds keys, backends, pipeline and TLS from a new config and swaps them in; throws (and keeps the old) on error. */
@@ -46,16 +54,20 @@ export interface StartOptions {
 export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): Promise<RunningProxy> {
   const log = opts.log ?? createLogger(config.log);
   const draining$ = new BehaviorSubject(false);
+  const metrics = createMetrics({ version: pgwardVersion() });
   const plugins = await loadPlugins(config.plugins, {
     baseDir: opts.baseDir ?? defaultBaseDir(opts.configPath),
     version: pgwardVersion(),
     builtinMiddleware: BUILTIN_MIDDLEWARE_NAMES,
     builtinProviders: BUILTIN_PROVIDERS,
-    onPluginError: (plugin, where, error) =>
-      log.error('plugin error', { plugin, where, error: error instanceof Error ? error.message : String(error) }),
+    onPluginError: (plugin, where, error) => {
+      metrics.pluginError(plugin);
+      log.error('plugin error', { plugin, where, error: error instanceof Error ? error.message : String(error) });
+    },
   });
   const services = { plugins, draining$, log };
-  const extra = opts.middleware ?? [];
+  // Statement metrics and spans sit last, nearest the backend, after every configured middleware.
+  const extra = [...(opts.middleware ?? []), statementTelemetry(metrics)];
   let runtime: Runtime = await buildRuntime(config, services);
   const server = new ProxyServer({
     host: config.listen.host,
@@ -71,15 +83,23 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     authTimeoutMs: config.authTimeoutMs,
     reservedParams: RESERVED_PARAMS,
     allowReplication: false,
+    metrics,
+    proxyProtocol: config.proxyProtocol,
+    throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
+    userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
     onSessionStart: (s) => void plugins.runHook('onSessionStart', s),
     onAuthenticated: (s) => void plugins.runHook('onAuthenticated', s),
     onSessionEnd: (s) => void plugins.runHook('onSessionEnd', s),
   });
   const addr = await server.listen();
+  const metricsServer = config.metricsListen
+    ? await startMetricsServer({ ...config.metricsListen, metrics, ready: () => server.isListening && !draining$.value })
+    : undefined;
   await plugins.runHook('onReady');
   const shutdown = new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command');
   const closeAll = async () => {
     await server.close();
+    await metricsServer?.close();
     await plugins.runHook('preClose');
     runtime.dispose();
   };
@@ -88,12 +108,21 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     address: { host: addr.address, port: addr.port },
     log,
     plugins,
+    metrics,
+    metricsAddress: metricsServer ? { host: metricsServer.address.address, port: metricsServer.address.port } : undefined,
     get draining() {
       return draining$.value;
     },
     describe: () => runtime.describe(),
     async reload(next) {
-      const built = await buildRuntime(next, services);
+      let built: Runtime;
+      try {
+        built = await buildRuntime(next, services);
+      } catch (err) {
+        metrics.configReload(false);
+        throw err;
+      }
+      metrics.configReload(true);
       server.reconfigure({
         auth: built.auth,
         middleware: [...built.middleware, ...extra],
@@ -102,6 +131,8 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
         expiry: next.expiry,
         authTimeoutMs: next.authTimeoutMs,
         maxConnections: next.maxConnections,
+        throttle: next.throttleAfter > 0 ? new AuthThrottle({ after: next.throttleAfter }) : undefined,
+        userLimit: { max: next.maxConnectionsPerUser, counts: server.userCounts },
       });
       const old = runtime;
       runtime = built;
@@ -110,6 +141,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     async drain() {
       await server.stopListening();
       draining$.next(true);
+      metrics.setDraining(true);
       const all = [...server.sessions];
       const grace = new Promise<void>((r) => setTimeout(r, config.gracePeriodMs).unref());
       await Promise.race([Promise.all(all.map((s) => s.closed)), grace]);
@@ -122,8 +154,12 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
 
 /** `pgward start`: runs until SIGTERM/SIGINT (drain) or a second signal (immediate close). */
 export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, configPath?: string): Promise<number> {
+  const tracing = startTracing();
   const proxy = await startProxy(config, { configPath });
   const { log } = proxy;
+  const flushTraces = async () => {
+    await tracing?.shutdown().catch((err: Error) => log.warn('could not flush traces', { reason: err.message }));
+  };
   log.info('pgward listening', {
     address: `${proxy.address.host}:${proxy.address.port}`,
     tls: Boolean(config.tls),
@@ -131,6 +167,9 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
     pipeline: ['auth', ...config.pipelineNames].join(' → '),
     plugins: proxy.plugins.plugins.map((p) => `${p.name}@${p.version}`).join(', ') || undefined,
     max_connections: config.maxConnections,
+    metrics: proxy.metricsAddress ? `http://${proxy.metricsAddress.host}:${proxy.metricsAddress.port}/metrics` : undefined,
+    tracing: tracing ? 'on' : 'off',
+    proxy_protocol: config.proxyProtocol || undefined,
   });
   for (const line of proxy.describe()) log.info('source', { detail: line });
   if (!config.tls) log.warn('running without TLS (--insecure): credentials cross the network in the clear');
@@ -158,15 +197,18 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
     const onSignal = (sig: NodeJS.Signals) => {
       if (stopping) {
         log.warn('second signal: closing all sessions now', { signal: sig });
-        void proxy.close().then(() => resolve(0));
+        void proxy.close().then(flushTraces).then(() => resolve(0));
         return;
       }
       stopping = true;
       log.info('draining', { signal: sig, sessions: proxy.server.sessions.size, grace_ms: config.gracePeriodMs });
-      void proxy.drain().then(() => {
-        log.info('stopped');
-        resolve(0);
-      });
+      void proxy
+        .drain()
+        .then(flushTraces)
+        .then(() => {
+          log.info('stopped');
+          resolve(0);
+        });
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);

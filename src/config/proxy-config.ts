@@ -64,6 +64,10 @@ export interface ProxyConfig {
   /** Modules to load before the listener opens (issue 6). */
   readonly plugins: readonly string[];
   readonly authTimeoutMs: number;
+  readonly metricsListen?: { host: string; port: number };
+  readonly proxyProtocol: boolean;
+  readonly throttleAfter: number;
+  readonly maxConnectionsPerUser: number;
   readonly maxConnections: number;
   readonly gracePeriodMs: number;
   /** Reload interval for keys, backends and certificates; 0 = never. */
@@ -122,6 +126,12 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): Pro
     );
   }
 
+  let metricsListen: { host: string; port: number } | undefined;
+  try {
+    if (str('metricsAddr')) metricsListen = parseHostPort(str('metricsAddr')!);
+  } catch (err) {
+    problems.push(`metricsAddr: ${(err as Error).message}`);
+  }
   const format = str('logFormat')!;
   if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
   if (num('maxConnections') !== undefined && num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
@@ -149,6 +159,10 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): Pro
     pipelineNames: pipeline.map((e) => e.name),
     plugins: plugins as string[],
     authTimeoutMs: num('authTimeout'),
+    metricsListen,
+    proxyProtocol: bool('proxyProtocol'),
+    throttleAfter: num('throttleAfter'),
+    maxConnectionsPerUser: num('maxConnectionsPerUser'),
     maxConnections: num('maxConnections'),
     gracePeriodMs: num('gracePeriod'),
     refreshMs: num('refresh'),

@@ -19,6 +19,11 @@ import type { Logger } from '../telemetry/log.js';
 import { negotiate, type NegotiateOptions, type StartupMessage } from './negotiate.js';
 import { backendStartupParams } from './startup-params.js';
 import { watchExpiry, type ExpiryPolicy } from './token-expiry.js';
+import { readProxyHeader } from './proxy-protocol.js';
+import type { AuthThrottle } from './throttle.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { startSessionSpan, traceparentFromStartup, type SessionSpan } from '../telemetry/spans.js';
+import { SESSION_SPAN } from './statement-telemetry.js';
 
 export interface ConnectionDeps extends NegotiateOptions {
   auth: AuthProvider;
@@ -33,6 +38,12 @@ export interface ConnectionDeps extends NegotiateOptions {
   /** Startup parameters a client may not set (the proxy owns them). */
   reservedParams: ReadonlySet<string>;
   allowReplication: boolean;
+  /** Read an HAProxy PROXY header first and take the client address from it. */
+  proxyProtocol?: boolean;
+  throttle?: AuthThrottle;
+  /** Sessions per user (identity), with the limit; shared by all connections. */
+  userLimit?: { max: number; counts: Map<string, number> };
+  metrics?: Metrics;
   onSessionStart?(session: Session): void;
   /** The client authenticated and its backend is connected; the relay starts next. */
   onAuthenticated?(session: Session): void;
@@ -45,18 +56,16 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   // A socket error with nobody listening would crash the process; errors are handled by phase.
   raw.on('error', () => {});
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
-  const log = deps.log.child({ client: `${client.address}:${client.port}` });
+  let log = deps.log.child({ client: `${client.address}:${client.port}` });
   let socket: Duplex = raw;
   let session: Session | undefined;
+  let span: SessionSpan | undefined;
   let failed = false;
+  const accepted = Date.now();
   const startupAbort = new AbortController();
-  const timer = setTimeout(() => {
-    startupAbort.abort();
-    fail(new PgError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'));
-  }, deps.authTimeoutMs);
-
+  let timer: NodeJS.Timeout | undefined;
   function fail(err: PgError) {
-    clearTimeout(timer);
+    if (timer) clearTimeout(timer);
     if (failed) return;
     failed = true;
     log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
@@ -69,6 +78,37 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   }
 
   try {
+    if (deps.proxyProtocol) {
+      let header;
+      try {
+        ({ header } = await readProxyHeaderInto(raw, deps.authTimeoutMs));
+      } catch (err) {
+        log.warn('connection closed: no valid PROXY protocol header', { reason: (err as Error).message });
+        deps.metrics?.connectionResult('refused');
+        raw.destroy();
+        return;
+      }
+      if (header.command === 'PROXY') {
+        client.address = header.source.address;
+        client.port = header.source.port;
+        log = deps.log.child({ client: `${client.address}:${client.port}` });
+      }
+    }
+    const verdict = deps.throttle?.check(client.address) ?? { action: 'allow' as const };
+    if (verdict.action === 'refuse') {
+      deps.metrics?.authAttempt(deps.auth.name, 'failure', 'throttled');
+      throw new PgError('FATAL', SqlState.TooManyConnections, 'too many failed login attempts from this address', {
+        hint: `Try again in ${Math.ceil(verdict.retryAfterMs / 1000)} s.`,
+      });
+    }
+    if (verdict.action === 'delay') {
+      log.info('login delayed after repeated failures', { delay_ms: verdict.ms });
+      await new Promise((r) => setTimeout(r, verdict.ms));
+    }
+    timer = setTimeout(() => {
+      startupAbort.abort();
+      fail(new PgError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'));
+    }, deps.authTimeoutMs);
     const negotiated = await negotiate(raw, deps);
     if (negotiated.kind === 'cancel') {
       clearTimeout(timer);
@@ -87,10 +127,15 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     const id = newSessionId();
     const sessionLog = log.child({ session: id });
     session = new Session({ id, client, clientParams: negotiated.startup.params, log: sessionLog });
-    const ended = await runSession(session, negotiated.socket, negotiated.reader, negotiated.startup, deps, timer, sessionLog, startupAbort.signal);
+    span = startSessionSpan(client, traceparentFromStartup(negotiated.startup.params), accepted);
+    session.attributes.set(SESSION_SPAN, span);
+    const ended = await runSession(session, negotiated.socket, negotiated.reader, negotiated.startup, deps, timer, sessionLog, startupAbort.signal, span);
     if (ended) fail(ended);
+    span.end(ended);
   } catch (err) {
-    fail(asPgError(err));
+    const e = asPgError(err);
+    fail(e);
+    span?.end(e);
   } finally {
     if (session) {
       session.markClosed();
@@ -109,6 +154,7 @@ async function runSession(
   authTimer: NodeJS.Timeout,
   log: Logger,
   signal: AbortSignal,
+  span: SessionSpan,
 ): Promise<PgError | undefined> {
   const params = startup.params;
   const user = params.get('user');
@@ -145,11 +191,39 @@ async function runSession(
 
   session.state.phase = 'authenticating';
   let auth: AuthResult;
+  const authSpan = span.auth(deps.auth.name);
   try {
     auth = await deps.auth.authenticate(channel);
   } catch (err) {
     if (reservedKey) deps.cancels.unregister(reservedKey);
+    const e = asPgError(err);
+    // Credentials refused count toward throttling; an unreachable backend or a timeout does not.
+    const refused = e.sqlstate.startsWith('28');
+    if (refused) deps.throttle?.failure(session.client.address);
+    deps.metrics?.authAttempt(deps.auth.name, refused ? 'failure' : 'error', e.message);
+    authSpan.end({ result: refused ? 'failure' : 'error', reason: e.message });
+    log.info('authentication failed', { provider: deps.auth.name, sqlstate: e.sqlstate, reason: e.message });
     throw err;
+  }
+  deps.throttle?.success(session.client.address);
+  deps.metrics?.authAttempt(deps.auth.name, 'success');
+  authSpan.end({ result: 'success' });
+  span.identify({ identity: auth.identity, database: auth.target.database });
+  const limit = deps.userLimit;
+  if (limit && limit.max > 0) {
+    const n = limit.counts.get(auth.identity) ?? 0;
+    if (n >= limit.max) {
+      if (reservedKey) deps.cancels.unregister(reservedKey);
+      return new PgError('FATAL', SqlState.TooManyConnections, `too many connections for user "${auth.target.user ?? auth.identity}"`, {
+        hint: `At most ${limit.max} sessions per user are allowed through this proxy.`,
+      });
+    }
+    limit.counts.set(auth.identity, n + 1);
+    void session.closed.then(() => {
+      const left = (limit.counts.get(auth.identity) ?? 1) - 1;
+      if (left > 0) limit.counts.set(auth.identity, left);
+      else limit.counts.delete(auth.identity);
+    });
   }
   session.identity = auth.identity;
   session.user = auth.target.user ?? user;
@@ -162,12 +236,16 @@ async function runSession(
   }
   const started = Date.now();
   let backend: BackendConnection;
+  const connectSpan = span.backendConnect(auth.target.host, auth.target.port, { tls: auth.target.sslmode !== 'disable' });
   try {
     backend = await connectBackend(auth.target, { params: backendParams, password: auth.target.password, signal });
   } catch (err) {
     if (reservedKey) deps.cancels.unregister(reservedKey);
+    connectSpan.end({ error: err });
     throw err;
   }
+  connectSpan.end({ authMethod: backend.authMethod });
+  deps.metrics?.backendConnected((Date.now() - started) / 1000);
   clearTimeout(authTimer);
   if (signal.aborted) {
     backend.socket.destroy();
@@ -213,6 +291,8 @@ async function runSession(
       { socket: backend.socket, framer: backend.framer, leftover: backend.leftover },
     );
     stopExpiry();
+    deps.metrics?.bytes('backend_to_client', end.bytesToClient);
+    deps.metrics?.bytes('client_to_backend', end.bytesToBackend);
     log.info('session ended', {
       reason: end.reason,
       sqlstate: end.error?.sqlstate,
@@ -223,4 +303,11 @@ async function runSession(
   } finally {
     if (proxyKey) deps.cancels.unregister(proxyKey);
   }
+}
+
+/** Reads the PROXY header and puts back what followed it, leaving the socket flowing. */
+async function readProxyHeaderInto(socket: net.Socket, timeoutMs: number) {
+  const result = await readProxyHeader(socket, timeoutMs);
+  if (result.rest.length > 0) socket.unshift(result.rest);
+  return result;
 }

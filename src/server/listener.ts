@@ -17,7 +17,15 @@ export class ProxyServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   readonly sessions = new Set<Session>();
+  /** Sessions per user, kept across reloads. */
+  get userCounts(): Map<string, number> {
+    return this.opts.userLimit?.counts ?? new Map();
+  }
   private listening = false;
+
+  get isListening(): boolean {
+    return this.listening;
+  }
 
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
@@ -39,6 +47,7 @@ export class ProxyServer {
 
   private accept(socket: net.Socket): void {
     if (this.sockets.size >= this.opts.maxConnections) {
+      this.opts.metrics?.connectionResult('refused');
       socket.on('error', () => {});
       this.opts.log.warn('connection refused: too many connections', { limit: this.opts.maxConnections });
       const err = new PgError('FATAL', SqlState.TooManyConnections, 'sorry, too many clients already');
@@ -47,7 +56,12 @@ export class ProxyServer {
       return;
     }
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    this.opts.metrics?.connectionResult('accepted');
+    this.opts.metrics?.connectionOpened();
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.opts.metrics?.connectionClosed();
+    });
     void handleConnection(socket, {
       ...this.opts,
       onSessionStart: (s) => {
@@ -76,11 +90,15 @@ export class ProxyServer {
     return this.server.address() as net.AddressInfo;
   }
 
-  /** Stops accepting; live sessions go on. */
+  /**
+   * Stops accepting; live sessions go on. Resolves as soon as the listening socket is closed —
+   * net.Server's own close callback would wait for every connection to end.
+   */
   stopListening(): Promise<void> {
     if (!this.listening) return Promise.resolve();
     this.listening = false;
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    this.server.close();
+    return Promise.resolve();
   }
 
   /** Stops accepting and ends every session now (FATAL 57P01 to clients in the relay). */

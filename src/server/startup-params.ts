@@ -1,4 +1,5 @@
 import type { BackendTarget } from '../backend/url.js';
+import { stripTraceparentOption } from '../telemetry/spans.js';
 
 /** Parameters that select or describe the connection, never copied from the client as is. */
 const CONNECTION_PARAMS = new Set(['user', 'database', 'replication']);
@@ -19,12 +20,20 @@ export function backendStartupParams(
     ['database', database],
   ]);
   for (const [k, v] of client) {
-    if (CONNECTION_PARAMS.has(k) || opts.reservedParams.has(k) || k.startsWith('_pq_.')) continue;
+    const name = k.toLowerCase();
+    if (CONNECTION_PARAMS.has(name) || opts.reservedParams.has(name) || name.startsWith('_pq_.')) continue;
     out.set(k, v);
+  }
+  // The trace context is the proxy's; other PostgreSQL-compatible servers may refuse the setting.
+  const options = out.get('options');
+  if (options !== undefined) {
+    const stripped = stripTraceparentOption(options);
+    if (stripped) out.set('options', stripped);
+    else out.delete('options');
   }
   if (opts.allowReplication && client.has('replication')) out.set('replication', client.get('replication')!);
   if (target.applicationName !== undefined) out.set('application_name', target.applicationName);
-  if (target.options !== undefined) out.set('options', [client.get('options'), target.options].filter(Boolean).join(' '));
+  if (target.options !== undefined) out.set('options', [out.get('options'), target.options].filter(Boolean).join(' '));
   for (const [k, v] of Object.entries(target.params ?? {})) out.set(k, v);
   return out;
 }
