@@ -121,7 +121,7 @@ describe('drain on SIGTERM (a real pgward process, default pipeline = drain-gate
     await tx.client.query('begin');
     await tx.client.query('insert into drain_t values (1)');
 
-    const piped = await rawLogin(proxy.port);
+    await using piped = await rawLogin(proxy.port);
     const mark = piped.messages.length;
     piped.write(Buffer.concat([extendedBatch('select 1 as n, pg_sleep(1.5)'), extendedBatch('select 2 as n, pg_sleep(1.5)')]));
     // Both Syncs must have reached the proxy (and the first statement the backend) before the signal.

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
+import pg from 'pg';
+import { PgCluster } from '../helpers/pg-cluster.js';
+import { startPgwardProcess } from '../helpers/pgward-process.js';
+
+interface OtlpSpan {
+  traceId: string;
+  spanId: string;
+  parentSpanId?: string;
+  name: string;
+  attributes?: { key: string; value: Record<string, unknown> }[];
+  status?: { code?: number };
+}
+
+/** A minimal OTLP/HTTP JSON receiver: collects every span it is sent. */
+async function otlpReceiver() {
+  const spans: OtlpSpan[] = [];
+  const bodies: string[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      if (req.url === '/v1/traces') {
+        bodies.push(body);
+        const doc = JSON.parse(body) as { resourceSpans?: { scopeSpans?: { spans?: OtlpSpan[] }[] }[] };
+        for (const rs of doc.resourceSpans ?? []) for (const ss of rs.scopeSpans ?? []) spans.push(...(ss.spans ?? []));
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { spans, bodies, port: (server.address() as AddressInfo).port, close: () => server.close() };
+}
+
+const attr = (s: OtlpSpan, key: string) => {
+  const v = s.attributes?.find((a) => a.key === key)?.value;
+  return v ? (v.stringValue ?? v.intValue ?? v.boolValue) : undefined;
+};
+
+function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  let found = false;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const l = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => l[k] === v)) {
+      total += Number(m[3]);
+      found = true;
+    }
+  }
+  assert.ok(found, `metric ${name}${JSON.stringify(labels)} present`);
+  return total;
+}
+
+describe('observability end to end (a real pgward process)', () => {
+  it('scrapes metrics that move, flips /ready during drain, and exports nested spans without secrets', async () => {
+    await using cluster = await PgCluster.start({ hba: ['host all all 127.0.0.1/32 scram-sha-256'], users: [{ name: 'alice', password: 'a-pw' }] });
+    const otlp = await otlpReceiver();
+    const dir = await mkdtemp(join(tmpdir(), 'pgward-obs-'));
+    try {
+      const key = await generateKeyPair('EdDSA', { extractable: true });
+      await writeFile(join(dir, 'key.pem'), await exportSPKI(key.publicKey));
+      await writeFile(join(dir, 'b.json'), JSON.stringify({ alice: `${cluster.url('alice', 'a-pw')}?sslmode=disable` }));
+      await writeFile(join(dir, 'c.yaml'), 'pipeline:\n  - drain-gate\n  - query-log\n');
+      await using proxy = await startPgwardProcess(
+        ['--insecure', '--config', join(dir, 'c.yaml'), '--backends', join(dir, 'b.json'), '--signingKeys', join(dir, 'key.pem'), '--metricsAddr', '127.0.0.1:0', '--gracePeriod', '10s'],
+        { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${otlp.port}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '200', OTEL_SERVICE_NAME: 'pgward-test' },
+      );
+      const listening = await proxy.waitFor('pgward listening');
+      assert.equal(listening.tracing, 'on');
+      const metricsUrl = String(listening.metrics);
+      const base = metricsUrl.replace(/\/metrics$/, '');
+      const get = async (path: string) => {
+        const r = await fetch(base + path);
+        return { status: r.status, text: await r.text() };
+      };
+      assert.equal((await get('/health')).status, 200);
+      assert.equal((await get('/ready')).status, 200);
+
+      const token = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'EdDSA' }).setIssuedAt().setExpirationTime('5m').sign(key.privateKey);
+      const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+      const url = `postgres://alice:${token}@127.0.0.1:${proxy.port}/postgres?sslmode=disable`;
+      const client = new pg.Client({ connectionString: url, options: `-c pgward.traceparent=00-${traceId}-00f067aa0ba902b7-01` } as pg.ClientConfig);
+      client.on('error', () => {}); // the drain below ends this session on purpose
+      await client.connect();
+      await client.query("select 'secret-literal-42' as s");
+      await assert.rejects(client.query('select * from missing_table'));
+      const bad = new pg.Client({ connectionString: `postgres://alice:not-a-token@127.0.0.1:${proxy.port}/postgres?sslmode=disable` });
+      await assert.rejects(bad.connect());
+
+      // The refused connection leaves the gauge when pgward sees its socket close, a moment after
+      // the client has its error; poll briefly rather than race it.
+      let m = (await get('/metrics')).text;
+      for (let i = 0; i < 50 && metricValue(m, 'pgward_connections_active') !== 1; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        m = (await get('/metrics')).text;
+      }
+      assert.equal((await get('/vars')).text.includes('pgward_queries_total'), true, '/vars serves the same metrics');
+      assert.ok(metricValue(m, 'pgward_connections_total', { result: 'accepted' }) >= 2);
+      assert.equal(metricValue(m, 'pgward_connections_active'), 1);
+      assert.equal(metricValue(m, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'success' }), 1);
+      assert.equal(metricValue(m, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'failure' }), 1);
+      assert.ok(metricValue(m, 'pgward_queries_total') >= 2);
+      assert.ok(metricValue(m, 'pgward_backend_connect_seconds_count') >= 1);
+      assert.equal(metricValue(m, 'pgward_build_info'), 1);
+      assert.ok(!m.includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');
+
+      // Drain: a session in a transaction keeps it going while /ready reports 503.
+      await client.query('begin');
+      const closed = new Promise((r) => client.once('error', r));
+      proxy.signal('SIGTERM');
+      await proxy.waitFor('draining');
+      assert.equal((await get('/ready')).status, 503);
+      assert.equal((await get('/health')).status, 200);
+      assert.equal(metricValue((await get('/metrics')).text, 'pgward_draining'), 1);
+      await client.query('commit');
+      await closed;
+      assert.equal(await proxy.exited, 0);
+
+      const spans = otlp.spans;
+      const session = spans.find((s) => s.name === 'pgward.session' && s.traceId === traceId);
+      assert.ok(session, `the session span joined the client's trace (${spans.map((s) => s.name).join(', ')})`);
+      const children = spans.filter((s) => s.parentSpanId === session.spanId);
+      const auth = children.find((s) => s.name === 'pgward.auth');
+      const connect = children.find((s) => s.name === 'pgward.backend.connect');
+      assert.ok(auth && connect, 'auth and backend connect are children of the session');
+      assert.equal(attr(auth, 'pgward.auth.result'), 'success');
+      assert.equal(attr(session, 'enduser.id'), 'alice');
+      const statements = children.filter((s) => attr(s, 'db.query.text') !== undefined);
+      assert.ok(statements.length >= 2, 'statement spans');
+      for (const s of statements) assert.equal(attr(s, 'db.system.name'), 'postgresql');
+      const failed = statements.find((s) => attr(s, 'db.response.status_code') === '42P01');
+      assert.ok(failed && failed.status?.code === 2, 'a failing statement carries its SQLSTATE and error status');
+      const everything = otlp.bodies.join('');
+      assert.ok(!everything.includes('secret-literal-42'), 'literals are redacted in spans');
+      assert.ok(!everything.includes(token), 'no token in spans');
+    } finally {
+      otlp.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
