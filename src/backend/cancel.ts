@@ -1,6 +1,7 @@
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { encodeCancelRequest } from '../protocol/index.js';
 import { dialBackend } from './dial.js';
+import { ownedProcessId, ownerOf, RANDOM_PROCESS_ID_LIMIT } from './peers.js';
 import type { BackendTarget } from './url.js';
 
 export interface CancelKey {
@@ -17,12 +18,24 @@ interface Entry {
   tls: boolean;
 }
 
+/** Where a CancelRequest went: a local session's backend, a peer instance, or nowhere. */
+export type CancelOutcome = 'backend' | 'peer' | 'unknown';
+
+export interface CancelRegistryOptions {
+  /** With peers: this instance's id, carried in the top bits of every process id it issues. */
+  instanceId?: number;
+  /** Sends keys another instance owns to that instance; resolves whether the owner knew the key. */
+  remote?: { forward(key: CancelKey): Promise<boolean> };
+}
+
 /**
  * Maps the cancel keys pgward hands to clients onto the backends' own keys. Clients never see a
  * backend key, so a cancel can only reach a backend through a session pgward knows.
  */
 export class CancelRegistry {
   private readonly byPid = new Map<number, Entry>();
+
+  constructor(private readonly opts: CancelRegistryOptions = {}) {}
 
   /** Issues a fresh random key for a session (4-byte secret for protocol 3.0, 32 for 3.2). */
   register(backendKey: CancelKey, target: BackendTarget, tls: boolean, secretLength = 4): CancelKey {
@@ -34,7 +47,8 @@ export class CancelRegistry {
   /** Issues a key before the session has a backend; `bind` it once connected. */
   reserve(secretLength = 4): CancelKey {
     let processId: number;
-    do processId = randomInt(1, 0x7fffffff);
+    const id = this.opts.instanceId;
+    do processId = id ? ownedProcessId(id, randomInt(1, RANDOM_PROCESS_ID_LIMIT)) : randomInt(1, 0x7fffffff);
     while (this.byPid.has(processId));
     const proxyKey = { processId, secretKey: randomBytes(secretLength) };
     this.byPid.set(processId, { proxyKey, tls: false });
@@ -65,12 +79,20 @@ export class CancelRegistry {
     return { backendKey: e.backendKey, target: e.target, tls: e.tls };
   }
 
-  /** Forwards a cancel; resolves false when the key is unknown. Never throws. */
-  async forward(key: CancelKey): Promise<boolean> {
+  /** Sends a cancel to the backend of one of this instance's sessions; false when the key is unknown here. */
+  async forwardLocally(key: CancelKey): Promise<boolean> {
     const e = this.lookup(key);
     if (!e) return false;
     await sendCancel(e.target, e.tls, e.backendKey);
     return true;
+  }
+
+  /** A client's CancelRequest: to the local backend, or to the peer that issued the key. */
+  async forward(key: CancelKey): Promise<CancelOutcome> {
+    if (await this.forwardLocally(key)) return 'backend';
+    const { instanceId, remote } = this.opts;
+    if (instanceId && remote && ownerOf(key.processId) !== instanceId && (await remote.forward(key))) return 'peer';
+    return 'unknown';
   }
 }
 

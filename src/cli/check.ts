@@ -18,6 +18,12 @@ export function describeConfig(config: ProxyConfig, sources: string[]): string[]
     ...(config.plugins.length ? [`plugins: ${config.plugins.join(', ')}`] : []),
     ...sources,
     `limits: maxConnections ${config.maxConnections}, authTimeout ${config.authTimeoutMs} ms, gracePeriod ${config.gracePeriodMs} ms`,
+    ...(config.peers
+      ? [
+          `peers: this is instance ${config.peers.id}, accepting forwarded cancels on ${config.peers.listen.host}:${config.peers.listen.port}; ` +
+            `instances ${[...config.peers.instances].map(([id, a]) => `${id}=${a.host}:${a.port}`).join(', ')}; secret from ${config.peers.secretSource}`,
+        ]
+      : []),
     `token expiry: ${config.expiry.mode}${config.refreshMs > 0 ? `; reload every ${config.refreshMs / 1000} s` : '; no periodic reload'}`,
   ];
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { BehaviorSubject } from 'rxjs';
 import { CancelRegistry } from '../backend/cancel.js';
+import { PeerCancelChannel } from '../backend/peers.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Middleware } from '../pipeline/index.js';
 import { defaultBaseDir, loadPlugins, type LoadedPlugins } from '../plugins/loader.js';
@@ -31,6 +32,8 @@ export interface RunningProxy {
   metrics: Metrics;
   /** Where /metrics is served, when --metricsAddr is set. */
   metricsAddress?: { host: string; port: number };
+  /** Where peers' forwarded cancels are accepted, with `peers:`. */
+  peerAddress?: { host: string; port: number };
   /** True once draining started (the process will stop). */
   readonly draining: boolean;
   /** Rebuilds keys, backends, pipeline and TLS from a new config and swaps them in; throws (and keeps the old) on error. */
@@ -69,6 +72,8 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
   // Statement metrics and spans sit last, nearest the backend, after every configured middleware.
   const extra = [...(opts.middleware ?? []), statementTelemetry(metrics)];
   let runtime: Runtime = await buildRuntime(config, services);
+  const { cancels, peers } = cancelForwarding(config, log, metrics);
+  const peerAddress = peers && config.peers ? await peers.listen(config.peers.listen.host, config.peers.listen.port) : undefined;
   const server = new ProxyServer({
     host: config.listen.host,
     port: config.listen.port,
@@ -78,7 +83,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     auth: runtime.auth,
     middleware: [...runtime.middleware, ...extra],
     expiry: config.expiry,
-    cancels: new CancelRegistry(),
+    cancels,
     log,
     authTimeoutMs: config.authTimeoutMs,
     reservedParams: RESERVED_PARAMS,
@@ -99,6 +104,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
   const shutdown = new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command');
   const closeAll = async () => {
     await server.close();
+    await peers?.close();
     await metricsServer?.close();
     await plugins.runHook('preClose');
     runtime.dispose();
@@ -110,6 +116,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     plugins,
     metrics,
     metricsAddress: metricsServer ? { host: metricsServer.address.address, port: metricsServer.address.port } : undefined,
+    peerAddress: peerAddress ? { host: peerAddress.address, port: peerAddress.port } : undefined,
     get draining() {
       return draining$.value;
     },
@@ -123,6 +130,12 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
         throw err;
       }
       metrics.configReload(true);
+      const was = config.peers;
+      const now = next.peers;
+      if (peers && now) peers.update(now);
+      if (Boolean(was) !== Boolean(now) || (was && now && (was.id !== now.id || was.listen.host !== now.listen.host || was.listen.port !== now.listen.port))) {
+        log.warn('peers: a new id or listen address, or turning peers on or off, takes effect after a restart');
+      }
       server.reconfigure({
         auth: built.auth,
         middleware: [...built.middleware, ...extra],
@@ -152,6 +165,29 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
   };
 }
 
+/**
+ * The cancel-key registry, and with `peers:` the channel that sends keys other instances own to
+ * them and accepts theirs.
+ */
+function cancelForwarding(config: ProxyConfig, log: Logger, metrics: Metrics): { cancels: CancelRegistry; peers?: PeerCancelChannel } {
+  const settings = config.peers;
+  if (!settings) return { cancels: new CancelRegistry() };
+  const peerLog = log.child({ component: 'peers' });
+  const peers: PeerCancelChannel = new PeerCancelChannel({
+    id: settings.id,
+    secret: settings.secret,
+    instances: settings.instances,
+    deliverLocally: (key) => cancels.forwardLocally(key),
+    onEvent: (event, detail) => {
+      metrics.cancelRequest(event);
+      if (event === 'rejected') peerLog.warn('peer cancel frame rejected', detail);
+      else peerLog.debug(event === 'from_peer' ? 'cancel from a peer sent to the backend' : 'cancel from a peer for an unknown key', detail);
+    },
+  });
+  const cancels = new CancelRegistry({ instanceId: settings.id, remote: peers });
+  return { cancels, peers };
+}
+
 /** `pgward start`: runs until SIGTERM/SIGINT (drain) or a second signal (immediate close). */
 export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, configPath?: string): Promise<number> {
   const tracing = startTracing();
@@ -170,6 +206,9 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
     metrics: proxy.metricsAddress ? `http://${proxy.metricsAddress.host}:${proxy.metricsAddress.port}/metrics` : undefined,
     tracing: tracing ? 'on' : 'off',
     proxy_protocol: config.proxyProtocol || undefined,
+    peers: proxy.peerAddress && config.peers
+      ? `instance ${config.peers.id} on ${proxy.peerAddress.host}:${proxy.peerAddress.port}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
+      : undefined,
   });
   for (const line of proxy.describe()) log.info('source', { detail: line });
   if (!config.tls) log.warn('running without TLS (--insecure): credentials cross the network in the clear');
@@ -189,7 +228,10 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
       reloading = false;
     }
   };
-  process.on('SIGHUP', () => void reload('SIGHUP'));
+  process.on('SIGHUP', () => {
+    log.reopen?.();
+    void reload('SIGHUP');
+  });
   const refresh = config.refreshMs > 0 ? setInterval(() => void reload('refresh'), config.refreshMs) : undefined;
   refresh?.unref();
   return new Promise<number>((resolve) => {

@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { parseBackendUrl, type BackendTarget } from '../backend/url.js';
+import { MAX_PEER_ID, type PeerAddress } from '../backend/peers.js';
 import { splitCommandLine } from '../auth/command-runner.js';
 import { parseDuration } from './duration.js';
 import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
@@ -52,6 +53,23 @@ export interface PipelineEntry {
 /** The pipeline used when the config names none: graceful drain on SIGTERM/SIGINT. */
 export const DEFAULT_PIPELINE: readonly PipelineEntry[] = [{ name: 'drain-gate', options: {} }];
 
+/** `peers:` — several instances behind one load balancer forwarding cancels to each other. */
+export interface PeersConfig {
+  /** This instance's id (1..127), carried in the cancel keys it issues. */
+  id: number;
+  /** Where this instance accepts cancels its peers forward. */
+  listen: PeerAddress;
+  secret: Buffer;
+  /** Where the secret came from, for logs (never the secret). */
+  secretSource: string;
+  /** Every instance's peer address by id. */
+  instances: ReadonlyMap<number, PeerAddress>;
+}
+
+/** The environment variable holding the peers' shared secret when `peers.secretFile` is not set. */
+export const PEER_SECRET_ENV = 'PGWARD_PEER_SECRET';
+const MIN_PEER_SECRET_BYTES = 32;
+
 /** The validated, immutable configuration of one `pgward start`. */
 export interface ProxyConfig {
   readonly listen: { host: string; port: number };
@@ -74,16 +92,17 @@ export interface ProxyConfig {
   readonly refreshMs: number;
   readonly expiry: { mode: 'close' | 'ignore'; toleranceMs: number; warningMs: number };
   readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string };
+  readonly peers?: PeersConfig;
 }
 
 const AVAILABLE_PROVIDERS = ['jwt', 'passthrough', 'command'];
 
 /** Builds the config from argv, environment and file; throws ConfigError with every problem. */
 export function buildProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ProxyConfig {
-  return resolve(loadSettings(argv, env));
+  return resolve(loadSettings(argv, env), env);
 }
 
-function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): ProxyConfig {
+function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env: NodeJS.ProcessEnv): ProxyConfig {
   const str = (k: string) => v[k] as string | undefined;
   const num = (k: string) => v[k] as number;
   const bool = (k: string) => v[k] as boolean;
@@ -134,6 +153,14 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): Pro
   }
   const format = str('logFormat')!;
   if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
+  const logDestination = str('logDestination');
+  if (logDestination) {
+    try {
+      closeSync(openSync(logDestination, 'a'));
+    } catch (err) {
+      problems.push(`logDestination: cannot append to ${logDestination}: ${(err as Error).message}`);
+    }
+  }
   if (num('maxConnections') !== undefined && num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
   const expiryMode = str('sessionExpiry')!;
   if (expiryMode !== 'close' && expiryMode !== 'ignore') problems.push(`sessionExpiry: expected close or ignore, got "${expiryMode}"`);
@@ -145,8 +172,9 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): Pro
   if (!Array.isArray(plugins) || !plugins.every((p) => typeof p === 'string')) {
     problems.push('plugins: expected a list of module paths or package names');
   }
+  const peers = extra.peers === undefined ? undefined : parsePeers(extra.peers, env, problems);
   for (const k of Object.keys(extra)) {
-    if (!['pipeline', 'plugins', 'auth'].includes(k)) problems.push(`${k}: unknown setting`);
+    if (!['pipeline', 'plugins', 'auth', 'peers'].includes(k)) problems.push(`${k}: unknown setting`);
   }
   if (problems.length > 0 || !auth) throw new ConfigError(problems);
 
@@ -172,7 +200,77 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings): Pro
       format: format as ProxyConfig['log']['format'],
       destination: str('logDestination'),
     },
+    peers,
   });
+}
+
+/**
+ * `peers: { id, listen, secretFile, instances: { <id>: host:port } }`. The secret comes from
+ * `secretFile` or PGWARD_PEER_SECRET, never inline, so config files can be shared and committed.
+ */
+function parsePeers(raw: unknown, env: NodeJS.ProcessEnv, problems: string[]): PeersConfig | undefined {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    problems.push('peers: expected a mapping with id, listen, secretFile and instances');
+    return undefined;
+  }
+  const p = raw as Record<string, unknown>;
+  const before = problems.length;
+  for (const k of Object.keys(p)) {
+    if (!['id', 'listen', 'secretFile', 'instances'].includes(k)) {
+      problems.push(k === 'secret' ? `peers.secret: put the secret in peers.secretFile or ${PEER_SECRET_ENV}, not in the config` : `peers.${k}: unknown setting`);
+    }
+  }
+  const isId = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= MAX_PEER_ID;
+  const id = p.id;
+  if (!isId(id)) problems.push(`peers.id: expected a whole number from 1 to ${MAX_PEER_ID}, unique to this instance`);
+  let listen: PeerAddress | undefined;
+  try {
+    if (typeof p.listen !== 'string') throw new Error('expected HOST:PORT where this instance accepts forwarded cancels');
+    listen = parseHostPort(p.listen);
+  } catch (err) {
+    problems.push(`peers.listen: ${(err as Error).message}`);
+  }
+  let secret: Buffer | undefined;
+  let secretSource = '';
+  if (typeof p.secretFile === 'string') {
+    secretSource = `file ${p.secretFile}`;
+    try {
+      secret = Buffer.from(readFileSync(p.secretFile, 'utf8').trim(), 'utf8');
+    } catch (err) {
+      problems.push(`peers.secretFile: ${(err as Error).message}`);
+    }
+  } else if (p.secretFile !== undefined) {
+    problems.push('peers.secretFile: expected a file path');
+  } else if (env[PEER_SECRET_ENV]) {
+    secretSource = `environment ${PEER_SECRET_ENV}`;
+    secret = Buffer.from(env[PEER_SECRET_ENV]!.trim(), 'utf8');
+  } else {
+    problems.push(`peers: the shared secret is missing: set peers.secretFile or ${PEER_SECRET_ENV}`);
+  }
+  if (secret && secret.length < MIN_PEER_SECRET_BYTES) {
+    problems.push(`peers: the shared secret (${secretSource}) must be at least ${MIN_PEER_SECRET_BYTES} bytes; make one with: openssl rand -base64 48`);
+  }
+  const instances = new Map<number, PeerAddress>();
+  if (p.instances === null || typeof p.instances !== 'object' || Array.isArray(p.instances)) {
+    problems.push('peers.instances: expected a mapping of instance id to HOST:PORT');
+  } else {
+    for (const [k, addr] of Object.entries(p.instances as Record<string, unknown>)) {
+      const peerId = Number(k);
+      if (!isId(peerId)) {
+        problems.push(`peers.instances.${k}: ids are whole numbers from 1 to ${MAX_PEER_ID}`);
+        continue;
+      }
+      try {
+        if (typeof addr !== 'string') throw new Error('expected HOST:PORT');
+        instances.set(peerId, parseHostPort(addr));
+      } catch (err) {
+        problems.push(`peers.instances.${k}: ${(err as Error).message}`);
+      }
+    }
+    if (isId(id) && ![...instances.keys()].some((k) => k !== id)) problems.push('peers.instances: list at least one other instance');
+  }
+  if (problems.length > before || !listen || !secret) return undefined;
+  return { id: id as number, listen, secret, secretSource, instances };
 }
 
 function passthrough(

@@ -113,11 +113,13 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     if (negotiated.kind === 'cancel') {
       clearTimeout(timer);
       const { processId, secretKey } = negotiated.request;
-      const forwarded = await deps.cancels.forward({ processId, secretKey }).catch((err) => {
+      const outcome = await deps.cancels.forward({ processId, secretKey }).catch((err) => {
         log.warn('cancel forwarding failed', { reason: (err as Error).message });
-        return true;
+        return 'failed' as const;
       });
-      if (!forwarded) log.debug('cancel request with unknown key ignored');
+      deps.metrics?.cancelRequest(outcome);
+      if (outcome === 'unknown') log.debug('cancel request with unknown key ignored');
+      else if (outcome !== 'failed') log.debug('cancel request forwarded', { to: outcome });
       raw.destroy();
       return;
     }

@@ -14,6 +14,8 @@ export interface Logger {
   warn(event: string, fields?: Record<string, unknown>): void;
   error(event: string, fields?: Record<string, unknown>): void;
   child(fields: Record<string, unknown>): Logger;
+  /** Reopens the log file (after rotation moved it away); a no-op for stdout. */
+  reopen?(): void;
 }
 
 export interface LogOptions {
@@ -25,6 +27,7 @@ export interface LogOptions {
 
 interface Output {
   write(line: string): void;
+  reopen?(): void;
 }
 
 /** One event a line, in text, JSON or Fluent-forward-style JSON; secrets redacted by field name. */
@@ -45,13 +48,36 @@ export function createLogger(opts: LogOptions = {}, base: Record<string, unknown
     warn: (e, f) => emit('warn', e, f),
     error: (e, f) => emit('error', e, f),
     child: (fields) => createLogger(opts, { ...base, ...fields }, sink),
+    reopen: () => sink.reopen?.(),
   };
 }
 
+/**
+ * Stdout, or a file opened for appending. `reopen` lets logrotate's move-then-signal work: lines
+ * already queued finish in the old file, new ones go to a fresh file at the same path. A file that
+ * cannot be written is reported once on stderr and its lines go to stdout, so nothing is lost.
+ */
 function openOutput(destination?: string): Output {
   if (!destination) return { write: (l) => void process.stdout.write(l) };
-  const stream: WriteStream = createWriteStream(destination, { flags: 'a' });
-  return { write: (l) => void stream.write(l) };
+  let failed = false;
+  const open = (): WriteStream => {
+    const s = createWriteStream(destination, { flags: 'a' });
+    s.on('error', (err) => {
+      if (!failed) process.stderr.write(`pgward: cannot write the log file ${destination} (${err.message}); logging to stdout\n`);
+      failed = true;
+    });
+    return s;
+  };
+  let stream = open();
+  return {
+    write: (l) => void (failed ? process.stdout.write(l) : stream.write(l)),
+    reopen: () => {
+      const old = stream;
+      failed = false;
+      stream = open();
+      old.end();
+    },
+  };
 }
 
 function render(format: LogFormat, level: LogLevel, event: string, fields: Record<string, unknown>): string {

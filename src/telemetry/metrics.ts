@@ -42,7 +42,17 @@ export interface Metrics {
   configReload(ok: boolean): void;
   setDraining(draining: boolean): void;
   pluginError(plugin: string): void;
+  /** A client's CancelRequest, or a peer's forwarded one, by where it went. */
+  cancelRequest(result: CancelResult): void;
 }
+
+export const CANCEL_RESULTS = ['backend', 'peer', 'from_peer', 'unknown', 'rejected', 'failed'] as const;
+/**
+ * `backend`: sent to a local session's backend; `peer`: forwarded to the instance that issued the
+ * key; `from_peer`: a peer's forwarded cancel sent to a local backend; `unknown`: no session has
+ * the key (dropped); `rejected`: a peer frame failed authentication; `failed`: a network error.
+ */
+export type CancelResult = (typeof CANCEL_RESULTS)[number];
 
 export interface MetricsOptions {
   /** Registry to register into; a new private one by default. */
@@ -116,6 +126,12 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     labelNames: ['plugin'] as const,
     registers,
   });
+  const cancels = new Counter({
+    name: 'pgward_cancel_requests_total',
+    help: 'Cancel requests, by where they went.',
+    labelNames: ['result'] as const,
+    registers,
+  });
   const buildInfo = new Gauge({
     name: 'pgward_build_info',
     help: 'Always 1; the version is a label.',
@@ -129,6 +145,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     queries.inc({ result }, 0);
     reloads.inc({ result }, 0);
   }
+  for (const result of CANCEL_RESULTS) cancels.inc({ result }, 0);
   draining.set(0);
   buildInfo.set({ version: opts.version ?? packageVersion() }, 1);
 
@@ -157,6 +174,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     configReload: (ok) => reloads.inc({ result: ok ? 'ok' : 'error' }),
     setDraining: (b) => draining.set(b ? 1 : 0),
     pluginError: (plugin) => pluginErrors.inc({ plugin: boundedName(plugin) }),
+    cancelRequest: (result) => cancels.inc({ result: (CANCEL_RESULTS as readonly string[]).includes(result) ? result : 'failed' }),
   };
 }
 

@@ -9,6 +9,7 @@ import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess } from '../helpers/pgward-process.js';
+import { metricValue } from '../helpers/scrape.js';
 
 interface OtlpSpan {
   traceId: string;
@@ -44,23 +45,6 @@ const attr = (s: OtlpSpan, key: string) => {
   const v = s.attributes?.find((a) => a.key === key)?.value;
   return v ? (v.stringValue ?? v.intValue ?? v.boolValue) : undefined;
 };
-
-function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
-  let total = 0;
-  let found = false;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const l = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => l[k] === v)) {
-      total += Number(m[3]);
-      found = true;
-    }
-  }
-  assert.ok(found, `metric ${name}${JSON.stringify(labels)} present`);
-  return total;
-}
 
 describe('observability end to end (a real pgward process)', () => {
   it('scrapes metrics that move, flips /ready during drain, and exports nested spans without secrets', async () => {

@@ -108,6 +108,45 @@ describe('start configuration', () => {
   });
 });
 
+describe('peers configuration', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgward-peers-cfg-'));
+  const secretFile = join(dir, 'secret');
+  writeFileSync(secretFile, 'x'.repeat(40) + '\n');
+  const withPeers = (peers: string, env: NodeJS.ProcessEnv = {}) => {
+    const file = join(dir, `c${Math.random()}.yaml`);
+    writeFileSync(file, `peers:\n${peers}`);
+    return () => buildProxyConfig(['--insecure', '--auth', 'passthrough', '--backend', BACKEND, '--config', file], env);
+  };
+
+  it('reads id, listen, the secret file and the instances', () => {
+    const c = withPeers(`  id: 2\n  listen: 127.0.0.1:7002\n  secretFile: ${secretFile}\n  instances:\n    1: 10.0.0.1:7001\n    2: 10.0.0.2:7002\n`)();
+    assert.equal(c.peers?.id, 2);
+    assert.deepEqual(c.peers?.listen, { host: '127.0.0.1', port: 7002 });
+    assert.equal(c.peers?.secret.toString(), 'x'.repeat(40), 'the trailing newline is not part of the secret');
+    assert.deepEqual([...c.peers!.instances], [[1, { host: '10.0.0.1', port: 7001 }], [2, { host: '10.0.0.2', port: 7002 }]]);
+  });
+
+  it('takes the secret from PGWARD_PEER_SECRET and refuses one inline in the file', () => {
+    const c = withPeers('  id: 1\n  listen: 127.0.0.1:7001\n  instances: { 2: 127.0.0.1:7002 }\n', { PGWARD_PEER_SECRET: 'y'.repeat(32) })();
+    assert.equal(c.peers?.secretSource, 'environment PGWARD_PEER_SECRET');
+    const p = problems(withPeers('  id: 1\n  listen: 127.0.0.1:7001\n  secret: hunter2hunter2\n  instances: { 2: 127.0.0.1:7002 }\n'));
+    assert.ok(p.some((x) => /peers.secret: put the secret in peers.secretFile/.test(x)), p.join('\n'));
+    assert.ok(p.some((x) => /shared secret is missing/.test(x)), p.join('\n'));
+    assert.ok(!p.join('\n').includes('hunter2'), 'the inline secret is not echoed');
+  });
+
+  it('lists every problem: bad id, bad addresses, short secret, no other instance', () => {
+    const short = join(dir, 'short');
+    writeFileSync(short, 'tooshort');
+    const p = problems(withPeers(`  id: 200\n  listen: nowhere\n  secretFile: ${short}\n  instances:\n    0: 127.0.0.1:1\n    3: bad\n  colour: blue\n`));
+    for (const re of [/peers.id: expected a whole number from 1 to 127/, /peers.listen: invalid address/, /at least 32 bytes/, /peers.instances.0: ids are whole numbers/, /peers.instances.3: invalid address/, /peers.colour: unknown setting/]) {
+      assert.ok(p.some((x) => re.test(x)), `${re}: ${p.join('\n')}`);
+    }
+    const alone = problems(withPeers(`  id: 1\n  listen: 127.0.0.1:7001\n  secretFile: ${secretFile}\n  instances: { 1: 127.0.0.1:7001 }\n`));
+    assert.ok(alone.some((x) => /list at least one other instance/.test(x)), alone.join('\n'));
+  });
+});
+
 describe('command lines', () => {
   it('splits like a shell for words and quotes, without expanding anything', () => {
     assert.deepEqual(splitCommandLine(`aws rds generate-db-auth-token --hostname "db 1" --region 'eu-west-1'`), [
