@@ -1,22 +1,25 @@
 /**
  * pgbench through pgward versus a direct connection (and PgBouncer in session mode when
- * installed), on a throw-away cluster. `npm run bench`; quick try:
+ * installed), on a throw-away cluster. `pgward-traced` is pgward with tracing on, every session
+ * sampled, exporting OTLP/HTTP to a sink in this process, so its row shows what tracing costs.
+ * `npm run bench`; quick try:
  *   BENCH_SECONDS=3 BENCH_CLIENTS=8 BENCH_TARGETS=direct,pgward npm run bench
- * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,pgward,pgbouncer),
+ * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,pgward,pgward-traced,pgbouncer),
  * BENCH_SCALE (10). A target that cannot start or run is reported as "failed: reason" in its
  * rows; the other targets still run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
 import { access, chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PgCluster, pgBinDir, serverOsUser, whichExecutable } from '../test/helpers/pg-cluster.js';
 import { freePort } from '../test/helpers/ports.js';
 
-const TARGETS = ['direct', 'pgward', 'pgbouncer'] as const;
+const TARGETS = ['direct', 'pgward', 'pgward-traced', 'pgbouncer'] as const;
 type TargetName = (typeof TARGETS)[number];
 
 /** `-S` is pgbench's built-in select-only script; no flag means the TPC-B-like default. */
@@ -164,12 +167,14 @@ function startTarget(name: TargetName, cluster: PgCluster): Promise<Target> {
       return Promise.resolve({ port: cluster.port, [Symbol.asyncDispose]: async () => {} });
     case 'pgward':
       return startPgward(cluster);
+    case 'pgward-traced':
+      return startTracedPgward(cluster);
     case 'pgbouncer':
       return startPgbouncer(cluster);
   }
 }
 
-async function startPgward(cluster: PgCluster): Promise<Target> {
+async function startPgward(cluster: PgCluster, env: NodeJS.ProcessEnv = {}): Promise<Target> {
   const port = await freePort();
   const service = spawnService(process.execPath, [
     join(repoRoot, 'bin', 'pgward.js'), 'start',
@@ -177,8 +182,42 @@ async function startPgward(cluster: PgCluster): Promise<Target> {
     '--backend', `postgres://postgres@127.0.0.1:${cluster.port}/postgres?sslmode=disable`,
     '--bindAddr', `127.0.0.1:${port}`,
     '--insecure',
-  ], { cwd: repoRoot });
+  ], { cwd: repoRoot, env });
   return serviceTarget(service, port, 'pgward');
+}
+
+/**
+ * pgward with every session and statement traced, exporting OTLP/HTTP JSON to a sink here that
+ * counts spans (so the row is known to include real export work) and answers at once.
+ */
+async function startTracedPgward(cluster: PgCluster): Promise<Target> {
+  let spans = 0;
+  const sink = createHttpServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      spans += text.match(/"spanId"/g)?.length ?? 0;
+      res.setHeader('content-type', 'application/json');
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+  const target = await startPgward(cluster, {
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as AddressInfo).port}`,
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    OTEL_TRACES_SAMPLER: 'always_on',
+    OTEL_SERVICE_NAME: 'pgward-bench',
+  });
+  return {
+    ...target,
+    [Symbol.asyncDispose]: async () => {
+      await target[Symbol.asyncDispose]();
+      sink.close();
+      console.log(`pgward-traced: ${spans} spans exported`);
+      if (spans === 0) throw new Error('pgward-traced exported no spans: tracing was not on');
+    },
+  };
 }
 
 async function startPgbouncer(cluster: PgCluster): Promise<Target> {
@@ -257,8 +296,8 @@ process.once('exit', () => {
   for (const child of services) child.kill('SIGKILL');
 });
 
-function spawnService(file: string, args: string[], opts: { cwd: string; uid?: number; gid?: number }): Service {
-  const child = spawn(file, args, { ...opts, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnService(file: string, args: string[], opts: { cwd: string; uid?: number; gid?: number; env?: NodeJS.ProcessEnv }): Service {
+  const child = spawn(file, args, { ...opts, env: { ...cleanEnv(), ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   services.add(child);
   let tail = '';
   const keep = (chunk: Buffer): void => {
@@ -341,7 +380,8 @@ function runProcess(file: string, args: string[], timeoutMs: number): Promise<Pr
 /** No inherited PG* settings (they would redirect pgbench); no TLS on loopback, for every target alike. */
 function cleanEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG')) env[k] = v;
+  // libpq's PG* and the tracing OTEL_* variables would change what is measured.
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PG') && !k.startsWith('OTEL_')) env[k] = v;
   return { ...env, PGSSLMODE: 'disable', PGCONNECT_TIMEOUT: '10' };
 }
 
@@ -379,7 +419,7 @@ function clockTicksPerSecond(): Promise<number> {
 // Output
 
 const HEADER = ['target', 'script', 'clients', 'TPS', 'vs direct', 'proxy CPU µs/txn'];
-const WIDTHS = [10, 12, 8, 10, 10, 17];
+const WIDTHS = [14, 12, 8, 10, 10, 17];
 
 function formatRow(row: Row, direct: Row | undefined): string {
   const cells = row.error !== undefined
