@@ -68,6 +68,8 @@ export interface PeersConfig {
 
 /** The environment variable holding the peers' shared secret when `peers.secretFile` is not set. */
 export const PEER_SECRET_ENV = 'PGWARD_PEER_SECRET';
+/** The environment variable giving this instance's peer id when `peers.id` is not set. */
+export const PEER_ID_ENV = 'PGWARD_PEER_ID';
 const MIN_PEER_SECRET_BYTES = 32;
 
 /** The validated, immutable configuration of one `pgward start`. */
@@ -205,7 +207,7 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
 }
 
 /**
- * `peers: { id, listen, secretFile, instances: { <id>: host:port } }`. The secret comes from
+ * `peers: { id, listen, secretFile, instances: { <id>: host:port } }` (id may come from PGWARD_PEER_ID). The secret comes from
  * `secretFile` or PGWARD_PEER_SECRET, never inline, so config files can be shared and committed.
  */
 function parsePeers(raw: unknown, env: NodeJS.ProcessEnv, problems: string[]): PeersConfig | undefined {
@@ -221,8 +223,11 @@ function parsePeers(raw: unknown, env: NodeJS.ProcessEnv, problems: string[]): P
     }
   }
   const isId = (n: unknown): n is number => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= MAX_PEER_ID;
-  const id = p.id;
-  if (!isId(id)) problems.push(`peers.id: expected a whole number from 1 to ${MAX_PEER_ID}, unique to this instance`);
+  // One file can serve every instance when each sets its id in the environment.
+  const id = p.id ?? (env[PEER_ID_ENV] !== undefined ? Number(env[PEER_ID_ENV]) : undefined);
+  if (!isId(id)) {
+    problems.push(`peers.id (or ${PEER_ID_ENV}): expected a whole number from 1 to ${MAX_PEER_ID}, unique to this instance`);
+  }
   let listen: PeerAddress | undefined;
   try {
     if (typeof p.listen !== 'string') throw new Error('expected HOST:PORT where this instance accepts forwarded cancels');

@@ -127,8 +127,9 @@ describe('peers configuration', () => {
   });
 
   it('takes the secret from PGWARD_PEER_SECRET and refuses one inline in the file', () => {
-    const c = withPeers('  id: 1\n  listen: 127.0.0.1:7001\n  instances: { 2: 127.0.0.1:7002 }\n', { PGWARD_PEER_SECRET: 'y'.repeat(32) })();
+    const c = withPeers('  listen: 127.0.0.1:7001\n  instances: { 1: 127.0.0.1:7001, 2: 127.0.0.1:7002 }\n', { PGWARD_PEER_SECRET: 'y'.repeat(32), PGWARD_PEER_ID: '2' })();
     assert.equal(c.peers?.secretSource, 'environment PGWARD_PEER_SECRET');
+    assert.equal(c.peers?.id, 2, 'the id from PGWARD_PEER_ID');
     const p = problems(withPeers('  id: 1\n  listen: 127.0.0.1:7001\n  secret: hunter2hunter2\n  instances: { 2: 127.0.0.1:7002 }\n'));
     assert.ok(p.some((x) => /peers.secret: put the secret in peers.secretFile/.test(x)), p.join('\n'));
     assert.ok(p.some((x) => /shared secret is missing/.test(x)), p.join('\n'));
@@ -139,7 +140,7 @@ describe('peers configuration', () => {
     const short = join(dir, 'short');
     writeFileSync(short, 'tooshort');
     const p = problems(withPeers(`  id: 200\n  listen: nowhere\n  secretFile: ${short}\n  instances:\n    0: 127.0.0.1:1\n    3: bad\n  colour: blue\n`));
-    for (const re of [/peers.id: expected a whole number from 1 to 127/, /peers.listen: invalid address/, /at least 32 bytes/, /peers.instances.0: ids are whole numbers/, /peers.instances.3: invalid address/, /peers.colour: unknown setting/]) {
+    for (const re of [/peers.id \(or PGWARD_PEER_ID\): expected a whole number from 1 to 127/, /peers.listen: invalid address/, /at least 32 bytes/, /peers.instances.0: ids are whole numbers/, /peers.instances.3: invalid address/, /peers.colour: unknown setting/]) {
       assert.ok(p.some((x) => re.test(x)), `${re}: ${p.join('\n')}`);
     }
     const alone = problems(withPeers(`  id: 1\n  listen: 127.0.0.1:7001\n  secretFile: ${secretFile}\n  instances: { 1: 127.0.0.1:7001 }\n`));
