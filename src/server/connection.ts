@@ -22,7 +22,8 @@ import { watchExpiry, type ExpiryPolicy } from './token-expiry.js';
 import { readProxyHeader } from './proxy-protocol.js';
 import type { AuthThrottle } from './throttle.js';
 import type { Metrics } from '../telemetry/metrics.js';
-import { startSessionSpan, traceparentFromStartup, type SessionSpan } from '../telemetry/spans.js';
+import { startSessionSpan, type SessionSpan } from '../telemetry/spans.js';
+import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
 
 export interface ConnectionDeps extends NegotiateOptions {

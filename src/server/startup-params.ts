@@ -1,5 +1,5 @@
 import type { BackendTarget } from '../backend/url.js';
-import { stripTraceparentOption } from '../telemetry/spans.js';
+import { stripTraceparentOption } from '../telemetry/traceparent.js';
 
 /** Parameters that select or describe the connection, never copied from the client as is. */
 const CONNECTION_PARAMS = new Set(['user', 'database', 'replication']);

@@ -5,15 +5,13 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { statementSummary } from '../../src/telemetry/statement-name.js';
+import { parseTraceparent, stripTraceparentOption, traceparentFromStartup } from '../../src/telemetry/traceparent.js';
 import {
   ATTR,
   SPAN,
   normalizeAuthReason,
-  parseTraceparent,
   startSessionSpan,
-  statementSummary,
-  stripTraceparentOption,
-  traceparentFromStartup,
 } from '../../src/telemetry/spans.js';
 import { startTracing, tracingRequested } from '../../src/telemetry/tracing.js';
 
