@@ -53,7 +53,7 @@ export function passthroughProvider(opts: PassthroughOptions): AuthProvider {
       const user = opts.ignoreUsername ? (opts.backend.user ?? clientUser) : clientUser;
       const database = channel.startup.get('database') ?? opts.backend.database ?? user;
       const password = await backendPassword(channel);
-      return { target: { ...opts.backend, user, database, password }, identity: clientUser };
+      return { target: { ...opts.backend, user, database, password }, identity: clientUser, checkedByBackend: !opts.credsOverride };
     },
   };
 }

@@ -41,6 +41,11 @@ export interface AuthResult {
   /** When the client's credential stops being valid (ms since epoch), if it does. */
   expiresAt?: number;
   clientHandshake?: ClientHandshakeDone;
+  /**
+   * The client's own password goes to the backend, which is what checks it (passthrough without
+   * credsOverride): the login counts as a success or failure only once the backend has answered.
+   */
+  checkedByBackend?: boolean;
 }
 
 /**

@@ -209,22 +209,21 @@ function compileRoute(key: string, value: unknown, report: (p: string) => void):
     fail('empty key');
   } else if (key.startsWith('/') && key !== '*') {
     const last = key.lastIndexOf('/');
-    if (last === 0) {
-      fail('looks like a regular expression but has no closing "/"');
+    // `/pattern/flags`, or pg-auth-proxy's `/pattern` (no closing slash, no flags) so its
+    // backends files work unchanged.
+    const closed = last > 0 && /^[a-z]*$/.test(key.slice(last + 1));
+    const pattern = closed ? key.slice(1, last) : key.slice(1);
+    const flags = closed ? key.slice(last + 1) : '';
+    const stateful = [...flags].filter((f) => 'gyd'.includes(f));
+    if (stateful.length > 0) {
+      fail(`regular expression flag ${stateful.join('')} is not allowed (use i, m, s, u or v)`);
     } else {
-      const pattern = key.slice(1, last);
-      const flags = key.slice(last + 1);
-      const stateful = [...flags].filter((f) => 'gyd'.includes(f));
-      if (stateful.length > 0) {
-        fail(`regular expression flag ${stateful.join('')} is not allowed (use i, m, s, u or v)`);
-      } else {
-        try {
-          regex = new RegExp(pattern, flags);
-          const probe = new RegExp(`(?:${pattern})|`, flags).exec('')!;
-          captures = { count: probe.length - 1, names: new Set(Object.keys(probe.groups ?? {})) };
-        } catch (err) {
-          fail(`invalid regular expression: ${(err as Error).message.replace(/^Invalid regular expression: /, '')}`);
-        }
+      try {
+        regex = new RegExp(pattern, flags);
+        const probe = new RegExp(`(?:${pattern})|`, flags).exec('')!;
+        captures = { count: probe.length - 1, names: new Set(Object.keys(probe.groups ?? {})) };
+      } catch (err) {
+        fail(`invalid regular expression: ${(err as Error).message.replace(/^Invalid regular expression: /, '')}`);
       }
     }
   }

@@ -76,7 +76,9 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(`pgward: configuration problems:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
         return 2;
       }
-      throw err;
+      // Anything else that stops start (the address in use, a port not allowed): one clear line.
+      process.stderr.write(`pgward: cannot start: ${(err as Error).message}\n`);
+      return 1;
     }
   }
   process.stderr.write(`pgward: unknown command "${cmd}" (see pgward --help)\n`);

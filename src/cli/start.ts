@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { BehaviorSubject } from 'rxjs';
 import { CancelRegistry } from '../backend/cancel.js';
 import { PeerCancelChannel } from '../backend/peers.js';
+import { RoutingConfigError } from '../auth/routing.js';
+import { ConfigError } from '../config/load.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Middleware } from '../pipeline/index.js';
 import { defaultBaseDir, loadPlugins, type LoadedPlugins } from '../plugins/loader.js';
@@ -58,7 +60,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
   const log = opts.log ?? createLogger(config.log);
   const draining$ = new BehaviorSubject(false);
   const metrics = createMetrics({ version: pgwardVersion() });
-  const plugins = await loadPlugins(config.plugins, {
+  const plugins = await asConfigProblem(loadPlugins(config.plugins, {
     baseDir: opts.baseDir ?? defaultBaseDir(opts.configPath),
     version: pgwardVersion(),
     builtinMiddleware: BUILTIN_MIDDLEWARE_NAMES,
@@ -67,11 +69,11 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
       metrics.pluginError(plugin);
       log.error('plugin error', { plugin, where, error: error instanceof Error ? error.message : String(error) });
     },
-  });
+  }));
   const services = { plugins, draining$, log };
   // Statement metrics and spans sit last, nearest the backend, after every configured middleware.
   const extra = [...(opts.middleware ?? []), statementTelemetry(metrics)];
-  let runtime: Runtime = await buildRuntime(config, services);
+  let runtime: Runtime = await asConfigProblem(buildRuntime(config, services));
   const { cancels, peers } = cancelForwarding(config, log, metrics);
   const peerAddress = peers && config.peers ? await peers.listen(config.peers.listen.host, config.peers.listen.port) : undefined;
   const server = new ProxyServer({
@@ -163,6 +165,20 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     },
     close: closeAll,
   };
+}
+
+/**
+ * What start loads from the configuration (plugins, keys, backends, certificates) failing is bad
+ * configuration (exit 2, like `pgward check`), not a crash.
+ */
+async function asConfigProblem<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    if (err instanceof RoutingConfigError) throw new ConfigError(err.problems);
+    throw new ConfigError([(err as Error).message]);
+  }
 }
 
 /**

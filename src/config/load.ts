@@ -26,7 +26,7 @@ for (const f of START_FLAGS) {
   byName.set(kebab(f.name), f);
 }
 
-/** Parses `--name value`, `--name=value`, `--bool`, `--no-bool`, `-v`/`-vv`; camelCase or kebab-case. */
+/** Parses `--name value`, `--name=value`, `--bool`, `--no-bool`, `-v`/`-vv`/`--verbose`; camelCase or kebab-case. */
 export function parseArgs(argv: readonly string[], problems: string[]): ParsedArgs {
   const flags: Settings = {};
   const positional: string[] = [];
@@ -35,6 +35,11 @@ export function parseArgs(argv: readonly string[], problems: string[]): ParsedAr
     const a = argv[i]!;
     if (/^-v+$/.test(a)) {
       verbosity += a.length - 1;
+      continue;
+    }
+    // pg-auth-proxy's spelling, so its command lines work unchanged.
+    if (a === '--verbose') {
+      verbosity += 1;
       continue;
     }
     if (!a.startsWith('--')) {

@@ -17,6 +17,7 @@ export const SqlState = {
   InvalidPassword: '28P01',
   TooManyConnections: '53300',
   AdminShutdown: '57P01',
+  CannotConnectNow: '57P03',
   QueryCanceled: '57014',
   InsufficientPrivilege: '42501',
   InternalError: 'XX000',

@@ -21,7 +21,7 @@ import { backendStartupParams } from './startup-params.js';
 import { watchExpiry, type ExpiryPolicy } from './token-expiry.js';
 import { readProxyHeader } from './proxy-protocol.js';
 import type { AuthThrottle } from './throttle.js';
-import type { Metrics } from '../telemetry/metrics.js';
+import type { ConnectionResult, Metrics } from '../telemetry/metrics.js';
 import { startSessionSpan, type SessionSpan } from '../telemetry/spans.js';
 import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
@@ -57,7 +57,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   // A socket error with nobody listening would crash the process; errors are handled by phase.
   raw.on('error', () => {});
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
-  let log = deps.log.child({ client: `${client.address}:${client.port}` });
+  let log = deps.log.child({ client: endpoint(client.address, client.port) });
   let socket: Duplex = raw;
   let session: Session | undefined;
   let span: SessionSpan | undefined;
@@ -70,6 +70,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     if (failed) return;
     failed = true;
     log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
+    deps.metrics?.connectionResult(connectionResultOf(err));
     if (!socket.destroyed && socket.writable) {
       socket.end(be.errorResponse(err.toFields()).raw);
       setTimeout(() => socket.destroy(), 1000).unref();
@@ -92,7 +93,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
       if (header.command === 'PROXY') {
         client.address = header.source.address;
         client.port = header.source.port;
-        log = deps.log.child({ client: `${client.address}:${client.port}` });
+        log = deps.log.child({ client: endpoint(client.address, client.port) });
       }
     }
     const verdict = deps.throttle?.check(client.address) ?? { action: 'allow' as const };
@@ -199,18 +200,23 @@ async function runSession(
     auth = await deps.auth.authenticate(channel);
   } catch (err) {
     if (reservedKey) deps.cancels.unregister(reservedKey);
-    const e = asPgError(err);
+    authFailed(asPgError(err));
+    throw err;
+  }
+  function authFailed(e: PgError, reason = e.message) {
     // Credentials refused count toward throttling; an unreachable backend or a timeout does not.
     const refused = e.sqlstate.startsWith('28');
     if (refused) deps.throttle?.failure(session.client.address);
-    deps.metrics?.authAttempt(deps.auth.name, refused ? 'failure' : 'error', e.message);
-    authSpan.end({ result: refused ? 'failure' : 'error', reason: e.message });
+    deps.metrics?.authAttempt(deps.auth.name, refused ? 'failure' : 'error', reason);
+    authSpan.end({ result: refused ? 'failure' : 'error', reason });
     log.info('authentication failed', { provider: deps.auth.name, sqlstate: e.sqlstate, reason: e.message });
-    throw err;
   }
-  deps.throttle?.success(session.client.address);
-  deps.metrics?.authAttempt(deps.auth.name, 'success');
-  authSpan.end({ result: 'success' });
+  function authSucceeded() {
+    deps.throttle?.success(session.client.address);
+    deps.metrics?.authAttempt(deps.auth.name, 'success');
+    authSpan.end({ result: 'success' });
+  }
+  if (!auth.checkedByBackend) authSucceeded();
   span.identify({ identity: auth.identity, database: auth.target.database });
   const limit = deps.userLimit;
   if (limit && limit.max > 0) {
@@ -245,9 +251,11 @@ async function runSession(
   } catch (err) {
     if (reservedKey) deps.cancels.unregister(reservedKey);
     connectSpan.end({ error: err });
+    if (auth.checkedByBackend) authFailed(asPgError(err), 'backend_refused');
     throw err;
   }
   connectSpan.end({ authMethod: backend.authMethod });
+  if (auth.checkedByBackend) authSucceeded();
   deps.metrics?.backendConnected((Date.now() - started) / 1000);
   clearTimeout(authTimer);
   if (signal.aborted) {
@@ -256,6 +264,7 @@ async function runSession(
     return undefined;
   }
   session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
+  deps.metrics?.connectionResult('accepted');
   log.info('session started', {
     user: session.user,
     database: session.database,
@@ -306,6 +315,23 @@ async function runSession(
   } finally {
     if (proxyKey) deps.cancels.unregister(proxyKey);
   }
+}
+
+/** `host:port` for logs, IPv6 in brackets (`[2001:db8::17]:40002`) so the port is unambiguous. */
+function endpoint(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/**
+ * How a connection that never reached the relay ended, for `pgward_connections_total`: the
+ * client or policy was refused (auth, limits, protocol, timeout), the proxy was shutting down,
+ * or something on pgward's side failed (backend unreachable, internal error).
+ */
+function connectionResultOf(err: PgError): ConnectionResult {
+  const c = err.sqlstate;
+  if (c === SqlState.AdminShutdown || c === SqlState.CannotConnectNow) return 'draining';
+  if (/^(28|53|3D)/.test(c) || c === SqlState.ProtocolViolation || c === SqlState.QueryCanceled) return 'refused';
+  return 'failed';
 }
 
 /** Reads the PROXY header and puts back what followed it, leaving the socket flowing. */

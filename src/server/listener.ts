@@ -56,7 +56,6 @@ export class ProxyServer {
       return;
     }
     this.sockets.add(socket);
-    this.opts.metrics?.connectionResult('accepted');
     this.opts.metrics?.connectionOpened();
     socket.once('close', () => {
       this.sockets.delete(socket);

@@ -94,6 +94,8 @@ function firstChunk(socket: net.Socket): Promise<Buffer> {
     socket.on('data', onData);
     socket.once('end', onEnd);
     socket.once('error', onEnd);
+    // A 'data' listener does not restart a stream paused on purpose (after a PROXY header).
+    socket.resume();
   });
 }
 

@@ -81,7 +81,7 @@ export const AUTH_REASONS = [
   'key_source_unavailable',
   // command provider and the rest
   ...['authenticator_refused', 'authenticator_failed', 'invalid_output', 'timeout', 'invalid_password'] as const,
-  ...['no_password', 'no_route', 'client_gone', 'backend_refused', 'other'] as const,
+  ...['no_password', 'no_route', 'client_gone', 'backend_refused', 'throttled', 'other'] as const,
 ] as const;
 export type AuthReason = (typeof AUTH_REASONS)[number];
 

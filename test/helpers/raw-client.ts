@@ -6,11 +6,15 @@ export class RawClient implements AsyncDisposable {
   private framer = new Framer();
   readonly messages: BackendMessage[] = [];
   readonly raw: Buffer[] = [];
-  readonly ended: Promise<void>;
+  /** Every byte received, framed or not. */
+  bytes = 0;
+  /** Resolves when the connection closes. */
+  readonly closed: Promise<void>;
 
   private constructor(readonly socket: net.Socket) {
     socket.on('data', (chunk: Buffer) => {
       this.raw.push(chunk);
+      this.bytes += chunk.length;
       try {
         this.framer.push(chunk, (code, raw) => this.messages.push(backendMessage(code, Buffer.from(raw))));
       } catch {
@@ -18,7 +22,7 @@ export class RawClient implements AsyncDisposable {
       }
     });
     socket.on('error', () => {});
-    this.ended = new Promise((resolve) => socket.once('close', () => resolve()));
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
   }
 
   static connect(port: number): Promise<RawClient> {
@@ -33,11 +37,11 @@ export class RawClient implements AsyncDisposable {
   }
 
   /** Waits for the server to close the connection (or `ms` to pass: then rejects). */
-  async closedWithin(ms: number): Promise<void> {
+  async closedWithin(ms: number, what = 'the connection'): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.ended,
-      new Promise((_r, reject) => (timer = setTimeout(() => reject(new Error(`still open after ${ms} ms`)), ms))),
+      this.closed,
+      new Promise((_r, reject) => (timer = setTimeout(() => reject(new Error(`${what}: still open after ${ms} ms`)), ms))),
     ]);
     clearTimeout(timer);
   }

@@ -78,4 +78,32 @@ describe('command line', () => {
     assert.equal(r.code, 2);
     assert.match(r.stderr, /no TLS configured/);
   });
+
+  it('start: a bad backends file, key file or plugin is a configuration problem (exit 2, no stack trace)', async () => {
+    await writeFile(join(dir, 'bad-backends.json'), '{"alice": "notaurl"}');
+    await writeFile(join(dir, 'key.pem'), 'not a key');
+    const r = await pgward(['start', '--insecure', '--bindAddr', '127.0.0.1:0', '--backends', join(dir, 'bad-backends.json'), '--signingKeys', join(dir, 'key.pem')]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^pgward: configuration problems:\n  - /);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    await writeFile(join(dir, 'plugins.yaml'), 'plugins: [./no-such-plugin]\n');
+    const p = await pgward(['start', '--insecure', '--bindAddr', '127.0.0.1:0', '--auth', 'passthrough', '--backend', 'postgres://u@127.0.0.1:1/db', '--config', join(dir, 'plugins.yaml')]);
+    assert.equal(p.code, 2, p.stderr);
+    assert.match(p.stderr, /PGWARD_ERR_PLUGIN_NOT_FOUND/);
+  });
+
+  it('start: an address it cannot listen on is one clear line and exit 1', async () => {
+    const { createServer } = await import('node:net');
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const r = await pgward(['start', '--insecure', '--auth', 'passthrough', '--backend', 'postgres://u@127.0.0.1:1/db', '--bindAddr', `127.0.0.1:${port}`]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^pgward: cannot start: .*EADDRINUSE/m);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    } finally {
+      taken.close();
+    }
+  });
 });

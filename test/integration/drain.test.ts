@@ -6,6 +6,7 @@ import { encodeStartupMessage, fe, type BackendMessage } from '../../src/protoco
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-process.js';
 import { RawClient } from '../helpers/raw-client.js';
+import { until } from '../helpers/wait.js';
 
 /** What a client saw of the end of its session. */
 interface Ending {
@@ -37,13 +38,6 @@ async function connectWatched(port: number): Promise<{ client: pg.Client; ending
   return { client, ending: { error, ended, over: () => over } };
 }
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -160,7 +154,7 @@ describe('drain on SIGTERM (a real pgward process, default pipeline = drain-gate
     assert.equal(await countRows(cluster, 'drain_t'), 2, 'the transaction committed both rows');
 
     // The pipelined batch: every result of both batches first, then 57P01, then the connection ends.
-    await within(piped.ended, 6_000, 'pipelined session closed');
+    await within(piped.closed, 6_000, 'pipelined session closed');
     const got = piped.messages.slice(mark);
     const batch = ['ParseComplete', 'BindComplete', 'DataRow', 'CommandComplete', 'ReadyForQuery'];
     assert.deepEqual(types(got), [...batch, ...batch, 'ErrorResponse']);

@@ -10,6 +10,7 @@ import { encodeStartupMessage, fe } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
+import { until } from '../helpers/wait.js';
 
 let cluster: PgCluster;
 let dir: string;
@@ -54,13 +55,6 @@ async function failing(c: pg.Client, sql: string, values?: unknown[]): Promise<s
   }
 }
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 /**
  * Logs in with a hand-made startup message (so any parameter can be sent), runs one simple query

@@ -90,7 +90,9 @@ describe('observability end to end (a real pgward process)', () => {
         m = (await get('/metrics')).text;
       }
       assert.equal((await get('/vars')).text.includes('pgward_queries_total'), true, '/vars serves the same metrics');
-      assert.ok(metricValue(m, 'pgward_connections_total', { result: 'accepted' }) >= 2);
+      assert.equal(metricValue(m, 'pgward_connections_total', { result: 'accepted' }), 1, 'one session reached the relay');
+      assert.equal(metricValue(m, 'pgward_connections_total', { result: 'refused' }), 1, 'the bad token was refused');
+      assert.equal(metricValue(m, 'pgward_connections_total', { result: 'failed' }), 0);
       assert.equal(metricValue(m, 'pgward_connections_active'), 1);
       assert.equal(metricValue(m, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'success' }), 1);
       assert.equal(metricValue(m, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'failure' }), 1);

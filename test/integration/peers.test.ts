@@ -10,6 +10,7 @@ import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess } from '../helpers/pgward-process.js';
 import { freePort } from '../helpers/ports.js';
 import { scrapeMetric } from '../helpers/scrape.js';
+import { until } from '../helpers/wait.js';
 
 /** Sends a CancelRequest to `port` the way libpq does: a fresh connection, 16 bytes, no answer. */
 function sendCancel(port: number, processId: number, secretKey: Buffer): Promise<void> {
@@ -20,13 +21,6 @@ function sendCancel(port: number, processId: number, secretKey: Buffer): Promise
   });
 }
 
-async function eventually(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('several instances as peers (two real pgward processes)', () => {
   it("a cancel that reaches the other instance is forwarded to the session's owner; forged keys are dropped", async () => {
@@ -56,21 +50,21 @@ describe('several instances as peers (two real pgward processes)', () => {
 
         // A forged key (right owner, wrong secret) sent to instance 2 changes nothing.
         const untouched = client.query('select pg_sleep(1.5) as slept');
-        await eventually(async () => (await cluster.sql("select count(*)::int as n from pg_stat_activity where query like 'select pg_sleep(1.5)%' and state = 'active'")).rows[0].n === 1, 5000, 'the sleep to start');
+        await until(async () => (await cluster.sql("select count(*)::int as n from pg_stat_activity where query like 'select pg_sleep(1.5)%' and state = 'active'")).rows[0].n === 1, 5000, 'the sleep to start');
         await sendCancel(two.port, processID, Buffer.from([key[0]! ^ 0xff, key[1]!, key[2]!, key[3]!]));
         assert.deepEqual((await untouched).rows, [{ slept: '' }], 'the forged cancel did nothing');
-        await eventually(async () => (await scrapeMetric(await metricsOf(one), 'pgward_cancel_requests_total', { result: 'unknown' })) === 1, 5000, 'instance 1 to count the forged key');
+        await until(async () => (await scrapeMetric(await metricsOf(one), 'pgward_cancel_requests_total', { result: 'unknown' })) === 1, 5000, 'instance 1 to count the forged key');
         // Instance 2 counts it once the owner's answer is back.
-        await eventually(async () => (await scrapeMetric(await metricsOf(two), 'pgward_cancel_requests_total', { result: 'unknown' })) === 1, 5000, 'instance 2 to count the forged key');
+        await until(async () => (await scrapeMetric(await metricsOf(two), 'pgward_cancel_requests_total', { result: 'unknown' })) === 1, 5000, 'instance 2 to count the forged key');
 
         // The real key through instance 2 cancels the statement running through instance 1.
         const long = client.query('select pg_sleep(30)');
-        await eventually(async () => (await cluster.sql("select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'")).rows[0].n === 1, 5000, 'the long sleep to start');
+        await until(async () => (await cluster.sql("select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'")).rows[0].n === 1, 5000, 'the long sleep to start');
         const started = Date.now();
         await sendCancel(two.port, processID, key);
         await assert.rejects(long, (e: Error & { code?: string }) => e.code === '57014');
         assert.ok(Date.now() - started < 10_000, 'cancelled well before the sleep would end');
-        await eventually(async () => (await scrapeMetric(await metricsOf(two), 'pgward_cancel_requests_total', { result: 'peer' })) === 1, 5000, 'instance 2 to count the forwarded cancel');
+        await until(async () => (await scrapeMetric(await metricsOf(two), 'pgward_cancel_requests_total', { result: 'peer' })) === 1, 5000, 'instance 2 to count the forwarded cancel');
         assert.equal(await scrapeMetric(await metricsOf(one), 'pgward_cancel_requests_total', { result: 'from_peer' }), 1);
         assert.deepEqual((await client.query('select 1 as still')).rows, [{ still: 1 }], 'the session goes on');
 
@@ -127,19 +121,19 @@ describe('log file rotation', () => {
       const exited = new Promise<number | null>((r) => child.once('exit', r));
       try {
         const lines = async (f: string) => (await readFile(f, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; user?: string });
-        await eventually(async () => (await lines(log)).some((l) => l.msg === 'pgward listening'), 10_000, 'pgward to listen');
+        await until(async () => (await lines(log)).some((l) => l.msg === 'pgward listening'), 10_000, 'pgward to listen');
         const session = async (user: string) => {
           const c = new pg.Client({ connectionString: `postgres://app@127.0.0.1:${port}/postgres?sslmode=disable&application_name=${user}` });
           await c.connect();
           await c.end();
         };
         await session('before');
-        await eventually(async () => (await lines(log)).some((l) => l.msg === 'session started'), 5000, 'the first session in the log');
+        await until(async () => (await lines(log)).some((l) => l.msg === 'session started'), 5000, 'the first session in the log');
         await rename(log, `${log}.1`);
         child.kill('SIGHUP');
-        await eventually(async () => (await lines(log)).some((l) => l.msg === 'configuration reloaded'), 5000, 'a new log file after SIGHUP');
+        await until(async () => (await lines(log)).some((l) => l.msg === 'configuration reloaded'), 5000, 'a new log file after SIGHUP');
         await session('after');
-        await eventually(async () => (await lines(log)).some((l) => l.msg === 'session started'), 5000, 'the second session in the new file');
+        await until(async () => (await lines(log)).some((l) => l.msg === 'session started'), 5000, 'the second session in the new file');
         const old = await lines(`${log}.1`);
         assert.equal(old.filter((l) => l.msg === 'session started').length, 1, 'the moved file has the first session only');
         assert.ok(old.some((l) => l.msg === 'pgward listening'));

@@ -11,6 +11,7 @@ import { runPsql } from '../helpers/psql.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { encodeStartupMessage, fe, type BackendMessage, type FrontendMessage } from '../../src/protocol/index.js';
+import { until } from '../helpers/wait.js';
 
 /** The compiled test lives at dist/test/integration/, so the repository root is three levels up. */
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -54,13 +55,6 @@ function trace(messages: readonly BackendMessage[]): string[] {
   });
 }
 
-async function until(what: string, done: () => boolean, ms = 5_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 type PgErr = { code?: string; message?: string; severity?: string; where?: string };
 const sqlstate = (code: string) => (e: PgErr) => {
@@ -241,17 +235,17 @@ describe('plugins in the pipeline: deny-statements (the template) and a failing 
   async function rawSession(): Promise<RawClient & { send(messages: FrontendMessage[], readyForQueries: number): Promise<string[]> }> {
     const c = await RawClient.connect(proxy.port);
     c.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
-    await until('the handshake', () => c.messages.some((m) => m.type === 'ReadyForQuery' || m.type === 'Authentication'));
+    await until(() => c.messages.some((m) => m.type === 'ReadyForQuery' || m.type === 'Authentication'), 5_000, 'the handshake');
     if (!c.messages.some((m) => m.type === 'ReadyForQuery')) {
       c.write(fe.password('unused').raw);
-      await until('ReadyForQuery', () => c.messages.some((m) => m.type === 'ReadyForQuery'));
+      await until(() => c.messages.some((m) => m.type === 'ReadyForQuery'), 5_000, 'ReadyForQuery');
     }
     return Object.assign(c, {
       async send(messages: FrontendMessage[], readyForQueries: number): Promise<string[]> {
         const from = c.messages.length;
         c.write(Buffer.concat(messages.map((m) => m.raw)));
         const count = () => c.messages.slice(from).filter((m) => m.type === 'ReadyForQuery').length;
-        await until(`${readyForQueries} ReadyForQuery`, () => count() >= readyForQueries);
+        await until(() => count() >= readyForQueries, 5_000, `${readyForQueries} ReadyForQuery`);
         await new Promise((r) => setTimeout(r, 50)); // nothing more may follow
         return trace(c.messages.slice(from));
       },

@@ -46,6 +46,15 @@ describe('start configuration', () => {
     assert.equal(c.auth.credsTtlMs, 600_000);
   });
 
+  it('-v, -vv and pg-auth-proxy\'s --verbose raise the log level', () => {
+    const level = (...flags: string[]) => buildProxyConfig(['--insecure', '--auth', 'passthrough', '--backend', BACKEND, ...flags], {}).log.level;
+    assert.equal(level(), 'info');
+    assert.equal(level('-v'), 'debug');
+    assert.equal(level('--verbose'), 'debug');
+    assert.equal(level('-vv'), 'trace');
+    assert.equal(level('-v', '--verbose'), 'trace');
+  });
+
   it('takes flag > env > file > default', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pgward-cfg-'));
     const file = join(dir, 'pgward.yaml');

@@ -277,8 +277,15 @@ describe('parseBackends: configuration errors', () => {
     configFails({ '/(unclosed/': 'postgres://u@h/d' }, /key "\/\(unclosed\/": invalid regular expression/);
     configFails({ '/a/g': 'postgres://u@h/d' }, /flag g is not allowed/);
     configFails({ '/a/q': 'postgres://u@h/d' }, /invalid regular expression/);
-    configFails({ '/nope': 'postgres://u@h/d' }, /no closing "\/"/);
+    configFails({ '/(nope': 'postgres://u@h/d' }, /invalid regular expression/);
     configFails({ '': 'postgres://u@h/d' }, /empty key/);
+  });
+
+  it("reads pg-auth-proxy's /pattern keys (no closing slash) as regular expressions without flags", () => {
+    const routes = parseBackends({ '/^(.*)@example.com$': 'postgres://$1@db2/app', '/^a/b$': 'postgres://ab@db3/app' }, 'backend.json');
+    assert.equal(routes.match('carol@example.com', ctx())?.target.user, 'carol');
+    assert.equal(routes.match('a/b', ctx())?.target.user, 'ab', 'a slash inside the pattern is part of it');
+    assert.equal(routes.match('carol@example.org', ctx()), undefined);
   });
 
   it('refuses bad templates', () => {
