@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +11,7 @@ import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-proces
 import { RawClient } from '../helpers/raw-client.js';
 import { metricValue } from '../helpers/scrape.js';
 import { until } from '../helpers/wait.js';
+import { proxyShim } from '../helpers/proxy-shim.js';
 
 /*
  * Limits and auth-failure throttling (SPEC §2, §5) on a real `pgward start` process in front of
@@ -72,43 +72,9 @@ function proxyLine(address: string, port: number): Buffer {
   return Buffer.from(`PROXY ${six ? 'TCP6' : 'TCP4'} ${address} ${six ? '::1' : '127.0.0.1'} ${port} 13013\r\n`, 'latin1');
 }
 
-/**
- * A stand-in load balancer: every connection a client makes to it is relayed to pgward behind
- * `header`, so a real client (pg) can log in "from" any address.
- */
-async function shim(target: number, header: Buffer): Promise<AsyncDisposable & { port: number }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((inbound) => {
-    inbound.pause();
-    const outbound = net.connect({ host: '127.0.0.1', port: target });
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.once('close', () => {
-        sockets.delete(s);
-        inbound.destroy();
-        outbound.destroy();
-      });
-    }
-    outbound.once('connect', () => {
-      outbound.write(header);
-      outbound.pipe(inbound);
-      inbound.pipe(outbound);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    async [Symbol.asyncDispose]() {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
-
 /** A stand-in load balancer presenting every client as `address:port`. */
 function fromAddress(target: number, address: string, port: number): Promise<AsyncDisposable & { port: number }> {
-  return shim(target, proxyLine(address, port));
+  return proxyShim(target, () => proxyLine(address, port));
 }
 
 /** A log event's client field is `address:port` (IPv6 either bracketed or not). */
@@ -282,7 +248,7 @@ describe('limits and auth-failure throttling (a real pgward process)', () => {
     // B, and the real peer address (PROXY UNKNOWN), log in at once.
     assert.deepEqual(await via(B, 6001, 'bob', tokenOf('bob')), { ok: true });
     {
-      await using lb = await shim(proxy.port, Buffer.from('PROXY UNKNOWN\r\n'));
+      await using lb = await proxyShim(proxy.port, () => Buffer.from('PROXY UNKNOWN\r\n'));
       assert.deepEqual(await login(lb.port, 'bob', tokenOf('bob')), { ok: true });
     }
     assert.equal(proxy.events.filter((e) => e.msg === 'login delayed after repeated failures').length, 0);

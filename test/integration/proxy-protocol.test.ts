@@ -15,6 +15,7 @@ import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-proces
 import { RawClient } from '../helpers/raw-client.js';
 import { metricValue } from '../helpers/scrape.js';
 import { until } from '../helpers/wait.js';
+import { proxyShim, type ShimMode } from '../helpers/proxy-shim.js';
 import { freePort } from '../helpers/ports.js';
 
 /*
@@ -44,74 +45,6 @@ function v2(verCmd: number, famProto: number, block: Buffer = Buffer.alloc(0)): 
 
 const ipv4 = (a: string) => Buffer.from(a.split('.').map(Number));
 
-
-
-type ShimMode = 'separate' | 'coalesced' | 'dribbled';
-
-interface Shim extends AsyncDisposable {
-  port: number;
-  /** Per relayed connection: the local port of the shim's socket to pgward (what pgward sees as the peer). */
-  peerPorts: number[];
-}
-
-/**
- * A stand-in load balancer on 127.0.0.1: each accepted connection is relayed to pgward behind
- * the header `headerFor()` returns. `separate`: the header in a write of its own, then the
- * client's bytes; `coalesced`: header and the client's first bytes in one write; `dribbled`:
- * the header one byte per write (Nagle off, a pause between them).
- */
-async function proxyShim(target: number, headerFor: (i: number) => Buffer, mode: ShimMode = 'separate'): Promise<Shim> {
-  const sockets = new Set<net.Socket>();
-  const peerPorts: number[] = [];
-  let n = 0;
-  const server = net.createServer((inbound) => {
-    const i = n++;
-    inbound.pause();
-    const outbound = net.connect({ host: '127.0.0.1', port: target });
-    outbound.setNoDelay(true);
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.once('close', () => {
-        sockets.delete(s);
-        inbound.destroy();
-        outbound.destroy();
-      });
-    }
-    outbound.once('connect', async () => {
-      peerPorts[i] = outbound.localPort!;
-      const header = headerFor(i);
-      outbound.pipe(inbound);
-      if (mode === 'coalesced') {
-        inbound.once('data', (first: Buffer) => {
-          outbound.write(Buffer.concat([header, first]));
-          inbound.pipe(outbound);
-        });
-        inbound.resume();
-        return;
-      }
-      if (mode === 'dribbled') {
-        for (const byte of header) {
-          if (outbound.destroyed) return;
-          outbound.write(Buffer.from([byte]));
-          await new Promise((r) => setTimeout(r, 2));
-        }
-      } else {
-        outbound.write(header);
-      }
-      inbound.pipe(outbound);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    peerPorts,
-    async [Symbol.asyncDispose]() {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 
 describe('PROXY protocol (a real pgward process with --proxyProtocol and remote-addr)', () => {
