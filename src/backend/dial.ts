@@ -42,6 +42,8 @@ export function dialTcp(target: BackendTarget, signal?: AbortSignal): Promise<ne
     function onConnect() {
       cleanup();
       socket.setKeepAlive(true, 60_000);
+      // Each relayed chunk is one write already; Nagle would only hold a query back for an ACK.
+      socket.setNoDelay(true);
       resolve(socket);
     }
     socket.once('connect', onConnect);

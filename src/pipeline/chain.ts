@@ -1,4 +1,4 @@
-import { merge, Observable, Subject, tap } from 'rxjs';
+import { Observable, Subject } from 'rxjs';
 import type { BackendMessage, FrontendMessage } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
 
@@ -43,21 +43,55 @@ export function buildChain(
     toClientInjections.push(toClient);
   }
 
-  let front = fromClient$;
-  for (let i = 0; i < handlers.length; i++) {
-    const out = handlers[i]!.frontend ? front.pipe(handlers[i]!.frontend!) : front;
-    front = withInjections(out, toBackendInjections[i]!);
-  }
-  let back = fromBackend$;
-  for (let i = handlers.length - 1; i >= 0; i--) {
-    const out = handlers[i]!.backend ? back.pipe(handlers[i]!.backend!) : back;
-    back = withInjections(out, toClientInjections[i]!);
-  }
-  return { toBackend$: front, toClient$: back, handlers };
+  // A stage with no operator for a direction passes messages through untouched, so its
+  // injections enter at the same point as those of the stage before it: stages share one merge
+  // point, and a message crosses one hop per operator plus one per merge point, not two per stage.
+  const toBackend$ = compose(fromClient$, handlers.map((h, i) => ({ op: h.frontend, injections: toBackendInjections[i]! })));
+  const toClient$ = compose(
+    fromBackend$,
+    handlers.map((h, i) => ({ op: h.backend, injections: toClientInjections[i]! })).reverse(),
+  );
+  return { toBackend$, toClient$, handlers };
 }
 
-/** Merges a stage's output with its injections; the injections end when the stage's input does. */
-function withInjections<M>(stage$: Observable<M>, injected: Subject<M>): Observable<M> {
-  const closeInjections = () => injected.complete();
-  return merge(stage$.pipe(tap({ complete: closeInjections, error: closeInjections })), injected);
+type Stage<M> = { op?: (source: Observable<M>) => Observable<M>; injections: Subject<M> };
+
+function compose<M>(source$: Observable<M>, stages: readonly Stage<M>[]): Observable<M> {
+  let out = source$;
+  let waiting: Subject<M>[] = [];
+  for (const { op, injections } of stages) {
+    if (op) {
+      if (waiting.length > 0) out = withInjections(out, waiting);
+      waiting = [];
+      out = out.pipe(op);
+    }
+    waiting.push(injections);
+  }
+  return waiting.length > 0 ? withInjections(out, waiting) : out;
+}
+
+/**
+ * A stage's output with messages its middleware injected; the injections end when the stage's
+ * input does (so a completed or failed stream completes or fails the output).
+ */
+function withInjections<M>(stage$: Observable<M>, injected: readonly Subject<M>[]): Observable<M> {
+  return new Observable<M>((subscriber) => {
+    const closeInjections = () => injected.forEach((s) => s.complete());
+    const fromInjections = injected.map((s) => s.subscribe({ next: (m) => subscriber.next(m), error: (e) => subscriber.error(e) }));
+    const fromStage = stage$.subscribe({
+      next: (m) => subscriber.next(m),
+      error: (e) => {
+        closeInjections();
+        subscriber.error(e);
+      },
+      complete: () => {
+        closeInjections();
+        subscriber.complete();
+      },
+    });
+    return () => {
+      fromStage.unsubscribe();
+      for (const sub of fromInjections) sub.unsubscribe();
+    };
+  });
 }
