@@ -50,6 +50,8 @@ export interface StartOptions {
   log?: Logger;
   /** Middleware placed after the configured pipeline (embedding and tests). */
   middleware?: Middleware[];
+  /** Whether the tracing SDK is running (statement spans need the statement telemetry stage). */
+  tracing?: boolean;
   /** Where relative plugin paths start; default the config file's folder or the working directory. */
   baseDir?: string;
   configPath?: string;
@@ -71,8 +73,9 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     },
   }));
   const services = { plugins, draining$, log };
-  // Statement metrics and spans sit last, nearest the backend, after every configured middleware.
-  const extra = [...(opts.middleware ?? []), statementTelemetry(metrics)];
+  const extra = opts.middleware ?? [];
+  // With no metrics endpoint and no tracing nobody could see statement accounting: skip it.
+  const observed = Boolean(config.metricsListen) || opts.tracing === true;
   let runtime: Runtime = await asConfigProblem(buildRuntime(config, services));
   const { cancels, peers } = cancelForwarding(config, log, metrics);
   const peerAddress = peers && config.peers ? await peers.listen(config.peers.listen.host, config.peers.listen.port) : undefined;
@@ -91,6 +94,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     reservedParams: RESERVED_PARAMS,
     allowReplication: false,
     metrics,
+    observeStatements: observed ? statementTelemetry(metrics) : undefined,
     proxyProtocol: config.proxyProtocol,
     throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
     userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
@@ -207,7 +211,7 @@ function cancelForwarding(config: ProxyConfig, log: Logger, metrics: Metrics): {
 /** `pgward start`: runs until SIGTERM/SIGINT (drain) or a second signal (immediate close). */
 export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, configPath?: string): Promise<number> {
   const tracing = startTracing();
-  const proxy = await startProxy(config, { configPath });
+  const proxy = await startProxy(config, { configPath, tracing: Boolean(tracing) });
   const { log } = proxy;
   const flushTraces = async () => {
     await tracing?.shutdown().catch((err: Error) => log.warn('could not flush traces', { reason: err.message }));

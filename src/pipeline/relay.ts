@@ -10,6 +10,7 @@ import {
   SqlState,
   type BackendMessage,
   type Framer,
+  type FrontendMessage,
 } from '../protocol/index.js';
 import { buildChain } from './chain.js';
 import type { Middleware } from './middleware.js';
@@ -37,6 +38,16 @@ export interface RelayEnd {
   bytesToBackend: number;
 }
 
+/**
+ * Sees every message the backend is sent (after all middleware) and every message it sends
+ * (before any), without being a stage of the chain: for the proxy's own always-on accounting,
+ * where an RxJS stage per message would cost more than the work itself.
+ */
+export interface RelayObserver {
+  toBackend(m: FrontendMessage): void;
+  fromBackend(m: BackendMessage): void;
+}
+
 /** How long closing sockets may take to flush before they are destroyed. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -49,6 +60,7 @@ export function relay(
   middleware: readonly Middleware[],
   client: RelayEndpoint,
   backend: RelayEndpoint,
+  observer?: RelayObserver,
 ): Promise<RelayEnd> {
   const state = session.state;
   state.phase = 'relay';
@@ -65,7 +77,14 @@ export function relay(
     client.leftover,
   );
   // Failures of the backend connection itself are told apart from middleware errors downstream.
-  const fromBackend$ = fromSocket(backend.socket, backend.framer, backendMessage, backend.leftover).pipe(
+  const decodeBackend = observer
+    ? (code: number, raw: Buffer) => {
+        const m = backendMessage(code, raw);
+        observer.fromBackend(m);
+        return m;
+      }
+    : backendMessage;
+  const fromBackend$ = fromSocket(backend.socket, backend.framer, decodeBackend, backend.leftover).pipe(
     catchError((err: unknown) => throwError(() => new BackendFailure(err))),
   );
 
@@ -145,6 +164,7 @@ export function relay(
         chain.toBackend$.subscribe({
           next: (m) => {
             backendSink.write(m.raw);
+            observer?.toBackend(m);
             if (m.code === TERMINATE) terminating = true;
           },
           complete: () => finish(terminating ? 'client-terminate' : 'client-eof'),

@@ -10,7 +10,7 @@ import {
   type BackendMessage,
 } from '../protocol/index.js';
 import { newSessionId, Session, type Middleware } from '../pipeline/index.js';
-import { relay } from '../pipeline/relay.js';
+import { relay, type RelayObserver } from '../pipeline/relay.js';
 import { FrameReader, SocketSink } from '../pipeline/socket-io.js';
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
 import { connectBackend, type BackendConnection } from '../backend/login.js';
@@ -45,6 +45,8 @@ export interface ConnectionDeps extends NegotiateOptions {
   /** Sessions per user (identity), with the limit; shared by all connections. */
   userLimit?: { max: number; counts: Map<string, number> };
   metrics?: Metrics;
+  /** Always-on accounting of each session's statements (metrics, spans), outside the chain. */
+  observeStatements?(session: Session): RelayObserver;
   onSessionStart?(session: Session): void;
   /** The client authenticated and its backend is connected; the relay starts next. */
   onAuthenticated?(session: Session): void;
@@ -301,6 +303,7 @@ async function runSession(
       deps.middleware,
       { socket, framer: reader.framer, leftover: reader.release() },
       { socket: backend.socket, framer: backend.framer, leftover: backend.leftover },
+      deps.observeStatements?.(session),
     );
     stopExpiry();
     deps.metrics?.bytes('backend_to_client', end.bytesToClient);

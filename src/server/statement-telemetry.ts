@@ -1,5 +1,4 @@
-import { tap } from 'rxjs';
-import type { Middleware } from '../pipeline/middleware.js';
+import type { RelayObserver, Session } from '../pipeline/index.js';
 import type { BackendMessage, FrontendMessage } from '../protocol/index.js';
 import { parseCommandTag, redactSql } from '../middleware/query-log.js';
 import type { Metrics } from '../telemetry/metrics.js';
@@ -25,69 +24,67 @@ interface Pending {
 /**
  * Statement metrics and spans for every session, whether or not `query-log` is configured. With
  * tracing off (or the session unsampled) it works from message codes alone; statement text is
- * decoded and redacted only for a recording span. Runs last in the chain (nearest the backend),
- * so it sees what the backend is actually asked.
+ * decoded and redacted only for a recording span. It observes the relay rather than being a
+ * chain stage: it sees what the backend is actually asked (after every middleware) and what it
+ * answers, at the cost of a function call per message.
  */
-export function statementTelemetry(metrics: Metrics): Middleware {
-  return {
-    name: 'pgward.statement-telemetry',
-    session(ctx) {
-      const span = ctx.attributes.get(SESSION_SPAN) as SessionSpan | undefined;
-      const tracing = span?.recording === true;
-      const pending: Pending[] = [];
-      let head = 0;
-      const statements = new Map<string, string>();
-      const portals = new Map<string, string>();
+export function statementTelemetry(metrics: Metrics): (session: Session) => RelayObserver {
+  return (session) => {
+    const span = session.attributes.get(SESSION_SPAN) as SessionSpan | undefined;
+    const tracing = span?.recording === true;
+    const pending: Pending[] = [];
+    let head = 0;
+    const statements = new Map<string, string>();
+    const portals = new Map<string, string>();
 
-      const start = (sql?: string) => pending.push({ started: performance.now(), span: sql !== undefined ? span!.statement(redactSql(sql)) : undefined });
-      const finish = (m: BackendMessage, ok: boolean) => {
-        const p = pending[head];
-        if (!p) return;
-        pending[head++] = undefined as unknown as Pending;
-        metrics.query((performance.now() - p.started) / 1000, ok);
-        if (p.span) {
-          if (m.type === 'ErrorResponse') p.span.end({ sqlstate: m.body().code });
-          else if (m.type === 'CommandComplete') p.span.end({ rows: parseCommandTag(m.body().tag).rows });
-          else p.span.end({});
-        }
-      };
+    const start = (sql?: string) => pending.push({ started: performance.now(), span: sql !== undefined ? span!.statement(redactSql(sql)) : undefined });
+    const finish = (m: BackendMessage, ok: boolean) => {
+      const p = pending[head];
+      if (!p) return;
+      pending[head++] = undefined as unknown as Pending;
+      metrics.query((performance.now() - p.started) / 1000, ok);
+      if (p.span) {
+        if (m.type === 'ErrorResponse') p.span.end({ sqlstate: m.body().code });
+        else if (m.type === 'CommandComplete') p.span.end({ rows: parseCommandTag(m.body().tag).rows });
+        else p.span.end({});
+      }
+    };
 
-      const onClient = (m: FrontendMessage) => {
-        switch (m.code) {
-          case Q:
-            start(tracing && m.type === 'Query' ? m.body().sql : undefined);
-            break;
-          case E:
-            start(tracing && m.type === 'Execute' ? portals.get(m.body().portal) ?? '' : undefined);
-            break;
-          case P:
-            if (tracing && m.type === 'Parse') statements.set(m.body().name, m.body().sql);
-            break;
-          case B:
-            if (tracing && m.type === 'Bind') portals.set(m.body().portal, statements.get(m.body().statement) ?? '');
-            break;
-        }
-      };
+    const onClient = (m: FrontendMessage) => {
+      switch (m.code) {
+        case Q:
+          start(tracing && m.type === 'Query' ? m.body().sql : undefined);
+          break;
+        case E:
+          start(tracing && m.type === 'Execute' ? portals.get(m.body().portal) ?? '' : undefined);
+          break;
+        case P:
+          if (tracing && m.type === 'Parse') statements.set(m.body().name, m.body().sql);
+          break;
+        case B:
+          if (tracing && m.type === 'Bind') portals.set(m.body().portal, statements.get(m.body().statement) ?? '');
+          break;
+      }
+    };
 
-      const onBackend = (m: BackendMessage) => {
-        switch (m.code) {
-          case C:
-          case I:
-          case s:
-            finish(m, true);
-            break;
-          case E:
-            finish(m, false);
-            break;
-          case Z:
-            // Executes skipped after an error never ran: close their spans, count nothing.
-            for (let i = head; i < pending.length; i++) pending[i]!.span?.end({ error: new Error('not executed: an earlier message in the batch failed') });
-            pending.length = 0;
-            head = 0;
-            break;
-        }
-      };
-      return { frontend: tap(onClient), backend: tap(onBackend) };
-    },
+    const onBackend = (m: BackendMessage) => {
+      switch (m.code) {
+        case C:
+        case I:
+        case s:
+          finish(m, true);
+          break;
+        case E:
+          finish(m, false);
+          break;
+        case Z:
+          // Executes skipped after an error never ran: close their spans, count nothing.
+          for (let i = head; i < pending.length; i++) pending[i]!.span?.end({ error: new Error('not executed: an earlier message in the batch failed') });
+          pending.length = 0;
+          head = 0;
+          break;
+      }
+    };
+    return { toBackend: onClient, fromBackend: onBackend };
   };
 }
