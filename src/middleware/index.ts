@@ -2,8 +2,10 @@ import type { Middleware } from '../pipeline/middleware.js';
 import { queryLog } from './query-log.js';
 import { checkRemoteAddrParam, remoteAddr } from './remote-addr.js';
 
-export { queryLog, redactSql, splitStatements, parseCommandTag } from './query-log.js';
-export type { QueryEvent, QueryLogOptions, RedactOptions } from './query-log.js';
+export { queryLog } from './query-log.js';
+export { redactSql, splitStatements, parseCommandTag } from '../sql/text.js';
+export type { QueryEvent, QueryLogOptions } from './query-log.js';
+export type { RedactOptions } from '../sql/text.js';
 export { remoteAddr, formatHostPort, DEFAULT_REMOTE_ADDR_PARAM } from './remote-addr.js';
 export type { RemoteAddrOptions } from './remote-addr.js';
 

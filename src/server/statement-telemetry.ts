@@ -1,6 +1,6 @@
 import type { RelayObserver, Session } from '../pipeline/index.js';
 import type { BackendMessage, FrontendMessage } from '../protocol/index.js';
-import { parseCommandTag, redactSql } from '../middleware/query-log.js';
+import { parseCommandTag, redactSql } from '../sql/text.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { SessionSpan, StatementSpan } from '../telemetry/spans.js';
 
