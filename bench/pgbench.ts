@@ -5,7 +5,10 @@
  * `npm run bench`; quick try:
  *   BENCH_SECONDS=3 BENCH_CLIENTS=8 BENCH_TARGETS=direct,pgward npm run bench
  * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,pgward,pgward-traced,pgbouncer),
- * BENCH_SCALE (10). A target that cannot start or run is reported as "failed: reason" in its
+ * BENCH_SCRIPTS (select-only,tpcb-like), BENCH_SCALE (10), BENCH_PGWARD_NODE_ARGS (Node options for the
+ * pgward processes, space-separated, e.g. "--single-threaded-gc", to measure runtime settings),
+ * BENCH_PGWARD_ARGS (more `pgward start` flags, e.g. "--config x.yaml"), BENCH_RATE (pgbench -R: a
+ * fixed total TPS, to compare proxy CPU per transaction on a machine that is not saturated). A target that cannot start or run is reported as "failed: reason" in its
  * rows; the other targets still run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -32,7 +35,12 @@ interface BenchConfig {
   seconds: number;
   clients: number[];
   targets: TargetName[];
+  scripts: (typeof SCRIPTS)[number][];
   scale: number;
+  pgwardNodeArgs: string[];
+  pgwardArgs: string[];
+  /** pgbench `-R`: a fixed total rate, so CPU per transaction is compared without saturation. */
+  rate?: number;
 }
 
 /** A server pgbench can be pointed at; `pid` is the proxy process whose CPU time we measure. */
@@ -81,7 +89,15 @@ function readConfig(): BenchConfig {
   for (const t of targets) {
     if (!(TARGETS as readonly string[]).includes(t)) throw new Error(`BENCH_TARGETS: unknown target ${t} (known: ${TARGETS.join(', ')})`);
   }
-  return { seconds, scale, clients, targets: targets as TargetName[] };
+  const scripts = (process.env.BENCH_SCRIPTS ?? SCRIPTS.map((s) => s.name).join(',')).split(',').map((name) => {
+    const script = SCRIPTS.find((s) => s.name === name.trim());
+    if (!script) throw new Error(`BENCH_SCRIPTS: unknown script ${name} (known: ${SCRIPTS.map((s) => s.name).join(', ')})`);
+    return script;
+  });
+  const pgwardNodeArgs = (process.env.BENCH_PGWARD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const pgwardArgs = (process.env.BENCH_PGWARD_ARGS ?? '').split(' ').filter(Boolean);
+  const rate = process.env.BENCH_RATE ? positiveInt(process.env.BENCH_RATE, 'BENCH_RATE') : undefined;
+  return { seconds, scale, clients, targets: targets as TargetName[], scripts, pgwardNodeArgs, pgwardArgs, rate };
 }
 
 function positiveInt(text: string, name: string): number {
@@ -96,17 +112,17 @@ function positiveInt(text: string, name: string): number {
  */
 async function benchTarget(name: TargetName, cluster: PgCluster, pgbench: string, config: BenchConfig, rows: Row[]): Promise<void> {
   try {
-    await using target = await startTarget(name, cluster);
-    for (const script of SCRIPTS) {
+    await using target = await startTarget(name, cluster, config);
+    for (const script of config.scripts) {
       for (const clients of config.clients) {
-        const row = await runOne(pgbench, target, { target: name, script: script.name, clients }, script.flags, config.seconds);
+        const row = await runOne(pgbench, target, { target: name, script: script.name, clients }, script.flags, config);
         rows.push(row);
         console.log(formatRow(row, directRow(rows, row)));
       }
     }
   } catch (err) {
     const error = (err as Error).message.split('\n')[0] ?? String(err);
-    for (const script of SCRIPTS) {
+    for (const script of config.scripts) {
       for (const clients of config.clients) {
         if (!rows.some((r) => r.target === name && r.script === script.name && r.clients === clients)) {
           rows.push({ target: name, script: script.name, clients, error });
@@ -122,11 +138,12 @@ async function runOne(
   target: Target,
   row: Row,
   scriptFlags: readonly string[],
-  seconds: number,
+  config: BenchConfig,
 ): Promise<Row> {
+  const { seconds, rate } = config;
   const threads = Math.min(2, row.clients);
   const args = [...scriptFlags, '-T', String(seconds), '-c', String(row.clients), '-j', String(threads), '-M', 'simple',
-    ...connArgs(target.port)];
+    ...(rate ? ['-R', String(rate)] : []), ...connArgs(target.port)];
   const cpuBefore = target.pid !== undefined ? await cpuTicks(target.pid) : undefined;
   // pgbench vacuums first and needs a while to connect 32 clients: generous slack over -T.
   const result = await runProcess(pgbench, args, (seconds + 120) * 1000);
@@ -161,23 +178,24 @@ function parseTransactions(stdout: string): number | undefined {
 // ---------------------------------------------------------------------------------------------
 // Targets
 
-function startTarget(name: TargetName, cluster: PgCluster): Promise<Target> {
+function startTarget(name: TargetName, cluster: PgCluster, config: BenchConfig): Promise<Target> {
   switch (name) {
     case 'direct':
       return Promise.resolve({ port: cluster.port, [Symbol.asyncDispose]: async () => {} });
     case 'pgward':
-      return startPgward(cluster);
+      return startPgward(cluster, config);
     case 'pgward-traced':
-      return startTracedPgward(cluster);
+      return startTracedPgward(cluster, config);
     case 'pgbouncer':
       return startPgbouncer(cluster);
   }
 }
 
-async function startPgward(cluster: PgCluster, env: NodeJS.ProcessEnv = {}): Promise<Target> {
+async function startPgward(cluster: PgCluster, config: BenchConfig, env: NodeJS.ProcessEnv = {}): Promise<Target> {
   const port = await freePort();
   const service = spawnService(process.execPath, [
-    join(repoRoot, 'bin', 'pgward.js'), 'start',
+    ...config.pgwardNodeArgs,
+    join(repoRoot, 'bin', 'pgward.js'), 'start', ...config.pgwardArgs,
     '--auth', 'passthrough',
     '--backend', `postgres://postgres@127.0.0.1:${cluster.port}/postgres?sslmode=disable`,
     '--bindAddr', `127.0.0.1:${port}`,
@@ -190,7 +208,7 @@ async function startPgward(cluster: PgCluster, env: NodeJS.ProcessEnv = {}): Pro
  * pgward with every session and statement traced, exporting OTLP/HTTP JSON to a sink here that
  * counts spans (so the row is known to include real export work) and answers at once.
  */
-async function startTracedPgward(cluster: PgCluster): Promise<Target> {
+async function startTracedPgward(cluster: PgCluster, config: BenchConfig): Promise<Target> {
   let spans = 0;
   const sink = createHttpServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -203,7 +221,7 @@ async function startTracedPgward(cluster: PgCluster): Promise<Target> {
     });
   });
   await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
-  const target = await startPgward(cluster, {
+  const target = await startPgward(cluster, config, {
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as AddressInfo).port}`,
     OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
     OTEL_TRACES_SAMPLER: 'always_on',
