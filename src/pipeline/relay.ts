@@ -48,6 +48,18 @@ export interface RelayObserver {
   fromBackend(m: BackendMessage): void;
 }
 
+/** Bytes written to each side so far; grows while the relay runs. */
+export interface RelayTraffic {
+  readonly bytesToClient: number;
+  readonly bytesToBackend: number;
+}
+
+export interface RelayOptions {
+  observer?: RelayObserver;
+  /** Called once as the relay starts with a live view of its byte counts. */
+  onTraffic?: (traffic: RelayTraffic) => void;
+}
+
 /** How long closing sockets may take to flush before they are destroyed. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -60,12 +72,20 @@ export function relay(
   middleware: readonly Middleware[],
   client: RelayEndpoint,
   backend: RelayEndpoint,
-  observer?: RelayObserver,
+  { observer, onTraffic }: RelayOptions = {},
 ): Promise<RelayEnd> {
   const state = session.state;
   state.phase = 'relay';
   const clientSink = new SocketSink(client.socket, backend.socket);
   const backendSink = new SocketSink(backend.socket, client.socket);
+  onTraffic?.({
+    get bytesToClient() {
+      return clientSink.bytesWritten;
+    },
+    get bytesToBackend() {
+      return backendSink.bytesWritten;
+    },
+  });
 
   const fromClient$ = fromSocket(
     client.socket,

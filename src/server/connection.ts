@@ -298,16 +298,21 @@ async function runSession(
     deps.onAuthenticated?.(session);
     const stopExpiry =
       auth.expiresAt !== undefined && deps.expiry ? watchExpiry(session, auth.expiresAt, deps.expiry) : () => {};
+    let stopCountingBytes = () => {};
     const end = await relay(
       session,
       deps.middleware,
       { socket, framer: reader.framer, leftover: reader.release() },
       { socket: backend.socket, framer: backend.framer, leftover: backend.leftover },
-      deps.observeStatements?.(session),
+      {
+        observer: deps.observeStatements?.(session),
+        onTraffic: (traffic) => {
+          if (deps.metrics) stopCountingBytes = deps.metrics.trackBytes(traffic);
+        },
+      },
     );
     stopExpiry();
-    deps.metrics?.bytes('backend_to_client', end.bytesToClient);
-    deps.metrics?.bytes('client_to_backend', end.bytesToBackend);
+    stopCountingBytes();
     log.info('session ended', {
       reason: end.reason,
       sqlstate: end.error?.sqlstate,

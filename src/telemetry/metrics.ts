@@ -23,6 +23,12 @@ export type ConnectionResult = (typeof CONNECTION_RESULTS)[number];
 export const BYTE_DIRECTIONS = ['client_to_backend', 'backend_to_client'] as const;
 export type ByteDirection = (typeof BYTE_DIRECTIONS)[number];
 
+/** Running totals of one session's relayed bytes, only ever growing. */
+export interface ByteCounts {
+  readonly bytesToClient: number;
+  readonly bytesToBackend: number;
+}
+
 export interface Metrics {
   readonly registry: Registry;
   /** A client connection was accepted (socket open): active +1. */
@@ -37,8 +43,11 @@ export interface Metrics {
   backendConnected(seconds: number): void;
   /** One statement, from sending it to its completion (or error). */
   query(durationSeconds: number, ok: boolean): void;
-  /** Relayed bytes; cheap enough for every chunk (a plain addition, published at scrape time). */
-  bytes(direction: ByteDirection, n: number): void;
+  /**
+   * Counts a session's relayed bytes while it lives: read at each scrape (so a long session's
+   * traffic shows as it happens, at no cost per message) and once more by the returned `done`.
+   */
+  trackBytes(counts: ByteCounts): () => void;
   configReload(ok: boolean): void;
   setDraining(draining: boolean): void;
   pluginError(plugin: string): void;
@@ -99,20 +108,27 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     buckets: [...DURATION_BUCKETS],
     registers,
   });
-  // Relayed bytes add up in plain numbers on the hot path and reach the counter on scrape.
-  const pendingBytes: Record<ByteDirection, number> = { client_to_backend: 0, backend_to_client: 0 };
-  new Counter({
+  // The relay only adds to plain numbers; live sessions are read here at scrape time, so the
+  // hot path does no metrics work and a long session's bytes still show while it runs.
+  const trackedBytes = new Set<TrackedBytes>();
+  const bytesCounter = new Counter({
     name: 'pgward_bytes_total',
     help: 'Bytes relayed, by direction.',
     labelNames: ['direction'] as const,
     registers,
     collect() {
-      for (const direction of BYTE_DIRECTIONS) {
-        this.inc({ direction }, pendingBytes[direction]);
-        pendingBytes[direction] = 0;
-      }
+      for (const t of trackedBytes) publishBytes(t);
     },
   });
+  for (const direction of BYTE_DIRECTIONS) bytesCounter.inc({ direction }, 0);
+  const publishBytes = (t: TrackedBytes) => {
+    const toClient = t.counts.bytesToClient;
+    const toBackend = t.counts.bytesToBackend;
+    if (toClient > t.toClient) bytesCounter.inc({ direction: 'backend_to_client' }, toClient - t.toClient);
+    if (toBackend > t.toBackend) bytesCounter.inc({ direction: 'client_to_backend' }, toBackend - t.toBackend);
+    t.toClient = Math.max(t.toClient, toClient);
+    t.toBackend = Math.max(t.toBackend, toBackend);
+  };
   const reloads = new Counter({
     name: 'pgward_config_reloads_total',
     help: 'Configuration reloads, by result.',
@@ -168,14 +184,26 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       queries.inc({ result: ok ? 'ok' : 'error' });
       queryDuration.observe(seconds);
     },
-    bytes: (direction, n) => {
-      if (n > 0) pendingBytes[direction] += n;
+    trackBytes: (counts) => {
+      const t: TrackedBytes = { counts, toClient: 0, toBackend: 0 };
+      trackedBytes.add(t);
+      return () => {
+        if (!trackedBytes.delete(t)) return;
+        publishBytes(t);
+      };
     },
     configReload: (ok) => reloads.inc({ result: ok ? 'ok' : 'error' }),
     setDraining: (b) => draining.set(b ? 1 : 0),
     pluginError: (plugin) => pluginErrors.inc({ plugin: boundedName(plugin) }),
     cancelRequest: (result) => cancels.inc({ result: (CANCEL_RESULTS as readonly string[]).includes(result) ? result : 'failed' }),
   };
+}
+
+interface TrackedBytes {
+  readonly counts: ByteCounts;
+  /** What has been published so far. */
+  toClient: number;
+  toBackend: number;
 }
 
 function packageVersion(): string {

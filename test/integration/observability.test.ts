@@ -97,6 +97,12 @@ describe('observability end to end (a real pgward process)', () => {
       assert.equal(metricValue(m, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'success' }), 1);
       assert.equal(metricValue(m, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'failure' }), 1);
       assert.ok(metricValue(m, 'pgward_queries_total') >= 2);
+      // Bytes of a session still running show at each scrape, not only when it ends.
+      const bytesOut = (text: string) => metricValue(text, 'pgward_bytes_total', { direction: 'backend_to_client' });
+      assert.ok(bytesOut(m) > 0, "the live session's bytes to the client are counted");
+      assert.ok(metricValue(m, 'pgward_bytes_total', { direction: 'client_to_backend' }) > 0, 'and its bytes to the backend');
+      await client.query("select repeat('x', 10000)");
+      assert.ok(bytesOut((await get('/metrics')).text) >= bytesOut(m) + 10_000, 'a 10 kB result moves the counter while the session lives');
       assert.ok(metricValue(m, 'pgward_backend_connect_seconds_count') >= 1);
       assert.equal(metricValue(m, 'pgward_build_info'), 1);
       assert.ok(!m.includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');

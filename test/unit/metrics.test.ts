@@ -79,9 +79,10 @@ describe('createMetrics', () => {
     m.query(0.0004, true);
     m.query(0.2, true);
     m.query(7, false);
-    m.bytes('client_to_backend', 100);
-    m.bytes('client_to_backend', 23);
-    m.bytes('backend_to_client', 4096);
+    // One finished session and one still running: both count.
+    m.trackBytes({ bytesToBackend: 100, bytesToClient: 0 })();
+    const live = { bytesToBackend: 23, bytesToClient: 4096 };
+    const doneLive = m.trackBytes(live);
     m.configReload(true);
     m.configReload(false);
     m.setDraining(true);
@@ -111,14 +112,21 @@ describe('createMetrics', () => {
     assert.equal(value(s, 'pgward_draining'), 1);
     assert.equal(value(s, 'pgward_plugin_errors_total', { plugin: 'proxy-login' }), 1);
 
-    // Bytes keep adding up across scrapes; draining goes back to 0.
-    m.bytes('client_to_backend', 7);
-    m.bytes('client_to_backend', -5);
-    m.bytes('client_to_backend', Number.NaN);
+    // A live session's growth shows at the next scrape, its end adds only what is new, nonsense
+    // counts never make the counter go back; draining goes back to 0.
+    live.bytesToBackend = 30;
     m.setDraining(false);
     const t = await scrape(m);
     assert.equal(value(t, 'pgward_bytes_total', { direction: 'client_to_backend' }), 130);
     assert.equal(value(t, 'pgward_draining'), 0);
+    live.bytesToClient = 5000;
+    doneLive();
+    doneLive();
+    live.bytesToClient = 9999;
+    m.trackBytes({ bytesToBackend: Number.NaN, bytesToClient: -5 })();
+    const u = await scrape(m);
+    assert.equal(value(u, 'pgward_bytes_total', { direction: 'backend_to_client' }), 5000);
+    assert.equal(value(u, 'pgward_bytes_total', { direction: 'client_to_backend' }), 130);
   });
 
   it('uses the OpenTelemetry database buckets for both histograms', async () => {
@@ -174,7 +182,7 @@ describe('startMetricsServer', () => {
   it('serves /metrics, /vars, /health and /ready over HTTP', async () => {
     const metrics = fresh();
     metrics.connectionOpened();
-    metrics.bytes('backend_to_client', 42);
+    metrics.trackBytes({ bytesToClient: 42, bytesToBackend: 0 });
     let ready = false;
     const server = await startMetricsServer({ host: '127.0.0.1', port: 0, metrics, ready: () => ready });
     try {
