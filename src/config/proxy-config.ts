@@ -1,4 +1,5 @@
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseBackendUrl, type BackendTarget } from '../backend/url.js';
 import { parsePeers, type PeersConfig } from './peers.js';
 import { splitCommandLine } from '../auth/command-runner.js';
@@ -138,11 +139,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
   if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
   const logDestination = str('logDestination');
   if (logDestination) {
-    try {
-      closeSync(openSync(logDestination, 'a'));
-    } catch (err) {
-      problems.push(`logDestination: cannot append to ${logDestination}: ${(err as Error).message}`);
-    }
+    const problem = appendProblem(logDestination);
+    if (problem) problems.push(`logDestination: cannot append to ${logDestination}: ${problem}`);
   }
   if (num('maxConnections') !== undefined && num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
   const expiryMode = str('sessionExpiry')!;
@@ -315,4 +313,20 @@ function parsePipeline(raw: unknown, problems: string[]): PipelineEntry[] {
     entries.push(entry);
   });
   return entries;
+}
+
+/**
+ * Why a file could not be appended to, or undefined when it can; checked without creating it, so
+ * `pgward check` leaves nothing behind.
+ */
+function appendProblem(path: string): string | undefined {
+  try {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (st?.isDirectory()) return 'it is a directory';
+    if (st) accessSync(path, fsConstants.W_OK);
+    else accessSync(dirname(path), fsConstants.W_OK | fsConstants.X_OK);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -87,6 +87,19 @@ describe('start configuration', () => {
       buildProxyConfig(['--insecure', '--auth', 'passthrough', '--backend', BACKEND, '--bindAddr', '0.0.0.0:5432'], {}),
     );
     assert.ok(p.some((x) => /listens only on loopback/.test(x)), p.join('\n'));
+  });
+
+  it('checks --logDestination can be appended to without creating it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgward-logdest-'));
+    const base = ['--insecure', '--auth', 'passthrough', '--backend', BACKEND];
+    const log = join(dir, 'pgward.log');
+    buildProxyConfig([...base, '--logDestination', log], {});
+    assert.equal(existsSync(log), false, 'checking the config leaves no file behind');
+    const missingDir = problems(() => buildProxyConfig([...base, '--logDestination', join(dir, 'nope', 'x.log')], {}));
+    assert.ok(missingDir.some((x) => /^logDestination: cannot append to .*nope.*ENOENT/.test(x)), missingDir.join('\n'));
+    const isDir = problems(() => buildProxyConfig([...base, '--logDestination', dir], {}));
+    assert.ok(isDir.some((x) => /logDestination: cannot append to .*: it is a directory/.test(x)), isDir.join('\n'));
+    rmSync(dir, { recursive: true });
   });
 
   it('never echoes a backend password in a problem', () => {
