@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { resolve as resolveModule } from 'import-meta-resolve';
 import { catchError, throwError } from 'rxjs';
 import semver from 'semver';
 import type { Middleware, SessionHandlers } from '../pipeline/middleware.js';
@@ -81,7 +81,9 @@ function resolveSpec(spec: string, baseDir: string): string {
     return pathToFileURL(path).href;
   }
   try {
-    return pathToFileURL(createRequire(join(baseDir, 'noop.js')).resolve(spec)).href;
+    // Node's own ES module resolution (exports conditions, scoped names, node_modules above
+    // baseDir), which import.meta.resolve only offers from this file's location.
+    return resolveModule(spec, pathToFileURL(join(baseDir, 'noop.js')).href);
   } catch (err) {
     throw new PluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', spec, `cannot resolve package from ${baseDir}`, { cause: err });
   }

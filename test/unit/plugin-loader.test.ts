@@ -127,6 +127,29 @@ describe('plugin loader: finding and loading modules', () => {
     assert.deepEqual(loaded.plugins.map((p) => p.name), ['with-main', 'no-main', 'abs']);
   });
 
+  it('resolves package names from node_modules above baseDir the way import does, ES-module-only exports included', async () => {
+    const dir = await caseDir();
+    await mkdir(join(dir, 'conf', 'deeper'), { recursive: true });
+    // Only an "import" condition: require.resolve cannot see it, import can.
+    const esm = join(dir, 'node_modules', 'pgward-plugin-esm-only');
+    await mkdir(join(esm, 'lib'), { recursive: true });
+    await writeFile(join(esm, 'package.json'), JSON.stringify({ name: 'pgward-plugin-esm-only', type: 'module', exports: { '.': { import: './lib/plugin.js' } } }));
+    await writeFile(join(esm, 'lib', 'plugin.js'), pluginSource({ name: 'esm-only' }));
+    // A scoped package with a plain "main".
+    const scoped = join(dir, 'node_modules', '@acme', 'pgward-audit');
+    await mkdir(scoped, { recursive: true });
+    await writeFile(join(scoped, 'package.json'), JSON.stringify({ name: '@acme/pgward-audit', type: 'module', main: 'main.js' }));
+    await writeFile(join(scoped, 'main.js'), pluginSource({ name: 'audit' }));
+    const loaded = await load(['pgward-plugin-esm-only', '@acme/pgward-audit'], join(dir, 'conf', 'deeper')).loading;
+    assert.deepEqual(loaded.plugins.map((p) => p.name), ['esm-only', 'audit']);
+    // A package whose exports allow only require() is not loadable as an ES module: not found.
+    const cjsOnly = join(dir, 'node_modules', 'pgward-plugin-require-only');
+    await mkdir(cjsOnly, { recursive: true });
+    await writeFile(join(cjsOnly, 'package.json'), JSON.stringify({ name: 'pgward-plugin-require-only', exports: { require: './x.cjs' } }));
+    await writeFile(join(cjsOnly, 'x.cjs'), 'module.exports = {};\n');
+    await assert.rejects(load(['pgward-plugin-require-only'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', 'pgward-plugin-require-only'));
+  });
+
   it('reports a missing file (PGWARD_ERR_PLUGIN_NOT_FOUND) naming the entry', async () => {
     const dir = await caseDir();
     await assert.rejects(load(['./missing.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_NOT_FOUND', './missing.mjs', /no file or folder/));
