@@ -48,6 +48,34 @@ export interface LoginOptions {
  * SQLSTATE; network failures and timeouts become 08001.
  */
 export async function connectBackend(target: BackendTarget, opts: LoginOptions): Promise<BackendConnection> {
+  let usedTls: boolean | undefined;
+  try {
+    return await connectOnce(target, opts, (tls) => (usedTls = tls));
+  } catch (err) {
+    // As libpq: `allow` retries with TLS and `prefer` without it when the server refused the
+    // first try during login (e.g. a hostssl or hostnossl pg_hba.conf line).
+    const retry = err instanceof PgError && refusedByServer.has(err) && !opts.signal?.aborted
+      ? fallbackSslMode(target.sslmode, usedTls)
+      : undefined;
+    if (!retry) throw err;
+    return connectOnce({ ...target, sslmode: retry }, opts, () => {});
+  }
+}
+
+/** ErrorResponses the server sent during login (as opposed to our own failures). */
+const refusedByServer = new WeakSet<PgError>();
+
+function fallbackSslMode(mode: BackendTarget['sslmode'], usedTls: boolean | undefined): BackendTarget['sslmode'] | undefined {
+  if (mode === 'allow' && usedTls === false) return 'require';
+  if (mode === 'prefer' && usedTls === true) return 'disable';
+  return undefined;
+}
+
+async function connectOnce(
+  target: BackendTarget,
+  opts: LoginOptions,
+  onDialed: (tls: boolean) => void,
+): Promise<BackendConnection> {
   const controller = new AbortController();
   const onOuterAbort = () => controller.abort();
   opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
@@ -56,6 +84,7 @@ export async function connectBackend(target: BackendTarget, opts: LoginOptions):
   try {
     const dialed = await dialBackend(target, controller.signal);
     socket = dialed.socket;
+    onDialed(dialed.tls);
     const onAbort = () => socket?.destroy(unreachable(target, 'timeout during login'));
     controller.signal.addEventListener('abort', onAbort, { once: true });
     try {
@@ -165,8 +194,11 @@ async function login(
         break;
       case 'NegotiateProtocolVersion':
         break;
-      case 'ErrorResponse':
-        throw PgError.fromFields({ ...msg.body(), severity: 'FATAL', severityV: 'FATAL' });
+      case 'ErrorResponse': {
+        const err = PgError.fromFields({ ...msg.body(), severity: 'FATAL', severityV: 'FATAL' });
+        refusedByServer.add(err);
+        throw err;
+      }
       case 'ReadyForQuery': {
         framer.maxLength = Limits.message;
         const leftover = reader.release();

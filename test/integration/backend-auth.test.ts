@@ -31,6 +31,8 @@ describe('backend login: auth methods and sslmodes', () => {
         'host all scram_user 127.0.0.1/32 scram-sha-256',
         'hostssl all ssl_only 127.0.0.1/32 trust',
         'hostnossl all ssl_only 127.0.0.1/32 reject',
+        'hostssl all plain_only 127.0.0.1/32 reject',
+        'hostnossl all plain_only 127.0.0.1/32 trust',
         'host all all 127.0.0.1/32 trust',
       ],
       users: [
@@ -38,6 +40,7 @@ describe('backend login: auth methods and sslmodes', () => {
         { name: 'scram_user', password: 'scräm pw' },
         { name: 'certuser' },
         { name: 'ssl_only' },
+        { name: 'plain_only' },
       ],
     });
     await cluster.sql("SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD 'md5 pw'");
@@ -124,6 +127,14 @@ describe('backend login: auth methods and sslmodes', () => {
     assert.equal((await through(u('ssl_only', undefined, 'sslmode=require'))).ssl, true);
     const r = await refused(u('ssl_only', undefined, 'sslmode=disable'));
     assert.equal(r.code, '28000', 'the backend rejected the plaintext login itself');
+  });
+
+  it('sslmode allow and prefer fall back as libpq does when the server refuses the first try', async () => {
+    assert.equal((await through(u('postgres', undefined, 'sslmode=allow'))).ssl, false, 'allow tries without TLS first');
+    assert.equal((await through(u('ssl_only', undefined, 'sslmode=allow'))).ssl, true, 'allow retries with TLS after a refusal');
+    assert.equal((await through(u('plain_only', undefined, 'sslmode=prefer'))).ssl, false, 'prefer retries without TLS after a refusal');
+    const r = await refused(u('plain_only', undefined, 'sslmode=require'));
+    assert.equal(r.code, '28000', 'require never falls back');
   });
 
   it('verify-ca accepts the right CA and refuses another (08001)', async () => {
