@@ -119,8 +119,11 @@ export async function buildRuntime(config: ProxyConfig, services: RuntimeService
     case 'command':
       return {
         ...base,
-        auth: commandProvider({ argv: a.argv, cleartext: a.cleartext, timeoutMs: a.timeoutMs }),
-        describe: () => [`authenticator: ${a.argv[0]}${a.cleartext ? ' (cleartext client passwords)' : ' (md5 client passwords)'}`],
+        auth: commandProvider({ argv: a.argv, cleartext: a.cleartext, timeoutMs: a.timeoutMs, defaultTarget: a.backendDefaults }),
+        describe: () => [
+          `authenticator: ${a.argv[0]}${a.cleartext ? ' (cleartext client passwords)' : ' (md5 client passwords)'}`,
+          `authenticator's backends: sslmode ${a.backendDefaults?.sslmode ?? 'prefer'}`,
+        ],
         dispose: () => {},
       };
     case 'passthrough':

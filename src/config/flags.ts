@@ -39,6 +39,7 @@ export const START_FLAGS: readonly FlagSpec[] = [
   { name: 'allowNonLoopback', type: 'boolean', default: false, help: 'passthrough: allow a non-loopback listen address (no client password is checked in this mode)' },
   { name: 'authCmd', type: 'string', arg: 'COMMAND', help: 'command: the external authenticator (pgAuthProxy protocol), run without a shell; config auth.cmd takes an argv list' },
   { name: 'clearPasswd', type: 'boolean', default: false, help: 'command: ask clients for a cleartext password instead of an md5 response' },
+  { name: 'authCmdBackendParams', type: 'string', arg: 'QUERY', help: 'command: libpq URL parameters for the backends the authenticator names, e.g. "sslmode=verify-full&sslrootcert=/etc/pgward/ca.pem" (default sslmode=prefer)' },
   { name: 'reportRemoteAddr', type: 'boolean', default: false, help: 'inject the client address as the crdb:remote_addr startup parameter (adds remote-addr to the pipeline)' },
   { name: 'metricsAddr', type: 'string', arg: 'HOST:PORT', help: 'serve /metrics, /vars, /health and /ready over HTTP here' },
   { name: 'proxyProtocol', type: 'boolean', default: false, help: 'require an HAProxy PROXY protocol v1/v2 header on every connection and use the address it carries' },

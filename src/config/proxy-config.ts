@@ -20,6 +20,8 @@ export interface CommandAuthConfig {
   argv: string[];
   cleartext: boolean;
   timeoutMs?: number;
+  /** Connection settings (TLS, timeouts, parameters) for every backend the authenticator names. */
+  backendDefaults?: Partial<BackendTarget>;
 }
 
 export interface JwtAuthConfig {
@@ -232,7 +234,7 @@ function command(
   file: Record<string, unknown>,
   problems: string[],
 ): CommandAuthConfig | undefined {
-  const known = new Set(['cmd', 'cleartext', 'timeout']);
+  const known = new Set(['cmd', 'cleartext', 'timeout', 'backendParams']);
   for (const k of Object.keys(file)) if (!known.has(k)) problems.push(`auth.${k}: unknown setting for the command provider`);
   let argv: string[] | undefined;
   if (v.authCmd) {
@@ -258,7 +260,38 @@ function command(
     }
   }
   const cleartext = Boolean(v.clearPasswd) || file.cleartext === true;
-  return { provider: 'command', argv, cleartext, timeoutMs };
+  const config: CommandAuthConfig = { provider: 'command', argv, cleartext, timeoutMs };
+  const params = v.authCmdBackendParams ?? file.backendParams;
+  if (params !== undefined) {
+    const where = v.authCmdBackendParams !== undefined ? 'authCmdBackendParams' : 'auth.backendParams';
+    if (typeof params !== 'string') problems.push(`${where}: expected a string of URL parameters such as "sslmode=verify-full&sslrootcert=ca.pem"`);
+    else {
+      const defaults = backendDefaults(params, (p) => problems.push(`${where}: ${p}`));
+      if (defaults) config.backendDefaults = defaults;
+    }
+  }
+  return config;
+}
+
+/** Keys that name the backend or its login: the authenticator decides those, never the config. */
+const AUTHENTICATOR_DECIDES = ['host', 'hostaddr', 'port', 'user', 'password', 'dbname', 'passfile'];
+
+/** libpq URL parameters applied to every backend the command provider's authenticator names. */
+function backendDefaults(query: string, fail: (p: string) => void): Partial<BackendTarget> | undefined {
+  const text = query.startsWith('?') ? query.slice(1) : query;
+  const decided = [...new URLSearchParams(text).keys()].filter((k) => AUTHENTICATOR_DECIDES.includes(k));
+  if (decided.length > 0) {
+    fail(`${decided.join(', ')} cannot be set here: the authenticator names the backend and its login`);
+    return undefined;
+  }
+  try {
+    const { host: _host, port: _port, user: _user, password: _password, database: _database, ...settings } =
+      parseBackendUrl(`postgres://authenticator-chosen-host/?${text}`);
+    return settings;
+  } catch (err) {
+    fail((err as Error).message.replace(/^invalid backend URL \S+: /, ''));
+    return undefined;
+  }
 }
 
 function jwt(v: LoadedSettings['values'], problems: string[]): JwtAuthConfig | undefined {

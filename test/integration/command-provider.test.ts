@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { TestCA } from '../helpers/certs.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { runPsql } from '../helpers/psql.js';
 import { startTestProxy } from '../helpers/proxy.js';
@@ -85,5 +86,61 @@ describe('command provider (pgAuthProxy external authenticator)', () => {
     const t0 = Date.now();
     await assert.rejects(login(proxy.url('alice', 'wonderland')), (e: { code?: string }) => e.code === '08001');
     assert.ok(Date.now() - t0 < 5000);
+  });
+});
+
+describe('command provider: TLS to the backends the authenticator names', () => {
+  let ca: TestCA;
+  let otherCa: TestCA;
+  let cluster: PgCluster;
+  let dir: string;
+  let script: string;
+
+  before(async () => {
+    ca = await TestCA.create();
+    otherCa = await TestCA.create(undefined, 'unrelated CA');
+    const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost', 'IP:127.0.0.1'] });
+    cluster = await PgCluster.start({
+      ssl: { ...server, ca: ca.cert },
+      hba: ['hostssl all app 127.0.0.1/32 scram-sha-256'],
+      users: [{ name: 'app', password: 'app-secret' }],
+    });
+    dir = await mkdtemp(join(tmpdir(), 'pgward-authcmd-tls-'));
+    script = join(dir, 'auth.cjs');
+    await writeFile(script, authenticator(cluster.port));
+    await chmod(script, 0o755);
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    await ca?.[Symbol.asyncDispose]();
+    await otherCa?.[Symbol.asyncDispose]();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Logs in as alice through a proxy with these backend parameters; returns whether the backend session uses TLS. */
+  async function backendSsl(extra: string[]): Promise<boolean> {
+    await using proxy = await startTestProxy(['--insecure', '--auth', 'command', '--authCmd', script, '--clearPasswd', ...extra]);
+    const c = new pg.Client({ connectionString: proxy.url('alice', 'wonderland') });
+    await c.connect();
+    try {
+      return (await c.query('select ssl from pg_stat_ssl where pid = pg_backend_pid()')).rows[0].ssl;
+    } finally {
+      await c.end();
+    }
+  }
+
+  it('applies --authCmdBackendParams (or auth.backendParams) to every backend: sslmode, sslrootcert', async () => {
+    assert.equal(await backendSsl([]), true, 'the default, prefer, uses TLS when offered');
+    assert.equal(await backendSsl(['--authCmdBackendParams', `sslmode=verify-full&sslrootcert=${ca.cert}`]), true);
+    await assert.rejects(
+      backendSsl(['--authCmdBackendParams', `sslmode=verify-ca&sslrootcert=${otherCa.cert}`]),
+      (e: { code?: string }) => e.code === '08001',
+      'a backend whose certificate the configured CA does not sign is never used',
+    );
+    await assert.rejects(backendSsl(['--authCmdBackendParams', 'sslmode=disable']), (e: { code?: string }) => e.code === '28000');
+    const file = join(dir, 'c.yaml');
+    await writeFile(file, `insecure: true\nauth:\n  provider: command\n  cmd: ["${script}"]\n  cleartext: true\n  backendParams: "sslmode=verify-ca&sslrootcert=${ca.cert}"\n`);
+    assert.equal(await backendSsl(['--config', file]), true);
   });
 });

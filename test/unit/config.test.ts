@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parseDuration } from '../../src/config/duration.js';
 import { ConfigError } from '../../src/config/load.js';
-import { buildProxyConfig } from '../../src/config/proxy-config.js';
+import { buildProxyConfig, type CommandAuthConfig } from '../../src/config/proxy-config.js';
 import { splitCommandLine } from '../../src/auth/command-runner.js';
 
 const BACKEND = 'postgres://app:s3cret@db.internal:5432/app?sslmode=require';
@@ -122,6 +122,22 @@ describe('start configuration', () => {
     const p = problems(() => buildProxyConfig(['--config', file], {}));
     assert.ok(p.includes('auth.colour: unknown setting for the command provider'), p.join('\n'));
     assert.ok(p.some((x) => /auth.cmd: expected a non-empty list/.test(x)), p.join('\n'));
+  });
+
+  it("reads connection settings for the authenticator's backends, refusing what the authenticator decides", () => {
+    const base = ['--insecure', '--auth', 'command', '--authCmd', '/bin/auth'];
+    const c = buildProxyConfig([...base, '--authCmdBackendParams', 'sslmode=verify-full&sslrootcert=/etc/ca.pem&connect_timeout=3&application_name=gw'], {});
+    assert.equal(c.auth.provider, 'command');
+    const d = (c.auth as CommandAuthConfig).backendDefaults;
+    assert.equal(d?.sslmode, 'verify-full');
+    assert.equal(d?.sslrootcert, '/etc/ca.pem');
+    assert.equal(d?.connectTimeoutMs, 3000);
+    assert.equal(d?.applicationName, 'gw');
+    assert.equal(d?.host, undefined);
+    const decided = problems(() => buildProxyConfig([...base, '--authCmdBackendParams', 'sslmode=require&host=evil&password=x'], {}));
+    assert.ok(decided.some((x) => /authCmdBackendParams: host, password cannot be set here/.test(x)), decided.join('\n'));
+    const bad = problems(() => buildProxyConfig([...base, '--authCmdBackendParams', 'sslmode=sometimes'], {}));
+    assert.ok(bad.some((x) => /^authCmdBackendParams: .*sslmode/.test(x)), bad.join('\n'));
   });
 
   it('names an unavailable auth provider', () => {
