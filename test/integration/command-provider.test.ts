@@ -31,6 +31,17 @@ process.stdin.on('end', () => {
 `;
 }
 
+/** Connects (through the proxy), runs one query and returns its first row. */
+async function firstRow(url: string, sql: string): Promise<Record<string, unknown>> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query(sql)).rows[0];
+  } finally {
+    await c.end();
+  }
+}
+
 describe('command provider (pgAuthProxy external authenticator)', () => {
   let cluster: PgCluster;
   let dir: string;
@@ -49,15 +60,7 @@ describe('command provider (pgAuthProxy external authenticator)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function login(proxyUrl: string): Promise<string> {
-    const c = new pg.Client({ connectionString: proxyUrl });
-    await c.connect();
-    try {
-      return (await c.query('select current_user as u')).rows[0].u;
-    } finally {
-      await c.end();
-    }
-  }
+  const login = async (proxyUrl: string): Promise<string> => (await firstRow(proxyUrl, 'select current_user as u')).u as string;
 
   it('md5 client auth: the authenticator checks the response and picks the backend', async () => {
     await using proxy = await startTestProxy(['--insecure', '--auth', 'command', '--authCmd', script]);
@@ -121,13 +124,7 @@ describe('command provider: TLS to the backends the authenticator names', () => 
   /** Logs in as alice through a proxy with these backend parameters; returns whether the backend session uses TLS. */
   async function backendSsl(extra: string[]): Promise<boolean> {
     await using proxy = await startTestProxy(['--insecure', '--auth', 'command', '--authCmd', script, '--clearPasswd', ...extra]);
-    const c = new pg.Client({ connectionString: proxy.url('alice', 'wonderland') });
-    await c.connect();
-    try {
-      return (await c.query('select ssl from pg_stat_ssl where pid = pg_backend_pid()')).rows[0].ssl;
-    } finally {
-      await c.end();
-    }
+    return (await firstRow(proxy.url('alice', 'wonderland'), 'select ssl from pg_stat_ssl where pid = pg_backend_pid()')).ssl as boolean;
   }
 
   it('applies --authCmdBackendParams (or auth.backendParams) to every backend: sslmode, sslrootcert', async () => {
