@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
+import { encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { runPsql } from '../helpers/psql.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
 
 describe('relay through pgward (passthrough) with real clients', () => {
   let cluster: PgCluster;
@@ -130,6 +133,49 @@ describe('relay through pgward (passthrough) with real clients', () => {
       assert.notEqual(key, rows[0].pid);
     } finally {
       await client.end();
+    }
+  });
+
+  it('holds the backend back while a client does not read (backpressure), serves others, then delivers everything', async () => {
+    const ROWS = 50_000; // × 2 kB: about 100 MB, far more than socket buffers hold
+    const socket = net.connect({ host: '127.0.0.1', port: proxy.port });
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    const framer = new Framer();
+    let dataRows = 0;
+    let ready = 0;
+    socket.on('data', (chunk: Buffer) =>
+      framer.push(chunk, (code) => {
+        if (code === 0x44) dataRows++; // DataRow
+        else if (code === 0x5a) ready++; // ReadyForQuery
+      }),
+    );
+    try {
+      socket.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres'], ['application_name', 'slow-reader']]));
+      await until(() => ready === 1, 10_000, 'login through the proxy');
+      socket.pause();
+      const buffersBefore = process.memoryUsage().arrayBuffers;
+      socket.write(fe.query(`select repeat('x', 2000) from generate_series(1, ${ROWS})`).raw);
+
+      // The backend ends up blocked writing to the proxy, and stays so: pgward (in this process)
+      // stopped reading it instead of buffering the whole result in memory.
+      const backendWait = async () =>
+        (await cluster.sql<{ s: string; w: string | null }>("select state as s, wait_event as w from pg_stat_activity where application_name = 'slow-reader'")).rows[0];
+      await until(async () => (await backendWait())?.w === 'ClientWrite', 15_000, 'the backend waiting on ClientWrite');
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.deepEqual(await backendWait(), { s: 'active', w: 'ClientWrite' }, 'the backend is still held back');
+      const buffered = process.memoryUsage().arrayBuffers - buffersBefore;
+      assert.ok(buffered < 32 * 1024 * 1024, `the proxy holds ${Math.round(buffered / 1e6)} MB of a 100 MB result, not all of it`);
+      assert.equal(dataRows, 0, 'nothing was read by the paused client');
+      const other = new pg.Client({ connectionString: proxy.url('postgres') });
+      await other.connect();
+      assert.deepEqual((await other.query('select 2 as ok')).rows, [{ ok: 2 }], 'other sessions are served meanwhile');
+      await other.end();
+
+      socket.resume();
+      await until(() => ready === 2, 60_000, 'the whole result');
+      assert.equal(dataRows, ROWS, 'every row arrives once the client reads again');
+    } finally {
+      socket.destroy();
     }
   });
 
