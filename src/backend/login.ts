@@ -12,9 +12,10 @@ import {
   type BackendMessage,
 } from '../protocol/index.js';
 import { FrameReader, type Frame } from '../pipeline/socket-io.js';
+import { tlsServerEndPoint } from './channel-binding.js';
 import { dialBackend, unreachable } from './dial.js';
 import { md5Response } from './md5.js';
-import { chooseMechanism, ScramClient, tlsServerEndPoint } from './scram.js';
+import { chooseMechanism, ScramClient } from './scram.js';
 import type { BackendTarget } from './url.js';
 
 export type BackendAuthMethod = 'trust' | 'cleartext' | 'md5' | 'SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS';

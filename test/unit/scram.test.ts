@@ -5,7 +5,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { chooseMechanism, MAX_ITERATIONS, saslprep, ScramClient, ScramError, tlsServerEndPoint } from '../../src/backend/scram.js';
+import { tlsServerEndPoint } from '../../src/backend/channel-binding.js';
+import { saslprep } from '../../src/backend/saslprep.js';
+import { chooseMechanism, MAX_ITERATIONS, ScramClient, ScramError } from '../../src/backend/scram.js';
 
 // RFC 7677 §3 test vector.
 const RFC = {
