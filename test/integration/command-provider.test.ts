@@ -31,6 +31,15 @@ process.stdin.on('end', () => {
 `;
 }
 
+/** The authenticator as an executable script in a fresh temp dir. */
+async function writeAuthenticator(port: number): Promise<{ dir: string; script: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'pgward-authcmd-'));
+  const script = join(dir, 'auth.cjs');
+  await writeFile(script, authenticator(port));
+  await chmod(script, 0o755);
+  return { dir, script };
+}
+
 /** Connects (through the proxy), runs one query and returns its first row. */
 async function firstRow(url: string, sql: string): Promise<Record<string, unknown>> {
   const c = new pg.Client({ connectionString: url });
@@ -49,10 +58,7 @@ describe('command provider (pgAuthProxy external authenticator)', () => {
 
   before(async () => {
     cluster = await PgCluster.start({ hba: ['host all all 127.0.0.1/32 scram-sha-256'], users: [{ name: 'app', password: 'app-secret' }] });
-    dir = await mkdtemp(join(tmpdir(), 'pgward-authcmd-'));
-    script = join(dir, 'auth.cjs');
-    await writeFile(script, authenticator(cluster.port));
-    await chmod(script, 0o755);
+    ({ dir, script } = await writeAuthenticator(cluster.port));
   });
 
   after(async () => {
@@ -108,10 +114,7 @@ describe('command provider: TLS to the backends the authenticator names', () => 
       hba: ['hostssl all app 127.0.0.1/32 scram-sha-256'],
       users: [{ name: 'app', password: 'app-secret' }],
     });
-    dir = await mkdtemp(join(tmpdir(), 'pgward-authcmd-tls-'));
-    script = join(dir, 'auth.cjs');
-    await writeFile(script, authenticator(cluster.port));
-    await chmod(script, 0o755);
+    ({ dir, script } = await writeAuthenticator(cluster.port));
   });
 
   after(async () => {
