@@ -61,7 +61,9 @@ export interface StartOptions {
 export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): Promise<RunningProxy> {
   const log = opts.log ?? createLogger(config.log);
   const draining$ = new BehaviorSubject(false);
-  const metrics = createMetrics({ version: pgwardVersion() });
+  // Process metrics only when something can scrape them: their event-loop monitor is a timer
+  // that would otherwise wake an idle proxy for nothing.
+  const metrics = createMetrics({ version: pgwardVersion(), collectDefault: Boolean(config.metricsListen) });
   const plugins = await asConfigProblem(loadPlugins(config.plugins, {
     baseDir: opts.baseDir ?? defaultBaseDir(opts.configPath),
     version: pgwardVersion(),

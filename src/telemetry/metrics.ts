@@ -68,14 +68,27 @@ export interface MetricsOptions {
   registry?: Registry;
   /** Also collect Node process metrics (`pgward_process_*`, `pgward_nodejs_*`); default true. */
   collectDefault?: boolean;
+  /**
+   * Sampling interval of the event-loop delay histogram among the process metrics, in ms. Its
+   * timer wakes the process this often even when idle, so it is coarser than prom-client's 10 ms.
+   */
+  eventLoopPrecisionMs?: number;
   /** The `version` label of `pgward_build_info`; default: package.json's. */
   version?: string;
 }
 
+export const DEFAULT_EVENT_LOOP_PRECISION_MS = 100;
+
 export function createMetrics(opts: MetricsOptions = {}): Metrics {
   const registry = opts.registry ?? new Registry();
   const registers = [registry];
-  if (opts.collectDefault ?? true) collectDefaultMetrics({ register: registry, prefix: 'pgward_' });
+  if (opts.collectDefault ?? true) {
+    collectDefaultMetrics({
+      register: registry,
+      prefix: 'pgward_',
+      eventLoopMonitoringPrecision: opts.eventLoopPrecisionMs ?? DEFAULT_EVENT_LOOP_PRECISION_MS,
+    });
+  }
 
   const active = new Gauge({ name: 'pgward_connections_active', help: 'Client connections open now.', registers });
   const connections = new Counter({

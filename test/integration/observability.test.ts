@@ -105,6 +105,8 @@ describe('observability end to end (a real pgward process)', () => {
       assert.ok(bytesOut((await get('/metrics')).text) >= bytesOut(m) + 10_000, 'a 10 kB result moves the counter while the session lives');
       assert.ok(metricValue(m, 'pgward_backend_connect_seconds_count') >= 1);
       assert.equal(metricValue(m, 'pgward_build_info'), 1);
+      assert.ok(metricValue(m, 'pgward_process_cpu_user_seconds_total') > 0, 'process metrics are served with --metricsAddr');
+      assert.ok(m.includes('pgward_nodejs_eventloop_lag_p99_seconds'), 'and the event-loop delay');
       assert.ok(!m.includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');
 
       // Drain: a session in a transaction keeps it going while /ready reports 503.
