@@ -272,11 +272,7 @@ export function compileUrl(template: string, captures: Captures | null, fail: (p
 }
 
 function urlProblem(err: unknown, shown: string): string {
-  if (err instanceof BackendUrlError) {
-    const prefix = `invalid backend URL ${err.url}: `;
-    const detail = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : 'invalid';
-    return `invalid URL ${shown}: ${detail}`;
-  }
+  if (err instanceof BackendUrlError) return `invalid URL ${shown}: ${err.detail}`;
   return `invalid URL ${shown}`;
 }
 

@@ -33,12 +33,15 @@ export class BackendUrlError extends Error {
   readonly code = 'PGWARD_ERR_BACKEND_URL' as const;
   /** The URL with its passwords redacted. */
   readonly url: string;
+  /** What is wrong with it, without the URL (for callers that show the URL their own way). */
+  readonly detail: string;
 
   constructor(url: string, detail: string) {
     const shown = renderForError(url);
     super(`invalid backend URL ${shown}: ${detail}`);
     this.name = 'BackendUrlError';
     this.url = shown;
+    this.detail = detail;
   }
 }
 

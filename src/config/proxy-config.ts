@@ -1,6 +1,6 @@
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { parseBackendUrl, type BackendTarget } from '../backend/url.js';
+import { BackendUrlError, parseBackendUrl, type BackendTarget } from '../backend/url.js';
 import { parsePeers, type PeersConfig } from './peers.js';
 import { splitCommandLine } from '../auth/command-runner.js';
 import { parseDuration } from './duration.js';
@@ -289,7 +289,7 @@ function backendDefaults(query: string, fail: (p: string) => void): Partial<Back
       parseBackendUrl(`postgres://authenticator-chosen-host/?${text}`);
     return settings;
   } catch (err) {
-    fail((err as Error).message.replace(/^invalid backend URL \S+: /, ''));
+    fail(err instanceof BackendUrlError ? err.detail : (err as Error).message);
     return undefined;
   }
 }
