@@ -30,12 +30,16 @@ export interface RelayEndpoint {
 
 export type RelayEndReason = 'client-terminate' | 'client-eof' | 'backend-eof' | 'error' | 'closed';
 
-export interface RelayEnd {
+/** Bytes written to each side so far; grows while the relay runs. */
+export interface RelayTraffic {
+  readonly bytesToClient: number;
+  readonly bytesToBackend: number;
+}
+
+export interface RelayEnd extends RelayTraffic {
   reason: RelayEndReason;
   /** The error sent to the client, if any. */
   error?: PgError;
-  bytesToClient: number;
-  bytesToBackend: number;
 }
 
 /**
@@ -46,12 +50,6 @@ export interface RelayEnd {
 export interface RelayObserver {
   toBackend(m: FrontendMessage): void;
   fromBackend(m: BackendMessage): void;
-}
-
-/** Bytes written to each side so far; grows while the relay runs. */
-export interface RelayTraffic {
-  readonly bytesToClient: number;
-  readonly bytesToBackend: number;
 }
 
 export interface RelayOptions {

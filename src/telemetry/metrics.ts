@@ -68,16 +68,15 @@ export interface MetricsOptions {
   registry?: Registry;
   /** Also collect Node process metrics (`pgward_process_*`, `pgward_nodejs_*`); default true. */
   collectDefault?: boolean;
-  /**
-   * Sampling interval of the event-loop delay histogram among the process metrics, in ms. Its
-   * timer wakes the process this often even when idle, so it is coarser than prom-client's 10 ms.
-   */
-  eventLoopPrecisionMs?: number;
   /** The `version` label of `pgward_build_info`; default: package.json's. */
   version?: string;
 }
 
-export const DEFAULT_EVENT_LOOP_PRECISION_MS = 100;
+/**
+ * Sampling interval of the event-loop delay histogram among the process metrics, in ms. Its timer
+ * wakes the process this often even when idle, so it is coarser than prom-client's 10 ms.
+ */
+const EVENT_LOOP_PRECISION_MS = 100;
 
 export function createMetrics(opts: MetricsOptions = {}): Metrics {
   const registry = opts.registry ?? new Registry();
@@ -86,7 +85,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     collectDefaultMetrics({
       register: registry,
       prefix: 'pgward_',
-      eventLoopMonitoringPrecision: opts.eventLoopPrecisionMs ?? DEFAULT_EVENT_LOOP_PRECISION_MS,
+      eventLoopMonitoringPrecision: EVENT_LOOP_PRECISION_MS,
     });
   }
 
@@ -137,10 +136,14 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   const publishBytes = (t: TrackedBytes) => {
     const toClient = t.counts.bytesToClient;
     const toBackend = t.counts.bytesToBackend;
-    if (toClient > t.toClient) bytesCounter.inc({ direction: 'backend_to_client' }, toClient - t.toClient);
-    if (toBackend > t.toBackend) bytesCounter.inc({ direction: 'client_to_backend' }, toBackend - t.toBackend);
-    t.toClient = Math.max(t.toClient, toClient);
-    t.toBackend = Math.max(t.toBackend, toBackend);
+    if (toClient > t.toClient) {
+      bytesCounter.inc({ direction: 'backend_to_client' }, toClient - t.toClient);
+      t.toClient = toClient;
+    }
+    if (toBackend > t.toBackend) {
+      bytesCounter.inc({ direction: 'client_to_backend' }, toBackend - t.toBackend);
+      t.toBackend = toBackend;
+    }
   };
   const reloads = new Counter({
     name: 'pgward_config_reloads_total',
