@@ -5,11 +5,11 @@
  * `npm run bench`; quick try:
  *   BENCH_SECONDS=3 BENCH_CLIENTS=8 BENCH_TARGETS=direct,pgward npm run bench
  * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,pgward,pgward-traced,pgbouncer),
- * BENCH_SCRIPTS (select-only,tpcb-like), BENCH_SCALE (10), BENCH_PGWARD_NODE_ARGS (Node options for the
- * pgward processes, space-separated, e.g. "--single-threaded-gc", to measure runtime settings),
- * BENCH_PGWARD_ARGS (more `pgward start` flags, e.g. "--config x.yaml"), BENCH_RATE (pgbench -R: a
- * fixed total TPS, to compare proxy CPU per transaction on a machine that is not saturated). A target that cannot start or run is reported as "failed: reason" in its
- * rows; the other targets still run.
+ * BENCH_SCRIPTS (select-only,tpcb-like), BENCH_SCALE (10). For investigating: BENCH_RATE (pgbench
+ * -R, a fixed total TPS, to compare proxy CPU per transaction on a machine that is not saturated),
+ * BENCH_PGWARD_ARGS (more `pgward start` flags, e.g. "--config x.yaml"), BENCH_PGWARD_NODE_ARGS
+ * (Node options for the pgward processes, e.g. "--single-threaded-gc"). A target that cannot
+ * start or run is reported as "failed: reason" in its rows; the other targets still run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
