@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { catchError, throwError, type Subscription } from 'rxjs';
+import type { Subscription } from 'rxjs';
 import {
   asPgError,
   backendMessage,
@@ -15,7 +15,7 @@ import {
 import { buildChain } from './chain.js';
 import type { Middleware } from './middleware.js';
 import type { Session } from './session.js';
-import { fromSocket, SocketSink, type Frame } from './socket-io.js';
+import { fromSocket, SocketSink, type ChunkBatch, type Frame } from './socket-io.js';
 
 const TERMINATE = 'X'.charCodeAt(0);
 const ERROR_RESPONSE = 'E'.charCodeAt(0);
@@ -85,6 +85,17 @@ export function relay(
     },
   });
 
+  // Everything one chunk from either side makes the chain write leaves at the chunk's end.
+  const batch: ChunkBatch = {
+    begin() {
+      clientSink.hold();
+      backendSink.hold();
+    },
+    end() {
+      clientSink.release();
+      backendSink.release();
+    },
+  };
   const fromClient$ = fromSocket(
     client.socket,
     client.framer,
@@ -92,7 +103,7 @@ export function relay(
       state.fromClient(code);
       return frontendMessage(code, raw);
     },
-    client.leftover,
+    { leftover: client.leftover, batch },
   );
   // Failures of the backend connection itself are told apart from middleware errors downstream.
   const decodeBackend = observer
@@ -102,9 +113,11 @@ export function relay(
         return m;
       }
     : backendMessage;
-  const fromBackend$ = fromSocket(backend.socket, backend.framer, decodeBackend, backend.leftover).pipe(
-    catchError((err: unknown) => throwError(() => new BackendFailure(err))),
-  );
+  const fromBackend$ = fromSocket(backend.socket, backend.framer, decodeBackend, {
+    leftover: backend.leftover,
+    batch,
+    failure: (err) => new BackendFailure(err),
+  });
 
   return new Promise<RelayEnd>((resolve) => {
     let done = false;

@@ -13,29 +13,47 @@ export class ConnectionClosed extends PgError {
   }
 }
 
+/** Brackets the handling of one incoming chunk, e.g. to write what it produced in one go. */
+export interface ChunkBatch {
+  begin(): void;
+  end(): void;
+}
+
+export interface FromSocketOptions {
+  /** Frames read ahead during startup, emitted first. */
+  leftover?: readonly Frame[];
+  /** Called around the emissions of each chunk, also when the chunk fails to frame. */
+  batch?: ChunkBatch;
+  /** Wraps socket and framing errors (so consumers can tell this source's failures apart). */
+  failure?: (err: unknown) => unknown;
+}
+
 /**
  * Messages read from a socket as an Observable, one emission per message, all the messages of one
- * chunk emitted synchronously in a row (so a batching sink sees them in one tick).
+ * chunk emitted synchronously in a row (so a batching sink sees them in one go).
  * Completes on EOF, errors on socket errors and protocol violations; unsubscribing removes every
- * listener it added. `leftover` frames (read during startup by a FrameReader) are emitted first.
+ * listener it added.
  */
 export function fromSocket<M>(
   socket: Duplex,
   framer: Framer,
   wrap: (code: number, raw: Buffer) => M,
-  leftover: readonly Frame[] = [],
+  { leftover = [], batch, failure }: FromSocketOptions = {},
 ): Observable<M> {
   return new Observable<M>((subscriber) => {
     const sink = (code: number, raw: Buffer) => subscriber.next(wrap(code, raw));
+    const fail = (err: unknown) => subscriber.error(failure ? failure(err) : err);
     const onData = (chunk: Buffer) => {
+      batch?.begin();
       try {
         framer.push(chunk, sink);
       } catch (err) {
-        subscriber.error(err);
+        fail(err);
+      } finally {
+        batch?.end();
       }
     };
     const onEnd = () => subscriber.complete();
-    const onError = (err: Error) => subscriber.error(err);
     const onClose = () => subscriber.complete();
     for (const f of leftover) {
       if (subscriber.closed) break;
@@ -47,28 +65,31 @@ export function fromSocket<M>(
     }
     socket.on('data', onData);
     socket.on('end', onEnd);
-    socket.on('error', onError);
+    socket.on('error', fail);
     socket.on('close', onClose);
     socket.resume();
     return () => {
       socket.off('data', onData);
       socket.off('end', onEnd);
-      socket.off('error', onError);
+      socket.off('error', fail);
       socket.off('close', onClose);
     };
   });
 }
 
 /**
- * Collects outgoing messages and writes them once per tick through cork/uncork, so everything one
- * incoming chunk produced leaves in a single writev. When the socket's buffer is full it pauses
- * `feeder` (the socket whose data is being written here) until 'drain'.
+ * Collects outgoing messages and writes them together, so everything one incoming chunk produced
+ * leaves in a single write (or writev): while held (`hold`/`release`, around the handling of a
+ * chunk) writes only queue and the release flushes; a write outside any hold is flushed in a
+ * microtask. When the socket's buffer is full it pauses `feeder` (the socket whose data is being
+ * written here) until 'drain'.
  */
 export class SocketSink {
   private pending: Buffer[] = [];
   /** Bytes that directly follow the last pending buffer in memory and join it at flush. */
   private tailExtra = 0;
   private scheduled = false;
+  private held = 0;
   private paused = false;
   bytesWritten = 0;
 
@@ -92,10 +113,19 @@ export class SocketSink {
       this.joinTail();
     }
     this.pending.push(raw);
-    if (!this.scheduled) {
+    if (this.held === 0 && !this.scheduled) {
       this.scheduled = true;
       queueMicrotask(this.flush);
     }
+  }
+
+  /** Queues writes until the matching `release`. */
+  hold(): void {
+    this.held++;
+  }
+
+  release(): void {
+    if (--this.held === 0 && this.pending.length > 0) this.flush();
   }
 
   private joinTail(): void {

@@ -45,6 +45,33 @@ describe('SocketSink', () => {
     assert.equal(writes[0]!.buffer, chunk.buffer, 'the joined write is a view, not a copy');
   });
 
+  it('queues writes while held and writes them at release, without waiting for a microtask', async () => {
+    const writes: Buffer[] = [];
+    const fake = new PassThrough();
+    const origWrite = fake.write.bind(fake);
+    fake.write = ((chunk: Buffer, ...rest: never[]) => {
+      writes.push(Buffer.from(chunk));
+      return origWrite(chunk, ...rest);
+    }) as typeof fake.write;
+    const sink = new SocketSink(fake);
+    sink.hold();
+    sink.hold(); // nested holds: only the outermost release writes
+    const chunk = Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]);
+    new Framer().push(chunk, (_c, raw) => sink.write(raw));
+    sink.release();
+    assert.equal(writes.length, 0, 'still held by the outer hold');
+    sink.release();
+    assert.equal(writes.length, 1, 'written synchronously at the last release, in one write');
+    assert.deepEqual(writes[0], chunk);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(writes.length, 1, 'the release left nothing for a later flush');
+
+    sink.write(be.readyForQuery('T').raw); // outside a hold: flushed in a microtask
+    assert.equal(writes.length, 1);
+    await Promise.resolve();
+    assert.equal(writes.length, 2);
+  });
+
   it('pauses the feeding socket while the destination is full and resumes on drain', async () => {
     const out = await socketPair();
     const feed = await socketPair();
@@ -89,6 +116,39 @@ describe('fromSocket', () => {
       const got = await received;
       assert.deepEqual(got.map((m) => m.type), ['ParameterStatus', 'CommandComplete', 'ReadyForQuery']);
       assert.equal(b.listenerCount('data'), 0, 'listeners removed on completion');
+    } finally {
+      close();
+    }
+  });
+
+  it('brackets the emissions of each chunk with the batch, also a chunk that fails to frame', async () => {
+    const { a, b, close } = await socketPair();
+    try {
+      const events: string[] = [];
+      const batch = { begin: () => events.push('begin'), end: () => events.push('end') };
+      const source = fromSocket(b, new Framer(), backendMessage, { batch });
+      const done = new Promise<unknown>((resolve) =>
+        source.subscribe({ next: (m) => events.push(m.type), error: resolve, complete: () => resolve('complete') }),
+      );
+      a.write(Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]));
+      while (!events.includes('end')) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(events, ['begin', 'CommandComplete', 'ReadyForQuery', 'end']);
+      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
+      const err = (await done) as { sqlstate?: string };
+      assert.equal(err.sqlstate, '08P01');
+      assert.deepEqual(events.slice(4), ['begin', 'end']);
+    } finally {
+      close();
+    }
+  });
+
+  it('passes socket and framing errors through `failure`', async () => {
+    const { a, b, close } = await socketPair();
+    try {
+      const wrapped = (err: unknown) => ({ wrapped: err });
+      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage, { failure: wrapped }));
+      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
+      await assert.rejects(received, (e: { wrapped?: { sqlstate?: string } }) => e.wrapped?.sqlstate === '08P01');
     } finally {
       close();
     }
