@@ -2,9 +2,11 @@
  * pgbench through pgward versus a direct connection (and PgBouncer in session mode when
  * installed), on a throw-away cluster. `pgward-traced` is pgward with tracing on, every session
  * sampled, exporting OTLP/HTTP to a sink in this process, so its row shows what tracing costs.
+ * `node-pipe` is a bare Node proxy (socket.pipe both ways): the floor for any proxy built on
+ * Node's sockets, so pgward's own cost is its distance from that row.
  * `npm run bench`; quick try:
  *   BENCH_SECONDS=3 BENCH_CLIENTS=8 BENCH_TARGETS=direct,pgward npm run bench
- * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,pgward,pgward-traced,pgbouncer),
+ * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,node-pipe,pgward,pgward-traced,pgbouncer),
  * BENCH_SCRIPTS (select-only,tpcb-like), BENCH_SCALE (10). For investigating: BENCH_RATE (pgbench
  * -R, a fixed total TPS, to compare proxy CPU per transaction on a machine that is not saturated),
  * BENCH_PGWARD_ARGS (more `pgward start` flags, e.g. "--config x.yaml"), BENCH_PGWARD_NODE_ARGS
@@ -22,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { PgCluster, pgBinDir, serverOsUser, whichExecutable } from '../test/helpers/pg-cluster.js';
 import { freePort } from '../test/helpers/ports.js';
 
-const TARGETS = ['direct', 'pgward', 'pgward-traced', 'pgbouncer'] as const;
+const TARGETS = ['direct', 'node-pipe', 'pgward', 'pgward-traced', 'pgbouncer'] as const;
 type TargetName = (typeof TARGETS)[number];
 
 /** `-S` is pgbench's built-in select-only script; no flag means the TPC-B-like default. */
@@ -182,6 +184,8 @@ function startTarget(name: TargetName, cluster: PgCluster, config: BenchConfig):
   switch (name) {
     case 'direct':
       return Promise.resolve({ port: cluster.port, [Symbol.asyncDispose]: async () => {} });
+    case 'node-pipe':
+      return startNodePipe(cluster);
     case 'pgward':
       return startPgward(cluster, config);
     case 'pgward-traced':
@@ -202,6 +206,25 @@ async function startPgward(cluster: PgCluster, config: BenchConfig, env: NodeJS.
     '--insecure',
   ], { cwd: repoRoot, env });
   return serviceTarget(service, port, 'pgward');
+}
+
+/**
+ * The floor for any proxy written on Node's streams: each client socket piped to a backend socket
+ * and back, no protocol awareness at all. What pgward costs above this row is its own work.
+ */
+async function startNodePipe(cluster: PgCluster): Promise<Target> {
+  const port = await freePort();
+  const script = `
+    const net = require('node:net');
+    net.createServer({ noDelay: true }, (client) => {
+      const backend = net.connect({ host: '127.0.0.1', port: ${cluster.port}, noDelay: true });
+      client.pipe(backend).pipe(client);
+      const close = () => { client.destroy(); backend.destroy(); };
+      client.on('error', close).on('close', close);
+      backend.on('error', close).on('close', close);
+    }).listen(${port}, '127.0.0.1');`;
+  const service = spawnService(process.execPath, ['-e', script], { cwd: repoRoot });
+  return serviceTarget(service, port, 'node-pipe');
 }
 
 /**
