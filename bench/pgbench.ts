@@ -7,7 +7,8 @@
  * `npm run bench`; quick try:
  *   BENCH_SECONDS=3 BENCH_CLIENTS=8 BENCH_TARGETS=direct,pgward npm run bench
  * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,node-pipe,pgward,pgward-traced,pgbouncer),
- * BENCH_SCRIPTS (select-only,tpcb-like), BENCH_SCALE (10). For investigating: BENCH_RATE (pgbench
+ * BENCH_SCRIPTS (select-only,tpcb-like), BENCH_SCALE (10), BENCH_ROUNDS (1: each cell measured that
+ * many times, every target in turn, and the table shows medians). For investigating: BENCH_RATE (pgbench
  * -R, a fixed total TPS, to compare proxy CPU per transaction on a machine that is not saturated),
  * BENCH_PGWARD_ARGS (more `pgward start` flags, e.g. "--config x.yaml"), BENCH_PGWARD_NODE_ARGS
  * (Node options for the pgward processes, e.g. "--single-threaded-gc"). A target that cannot
@@ -43,6 +44,8 @@ interface BenchConfig {
   pgwardArgs: string[];
   /** pgbench `-R`: a fixed total rate, so CPU per transaction is compared without saturation. */
   rate?: number;
+  /** Times every cell is measured; the table shows each cell's median. */
+  rounds: number;
 }
 
 /** A server pgbench can be pointed at; `pid` is the proxy process whose CPU time we measure. */
@@ -55,6 +58,7 @@ interface Row {
   target: TargetName;
   script: string;
   clients: number;
+  round: number;
   tps?: number;
   /** Proxy CPU (user + system) per transaction, microseconds. */
   cpuUsPerTxn?: number;
@@ -78,9 +82,34 @@ async function main(): Promise<void> {
   if (init.code !== 0) throw new Error(`pgbench -i failed (${init.code}): ${lastLines(init.stderr, 5)}`);
 
   const rows: Row[] = [];
-  for (const name of config.targets) await benchTarget(name, cluster, pgbench, config, rows);
+  const targets = await startTargets(cluster, config, rows);
+  try {
+    // Cell by cell, every target in turn: the rows compared in a ratio are measured minutes apart
+    // at most, not a whole target's series apart, which on a shared machine drifts.
+    for (let round = 1; round <= config.rounds; round++) {
+      for (const script of config.scripts) {
+        for (const clients of config.clients) {
+          for (const [name, target] of targets) {
+            const row = await runOne(pgbench, target, { target: name, script: script.name, clients, round }, script.flags, config);
+            rows.push(row);
+            console.log(formatRow(row, directRow(rows, row)) + (config.rounds > 1 ? `  (round ${round})` : ''));
+          }
+        }
+      }
+    }
+  } finally {
+    for (const [name, target] of targets) {
+      try {
+        await target[Symbol.asyncDispose]();
+      } catch (err) {
+        console.log(`${name}: ${(err as Error).message}`);
+        process.exitCode = 1;
+      }
+    }
+  }
   console.log();
-  printTable(rows);
+  if (config.rounds > 1) console.log(`median of ${config.rounds} rounds per cell:`);
+  printTable(medians(rows));
 }
 
 function readConfig(): BenchConfig {
@@ -99,7 +128,8 @@ function readConfig(): BenchConfig {
   const pgwardNodeArgs = (process.env.BENCH_PGWARD_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const pgwardArgs = (process.env.BENCH_PGWARD_ARGS ?? '').split(' ').filter(Boolean);
   const rate = process.env.BENCH_RATE ? positiveInt(process.env.BENCH_RATE, 'BENCH_RATE') : undefined;
-  return { seconds, scale, clients, targets: targets as TargetName[], scripts, pgwardNodeArgs, pgwardArgs, rate };
+  const rounds = positiveInt(process.env.BENCH_ROUNDS ?? '1', 'BENCH_ROUNDS');
+  return { seconds, scale, clients, targets: targets as TargetName[], scripts, pgwardNodeArgs, pgwardArgs, rate, rounds };
 }
 
 function positiveInt(text: string, name: string): number {
@@ -109,30 +139,44 @@ function positiveInt(text: string, name: string): number {
 }
 
 /**
- * Appends one target's rows to `rows`, printing each as it completes; a target that fails to start
- * or dies midway yields failed rows instead of an exception.
+ * Starts every target; one that cannot start gets failed rows in `rows` for all its cells and is
+ * left out, so the others still run.
  */
-async function benchTarget(name: TargetName, cluster: PgCluster, pgbench: string, config: BenchConfig, rows: Row[]): Promise<void> {
-  try {
-    await using target = await startTarget(name, cluster, config);
-    for (const script of config.scripts) {
-      for (const clients of config.clients) {
-        const row = await runOne(pgbench, target, { target: name, script: script.name, clients }, script.flags, config);
-        rows.push(row);
-        console.log(formatRow(row, directRow(rows, row)));
+async function startTargets(cluster: PgCluster, config: BenchConfig, rows: Row[]): Promise<Map<TargetName, Target>> {
+  const started = new Map<TargetName, Target>();
+  for (const name of config.targets) {
+    try {
+      started.set(name, await startTarget(name, cluster, config));
+    } catch (err) {
+      const error = (err as Error).message.split('\n')[0] ?? String(err);
+      for (const script of config.scripts) {
+        for (const clients of config.clients) rows.push({ target: name, script: script.name, clients, round: 1, error });
       }
+      console.log(`${name}: failed: ${error}`);
     }
-  } catch (err) {
-    const error = (err as Error).message.split('\n')[0] ?? String(err);
-    for (const script of config.scripts) {
-      for (const clients of config.clients) {
-        if (!rows.some((r) => r.target === name && r.script === script.name && r.clients === clients)) {
-          rows.push({ target: name, script: script.name, clients, error });
-        }
-      }
-    }
-    console.log(`${name}: failed: ${error}`);
   }
+  return started;
+}
+
+/** One row per cell: the median TPS and CPU of the rounds that ran, else the first failure. */
+function medians(rows: readonly Row[]): Row[] {
+  const cells = new Map<string, Row[]>();
+  for (const row of rows) {
+    const key = `${row.target}\0${row.script}\0${row.clients}`;
+    cells.set(key, [...(cells.get(key) ?? []), row]);
+  }
+  return [...cells.values()].map((cell) => {
+    const ok = cell.filter((r) => r.error === undefined);
+    if (ok.length === 0) return cell[0]!;
+    const cpu = ok.map((r) => r.cpuUsPerTxn).filter((c): c is number => c !== undefined);
+    return { ...ok[0]!, round: 0, tps: median(ok.map((r) => r.tps!)), cpuUsPerTxn: cpu.length > 0 ? median(cpu) : undefined };
+  });
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 async function runOne(
@@ -485,7 +529,7 @@ function printTable(rows: readonly Row[]): void {
 }
 
 function directRow(rows: readonly Row[], row: Row): Row | undefined {
-  return rows.find((r) => r.target === 'direct' && r.script === row.script && r.clients === row.clients);
+  return rows.find((r) => r.target === 'direct' && r.script === row.script && r.clients === row.clients && r.round === row.round);
 }
 
 /** The most telling line of a dead process's output: the first error-looking one (a stack trace's message), else the last. */
