@@ -106,6 +106,8 @@ export async function sendCancel(target: BackendTarget, tls: boolean, key: Cance
     socket.once('close', () => resolve());
     socket.once('error', () => resolve());
     socket.end(encodeCancelRequest(key.processId, key.secretKey));
+    // The server answers by closing; reading is what sees that (a dialed socket may start paused).
+    socket.resume();
     setTimeout(() => {
       socket.destroy();
       resolve();

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { connectWithOwnReadBuffer } from '../pipeline/socket-io.js';
 import { encodeSSLRequest, PgError, SqlState } from '../protocol/index.js';
 import {
   describeTarget,
@@ -21,10 +22,14 @@ export function unreachable(target: BackendTarget, why: string, cause?: unknown)
   });
 }
 
-/** Opens a TCP connection, failing with 08001 after the target's connect timeout. */
-export function dialTcp(target: BackendTarget, signal?: AbortSignal): Promise<net.Socket> {
+/**
+ * Opens a TCP connection, failing with 08001 after the target's connect timeout. A connection
+ * that will stay plain (`plain`) reads into a buffer of its own, the cheaper path for the relay.
+ */
+export function dialTcp(target: BackendTarget, signal?: AbortSignal, plain = false): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
+    const options = { host: target.host, port: target.port, noDelay: true };
+    const socket = plain ? connectWithOwnReadBuffer(options) : net.connect(options);
     const timer = setTimeout(() => fail(new Error('timeout')), target.connectTimeoutMs);
     const onAbort = () => fail(new Error('aborted'));
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -107,8 +112,9 @@ function tlsOptions(target: BackendTarget, socket: net.Socket): tls.ConnectionOp
 
 /** Dials the backend and negotiates TLS as the target's sslmode asks. */
 export async function dialBackend(target: BackendTarget, signal?: AbortSignal): Promise<DialedBackend> {
-  const socket = await dialTcp(target, signal);
-  if (target.sslmode === 'disable' || target.sslmode === 'allow') return { socket, tls: false };
+  const plain = target.sslmode === 'disable' || target.sslmode === 'allow';
+  const socket = await dialTcp(target, signal, plain);
+  if (plain) return { socket, tls: false };
   try {
     socket.write(encodeSSLRequest());
     const answer = await readSslAnswer(socket, target);

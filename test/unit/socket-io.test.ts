@@ -3,7 +3,7 @@ import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { firstValueFrom, toArray } from 'rxjs';
-import { fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
+import { connectWithOwnReadBuffer, fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
 import { be, backendMessage, Framer } from '../../src/protocol/index.js';
 
 /** A connected pair of real loopback sockets. */
@@ -160,6 +160,95 @@ describe('fromSocket', () => {
       const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage).pipe(toArray()));
       a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
       await assert.rejects(received, (e: { sqlstate?: string }) => e.sqlstate === '08P01');
+    } finally {
+      close();
+    }
+  });
+});
+
+describe('connectWithOwnReadBuffer', () => {
+  /** A server whose accepted socket is handed to the test; the client dialled with own read buffers. */
+  async function ownBufferPair(): Promise<{ client: net.Socket; peer: net.Socket; close: () => void }> {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+    const client = connectWithOwnReadBuffer({ host: '127.0.0.1', port });
+    const peer = await accepted;
+    await new Promise((r) => (client.connecting ? client.once('connect', r) : r(undefined)));
+    return {
+      client,
+      peer,
+      close: () => {
+        client.destroy();
+        peer.destroy();
+        server.close();
+      },
+    };
+  }
+
+  it('reads nothing until resumed, then delivers what was sent meanwhile', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      peer.write('sent before anyone listened');
+      await new Promise((r) => setTimeout(r, 50));
+      const got: Buffer[] = [];
+      client.on('data', (c: Buffer) => got.push(c));
+      assert.equal(got.length, 0);
+      client.resume();
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(Buffer.concat(got).toString(), 'sent before anyone listened');
+    } finally {
+      close();
+    }
+  });
+
+  it('never overwrites a chunk it handed out, across many reads and fresh regions', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      const kept: { chunk: Buffer; copy: Buffer }[] = [];
+      let total = 0;
+      const want = 200;
+      const done = new Promise<void>((resolve) => {
+        client.on('data', (chunk: Buffer) => {
+          kept.push({ chunk, copy: Buffer.from(chunk) });
+          total += chunk.length;
+          if (total >= want * 1000) resolve();
+          else peer.write(Buffer.alloc(1000, kept.length % 251));
+        });
+      });
+      client.resume();
+      // One 1000-byte write at a time, each answered before the next: 200 reads, several regions.
+      peer.write(Buffer.alloc(1000, 0));
+      await done;
+      assert.ok(kept.length >= want / 2, `expected many separate reads, got ${kept.length}`);
+      for (const { chunk, copy } of kept) assert.ok(chunk.equals(copy), 'a chunk changed after it was handed out');
+    } finally {
+      close();
+    }
+  });
+
+  it('delivers a 1 MiB stream intact, with pause and resume for backpressure, then ends', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      const sent = Buffer.alloc(1024 * 1024);
+      for (let i = 0; i < sent.length; i++) sent[i] = (i * 7) & 0xff;
+      const got: Buffer[] = [];
+      let pauses = 0;
+      const ended = new Promise<void>((r) => client.once('end', r));
+      client.on('data', (c: Buffer) => {
+        got.push(c);
+        if (got.length % 8 === 0) {
+          pauses++;
+          client.pause();
+          setTimeout(() => client.resume(), 1);
+        }
+      });
+      client.resume();
+      peer.end(sent);
+      await ended;
+      assert.ok(pauses > 0);
+      assert.ok(Buffer.concat(got).equals(sent));
     } finally {
       close();
     }
