@@ -45,19 +45,21 @@ const MIN_READ = 2 * 1024;
  * reset is seen), before a reader resumes it.
  */
 export function connectWithOwnReadBuffer(options: Omit<net.TcpNetConnectOpts, 'onread'>): Socket {
-  let region = Buffer.allocUnsafeSlow(REGION_SIZE);
+  // Views are made from the ArrayBuffer directly: Buffer#subarray reads `.buffer`, a call into C++.
+  let region = new ArrayBuffer(REGION_SIZE);
   let used = 0;
   const onread: OnReadOpts = {
     buffer: () => {
       if (REGION_SIZE - used < MIN_READ) {
-        region = Buffer.allocUnsafeSlow(REGION_SIZE);
+        region = new ArrayBuffer(REGION_SIZE);
         used = 0;
       }
-      return region.subarray(used);
+      return new Uint8Array(region, used);
     },
-    callback: (n, buf) => {
+    callback: (n) => {
+      const chunk = Buffer.from(region, used, n);
       used += n;
-      socket.emit('data', (buf as Buffer).subarray(0, n));
+      socket.emit('data', chunk);
       return true;
     },
   };
