@@ -99,16 +99,16 @@ export function relay(
   const fromClient$ = fromSocket(
     client.socket,
     client.framer,
-    (code, raw) => {
+    (code, raw, chunk, offset) => {
       state.fromClient(code);
-      return frontendMessage(code, raw);
+      return frontendMessage(code, raw, chunk, offset);
     },
     { leftover: client.leftover, batch },
   );
   // Failures of the backend connection itself are told apart from middleware errors downstream.
   const decodeBackend = observer
-    ? (code: number, raw: Buffer) => {
-        const m = backendMessage(code, raw);
+    ? (code: number, raw: Buffer, chunk?: Buffer, offset?: number) => {
+        const m = backendMessage(code, raw, chunk, offset);
         observer.fromBackend(m);
         return m;
       }
@@ -184,7 +184,8 @@ export function relay(
               session.serverParams.set(name, value);
             }
             // Written before the state moves on: a close waiting for idle must follow this message.
-            clientSink.write(m.raw);
+            const read = m as ReadFrom;
+            clientSink.write(m.raw, read.chunk, read.offset);
             state.toClient(m.code, m.raw);
           },
           complete: () => backendGone(),
@@ -194,7 +195,8 @@ export function relay(
       subs.push(
         chain.toBackend$.subscribe({
           next: (m) => {
-            backendSink.write(m.raw);
+            const read = m as ReadFrom;
+            backendSink.write(m.raw, read.chunk, read.offset);
             observer?.toBackend(m);
             if (m.code === TERMINATE) terminating = true;
           },
@@ -207,6 +209,9 @@ export function relay(
     }
   });
 }
+
+/** Where a message read by the relay lies in its socket chunk (messages made elsewhere have no chunk). */
+type ReadFrom = { readonly chunk?: Buffer; readonly offset?: number };
 
 class BackendFailure extends Error {
   constructor(override readonly cause: unknown) {

@@ -77,11 +77,12 @@ export function connectWithOwnReadBuffer(options: Omit<net.TcpNetConnectOpts, 'o
 export function fromSocket<M>(
   socket: Duplex,
   framer: Framer,
-  wrap: (code: number, raw: Buffer) => M,
+  wrap: (code: number, raw: Buffer, chunk?: Buffer, offset?: number) => M,
   { leftover = [], batch, failure }: FromSocketOptions = {},
 ): Observable<M> {
   return new Observable<M>((subscriber) => {
-    const sink = (code: number, raw: Buffer) => subscriber.next(wrap(code, raw));
+    const sink = (code: number, raw: Buffer, chunk?: Buffer, offset?: number) =>
+      subscriber.next(wrap(code, raw, chunk, offset));
     const fail = (err: unknown) => subscriber.error(failure ? failure(err) : err);
     const onData = (chunk: Buffer) => {
       batch?.begin();
@@ -126,8 +127,13 @@ export function fromSocket<M>(
  */
 export class SocketSink {
   private pending: Buffer[] = [];
-  /** Bytes that directly follow the last pending buffer in memory and join it at flush. */
-  private tailExtra = 0;
+  /**
+   * A run of frames that lie side by side in one read chunk (`run[runStart, runEnd)`), written as
+   * one range: a relayed chunk whose messages all pass untouched leaves as that very chunk.
+   */
+  private run: Buffer | undefined = undefined;
+  private runStart = 0;
+  private runEnd = 0;
   private scheduled = false;
   private held = 0;
   private paused = false;
@@ -140,19 +146,23 @@ export class SocketSink {
     socket.on('drain', this.onDrain);
   }
 
-  write(raw: Buffer): void {
-    const n = this.pending.length;
-    if (n > 0) {
-      // Untouched messages of one chunk lie side by side: extend the last view instead of
-      // queueing another buffer, so a relayed chunk usually leaves as a single write.
-      const last = this.pending[n - 1]!;
-      if (raw.buffer === last.buffer && last.byteOffset + last.length + this.tailExtra === raw.byteOffset) {
-        this.tailExtra += raw.length;
-        return;
-      }
-      this.joinTail();
+  /**
+   * Queues `raw`. When it was read from `chunk` at `offset` (as the framer reports), it joins the
+   * run it directly follows instead of becoming a buffer of its own.
+   */
+  write(raw: Buffer, chunk?: Buffer, offset = 0): void {
+    if (chunk !== undefined && chunk === this.run && offset === this.runEnd) {
+      this.runEnd += raw.length;
+      return;
     }
-    this.pending.push(raw);
+    this.endRun();
+    if (chunk !== undefined) {
+      this.run = chunk;
+      this.runStart = offset;
+      this.runEnd = offset + raw.length;
+    } else {
+      this.pending.push(raw);
+    }
     if (this.held === 0 && !this.scheduled) {
       this.scheduled = true;
       queueMicrotask(this.flush);
@@ -165,21 +175,20 @@ export class SocketSink {
   }
 
   release(): void {
-    if (--this.held === 0 && this.pending.length > 0) this.flush();
+    if (--this.held === 0 && (this.pending.length > 0 || this.run !== undefined)) this.flush();
   }
 
-  private joinTail(): void {
-    if (this.tailExtra === 0) return;
-    const i = this.pending.length - 1;
-    const last = this.pending[i]!;
-    this.pending[i] = Buffer.from(last.buffer, last.byteOffset, last.length + this.tailExtra);
-    this.tailExtra = 0;
+  private endRun(): void {
+    const run = this.run;
+    if (run === undefined) return;
+    this.pending.push(this.runStart === 0 && this.runEnd === run.length ? run : run.subarray(this.runStart, this.runEnd));
+    this.run = undefined;
   }
 
   /** Writes everything queued now (used before closing a socket). */
   readonly flush = (): void => {
     this.scheduled = false;
-    this.joinTail();
+    this.endRun();
     const list = this.pending;
     this.pending = [];
     if (list.length === 0 || this.socket.destroyed || this.socket.writableEnded) return;

@@ -146,8 +146,8 @@ export type BackendMessage = MessageOf<Specs[BackendType]> | Message<'Unknown', 
 const lookup = indexByCode(BackendSpecs);
 
 /** Wraps a framed server message; nothing is decoded until `body()` is called. */
-export function backendMessage(code: number, raw: Buffer): BackendMessage {
-  return new LazyMessage(lookup(code), raw) as BackendMessage;
+export function backendMessage(code: number, raw: Buffer, chunk?: Buffer, offset?: number): BackendMessage {
+  return new LazyMessage(lookup(code), raw, undefined, chunk, offset) as BackendMessage;
 }
 
 /** Transaction status straight from a ReadyForQuery frame, without allocating a body. */

@@ -10,7 +10,12 @@ export const Limits = {
 /** Code given to untyped startup-phase packets, which carry no type byte. */
 export const UNTYPED = -1;
 
-export type FrameSink = (code: number, raw: Buffer) => void;
+/**
+ * Receives one frame. A frame cut from the chunk being pushed also gets that chunk and its offset
+ * in it (`raw` is `chunk[offset, offset + raw.length)`), so untouched neighbours can be written
+ * back as one range; a frame assembled across chunks gets neither.
+ */
+export type FrameSink = (code: number, raw: Buffer, chunk?: Buffer, offset?: number) => void;
 
 /**
  * Splits a byte stream into whole protocol messages. A frame is handed out as a view of the
@@ -82,8 +87,9 @@ export class Framer {
       }
       const code = this.untyped ? UNTYPED : chunk[off]!;
       const raw = chunk.subarray(off, off + total);
+      const at = off;
       off += total;
-      sink(code, raw);
+      sink(code, raw, chunk, at);
     }
     if (off < end) this.head = Buffer.from(chunk.subarray(off));
   }

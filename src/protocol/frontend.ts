@@ -61,8 +61,8 @@ export type FrontendMessage = MessageOf<Specs[FrontendType]> | Message<'Unknown'
 const lookup = indexByCode(FrontendSpecs);
 
 /** Wraps a framed client message; nothing is decoded until `body()` is called. */
-export function frontendMessage(code: number, raw: Buffer): FrontendMessage {
-  return new LazyMessage(lookup(code), raw) as FrontendMessage;
+export function frontendMessage(code: number, raw: Buffer, chunk?: Buffer, offset?: number): FrontendMessage {
+  return new LazyMessage(lookup(code), raw, undefined, chunk, offset) as FrontendMessage;
 }
 
 function readInt16List(r: PayloadReader): number[] {

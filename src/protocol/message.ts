@@ -33,6 +33,10 @@ export class LazyMessage<T extends string, B> implements Message<T, B> {
     private readonly spec: MessageSpec<T, B>,
     readonly raw: Buffer,
     decoded?: B,
+    /** The socket chunk this message was read from, if it lies within one (see `FrameSink`). */
+    readonly chunk?: Buffer,
+    /** Where `raw` starts in `chunk`. */
+    readonly offset = 0,
   ) {
     if (decoded !== undefined) this.cached = decoded;
   }

@@ -27,7 +27,7 @@ async function socketPair(): Promise<{ a: net.Socket; b: net.Socket; close: () =
 }
 
 describe('SocketSink', () => {
-  it('joins messages that are adjacent in memory into one write', () => {
+  it('writes frames that follow each other in one read chunk as one range of it', () => {
     const writes: Buffer[] = [];
     const fake = new PassThrough();
     const origWrite = fake.write.bind(fake);
@@ -36,13 +36,51 @@ describe('SocketSink', () => {
       return origWrite(chunk, ...rest);
     }) as typeof fake.write;
     const sink = new SocketSink(fake);
-    const chunk = Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]);
-    new Framer().push(chunk, (_c, raw) => sink.write(raw));
-    sink.write(be.readyForQuery('T').raw); // not adjacent: a second buffer
+    const parts = [be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw, be.readyForQuery('T').raw];
+    const chunk = Buffer.concat(parts);
+    const frames: { raw: Buffer; chunk?: Buffer; offset?: number }[] = [];
+    new Framer().push(chunk, (_c, raw, ch, offset) => frames.push({ raw, chunk: ch, offset }));
+    assert.equal(frames.length, 3);
+    assert.deepEqual(
+      frames.map((f) => [f.chunk === chunk, f.offset]),
+      [
+        [true, 0],
+        [true, parts[0]!.length],
+        [true, parts[0]!.length + parts[1]!.length],
+      ],
+    );
+
+    // All three in order: the chunk itself leaves, in one write.
+    for (const f of frames) sink.write(f.raw, f.chunk, f.offset);
+    sink.flush();
+    assert.equal(writes.length, 1);
+    assert.equal(writes[0], chunk, 'the read chunk itself, not a copy or a new view');
+
+    // The middle one replaced by a message of its own: three writes, in order, views of the chunk.
+    writes.length = 0;
+    const replacement = be.readyForQuery('E').raw;
+    sink.write(frames[0]!.raw, frames[0]!.chunk, frames[0]!.offset);
+    sink.write(replacement);
+    sink.write(frames[2]!.raw, frames[2]!.chunk, frames[2]!.offset);
+    sink.flush();
+    assert.deepEqual(writes, [parts[0], replacement, parts[2]]);
+    assert.equal(writes[0]!.buffer, chunk.buffer, 'a part of the chunk is a view, not a copy');
+
+    // A frame dropped in between: the two around it are not adjacent, so two writes.
+    writes.length = 0;
+    sink.write(frames[0]!.raw, frames[0]!.chunk, frames[0]!.offset);
+    sink.write(frames[2]!.raw, frames[2]!.chunk, frames[2]!.offset);
+    sink.flush();
+    assert.deepEqual(writes, [parts[0], parts[2]]);
+
+    // Same bytes at the same offsets in another buffer are not the same chunk.
+    writes.length = 0;
+    const twin = Buffer.from(chunk);
+    sink.write(frames[0]!.raw, frames[0]!.chunk, frames[0]!.offset);
+    sink.write(twin.subarray(parts[0]!.length, parts[0]!.length + parts[1]!.length), twin, parts[0]!.length);
     sink.flush();
     assert.equal(writes.length, 2);
-    assert.deepEqual(writes[0], chunk);
-    assert.equal(writes[0]!.buffer, chunk.buffer, 'the joined write is a view, not a copy');
+    assert.equal(writes[1]!.buffer, twin.buffer);
   });
 
   it('queues writes while held and writes them at release, without waiting for a microtask', async () => {
@@ -57,7 +95,7 @@ describe('SocketSink', () => {
     sink.hold();
     sink.hold(); // nested holds: only the outermost release writes
     const chunk = Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]);
-    new Framer().push(chunk, (_c, raw) => sink.write(raw));
+    new Framer().push(chunk, (_c, raw, ch, offset) => sink.write(raw, ch, offset));
     sink.release();
     assert.equal(writes.length, 0, 'still held by the outer hold');
     sink.release();
