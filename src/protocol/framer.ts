@@ -76,6 +76,10 @@ export class Framer {
   private scan(chunk: Buffer, start: number, sink: FrameSink): void {
     let off = start;
     const end = chunk.length;
+    // Frames are made from the ArrayBuffer, read once per chunk: Buffer#subarray reads `.buffer`
+    // (a call into C++) for every frame.
+    let memory: ArrayBufferLike | undefined;
+    let base = 0;
     for (;;) {
       const headerSize = this.untyped ? 4 : 5;
       if (end - off < headerSize) break;
@@ -86,7 +90,11 @@ export class Framer {
         return;
       }
       const code = this.untyped ? UNTYPED : chunk[off]!;
-      const raw = chunk.subarray(off, off + total);
+      if (memory === undefined) {
+        memory = chunk.buffer;
+        base = chunk.byteOffset;
+      }
+      const raw = Buffer.from(memory, base + off, total);
       const at = off;
       off += total;
       sink(code, raw, chunk, at);
