@@ -108,11 +108,22 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     buckets: [...DURATION_BUCKETS],
     registers,
   });
+  // Counted in plain numbers per statement and handed to prom-client at scrape time: its `inc`
+  // with a label set hashes the labels on every call (~0.25 µs, once per statement).
+  const unpublishedQueries = { ok: 0, error: 0 };
   const queries = new Counter({
     name: 'pgward_queries_total',
     help: 'Statements relayed, by result.',
     labelNames: ['result'] as const,
     registers,
+    collect() {
+      for (const result of ['ok', 'error'] as const) {
+        const n = unpublishedQueries[result];
+        if (n === 0) continue;
+        unpublishedQueries[result] = 0;
+        queries.inc({ result }, n);
+      }
+    },
   });
   const queryDuration = new Histogram({
     name: 'pgward_query_duration_seconds',
@@ -197,7 +208,8 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       }),
     backendConnected: (seconds) => backendConnect.observe(seconds),
     query: (seconds, ok) => {
-      queries.inc({ result: ok ? 'ok' : 'error' });
+      if (ok) unpublishedQueries.ok++;
+      else unpublishedQueries.error++;
       queryDuration.observe(seconds);
     },
     trackBytes: (counts) => {

@@ -116,8 +116,13 @@ describe('createMetrics', () => {
     // counts never make the counter go back; draining goes back to 0.
     live.bytesToBackend = 30;
     m.setDraining(false);
+    m.query(0.001, true);
     const t = await scrape(m);
     assert.equal(value(t, 'pgward_bytes_total', { direction: 'client_to_backend' }), 130);
+    // Statements counted between scrapes are added once, not again at every scrape.
+    assert.equal(value(t, 'pgward_queries_total', { result: 'ok' }), 3);
+    assert.equal(value(t, 'pgward_queries_total', { result: 'error' }), 1);
+    assert.equal(value(await scrape(m), 'pgward_queries_total', { result: 'ok' }), 3);
     assert.equal(value(t, 'pgward_draining'), 0);
     live.bytesToClient = 5000;
     doneLive();
