@@ -59,10 +59,12 @@ describe('several instances as peers (two real pgward processes)', () => {
 
         // The real key through instance 2 cancels the statement running through instance 1.
         const long = client.query('select pg_sleep(30)');
+        // Handled from the start: the cancel may land before the helper sees its connection close.
+        const cancelled = assert.rejects(long, (e: Error & { code?: string }) => e.code === '57014');
         await until(async () => (await cluster.sql("select count(*)::int as n from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'")).rows[0].n === 1, 5000, 'the long sleep to start');
         const started = Date.now();
         await sendCancel(two.port, processID, key);
-        await assert.rejects(long, (e: Error & { code?: string }) => e.code === '57014');
+        await cancelled;
         assert.ok(Date.now() - started < 10_000, 'cancelled well before the sleep would end');
         await until(async () => (await scrapeMetric(await metricsOf(two), 'pgward_cancel_requests_total', { result: 'peer' })) === 1, 5000, 'instance 2 to count the forwarded cancel');
         assert.equal(await scrapeMetric(await metricsOf(one), 'pgward_cancel_requests_total', { result: 'from_peer' }), 1);
