@@ -1,3 +1,5 @@
+// The global `Buffer` is an accessor on globalThis: a getter call on every use.
+import { Buffer } from 'node:buffer';
 import net, { type OnReadOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Observable } from 'rxjs';

@@ -1,3 +1,5 @@
+// The global `Buffer` is an accessor on globalThis: a getter call on every use in a hot loop.
+import { Buffer } from 'node:buffer';
 import { protocolViolation } from './errors.js';
 
 /** Length limits (value of the length field, which counts itself) per phase, from the issue. */
@@ -105,13 +107,13 @@ export class Framer {
   /** Size of the whole frame (header included) starting at `off`, validated against limits. */
   private frameSize(buf: Buffer, off: number): number {
     if (this.untyped) {
-      const len = buf.readInt32BE(off);
+      const len = int32At(buf, off);
       if (len < 8 || len > this.maxLength) {
         throw protocolViolation(`invalid startup packet length ${len}`);
       }
       return len;
     }
-    const len = buf.readInt32BE(off + 1);
+    const len = int32At(buf, off + 1);
     if (len < 4 || len > this.maxLength) {
       const code = String.fromCharCode(buf[off]!);
       throw protocolViolation(`invalid message length ${len} for message type "${code}"`);
@@ -155,4 +157,9 @@ export class Framer {
     this.filled = 0;
     return Buffer.concat(parts);
   }
+}
+
+/** A big-endian int32 at `off` (which the caller has checked is in range), without Buffer#readInt32BE's argument checks. */
+function int32At(buf: Buffer, off: number): number {
+  return (buf[off]! << 24) | (buf[off + 1]! << 16) | (buf[off + 2]! << 8) | buf[off + 3]!;
 }
