@@ -10,6 +10,7 @@ import {
   SqlState,
   type BackendMessage,
   type Framer,
+  type FrameSink,
   type FrontendMessage,
 } from '../protocol/index.js';
 import { buildChain } from './chain.js';
@@ -106,8 +107,8 @@ export function relay(
     { leftover: client.leftover, batch },
   );
   // Failures of the backend connection itself are told apart from middleware errors downstream.
-  const decodeBackend = observer
-    ? (code: number, raw: Buffer, chunk?: Buffer, offset?: number) => {
+  const decodeBackend: (...frame: Parameters<FrameSink>) => BackendMessage = observer
+    ? (code, raw, chunk, offset) => {
         const m = backendMessage(code, raw, chunk, offset);
         observer.fromBackend(m);
         return m;

@@ -3,7 +3,7 @@ import { Buffer } from 'node:buffer';
 import net, { type OnReadOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Observable } from 'rxjs';
-import { Framer, PgError, SqlState } from '../protocol/index.js';
+import { Framer, PgError, SqlState, type FrameSink } from '../protocol/index.js';
 
 export interface Frame {
   code: number;
@@ -79,12 +79,11 @@ export function connectWithOwnReadBuffer(options: Omit<net.TcpNetConnectOpts, 'o
 export function fromSocket<M>(
   socket: Duplex,
   framer: Framer,
-  wrap: (code: number, raw: Buffer, chunk?: Buffer, offset?: number) => M,
+  wrap: (...frame: Parameters<FrameSink>) => M,
   { leftover = [], batch, failure }: FromSocketOptions = {},
 ): Observable<M> {
   return new Observable<M>((subscriber) => {
-    const sink = (code: number, raw: Buffer, chunk?: Buffer, offset?: number) =>
-      subscriber.next(wrap(code, raw, chunk, offset));
+    const sink: FrameSink = (code, raw, chunk, offset) => subscriber.next(wrap(code, raw, chunk, offset));
     const fail = (err: unknown) => subscriber.error(failure ? failure(err) : err);
     const onData = (chunk: Buffer) => {
       batch?.begin();
