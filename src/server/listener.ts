@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { be, PgError, SqlState } from '../protocol/index.js';
 import type { Session } from '../pipeline/index.js';
+import { adoptWithOwnReadBuffer } from '../pipeline/socket-io.js';
 import { handleConnection, type ConnectionDeps } from './connection.js';
 
 export interface ProxyServerOptions extends ConnectionDeps {
@@ -32,7 +33,10 @@ export class ProxyServer {
 
   constructor(private opts: ProxyServerOptions) {
     this.closed = new Promise((r) => (this.resolveClosed = r));
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    // Paused on connect so that nothing is read before the socket moves to its own read buffer.
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) =>
+      this.accept(adoptWithOwnReadBuffer(socket)),
+    );
     this.server.on('error', (err) => opts.log.error('listener error', { error: err.message }));
   }
 

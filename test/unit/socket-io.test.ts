@@ -3,7 +3,7 @@ import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { firstValueFrom, toArray } from 'rxjs';
-import { connectWithOwnReadBuffer, fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
+import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer, fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
 import { be, backendMessage, Framer } from '../../src/protocol/index.js';
 
 /** A connected pair of real loopback sockets. */
@@ -204,26 +204,103 @@ describe('fromSocket', () => {
   });
 });
 
-describe('connectWithOwnReadBuffer', () => {
-  /** A server whose accepted socket is handed to the test; the client dialled with own read buffers. */
-  async function ownBufferPair(): Promise<{ client: net.Socket; peer: net.Socket; close: () => void }> {
-    const server = net.createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as net.AddressInfo).port;
-    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-    const client = connectWithOwnReadBuffer({ host: '127.0.0.1', port });
-    const peer = await accepted;
-    await new Promise((r) => (client.connecting ? client.once('connect', r) : r(undefined)));
-    return {
-      client,
-      peer,
-      close: () => {
-        client.destroy();
-        peer.destroy();
-        server.close();
-      },
-    };
-  }
+interface OwnBufferPair {
+  /** The socket reading into its own regions. */
+  client: net.Socket;
+  /** The other end, an ordinary socket. */
+  peer: net.Socket;
+  close: () => void;
+}
+
+/** Dialled with `connectWithOwnReadBuffer`; the accepted end is the peer. */
+async function dialledPair(): Promise<OwnBufferPair> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = connectWithOwnReadBuffer({ host: '127.0.0.1', port });
+  const peer = await accepted;
+  await new Promise((r) => (client.connecting ? client.once('connect', r) : r(undefined)));
+  return {
+    client,
+    peer,
+    close: () => {
+      client.destroy();
+      peer.destroy();
+      server.close();
+    },
+  };
+}
+
+/** Accepted by a `pauseOnConnect` server and adopted with `adoptWithOwnReadBuffer`; the dialler is the peer. */
+async function acceptedPair(): Promise<OwnBufferPair> {
+  const server = net.createServer({ pauseOnConnect: true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', (s: net.Socket) => r(adoptWithOwnReadBuffer(s))));
+  const peer = net.connect(port, '127.0.0.1');
+  const client = await accepted;
+  await new Promise((r) => (peer.connecting ? peer.once('connect', r) : r(undefined)));
+  return {
+    client,
+    peer,
+    close: () => {
+      client.destroy();
+      peer.destroy();
+      server.close();
+    },
+  };
+}
+
+for (const [name, ownBufferPair] of [
+  ['connectWithOwnReadBuffer', dialledPair],
+  ['adoptWithOwnReadBuffer', acceptedPair],
+] as const) describe(name, () => {
+  it('reads into regions of its own, not buffers Node allocated per read', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      const chunks: Buffer[] = [];
+      const two = new Promise<void>((resolve) =>
+        client.on('data', (c: Buffer) => {
+          chunks.push(c);
+          if (chunks.length === 1) peer.write('second');
+          else resolve();
+        }),
+      );
+      client.resume();
+      peer.write('first');
+      await two;
+      // Node's own reads land in a fresh 64 KiB allocation each; ours follow one another in 16 KiB.
+      assert.equal(chunks[0]!.buffer.byteLength, 16 * 1024);
+      assert.equal(chunks[1]!.buffer, chunks[0]!.buffer);
+      assert.equal(chunks[1]!.byteOffset, chunks[0]!.byteOffset + chunks[0]!.length);
+      assert.equal(Buffer.concat(chunks).toString(), 'firstsecond');
+    } finally {
+      close();
+    }
+  });
+
+  it('writes, knows its peer, and closes like any socket', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      assert.equal(client.remotePort, peer.localPort);
+      assert.equal(client.remoteAddress, '127.0.0.1');
+      const echoed: Buffer[] = [];
+      peer.on('data', (c: Buffer) => echoed.push(c));
+      const peerEnded = new Promise((r) => peer.once('end', r));
+      client.on('data', (c: Buffer) => client.write(c));
+      client.resume();
+      peer.write('ping');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(Buffer.concat(echoed).toString(), 'ping');
+      const clientClosed = new Promise((r) => client.once('close', r));
+      peer.end();
+      await clientClosed;
+      await peerEnded;
+    } finally {
+      close();
+    }
+  });
 
   it('reads nothing until resumed, then delivers what was sent meanwhile', async () => {
     const { client, peer, close } = await ownBufferPair();
@@ -289,6 +366,27 @@ describe('connectWithOwnReadBuffer', () => {
       assert.ok(Buffer.concat(got).equals(sent));
     } finally {
       close();
+    }
+  });
+});
+
+describe('adoptWithOwnReadBuffer', () => {
+  it('leaves a socket that is already reading as it is', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+    const peer = net.connect(port, '127.0.0.1');
+    const socket = await accepted;
+    try {
+      assert.equal(adoptWithOwnReadBuffer(socket), socket);
+      const got = new Promise<Buffer>((r) => socket.once('data', r));
+      peer.write('still readable');
+      assert.equal((await got).toString(), 'still readable');
+    } finally {
+      peer.destroy();
+      socket.destroy();
+      server.close();
     }
   });
 });
