@@ -147,6 +147,15 @@ export function relay(
         backend.socket.destroy();
       }, CLOSE_GRACE_MS);
       timer.unref();
+      // Cleared as soon as both sides are closed: it holds the whole session until it fires.
+      let open = 2;
+      const closed = () => {
+        if (--open === 0) clearTimeout(timer);
+      };
+      for (const socket of [client.socket, backend.socket]) {
+        if (socket.destroyed) closed();
+        else socket.once('close', closed);
+      }
       for (const h of handlers) {
         try {
           h.onClose?.();

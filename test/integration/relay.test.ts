@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
@@ -194,5 +196,31 @@ describe('relay through pgward (passthrough) with real clients', () => {
     await other.end();
     const ended = logEvents(proxy.logs, 'session ended');
     assert.ok(ended.some((e) => e.reason === 'backend-eof'), 'the session end is logged with its reason');
+  });
+
+  it('lets go of an ended session at once, not only after the close grace period', async () => {
+    const sessions: WeakRef<object>[] = [];
+    // Handlers that hold their session context, as most middleware do.
+    const holder = {
+      name: 'holder',
+      session: (ctx: object) => {
+        sessions.push(new WeakRef(ctx));
+        return { onClose: () => void ctx };
+      },
+    };
+    await using watched = await startTestProxy(
+      ['--insecure', '--auth', 'passthrough', '--backend', cluster.url('postgres', undefined, 'postgres') + '?sslmode=disable'],
+      { middleware: [holder] },
+    );
+    const client = new pg.Client({ connectionString: watched.url('postgres') });
+    await client.connect();
+    assert.deepEqual((await client.query('select 1 as one')).rows, [{ one: 1 }]);
+    await client.end();
+    await until(() => logEvents(watched.logs, 'session ended').length === 1, 5000, 'the session to end');
+    assert.equal(sessions.length, 1);
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    // Sockets and everything of the session were kept for the whole grace period (5 s) before.
+    await until(() => (gc(), sessions[0]!.deref() === undefined), 2500, 'the ended session to be collected');
   });
 });
