@@ -100,16 +100,16 @@ export function relay(
   const fromClient$ = fromSocket(
     client.socket,
     client.framer,
-    (code, raw, chunk, offset) => {
+    (code, source, offset, length) => {
       state.fromClient(code);
-      return frontendMessage(code, raw, chunk, offset);
+      return frontendMessage(code, source, offset, length);
     },
     { leftover: client.leftover, batch },
   );
   // Failures of the backend connection itself are told apart from middleware errors downstream.
   const decodeBackend: (...frame: Parameters<FrameSink>) => BackendMessage = observer
-    ? (code, raw, chunk, offset) => {
-        const m = backendMessage(code, raw, chunk, offset);
+    ? (code, source, offset, length) => {
+        const m = backendMessage(code, source, offset, length);
         observer.fromBackend(m);
         return m;
       }
@@ -183,7 +183,7 @@ export function relay(
       handlers = chain.handlers;
       session.onCloseRequest((error) => finish('closed', error));
       session.onClientWriter((m) => {
-        if (!done) clientSink.write(m.raw);
+        if (!done) clientSink.writeMessage(m);
       });
       subs.push(
         chain.toClient$.subscribe({
@@ -194,9 +194,8 @@ export function relay(
               session.serverParams.set(name, value);
             }
             // Written before the state moves on: a close waiting for idle must follow this message.
-            const read = m as ReadFrom;
-            clientSink.write(m.raw, read.chunk, read.offset);
-            state.toClient(m.code, m.raw);
+            clientSink.writeMessage(m);
+            state.toClient(m);
           },
           complete: () => backendGone(),
           error: (err) => (err instanceof BackendFailure ? backendGone(err.cause) : finish('error', asPgError(err))),
@@ -205,8 +204,7 @@ export function relay(
       subs.push(
         chain.toBackend$.subscribe({
           next: (m) => {
-            const read = m as ReadFrom;
-            backendSink.write(m.raw, read.chunk, read.offset);
+            backendSink.writeMessage(m);
             observer?.toBackend(m);
             if (m.code === TERMINATE) terminating = true;
           },
@@ -219,9 +217,6 @@ export function relay(
     }
   });
 }
-
-/** Where a message read by the relay lies in its socket chunk (messages made elsewhere have no chunk). */
-type ReadFrom = { readonly chunk?: Buffer; readonly offset?: number };
 
 class BackendFailure extends Error {
   constructor(override readonly cause: unknown) {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readyStatus, type BackendMessage, type TransactionStatus, type PgError } from '../protocol/index.js';
+import { readyStatus, type BackendMessage, type Message, type TransactionStatus, type PgError } from '../protocol/index.js';
 import type { Endpoint, SessionContext, SessionLogger, SessionPhase, SessionState } from './middleware.js';
 
 const Q = 'Q'.charCodeAt(0);
@@ -27,9 +27,9 @@ export class SessionStateTracker implements SessionState {
   }
 
   /** Call for every message that reaches the client. */
-  toClient(code: number, raw: Buffer): void {
-    if (code !== Z) return;
-    this.transactionStatus = readyStatus(raw);
+  toClient(message: Pick<Message, 'code' | 'raw'>): void {
+    if (message.code !== Z) return;
+    this.transactionStatus = readyStatus(message.raw);
     if (this.unanswered > 0) this.unanswered--;
     if (this.idle && this.idleListeners.length > 0) {
       const listeners = this.idleListeners;

@@ -3,7 +3,7 @@ import { Buffer } from 'node:buffer';
 import net, { type OnReadOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Observable } from 'rxjs';
-import { Framer, PgError, SqlState, type FrameSink } from '../protocol/index.js';
+import { Framer, frameView, LazyMessage, PgError, SqlState, type FrameSink, type Message } from '../protocol/index.js';
 
 export interface Frame {
   code: number;
@@ -131,7 +131,7 @@ export function fromSocket<M>(
   { leftover = [], batch, failure }: FromSocketOptions = {},
 ): Observable<M> {
   return new Observable<M>((subscriber) => {
-    const sink: FrameSink = (code, raw, chunk, offset) => subscriber.next(wrap(code, raw, chunk, offset));
+    const sink: FrameSink = (code, source, offset, length) => subscriber.next(wrap(code, source, offset, length));
     const fail = (err: unknown) => subscriber.error(failure ? failure(err) : err);
     const onData = (chunk: Buffer) => {
       batch?.begin();
@@ -147,7 +147,7 @@ export function fromSocket<M>(
     const onClose = () => subscriber.complete();
     for (const f of leftover) {
       if (subscriber.closed) break;
-      sink(f.code, f.raw);
+      sink(f.code, f.raw, 0, f.raw.length);
     }
     if (socket.destroyed || socket.readableEnded) {
       subscriber.complete();
@@ -177,7 +177,7 @@ export function fromSocket<M>(
 export class SocketSink {
   private pending: Buffer[] = [];
   /**
-   * A run of frames that lie side by side in one read chunk (`run[runStart, runEnd)`), written as
+   * A run of messages that lie side by side in one buffer (`run[runStart, runEnd)`), written as
    * one range: a relayed chunk whose messages all pass untouched leaves as that very chunk.
    */
   private run: Buffer | undefined = undefined;
@@ -195,23 +195,25 @@ export class SocketSink {
     socket.on('drain', this.onDrain);
   }
 
+  /** Queues a message: the range it lies in when it knows one (see `LazyMessage`), else its bytes. */
+  writeMessage(m: Message): void {
+    if (m instanceof LazyMessage) this.write(m.source, m.offset, m.length);
+    else this.write(m.raw);
+  }
+
   /**
-   * Queues `raw`. When it was read from `chunk` at `offset` (as the framer reports), it joins the
-   * run it directly follows instead of becoming a buffer of its own.
+   * Queues `source[offset, offset + length)` (all of `source` by default). A range that directly
+   * follows the last one in the same buffer joins it instead of becoming a write of its own.
    */
-  write(raw: Buffer, chunk?: Buffer, offset = 0): void {
-    if (chunk !== undefined && chunk === this.run && offset === this.runEnd) {
-      this.runEnd += raw.length;
+  write(source: Buffer, offset = 0, length = source.length - offset): void {
+    if (source === this.run && offset === this.runEnd) {
+      this.runEnd += length;
       return;
     }
     this.endRun();
-    if (chunk !== undefined) {
-      this.run = chunk;
-      this.runStart = offset;
-      this.runEnd = offset + raw.length;
-    } else {
-      this.pending.push(raw);
-    }
+    this.run = source;
+    this.runStart = offset;
+    this.runEnd = offset + length;
     if (this.held === 0 && !this.scheduled) {
       this.scheduled = true;
       queueMicrotask(this.flush);
@@ -224,13 +226,13 @@ export class SocketSink {
   }
 
   release(): void {
-    if (--this.held === 0 && (this.pending.length > 0 || this.run !== undefined)) this.flush();
+    if (--this.held === 0 && this.run !== undefined) this.flush();
   }
 
   private endRun(): void {
     const run = this.run;
     if (run === undefined) return;
-    this.pending.push(this.runStart === 0 && this.runEnd === run.length ? run : run.subarray(this.runStart, this.runEnd));
+    this.pending.push(frameView(run, this.runStart, this.runEnd - this.runStart));
     this.run = undefined;
   }
 
@@ -287,8 +289,8 @@ export class FrameReader {
   private queue: Frame[] = [];
   private waiter: { resolve: (f: Frame) => void; reject: (e: unknown) => void } | null = null;
   private failure: unknown = null;
-  private readonly sink = (code: number, raw: Buffer) => {
-    this.queue.push({ code, raw });
+  private readonly sink: FrameSink = (code, source, offset, length) => {
+    this.queue.push({ code, raw: frameView(source, offset, length) });
   };
 
   constructor(

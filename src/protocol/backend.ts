@@ -145,9 +145,12 @@ export type BackendMessage = MessageOf<Specs[BackendType]> | Message<'Unknown', 
 
 const lookup = indexByCode(BackendSpecs);
 
-/** Wraps a framed server message; nothing is decoded until `body()` is called. */
-export function backendMessage(code: number, raw: Buffer, chunk?: Buffer, offset?: number): BackendMessage {
-  return new LazyMessage(lookup(code), raw, undefined, chunk, offset) as BackendMessage;
+/**
+ * Wraps a framed server message, `source[offset, offset + length)` (all of `source` by default);
+ * nothing is decoded until `body()` is called.
+ */
+export function backendMessage(code: number, source: Buffer, offset?: number, length?: number): BackendMessage {
+  return new LazyMessage(lookup(code), source, offset, length) as BackendMessage;
 }
 
 /** Transaction status straight from a ReadyForQuery frame, without allocating a body. */
@@ -159,7 +162,7 @@ function build<T extends BackendType>(type: T, body: BackendBody<T>, write: (w: 
   const s = BackendSpecs[type];
   const w = new MessageWriter(s.code);
   write(w);
-  return new LazyMessage(s, w.finish(), body) as unknown as Extract<BackendMessage, { type: T }>;
+  return new LazyMessage(s, w.finish(), 0, undefined, body) as unknown as Extract<BackendMessage, { type: T }>;
 }
 
 const AUTH_CODES = Object.fromEntries(Object.entries(AUTH_KINDS).map(([n, k]) => [k, Number(n)])) as Record<

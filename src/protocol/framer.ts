@@ -13,18 +13,24 @@ export const Limits = {
 export const UNTYPED = -1;
 
 /**
- * Receives one frame. A frame cut from the chunk being pushed also gets that chunk and its offset
- * in it (`raw` is `chunk[offset, offset + raw.length)`), so untouched neighbours can be written
- * back as one range; a frame assembled across chunks gets neither.
+ * Receives one frame, header included: `source[offset, offset + length)`. A frame that lies within
+ * the chunk being pushed is given as that chunk and a range of it, so that no view is made unless
+ * someone needs one and untouched neighbours can be written back as one range; a frame assembled
+ * across chunks is a buffer of its own (offset 0, its whole length).
  */
-export type FrameSink = (code: number, raw: Buffer, chunk?: Buffer, offset?: number) => void;
+export type FrameSink = (code: number, source: Buffer, offset: number, length: number) => void;
+
+/** A frame as a buffer of its own (a view, no copy). */
+export function frameView(source: Buffer, offset: number, length: number): Buffer {
+  return offset === 0 && length === source.length ? source : source.subarray(offset, offset + length);
+}
 
 /**
- * Splits a byte stream into whole protocol messages. A frame is handed out as a view of the
+ * Splits a byte stream into whole protocol messages. A frame is handed out as a range of the
  * incoming chunk (no copy) whenever it lies within one chunk; only a frame that spans chunks is
  * assembled into its own buffer, allocated once at its final size.
  *
- * `raw` always includes the header (type byte and length), so an untouched frame can be
+ * A frame always includes the header (type byte and length), so an untouched frame can be
  * forwarded as is.
  */
 export class Framer {
@@ -78,10 +84,6 @@ export class Framer {
   private scan(chunk: Buffer, start: number, sink: FrameSink): void {
     let off = start;
     const end = chunk.length;
-    // Frames are made from the ArrayBuffer, read once per chunk: Buffer#subarray reads `.buffer`
-    // (a call into C++) for every frame.
-    let memory: ArrayBufferLike | undefined;
-    let base = 0;
     for (;;) {
       const headerSize = this.untyped ? 4 : 5;
       if (end - off < headerSize) break;
@@ -92,14 +94,9 @@ export class Framer {
         return;
       }
       const code = this.untyped ? UNTYPED : chunk[off]!;
-      if (memory === undefined) {
-        memory = chunk.buffer;
-        base = chunk.byteOffset;
-      }
-      const raw = Buffer.from(memory, base + off, total);
       const at = off;
       off += total;
-      sink(code, raw, chunk, at);
+      sink(code, chunk, at, total);
     }
     if (off < end) this.head = Buffer.from(chunk.subarray(off));
   }
@@ -138,7 +135,7 @@ export class Framer {
     if (this.filled === partial.length) {
       this.partial = null;
       this.filled = 0;
-      sink(this.partialCode, partial);
+      sink(this.partialCode, partial, 0, partial.length);
       if (off < chunk.length) {
         this.scan(chunk, off, sink);
         return chunk.length;

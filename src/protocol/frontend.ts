@@ -60,9 +60,12 @@ export type FrontendMessage = MessageOf<Specs[FrontendType]> | Message<'Unknown'
 
 const lookup = indexByCode(FrontendSpecs);
 
-/** Wraps a framed client message; nothing is decoded until `body()` is called. */
-export function frontendMessage(code: number, raw: Buffer, chunk?: Buffer, offset?: number): FrontendMessage {
-  return new LazyMessage(lookup(code), raw, undefined, chunk, offset) as FrontendMessage;
+/**
+ * Wraps a framed client message, `source[offset, offset + length)` (all of `source` by default);
+ * nothing is decoded until `body()` is called.
+ */
+export function frontendMessage(code: number, source: Buffer, offset?: number, length?: number): FrontendMessage {
+  return new LazyMessage(lookup(code), source, offset, length) as FrontendMessage;
 }
 
 function readInt16List(r: PayloadReader): number[] {
@@ -94,7 +97,7 @@ function build<T extends FrontendType>(type: T, body: FrontendBody<T>, write: (w
   const s = FrontendSpecs[type];
   const w = new MessageWriter(s.code);
   write(w);
-  return new LazyMessage(s, w.finish(), body) as unknown as Extract<FrontendMessage, { type: T }>;
+  return new LazyMessage(s, w.finish(), 0, undefined, body) as unknown as Extract<FrontendMessage, { type: T }>;
 }
 
 function writeValues(w: MessageWriter, values: readonly (Buffer | null)[]): void {

@@ -1,5 +1,6 @@
 import { MalformedMessage, PayloadReader } from './buffer-writer.js';
 import { protocolViolation } from './errors.js';
+import { frameView } from './framer.js';
 
 /**
  * One protocol message as it travels through the pipeline: the raw bytes (a view of the socket
@@ -26,19 +27,29 @@ export interface MessageSpec<T extends string, B> {
 
 const NOT_DECODED = Symbol('not decoded');
 
+/**
+ * A message over a range of a buffer: the socket chunk it was read from (see `FrameSink`) or a
+ * buffer of its own. The relay writes the range; `raw` is made only when someone asks for it.
+ */
 export class LazyMessage<T extends string, B> implements Message<T, B> {
   private cached: B | typeof NOT_DECODED = NOT_DECODED;
+  private view: Buffer | undefined = undefined;
 
   constructor(
     private readonly spec: MessageSpec<T, B>,
-    readonly raw: Buffer,
-    decoded?: B,
-    /** The socket chunk this message was read from, if it lies within one (see `FrameSink`). */
-    readonly chunk?: Buffer,
-    /** Where `raw` starts in `chunk`. */
+    /** The buffer the message lies in. */
+    readonly source: Buffer,
+    /** Where the message starts in `source`. */
     readonly offset = 0,
+    /** Its length, header included. */
+    readonly length = source.length - offset,
+    decoded?: B,
   ) {
     if (decoded !== undefined) this.cached = decoded;
+  }
+
+  get raw(): Buffer {
+    return (this.view ??= frameView(this.source, this.offset, this.length));
   }
 
   get type(): T {

@@ -16,7 +16,9 @@ export class RawClient implements AsyncDisposable {
       this.raw.push(chunk);
       this.bytes += chunk.length;
       try {
-        this.framer.push(chunk, (code, raw) => this.messages.push(backendMessage(code, Buffer.from(raw))));
+        this.framer.push(chunk, (code, source, offset, length) =>
+          this.messages.push(backendMessage(code, Buffer.from(source.subarray(offset, offset + length)))),
+        );
       } catch {
         // single-byte answers (S/N) are not framed messages; tests read `raw` for those
       }

@@ -24,8 +24,8 @@ function readUntilReady(stream: net.Socket | tls.TLSSocket): Promise<BackendMess
     const framer = new Framer();
     const got: BackendMessage[] = [];
     stream.on('data', (chunk: Buffer) => {
-      framer.push(chunk, (code, raw) => {
-        const m = backendMessage(code, Buffer.from(raw));
+      framer.push(chunk, (code, source, offset, length) => {
+        const m = backendMessage(code, Buffer.from(source.subarray(offset, offset + length)));
         got.push(m);
         if (m.type === 'ReadyForQuery' || m.type === 'ErrorResponse') resolve(got);
       });

@@ -148,25 +148,25 @@ describe('session state', () => {
     assert.equal(s.idle, true);
     for (const c of ['P', 'B', 'E', 'S', 'P', 'B', 'E', 'S']) s.fromClient(code(c));
     assert.equal(s.unanswered, 2);
-    s.toClient(Z, be.readyForQuery('I').raw);
+    s.toClient(be.readyForQuery('I'));
     assert.equal(s.idle, false, 'one Sync still unanswered');
-    s.toClient(Z, be.readyForQuery('I').raw);
+    s.toClient(be.readyForQuery('I'));
     assert.equal(s.idle, true);
   });
 
   it('tracks the transaction status and calls whenIdle listeners when idle again', () => {
     const s = new SessionStateTracker();
     s.fromClient(code('Q'));
-    s.toClient(Z, be.readyForQuery('T').raw);
+    s.toClient(be.readyForQuery('T'));
     assert.equal(s.transactionStatus, 'T');
     let fired = 0;
     s.whenIdle(() => fired++);
     assert.equal(fired, 0);
     s.fromClient(code('Q'));
-    s.toClient(Z, be.readyForQuery('E').raw);
+    s.toClient(be.readyForQuery('E'));
     assert.equal(fired, 0, 'a failed transaction is not idle');
     s.fromClient(code('Q'));
-    s.toClient(Z, be.readyForQuery('I').raw);
+    s.toClient(be.readyForQuery('I'));
     assert.equal(fired, 1);
   });
 });

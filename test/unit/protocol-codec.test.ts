@@ -9,6 +9,7 @@ import {
   encodeStartupMessage,
   fe,
   Framer,
+  frameView,
   frontendMessage,
   Limits,
   PgError,
@@ -47,7 +48,7 @@ const FIXTURES = {
 
 function frames(chunks: Buffer[], framer = new Framer()): Buffer[] {
   const out: Buffer[] = [];
-  for (const c of chunks) framer.push(c, (_code, raw) => out.push(Buffer.from(raw)));
+  for (const c of chunks) framer.push(c, (_code, source, offset, length) => out.push(Buffer.from(source.subarray(offset, offset + length))));
   return out;
 }
 
@@ -145,9 +146,29 @@ describe('framer', () => {
 
   it('frames a merged stream into the original messages without copying', () => {
     const views: Buffer[] = [];
-    new Framer().push(stream, (_c, raw) => views.push(raw));
+    const sources: Buffer[] = [];
+    new Framer().push(stream, (_c, source, offset, length) => {
+      sources.push(source);
+      views.push(frameView(source, offset, length));
+    });
     assert.deepEqual(views, expected);
-    assert.equal(views[0]!.buffer, stream.buffer, 'frames within one chunk are views of it');
+    assert.ok(sources.every((s) => s === stream), 'frames within one chunk are ranges of that chunk');
+    assert.equal(views[0]!.buffer, stream.buffer, 'their views share its memory');
+  });
+
+  it('hands a frame assembled across chunks over as a buffer of its own, whole', () => {
+    const got: { source: Buffer; offset: number; length: number }[] = [];
+    const framer = new Framer();
+    const sink = (_c: number, source: Buffer, offset: number, length: number) => got.push({ source, offset, length });
+    const first = stream.subarray(0, 3);
+    const rest = stream.subarray(3);
+    framer.push(first, sink);
+    framer.push(rest, sink);
+    assert.equal(got.length, expected.length);
+    assert.ok(got[0]!.source !== first && got[0]!.source !== rest, 'assembled, not either chunk');
+    assert.deepEqual([got[0]!.offset, got[0]!.length, got[0]!.source.length], [0, expected[0]!.length, expected[0]!.length]);
+    assert.deepEqual(got[0]!.source, expected[0]);
+    assert.equal(got[1]!.source, rest, 'the frames after it are ranges of the second chunk');
   });
 
   it('splits at every byte position', () => {
@@ -190,8 +211,8 @@ describe('framer', () => {
       fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
         const f = new Framer({ maxLength: 1000 });
         try {
-          f.push(Buffer.from(bytes), (code, raw) => {
-            frontendMessage(code, raw).type;
+          f.push(Buffer.from(bytes), (code, source, offset, length) => {
+            frontendMessage(code, source, offset, length).type;
           });
         } catch (e) {
           assert.ok(e instanceof PgError && e.sqlstate === '08P01');
@@ -207,8 +228,8 @@ describe('framer', () => {
       const f = new Framer({ untyped: true, maxLength: Limits.startupPacket });
       const got: [number, Buffer][] = [];
       for (const c of [both.subarray(0, i), both.subarray(i)]) {
-        f.push(c, (code, raw) => {
-          got.push([code, Buffer.from(raw)]);
+        f.push(c, (code, source, offset, length) => {
+          got.push([code, Buffer.from(frameView(source, offset, length))]);
           f.untyped = false;
         });
       }

@@ -4,7 +4,7 @@ import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { firstValueFrom, toArray } from 'rxjs';
 import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer, fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
-import { be, backendMessage, Framer } from '../../src/protocol/index.js';
+import { be, backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
 
 /** A connected pair of real loopback sockets. */
 async function socketPair(): Promise<{ a: net.Socket; b: net.Socket; close: () => void }> {
@@ -26,23 +26,28 @@ async function socketPair(): Promise<{ a: net.Socket; b: net.Socket; close: () =
   };
 }
 
+/** A SocketSink over an in-memory stream, with every buffer it writes recorded as given. */
+function recordingSink(): { writes: Buffer[]; sink: SocketSink } {
+  const writes: Buffer[] = [];
+  const stream = new PassThrough();
+  const write = stream.write.bind(stream);
+  stream.write = ((chunk: Buffer, ...rest: never[]) => {
+    writes.push(chunk);
+    return write(chunk, ...rest);
+  }) as typeof stream.write;
+  return { writes, sink: new SocketSink(stream) };
+}
+
 describe('SocketSink', () => {
   it('writes frames that follow each other in one read chunk as one range of it', () => {
-    const writes: Buffer[] = [];
-    const fake = new PassThrough();
-    const origWrite = fake.write.bind(fake);
-    fake.write = ((chunk: Buffer, ...rest: never[]) => {
-      writes.push(chunk);
-      return origWrite(chunk, ...rest);
-    }) as typeof fake.write;
-    const sink = new SocketSink(fake);
+    const { writes, sink } = recordingSink();
     const parts = [be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw, be.readyForQuery('T').raw];
     const chunk = Buffer.concat(parts);
-    const frames: { raw: Buffer; chunk?: Buffer; offset?: number }[] = [];
-    new Framer().push(chunk, (_c, raw, ch, offset) => frames.push({ raw, chunk: ch, offset }));
+    const frames: { source: Buffer; offset: number; length: number }[] = [];
+    new Framer().push(chunk, (_c, source, offset, length) => frames.push({ source, offset, length }));
     assert.equal(frames.length, 3);
     assert.deepEqual(
-      frames.map((f) => [f.chunk === chunk, f.offset]),
+      frames.map((f) => [f.source === chunk, f.offset]),
       [
         [true, 0],
         [true, parts[0]!.length],
@@ -51,7 +56,7 @@ describe('SocketSink', () => {
     );
 
     // All three in order: the chunk itself leaves, in one write.
-    for (const f of frames) sink.write(f.raw, f.chunk, f.offset);
+    for (const f of frames) sink.write(f.source, f.offset, f.length);
     sink.flush();
     assert.equal(writes.length, 1);
     assert.equal(writes[0], chunk, 'the read chunk itself, not a copy or a new view');
@@ -59,43 +64,55 @@ describe('SocketSink', () => {
     // The middle one replaced by a message of its own: three writes, in order, views of the chunk.
     writes.length = 0;
     const replacement = be.readyForQuery('E').raw;
-    sink.write(frames[0]!.raw, frames[0]!.chunk, frames[0]!.offset);
+    sink.write(frames[0]!.source, frames[0]!.offset, frames[0]!.length);
     sink.write(replacement);
-    sink.write(frames[2]!.raw, frames[2]!.chunk, frames[2]!.offset);
+    sink.write(frames[2]!.source, frames[2]!.offset, frames[2]!.length);
     sink.flush();
     assert.deepEqual(writes, [parts[0], replacement, parts[2]]);
     assert.equal(writes[0]!.buffer, chunk.buffer, 'a part of the chunk is a view, not a copy');
 
     // A frame dropped in between: the two around it are not adjacent, so two writes.
     writes.length = 0;
-    sink.write(frames[0]!.raw, frames[0]!.chunk, frames[0]!.offset);
-    sink.write(frames[2]!.raw, frames[2]!.chunk, frames[2]!.offset);
+    sink.write(frames[0]!.source, frames[0]!.offset, frames[0]!.length);
+    sink.write(frames[2]!.source, frames[2]!.offset, frames[2]!.length);
     sink.flush();
     assert.deepEqual(writes, [parts[0], parts[2]]);
 
     // Same bytes at the same offsets in another buffer are not the same chunk.
     writes.length = 0;
     const twin = Buffer.from(chunk);
-    sink.write(frames[0]!.raw, frames[0]!.chunk, frames[0]!.offset);
-    sink.write(twin.subarray(parts[0]!.length, parts[0]!.length + parts[1]!.length), twin, parts[0]!.length);
+    sink.write(frames[0]!.source, frames[0]!.offset, frames[0]!.length);
+    sink.write(twin, parts[0]!.length, parts[1]!.length);
     sink.flush();
     assert.equal(writes.length, 2);
     assert.equal(writes[1]!.buffer, twin.buffer);
   });
 
+  it('writes messages by the range they were read from, and messages of other makers by their bytes', () => {
+    const { writes, sink } = recordingSink();
+    const chunk = Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]);
+    const read: BackendMessage[] = [];
+    new Framer().push(chunk, (code, source, offset, length) => read.push(backendMessage(code, source, offset, length)));
+    for (const m of read) sink.writeMessage(m);
+    sink.flush();
+    assert.deepEqual(writes, [chunk]);
+    assert.equal(writes[0], chunk, 'the chunk itself');
+
+    writes.length = 0;
+    const own = be.readyForQuery('T').raw;
+    const foreign = { type: 'ReadyForQuery', code: own[0]!, raw: own, payload: own.subarray(5), body: () => ({ status: 'T' }) };
+    sink.writeMessage(read[0]!);
+    sink.writeMessage(foreign as unknown as BackendMessage);
+    sink.flush();
+    assert.deepEqual(writes, [chunk.subarray(0, read[0]!.raw.length), own]);
+  });
+
   it('queues writes while held and writes them at release, without waiting for a microtask', async () => {
-    const writes: Buffer[] = [];
-    const fake = new PassThrough();
-    const origWrite = fake.write.bind(fake);
-    fake.write = ((chunk: Buffer, ...rest: never[]) => {
-      writes.push(Buffer.from(chunk));
-      return origWrite(chunk, ...rest);
-    }) as typeof fake.write;
-    const sink = new SocketSink(fake);
+    const { writes, sink } = recordingSink();
     sink.hold();
     sink.hold(); // nested holds: only the outermost release writes
     const chunk = Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]);
-    new Framer().push(chunk, (_c, raw, ch, offset) => sink.write(raw, ch, offset));
+    new Framer().push(chunk, (_c, source, offset, length) => sink.write(source, offset, length));
     sink.release();
     assert.equal(writes.length, 0, 'still held by the outer hold');
     sink.release();
