@@ -43,7 +43,7 @@ const MIN_READ = 2 * 1024;
  * written twice: a chunk, and the frames cut from it, stay valid as long as anyone holds them, as
  * with Node's own buffers.
  */
-function ownReadRegions(deliver: (chunk: Buffer) => void): OnReadOpts {
+function ownReadRegions(route: ChunkRoute): OnReadOpts {
   // Views are made from the ArrayBuffer directly: Buffer#subarray reads `.buffer`, a call into C++.
   let region = new ArrayBuffer(REGION_SIZE);
   let used = 0;
@@ -58,10 +58,36 @@ function ownReadRegions(deliver: (chunk: Buffer) => void): OnReadOpts {
     callback: (n) => {
       const chunk = Buffer.from(region, used, n);
       used += n;
-      deliver(chunk);
+      route.deliver(chunk);
       return true;
     },
   };
+}
+
+/**
+ * Where a socket reading through `ownReadRegions` sends its chunks: emitted as 'data', or, while
+ * `fromSocket` reads it, straight to that reader (EventEmitter#emit costs a megamorphic lookup
+ * and an arguments array per chunk).
+ */
+class ChunkRoute {
+  direct: ((chunk: Buffer) => void) | undefined = undefined;
+
+  constructor(private readonly socket: () => Socket) {}
+
+  deliver(chunk: Buffer): void {
+    const direct = this.direct;
+    if (direct !== undefined) direct(chunk);
+    else this.socket().emit('data', chunk);
+  }
+}
+
+const routes = new WeakMap<Duplex, ChunkRoute>();
+
+function withOwnReadRegions(make: (onread: OnReadOpts) => Socket): Socket {
+  const route = new ChunkRoute(() => socket);
+  const socket = make(ownReadRegions(route));
+  routes.set(socket, route);
+  return socket;
 }
 
 /**
@@ -71,7 +97,7 @@ function ownReadRegions(deliver: (chunk: Buffer) => void): OnReadOpts {
  * nor a reset is seen), before a reader resumes it.
  */
 export function connectWithOwnReadBuffer(options: Omit<net.TcpNetConnectOpts, 'onread'>): Socket {
-  const socket: Socket = net.connect({ ...options, onread: ownReadRegions((chunk) => socket.emit('data', chunk)) });
+  const socket = withOwnReadRegions((onread) => net.connect({ ...options, onread }));
   socket.pause();
   return socket;
 }
@@ -107,22 +133,18 @@ export function adoptWithOwnReadBuffer(accepted: Socket): Socket {
   if (accepted.destroyed || !isIdleStreamHandle(handle)) return accepted;
   husk._handle = null;
   accepted.destroy();
-  const options = {
-    handle,
-    pauseOnCreate: true,
-    readable: true,
-    writable: true,
-    onread: ownReadRegions((chunk) => socket.emit('data', chunk)),
-  };
-  const socket: Socket = new net.Socket(options as net.SocketConstructorOpts);
-  return socket;
+  return withOwnReadRegions((onread) => {
+    const options = { handle, pauseOnCreate: true, readable: true, writable: true, onread };
+    return new net.Socket(options as net.SocketConstructorOpts);
+  });
 }
 
 /**
  * Messages read from a socket as an Observable, one emission per message, all the messages of one
  * chunk emitted synchronously in a row (so a batching sink sees them in one go).
  * Completes on EOF, errors on socket errors and protocol violations; unsubscribing removes every
- * listener it added.
+ * listener it added. A socket made here with its own read regions hands its chunks to this reader
+ * directly, not as 'data', while it is subscribed.
  */
 export function fromSocket<M>(
   socket: Duplex,
@@ -153,13 +175,17 @@ export function fromSocket<M>(
       subscriber.complete();
       return;
     }
-    socket.on('data', onData);
+    const route = routes.get(socket);
+    const direct = route !== undefined && route.direct === undefined;
+    if (direct) route.direct = onData;
+    else socket.on('data', onData);
     socket.on('end', onEnd);
     socket.on('error', fail);
     socket.on('close', onClose);
     socket.resume();
     return () => {
-      socket.off('data', onData);
+      if (direct) route.direct = undefined;
+      else socket.off('data', onData);
       socket.off('end', onEnd);
       socket.off('error', fail);
       socket.off('close', onClose);

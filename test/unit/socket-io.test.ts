@@ -297,6 +297,29 @@ for (const [name, ownBufferPair] of [
     }
   });
 
+  it('hands chunks to a fromSocket reader directly while it reads, and as data events otherwise', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      const events: string[] = [];
+      client.on('data', (c: Buffer) => events.push(`data:${c.toString('latin1', 5)}`));
+      const first = new Promise<void>((resolve) => {
+        const sub = fromSocket(client, new Framer(), backendMessage).subscribe((m) => {
+          events.push(`read:${m.raw.toString('latin1', 5)}`);
+          sub.unsubscribe();
+          resolve();
+        });
+      });
+      peer.write(be.commandComplete('ONE').raw);
+      await first;
+      const later = new Promise<void>((r) => client.once('data', () => r()));
+      peer.write(be.commandComplete('TWO').raw);
+      await later;
+      assert.deepEqual(events, ['read:ONE\0', 'data:TWO\0']);
+    } finally {
+      close();
+    }
+  });
+
   it('writes, knows its peer, and closes like any socket', async () => {
     const { client, peer, close } = await ownBufferPair();
     try {
