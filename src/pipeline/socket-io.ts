@@ -201,6 +201,7 @@ export function fromSocket<M>(
  * written here) until 'drain'.
  */
 export class SocketSink {
+  /** Runs queued before the current one, which leave with it (a message in between broke them). */
   private pending: Buffer[] = [];
   /**
    * A run of messages that lie side by side in one buffer (`run[runStart, runEnd)`), written as
@@ -265,20 +266,27 @@ export class SocketSink {
   /** Writes everything queued now (used before closing a socket). */
   readonly flush = (): void => {
     this.scheduled = false;
-    this.endRun();
-    const list = this.pending;
-    this.pending = [];
-    if (list.length === 0 || this.socket.destroyed || this.socket.writableEnded) return;
+    // Whatever was queued ends with the current run: most flushes are that run alone, written
+    // without a list.
+    const run = this.run;
+    if (run === undefined) return;
+    this.run = undefined;
+    const last = frameView(run, this.runStart, this.runEnd - this.runStart);
+    const before = this.pending;
+    if (before.length > 0) this.pending = [];
+    if (this.socket.destroyed || this.socket.writableEnded) return;
     let ok: boolean;
-    if (list.length === 1) {
-      ok = this.socket.write(list[0]!);
-      this.bytesWritten += list[0]!.length;
+    if (before.length === 0) {
+      ok = this.socket.write(last);
+      this.bytesWritten += last.length;
     } else {
       this.socket.cork();
-      for (const b of list) {
+      for (const b of before) {
         this.socket.write(b);
         this.bytesWritten += b.length;
       }
+      this.socket.write(last);
+      this.bytesWritten += last.length;
       this.socket.uncork();
       ok = !this.socket.writableNeedDrain;
     }
