@@ -27,9 +27,9 @@ export class SessionStateTracker implements SessionState {
   }
 
   /** Call for every message that reaches the client. */
-  toClient(message: Pick<Message, 'code' | 'raw'>): void {
+  toClient(message: Message): void {
     if (message.code !== Z) return;
-    this.transactionStatus = readyStatus(message.raw);
+    this.transactionStatus = readyStatus(message);
     if (this.unanswered > 0) this.unanswered--;
     if (this.idle && this.idleListeners.length > 0) {
       const listeners = this.idleListeners;

@@ -1,7 +1,7 @@
 import { MalformedMessage, MessageWriter, PayloadReader } from './buffer-writer.js';
 import type { ErrorFields } from './errors.js';
 import { decodeErrorFields, writeErrorFields } from './fields.js';
-import { indexByCode, LazyMessage, spec, type Message, type MessageOf } from './message.js';
+import { frameByte, indexByCode, LazyMessage, spec, type Message, type MessageOf } from './message.js';
 
 export type TransactionStatus = 'I' | 'T' | 'E';
 
@@ -153,9 +153,9 @@ export function backendMessage(code: number, source: Buffer, offset?: number, le
   return new LazyMessage(lookup(code), source, offset, length) as BackendMessage;
 }
 
-/** Transaction status straight from a ReadyForQuery frame, without allocating a body. */
-export function readyStatus(raw: Buffer): TransactionStatus {
-  return String.fromCharCode(raw[5]!) as TransactionStatus;
+/** Transaction status straight from a ReadyForQuery message, without decoding a body or making a view. */
+export function readyStatus(message: Message): TransactionStatus {
+  return String.fromCharCode(frameByte(message, 5)) as TransactionStatus;
 }
 
 function build<T extends BackendType>(type: T, body: BackendBody<T>, write: (w: MessageWriter) => void) {

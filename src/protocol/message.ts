@@ -70,6 +70,11 @@ export class LazyMessage<T extends string, B> implements Message<T, B> {
   }
 }
 
+/** Byte `index` of a message's frame, read from the range it lies in when it has one (no view made). */
+export function frameByte(message: Message, index: number): number {
+  return message instanceof LazyMessage ? message.source[message.offset + index]! : message.raw[index]!;
+}
+
 export function decodeWith<T extends string, B>(spec: MessageSpec<T, B>, payload: Buffer): B {
   try {
     return spec.decode(new PayloadReader(payload), payload);

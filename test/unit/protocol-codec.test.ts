@@ -13,6 +13,7 @@ import {
   frontendMessage,
   Limits,
   PgError,
+  readyStatus,
   UNTYPED,
 } from '../../src/protocol/index.js';
 
@@ -126,6 +127,14 @@ describe('backend messages', () => {
     assert.deepEqual(be.dataRow([Buffer.from('7'), null]).raw, FIXTURES.dataRow);
     const err = backendMessage(0x45, FIXTURES.error).body() as Record<string, string>;
     assert.deepEqual(be.errorResponse(err).raw, FIXTURES.error);
+  });
+
+  it('reads the transaction status of a ReadyForQuery wherever it lies in its chunk', () => {
+    const chunk = Buffer.concat([FIXTURES.paramStatus, FIXTURES.readyTx, FIXTURES.readyIdle]);
+    const inChunk = backendMessage(0x5a, chunk, FIXTURES.paramStatus.length, FIXTURES.readyTx.length);
+    assert.equal(readyStatus(inChunk), 'T');
+    assert.equal(readyStatus(backendMessage(0x5a, FIXTURES.readyIdle)), 'I');
+    assert.equal(readyStatus(be.readyForQuery('E')), 'E');
   });
 
   it('round-trips PgError through ErrorResponse with every field', () => {
