@@ -6,24 +6,37 @@ import { firstValueFrom, toArray } from 'rxjs';
 import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer, fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
 import { be, backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
 
-/** A connected pair of real loopback sockets. */
-async function socketPair(): Promise<{ a: net.Socket; b: net.Socket; close: () => void }> {
-  const server = net.createServer();
+async function listening(options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
+  const server = net.createServer(options);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const a = net.connect(port, '127.0.0.1');
-  const b = await accepted;
-  await new Promise((r) => a.once('connect', r));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+async function connected(socket: net.Socket): Promise<void> {
+  await new Promise((r) => (socket.connecting ? socket.once('connect', r) : r(undefined)));
+}
+
+/** Both ends of a loopback connection, closed together with their server. */
+function pairOf(client: net.Socket, peer: net.Socket, server: net.Server): { client: net.Socket; peer: net.Socket; close: () => void } {
   return {
-    a,
-    b,
+    client,
+    peer,
     close: () => {
-      a.destroy();
-      b.destroy();
+      client.destroy();
+      peer.destroy();
       server.close();
     },
   };
+}
+
+/** A connected pair of real loopback sockets. */
+async function socketPair(): Promise<{ a: net.Socket; b: net.Socket; close: () => void }> {
+  const { server, port } = await listening();
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const a = net.connect(port, '127.0.0.1');
+  const b = await accepted;
+  await connected(a);
+  return { a, b, close: pairOf(a, b, server).close };
 }
 
 /** A SocketSink over an in-memory stream, with every buffer it writes recorded as given. */
@@ -231,42 +244,22 @@ interface OwnBufferPair {
 
 /** Dialled with `connectWithOwnReadBuffer`; the accepted end is the peer. */
 async function dialledPair(): Promise<OwnBufferPair> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
+  const { server, port } = await listening();
   const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
   const client = connectWithOwnReadBuffer({ host: '127.0.0.1', port });
   const peer = await accepted;
-  await new Promise((r) => (client.connecting ? client.once('connect', r) : r(undefined)));
-  return {
-    client,
-    peer,
-    close: () => {
-      client.destroy();
-      peer.destroy();
-      server.close();
-    },
-  };
+  await connected(client);
+  return pairOf(client, peer, server);
 }
 
 /** Accepted by a `pauseOnConnect` server and adopted with `adoptWithOwnReadBuffer`; the dialler is the peer. */
 async function acceptedPair(): Promise<OwnBufferPair> {
-  const server = net.createServer({ pauseOnConnect: true });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
+  const { server, port } = await listening({ pauseOnConnect: true });
   const accepted = new Promise<net.Socket>((r) => server.once('connection', (s: net.Socket) => r(adoptWithOwnReadBuffer(s))));
   const peer = net.connect(port, '127.0.0.1');
   const client = await accepted;
-  await new Promise((r) => (peer.connecting ? peer.once('connect', r) : r(undefined)));
-  return {
-    client,
-    peer,
-    close: () => {
-      client.destroy();
-      peer.destroy();
-      server.close();
-    },
-  };
+  await connected(peer);
+  return pairOf(client, peer, server);
 }
 
 for (const [name, ownBufferPair] of [
@@ -412,21 +405,14 @@ for (const [name, ownBufferPair] of [
 
 describe('adoptWithOwnReadBuffer', () => {
   it('leaves a socket that is already reading as it is', async () => {
-    const server = net.createServer();
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as net.AddressInfo).port;
-    const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-    const peer = net.connect(port, '127.0.0.1');
-    const socket = await accepted;
+    const { a: peer, b: socket, close } = await socketPair();
     try {
       assert.equal(adoptWithOwnReadBuffer(socket), socket);
       const got = new Promise<Buffer>((r) => socket.once('data', r));
       peer.write('still readable');
       assert.equal((await got).toString(), 'still readable');
     } finally {
-      peer.destroy();
-      socket.destroy();
-      server.close();
+      close();
     }
   });
 });
