@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { connectWithOwnReadBuffer } from '../pipeline/socket-io.js';
+import { connectWithOwnReadBuffer } from '../pipeline/own-read.js';
 import { encodeSSLRequest, PgError, SqlState } from '../protocol/index.js';
 import {
   describeTarget,

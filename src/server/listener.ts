@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { be, PgError, SqlState } from '../protocol/index.js';
 import type { Session } from '../pipeline/index.js';
-import { adoptWithOwnReadBuffer } from '../pipeline/socket-io.js';
+import { adoptWithOwnReadBuffer } from '../pipeline/own-read.js';
 import { handleConnection, type ConnectionDeps } from './connection.js';
 
 export interface ProxyServerOptions extends ConnectionDeps {

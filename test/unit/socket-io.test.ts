@@ -3,7 +3,8 @@ import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { firstValueFrom, toArray } from 'rxjs';
-import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer, fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
+import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
+import { fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
 import { be, backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
 
 async function listening(options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
