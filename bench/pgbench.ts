@@ -13,6 +13,8 @@
  * BENCH_PGWARD_ARGS (more `pgward start` flags, e.g. "--config x.yaml"), BENCH_PGWARD_NODE_ARGS
  * (Node options for the pgward processes, e.g. "--single-threaded-gc"). A target that cannot
  * start or run is reported as "failed: reason" in its rows; the other targets still run.
+ * Each row also shows the machine's steal time during it (a VM's CPUs taken by its host), and the
+ * end lists pgward ÷ PgBouncer round by round.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
@@ -62,6 +64,11 @@ interface Row {
   tps?: number;
   /** Proxy CPU (user + system) per transaction, microseconds. */
   cpuUsPerTxn?: number;
+  /**
+   * Share of the machine's CPU time the hypervisor gave to other guests during the run (/proc/stat
+   * "steal"), percent: on a shared VM the rounds that differ most are the ones the host took from.
+   */
+  stealPct?: number;
   error?: string;
 }
 
@@ -110,6 +117,7 @@ async function main(): Promise<void> {
   console.log();
   if (config.rounds > 1) console.log(`median of ${config.rounds} rounds per cell:`);
   printTable(medians(rows));
+  printAgainstPgbouncer(rows);
 }
 
 function readConfig(): BenchConfig {
@@ -169,7 +177,14 @@ function medians(rows: readonly Row[]): Row[] {
     const ok = cell.filter((r) => r.error === undefined);
     if (ok.length === 0) return cell[0]!;
     const cpu = ok.map((r) => r.cpuUsPerTxn).filter((c): c is number => c !== undefined);
-    return { ...ok[0]!, round: 0, tps: median(ok.map((r) => r.tps!)), cpuUsPerTxn: cpu.length > 0 ? median(cpu) : undefined };
+    const steal = ok.map((r) => r.stealPct).filter((c): c is number => c !== undefined);
+    return {
+      ...ok[0]!,
+      round: 0,
+      tps: median(ok.map((r) => r.tps!)),
+      cpuUsPerTxn: cpu.length > 0 ? median(cpu) : undefined,
+      stealPct: steal.length > 0 ? median(steal) : undefined,
+    };
   });
 }
 
@@ -191,8 +206,10 @@ async function runOne(
   const args = [...scriptFlags, '-T', String(seconds), '-c', String(row.clients), '-j', String(threads), '-M', 'simple',
     ...(rate ? ['-R', String(rate)] : []), ...connArgs(target.port)];
   const cpuBefore = target.pid !== undefined ? await cpuTicks(target.pid) : undefined;
+  const machineBefore = await machineTicks();
   // pgbench vacuums first and needs a while to connect 32 clients: generous slack over -T.
   const result = await runProcess(pgbench, args, (seconds + 120) * 1000);
+  const machineAfter = await machineTicks();
   const cpuAfter = target.pid !== undefined ? await cpuTicks(target.pid) : undefined;
   if (result.code !== 0) return { ...row, error: `pgbench exit ${result.code}: ${lastLines(result.stderr, 1)}` };
   const tps = parseTps(result.stdout);
@@ -201,7 +218,10 @@ async function runOne(
   const cpuUsPerTxn = cpuBefore !== undefined && cpuAfter !== undefined && txns
     ? ((cpuAfter - cpuBefore) / (await clockTicksPerSecond())) * 1e6 / txns
     : undefined;
-  return { ...row, tps, cpuUsPerTxn };
+  const stealPct = machineBefore && machineAfter && machineAfter.total > machineBefore.total
+    ? (100 * (machineAfter.steal - machineBefore.steal)) / (machineAfter.total - machineBefore.total)
+    : undefined;
+  return { ...row, tps, cpuUsPerTxn, stealPct };
 }
 
 /** Connection flags shared by every pgbench call; database `postgres`, superuser, trust auth. */
@@ -492,6 +512,17 @@ async function cpuTicks(pid: number): Promise<number | undefined> {
   return Number(fields[11]) + Number(fields[12]);
 }
 
+/** All CPUs' time so far from /proc/stat's first line, in ticks, and the "steal" part of it. */
+async function machineTicks(): Promise<{ total: number; steal: number } | undefined> {
+  const stat = await readFile('/proc/stat', 'utf8').catch(() => undefined);
+  const fields = stat?.split('\n', 1)[0]!.trim().split(/\s+/);
+  if (fields?.[0] !== 'cpu' || fields.length < 9) return undefined;
+  // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already
+  // counted in user and nice, so the total stops at steal.
+  const ticks = fields.slice(1, 9).map(Number);
+  return { total: ticks.reduce((a, b) => a + b, 0), steal: ticks[7]! };
+}
+
 let ticksPromise: Promise<number> | undefined;
 
 /** sysconf(_SC_CLK_TCK); 100 on every mainstream Linux, but ask rather than assume. */
@@ -503,8 +534,8 @@ function clockTicksPerSecond(): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // Output
 
-const HEADER = ['target', 'script', 'clients', 'TPS', 'vs direct', 'proxy CPU µs/txn'];
-const WIDTHS = [14, 12, 8, 10, 10, 17];
+const HEADER = ['target', 'script', 'clients', 'TPS', 'vs direct', 'proxy CPU µs/txn', 'steal %'];
+const WIDTHS = [14, 12, 8, 10, 10, 17, 7];
 
 function formatRow(row: Row, direct: Row | undefined): string {
   const cells = row.error !== undefined
@@ -516,6 +547,7 @@ function formatRow(row: Row, direct: Row | undefined): string {
         row.tps!.toFixed(0),
         direct?.tps ? (row.tps! / direct.tps).toFixed(2) : '-',
         row.cpuUsPerTxn !== undefined ? row.cpuUsPerTxn.toFixed(1) : '-',
+        row.stealPct !== undefined ? row.stealPct.toFixed(0) : '-',
       ];
   return cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(WIDTHS[i]!))).join(' ');
 }
@@ -526,6 +558,33 @@ function printTable(rows: readonly Row[]): void {
   const ordered = [...rows].sort((a, b) =>
     a.script.localeCompare(b.script) || a.clients - b.clients || TARGETS.indexOf(a.target) - TARGETS.indexOf(b.target));
   for (const row of ordered) console.log(formatRow(row, directRow(rows, row)));
+}
+
+/** pgward's target (issue 2): at least this share of PgBouncer's select-only TPS in the same run. */
+const PGBOUNCER_TARGET = 0.85;
+
+/**
+ * pgward ÷ PgBouncer per round, each ratio from two runs measured back to back, and their median:
+ * on a shared machine the pairing matters more than any one run.
+ */
+function printAgainstPgbouncer(rows: readonly Row[]): void {
+  const ok = rows.filter((r) => r.error === undefined && r.tps !== undefined);
+  const cells = new Map<string, number[]>();
+  for (const mine of ok.filter((r) => r.target === 'pgward')) {
+    const theirs = ok.find((r) => r.target === 'pgbouncer' && r.script === mine.script && r.clients === mine.clients && r.round === mine.round);
+    if (!theirs) continue;
+    const key = `${mine.script} at ${mine.clients} client${mine.clients === 1 ? '' : 's'}`;
+    cells.set(key, [...(cells.get(key) ?? []), mine.tps! / theirs.tps!]);
+  }
+  if (cells.size === 0) return;
+  console.log();
+  console.log(`pgward ÷ PgBouncer, per round (target ≥ ${PGBOUNCER_TARGET} for select-only):`);
+  for (const [key, ratios] of cells) {
+    const met = ratios.filter((r) => r >= PGBOUNCER_TARGET).length;
+    console.log(`  ${key.padEnd(26)} ${ratios.map((r) => r.toFixed(2)).join(' ')}` +
+      (ratios.length > 1 ? `  median ${median(ratios).toFixed(2)}` : '') +
+      (key.startsWith('select-only') ? `, ${met} of ${ratios.length} at or above` : ''));
+  }
 }
 
 function directRow(rows: readonly Row[], row: Row): Row | undefined {
