@@ -108,7 +108,7 @@ async function main(): Promise<void> {
             for (const [name, target] of targets) {
               const row = await runOne(pgbench, target, { target: name, script: script.name, clients, round }, script.flags, config);
               cell.push(row);
-              console.log(formatRow(row, directRow([...rows, ...cell], row)) + (config.rounds > 1 ? `  (round ${round})` : ''));
+              console.log(formatRow(row, directRow(cell, row)) + (config.rounds > 1 ? `  (round ${round})` : ''));
             }
             const noisy = cell.some((r) => r.stealPct !== undefined && config.maxSteal !== undefined && r.stealPct > config.maxSteal);
             if (noisy && attempt < MAX_ATTEMPTS) {
@@ -620,21 +620,24 @@ const PGBOUNCER_TARGET = 0.85;
  */
 function printAgainstPgbouncer(rows: readonly Row[]): void {
   const ok = rows.filter((r) => r.error === undefined && r.tps !== undefined);
-  const cells = new Map<string, number[]>();
+  const cells = new Map<string, { script: string; clients: number; ratios: number[] }>();
   for (const mine of ok.filter((r) => r.target === 'pgward')) {
     const theirs = ok.find((r) => r.target === 'pgbouncer' && r.script === mine.script && r.clients === mine.clients && r.round === mine.round);
     if (!theirs) continue;
-    const key = `${mine.script} at ${mine.clients} client${mine.clients === 1 ? '' : 's'}`;
-    cells.set(key, [...(cells.get(key) ?? []), mine.tps! / theirs.tps!]);
+    const key = `${mine.script}\0${mine.clients}`;
+    const cell = cells.get(key) ?? { script: mine.script, clients: mine.clients, ratios: [] };
+    cell.ratios.push(mine.tps! / theirs.tps!);
+    cells.set(key, cell);
   }
   if (cells.size === 0) return;
   console.log();
   console.log(`pgward ÷ PgBouncer, per round (target ≥ ${PGBOUNCER_TARGET} for select-only):`);
-  for (const [key, ratios] of cells) {
+  for (const { script, clients, ratios } of cells.values()) {
     const met = ratios.filter((r) => r >= PGBOUNCER_TARGET).length;
-    console.log(`  ${key.padEnd(26)} ${ratios.map((r) => r.toFixed(2)).join(' ')}` +
+    const label = `${script} at ${clients} client${clients === 1 ? '' : 's'}`;
+    console.log(`  ${label.padEnd(26)} ${ratios.map((r) => r.toFixed(2)).join(' ')}` +
       (ratios.length > 1 ? `  median ${median(ratios).toFixed(2)}` : '') +
-      (key.startsWith('select-only') ? `, ${met} of ${ratios.length} at or above` : ''));
+      (script === 'select-only' ? `, ${met} of ${ratios.length} at or above` : ''));
   }
 }
 
