@@ -181,10 +181,11 @@ export function relay(
     try {
       const chain = buildChain(middleware, session, fromClient$, fromBackend$);
       handlers = chain.handlers;
-      session.onCloseRequest((error) => finish('closed', error));
+      // The writer first: notices held since login leave before a close that was waiting too.
       session.onClientWriter((m) => {
         if (!done) clientSink.writeMessage(m);
       });
+      session.onCloseRequest((error) => finish('closed', error));
       subs.push(
         chain.toClient$.subscribe({
           next: (m) => {

@@ -75,6 +75,7 @@ export class Session implements SessionContext {
   readonly closed: Promise<void>;
   private closer: ((error?: PgError) => void) | null = null;
   private clientWriter: ((m: BackendMessage) => void) | null = null;
+  private pendingNotices: BackendMessage[] | null = null;
   private pendingClose: { error?: PgError } | null = null;
   private resolveClosed!: () => void;
 
@@ -92,17 +93,22 @@ export class Session implements SessionContext {
     if (this.pendingClose) closer(this.pendingClose.error);
   }
 
-  /** The relay installs the direct path to the client (past all middleware). */
+  /** The relay installs the direct path to the client (past all middleware); messages sent earlier go first. */
   onClientWriter(writer: (m: BackendMessage) => void): void {
     this.clientWriter = writer;
+    const pending = this.pendingNotices;
+    this.pendingNotices = null;
+    if (pending) for (const m of pending) writer(m);
   }
 
   /**
    * Sends an asynchronous message (NoticeResponse, ParameterStatus) straight to the client, as
-   * the protocol allows at any time; ignored before the relay starts or after it ends.
+   * the protocol allows at any time; one sent during login is held until the relay starts, one
+   * sent after the relay ended is dropped.
    */
   readonly notifyClient = (message: BackendMessage): void => {
-    this.clientWriter?.(message);
+    if (this.clientWriter) this.clientWriter(message);
+    else (this.pendingNotices ??= []).push(message);
   };
 
   readonly close = (error?: PgError): void => {

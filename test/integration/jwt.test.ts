@@ -221,4 +221,31 @@ describe('jwt provider: token lifetime', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('warns at login when the token already expires within the warning window', async () => {
+    await using cluster = await PgCluster.start({ hba: ['host all all 127.0.0.1/32 scram-sha-256'], users: [{ name: 'alice', password: 'pw' }] });
+    const dir = await mkdtemp(join(tmpdir(), 'pgward-exp-'));
+    try {
+      const key = await generateKeyPair('EdDSA', { extractable: true });
+      await writeFile(join(dir, 'k.pem'), await exportSPKI(key.publicKey));
+      await writeFile(join(dir, 'b.json'), JSON.stringify({ alice: `${cluster.url('alice', 'pw')}?sslmode=disable` }));
+      await using proxy = await startTestProxy([
+        '--insecure', '--backends', join(dir, 'b.json'), '--signingKeys', join(dir, 'k.pem'),
+        '--clockTolerance', '0s', '--expiryWarning', '1h',
+      ]);
+      const exp = Math.floor(Date.now() / 1000) + 600;
+      const client = new pg.Client({ connectionString: proxy.url('alice', await mint(key, 'EdDSA', { sub: 'alice' }, { exp })) });
+      const notices: string[] = [];
+      client.on('notice', (n) => notices.push(n.message ?? ''));
+      await client.connect();
+      try {
+        assert.deepEqual((await client.query('select 1 as ok')).rows, [{ ok: 1 }]);
+        assert.ok(notices.some((n) => /token expires in \d+ s/.test(n)), `warned: ${JSON.stringify(notices)}`);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -139,6 +139,21 @@ describe('middleware chain', () => {
   });
 });
 
+describe('session notices', () => {
+  const notice = (message: string) => be.noticeResponse({ severity: 'WARNING', code: '01000', message });
+  const text = (m: BackendMessage) => (m.type === 'NoticeResponse' ? m.body().message ?? '' : m.type);
+
+  it('holds a notice sent before the relay installs its writer, then delivers it first', () => {
+    const s = session();
+    s.notifyClient(notice('early'));
+    const got: string[] = [];
+    s.onClientWriter((m) => got.push(text(m)));
+    assert.deepEqual(got, ['early']);
+    s.notifyClient(notice('later'));
+    assert.deepEqual(got, ['early', 'later']);
+  });
+});
+
 describe('session state', () => {
   const Z = 'Z'.charCodeAt(0);
   const code = (c: string) => c.charCodeAt(0);
