@@ -189,22 +189,39 @@ describe('jwt provider: remote JWKS and OIDC discovery', () => {
   });
 });
 
+/**
+ * Runs `test` with a pg client (not yet connected) for a pgward with `--expiryWarning warning`
+ * in front of a real cluster, its password a token expiring `expiresIn` seconds from now (the
+ * expiry, in seconds since the epoch, is passed along), and the notices it receives.
+ */
+async function withExpiringToken(
+  warning: string,
+  expiresIn: number,
+  test: (client: pg.Client, notices: string[], exp: number) => Promise<void>,
+): Promise<void> {
+  await using cluster = await PgCluster.start({ hba: ['host all all 127.0.0.1/32 scram-sha-256'], users: [{ name: 'alice', password: 'pw' }] });
+  const dir = await mkdtemp(join(tmpdir(), 'pgward-exp-'));
+  try {
+    const key = await generateKeyPair('EdDSA', { extractable: true });
+    await writeFile(join(dir, 'k.pem'), await exportSPKI(key.publicKey));
+    await writeFile(join(dir, 'b.json'), JSON.stringify({ alice: `${cluster.url('alice', 'pw')}?sslmode=disable` }));
+    await using proxy = await startTestProxy([
+      '--insecure', '--backends', join(dir, 'b.json'), '--signingKeys', join(dir, 'k.pem'),
+      '--clockTolerance', '0s', '--expiryWarning', warning,
+    ]);
+    const exp = Math.floor(Date.now() / 1000) + expiresIn;
+    const client = new pg.Client({ connectionString: proxy.url('alice', await mint(key, 'EdDSA', { sub: 'alice' }, { exp })) });
+    const notices: string[] = [];
+    client.on('notice', (n) => notices.push(n.message ?? ''));
+    await test(client, notices, exp);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe('jwt provider: token lifetime', () => {
   it('warns before expiry and closes the session at its first idle point after it', async () => {
-    await using cluster = await PgCluster.start({ hba: ['host all all 127.0.0.1/32 scram-sha-256'], users: [{ name: 'alice', password: 'pw' }] });
-    const dir = await mkdtemp(join(tmpdir(), 'pgward-exp-'));
-    try {
-      const key = await generateKeyPair('EdDSA', { extractable: true });
-      await writeFile(join(dir, 'k.pem'), await exportSPKI(key.publicKey));
-      await writeFile(join(dir, 'b.json'), JSON.stringify({ alice: `${cluster.url('alice', 'pw')}?sslmode=disable` }));
-      await using proxy = await startTestProxy([
-        '--insecure', '--backends', join(dir, 'b.json'), '--signingKeys', join(dir, 'k.pem'),
-        '--clockTolerance', '0s', '--expiryWarning', '2s',
-      ]);
-      const exp = Math.floor(Date.now() / 1000) + 3;
-      const client = new pg.Client({ connectionString: proxy.url('alice', await mint(key, 'EdDSA', { sub: 'alice' }, { exp })) });
-      const notices: string[] = [];
-      client.on('notice', (n) => notices.push(n.message ?? ''));
+    await withExpiringToken('2s', 3, async (client, notices, exp) => {
       const closed = new Promise<{ code?: string; message: string }>((resolve) => client.on('error', resolve));
       await client.connect();
       await client.query('begin');
@@ -217,26 +234,11 @@ describe('jwt provider: token lifetime', () => {
       assert.match(err.message, /token expired/);
       assert.ok(notices.some((n) => /token expires in/.test(n)), `warned first: ${JSON.stringify(notices)}`);
       await client.end().catch(() => {});
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('warns at login when the token already expires within the warning window', async () => {
-    await using cluster = await PgCluster.start({ hba: ['host all all 127.0.0.1/32 scram-sha-256'], users: [{ name: 'alice', password: 'pw' }] });
-    const dir = await mkdtemp(join(tmpdir(), 'pgward-exp-'));
-    try {
-      const key = await generateKeyPair('EdDSA', { extractable: true });
-      await writeFile(join(dir, 'k.pem'), await exportSPKI(key.publicKey));
-      await writeFile(join(dir, 'b.json'), JSON.stringify({ alice: `${cluster.url('alice', 'pw')}?sslmode=disable` }));
-      await using proxy = await startTestProxy([
-        '--insecure', '--backends', join(dir, 'b.json'), '--signingKeys', join(dir, 'k.pem'),
-        '--clockTolerance', '0s', '--expiryWarning', '1h',
-      ]);
-      const exp = Math.floor(Date.now() / 1000) + 600;
-      const client = new pg.Client({ connectionString: proxy.url('alice', await mint(key, 'EdDSA', { sub: 'alice' }, { exp })) });
-      const notices: string[] = [];
-      client.on('notice', (n) => notices.push(n.message ?? ''));
+    await withExpiringToken('1h', 600, async (client, notices) => {
       await client.connect();
       try {
         assert.deepEqual((await client.query('select 1 as ok')).rows, [{ ok: 1 }]);
@@ -244,8 +246,6 @@ describe('jwt provider: token lifetime', () => {
       } finally {
         await client.end();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
