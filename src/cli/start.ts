@@ -6,6 +6,7 @@ import { RoutingConfigError } from '../auth/routing.js';
 import { ConfigError } from '../config/load.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Middleware } from '../pipeline/index.js';
+import { nativeRelayAvailability } from '../pipeline/native-relay.js';
 import { defaultBaseDir, loadPlugins, type LoadedPlugins } from '../plugins/loader.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import { ProxyServer } from '../server/listener.js';
@@ -97,6 +98,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     allowReplication: false,
     metrics,
     observeStatements: observed ? statementTelemetry(metrics) : undefined,
+    nativeRelay: config.nativeRelay,
     proxyProtocol: config.proxyProtocol,
     throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
     userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
@@ -150,6 +152,7 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
         secureContext: built.secureContext,
         requireTls: Boolean(built.secureContext) && !next.insecure,
         expiry: next.expiry,
+        nativeRelay: next.nativeRelay,
         authTimeoutMs: next.authTimeoutMs,
         maxConnections: next.maxConnections,
         throttle: next.throttleAfter > 0 ? new AuthThrottle({ after: next.throttleAfter }) : undefined,
@@ -233,6 +236,8 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
       : undefined,
   });
   for (const line of proxy.describe()) log.info('source', { detail: line });
+  const native = nativeRelayAvailability();
+  if (config.nativeRelay && !native.available) log.warn('native relay not available: every session relays in JavaScript', { reason: native.reason });
   if (!config.tls) log.warn('running without TLS (--insecure): credentials cross the network in the clear');
   let reloading = false;
   const reload = async (why: string) => {

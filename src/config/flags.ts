@@ -15,6 +15,7 @@ export const START_FLAGS: readonly FlagSpec[] = [
   { name: 'bindAddr', type: 'string', default: '127.0.0.1:13013', arg: 'HOST:PORT', help: 'address to listen on' },
   { name: 'bindCert', type: 'string', arg: 'FILE', help: 'PEM certificate chain presented to clients' },
   { name: 'bindKey', type: 'string', arg: 'FILE', help: 'PEM private key for --bindCert' },
+  { name: 'nativeRelay', type: 'boolean', default: true, help: 'carry sessions whose pipeline looks at no message in the native relay, when it is built (--no-nativeRelay: always JavaScript)' },
   { name: 'insecure', type: 'boolean', default: false, help: 'allow running without TLS (passwords and tokens cross the network in the clear)' },
   { name: 'auth', type: 'string', default: 'jwt', arg: 'PROVIDER', help: 'auth provider: jwt, command, passthrough, or one a plugin registers' },
   { name: 'backends', type: 'string', arg: 'FILE', help: 'jwt: JSON/YAML file mapping claim values to backend URLs' },

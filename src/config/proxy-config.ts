@@ -61,6 +61,8 @@ export interface ProxyConfig {
   readonly listen: { host: string; port: number };
   readonly tls?: { cert: Buffer; key: Buffer; certPath: string; keyPath: string };
   readonly insecure: boolean;
+  /** Carry quiet sessions in the native relay when it is built. */
+  readonly nativeRelay: boolean;
   readonly auth: AuthConfig;
   /** Middleware after auth, in order (frontend messages pass them first to last). */
   readonly pipeline: readonly PipelineEntry[];
@@ -165,6 +167,7 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     listen,
     tls,
     insecure: bool('insecure'),
+    nativeRelay: bool('nativeRelay'),
     auth,
     pipeline,
     pipelineNames: pipeline.map((e) => e.name),

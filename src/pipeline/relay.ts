@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { Subscription } from 'rxjs';
+import { concat, defer, Subject, type Observable, type Subscription } from 'rxjs';
 import {
   asPgError,
   backendMessage,
@@ -7,6 +7,7 @@ import {
   fe,
   frontendMessage,
   PgError,
+  protocolViolation,
   SqlState,
   type BackendMessage,
   type Framer,
@@ -16,6 +17,7 @@ import {
 import { buildChain } from './chain.js';
 import type { Middleware } from './middleware.js';
 import type { Session } from './session.js';
+import { NativeRelay, type NativeRelayEnd } from './native-relay.js';
 import { fromSocket, SocketSink, type ChunkBatch, type Frame } from './socket-io.js';
 
 const TERMINATE = 'X'.charCodeAt(0);
@@ -57,6 +59,15 @@ export interface RelayOptions {
   observer?: RelayObserver;
   /** Called once as the relay starts with a live view of its byte counts. */
   onTraffic?: (traffic: RelayTraffic) => void;
+  /**
+   * Carry the session in the native relay (native/relay.c) while nothing needs to see a message:
+   * only when it is built, both sockets are plain TCP, no middleware has a stream operator and
+   * there is no observer. The session moves to the JavaScript relay, at a message boundary both
+   * ways, the first time anything wants to write to a side, close it or wait for it to be idle.
+   */
+  native?: boolean;
+  /** Called once the relay knows which relay carries the session first, and when it moves to JavaScript. */
+  onRelayKind?: (kind: 'native' | 'js', moved: boolean) => void;
 }
 
 /** How long closing sockets may take to flush before they are destroyed. */
@@ -71,20 +82,27 @@ export function relay(
   middleware: readonly Middleware[],
   client: RelayEndpoint,
   backend: RelayEndpoint,
-  { observer, onTraffic }: RelayOptions = {},
+  { observer, onTraffic, native: nativeAllowed = false, onRelayKind }: RelayOptions = {},
 ): Promise<RelayEnd> {
   const state = session.state;
   state.phase = 'relay';
   const clientSink = new SocketSink(client.socket, backend.socket);
   const backendSink = new SocketSink(backend.socket, client.socket);
-  onTraffic?.({
+  // While `native` is set the native relay carries the bytes; `takeover` completes when the
+  // JavaScript sources take the sockets back.
+  let native: NativeRelay | undefined;
+  let takeover: Subject<never> | undefined;
+  let nativeToClient = 0;
+  let nativeToBackend = 0;
+  const traffic: RelayTraffic = {
     get bytesToClient() {
-      return clientSink.bytesWritten;
+      return clientSink.bytesWritten + (native ? native.bytesToClient : nativeToClient);
     },
     get bytesToBackend() {
-      return backendSink.bytesWritten;
+      return backendSink.bytesWritten + (native ? native.bytesToBackend : nativeToBackend);
     },
-  });
+  };
+  onTraffic?.(traffic);
 
   // Everything one chunk from either side makes the chain write leaves at the chunk's end.
   const batch: ChunkBatch = {
@@ -97,6 +115,7 @@ export function relay(
       backendSink.release();
     },
   };
+  const gated = <M>(source$: Observable<M>): Observable<M> => defer(() => (takeover ? concat(takeover, source$) : source$));
   const fromClient$ = fromSocket(
     client.socket,
     client.framer,
@@ -163,13 +182,12 @@ export function relay(
           session.log.warn('middleware onClose failed', { error: String(err) });
         }
       }
-      resolve({ reason, error, bytesToClient: clientSink.bytesWritten, bytesToBackend: backendSink.bytesWritten });
+      resolve({ reason, error, bytesToClient: traffic.bytesToClient, bytesToBackend: traffic.bytesToBackend });
     };
 
-    const backendGone = (cause?: unknown) => {
+    const backendGone = (cause?: unknown, said = lastBackendError !== null && isFatal(lastBackendError)) => {
       if (terminating) return finish('client-terminate');
       // A backend that said why it is leaving (e.g. 57P01 on shutdown) has already told the client.
-      const said = lastBackendError && isFatal(lastBackendError);
       const error = said
         ? undefined
         : new PgError('FATAL', SqlState.ConnectionFailure, 'backend connection closed unexpectedly', {
@@ -178,37 +196,123 @@ export function relay(
       finish('backend-eof', error);
     };
 
+    // What must wait until the JavaScript relay has the sockets back, in order.
+    let waiting: (() => void)[] = [];
+    let stopping = false;
+    const whenJs = (fn: () => void) => {
+      if (done) return;
+      if (native === undefined) return fn();
+      waiting.push(fn);
+      if (stopping) return;
+      stopping = true;
+      const stopped = native.stop();
+      if (stopped) nativeEnded(stopped);
+    };
+
+    const nativeEnded = (end: NativeRelayEnd) => {
+      native = undefined;
+      nativeToClient = end.bytesToClient;
+      nativeToBackend = end.bytesToBackend;
+      terminating ||= end.terminated;
+      state.detach();
+      if (end.reason === 'stopped') {
+        const fns = waiting;
+        waiting = [];
+        batch.begin();
+        try {
+          for (const fn of fns) if (!done) fn();
+        } finally {
+          batch.end();
+        }
+        onRelayKind?.('js', true);
+        takeover!.complete();
+        return;
+      }
+      // The native relay ended with the session: Node's handles read again only to see the close.
+      waiting = [];
+      switch (end.reason) {
+        case 'client-eof':
+        case 'client-error':
+          // Terminate only where the backend's stream is at a message boundary.
+          if (end.backendMidMessage) terminating = true;
+          finish(end.terminated ? 'client-terminate' : 'client-eof');
+          break;
+        case 'client-violation':
+          finish('error', protocolViolation(`invalid message length ${end.violation!.length} for message type "${end.violation!.code}"`));
+          break;
+        case 'backend-violation':
+          backendGone(protocolViolation(`invalid message length ${end.violation!.length} for message type "${end.violation!.code}"`));
+          break;
+        default:
+          // An error cannot follow half a message to the client.
+          backendGone(new Error(`backend ${end.reason} (errno ${end.errno})`), end.backendSaidFatal || end.clientMidMessage);
+      }
+      client.socket.resume();
+      backend.socket.resume();
+    };
+
     try {
-      const chain = buildChain(middleware, session, fromClient$, fromBackend$);
+      const chain = buildChain(middleware, session, gated(fromClient$), gated(fromBackend$));
       handlers = chain.handlers;
+      const quiet =
+        nativeAllowed &&
+        observer === undefined &&
+        handlers.every((h) => h.frontend === undefined && h.backend === undefined) &&
+        !client.leftover?.length &&
+        !backend.leftover?.length &&
+        client.framer.buffered === 0 &&
+        backend.framer.buffered === 0;
+      if (quiet) {
+        try {
+          native = NativeRelay.start(client.socket, backend.socket, { client: client.framer.maxLength, backend: backend.framer.maxLength }, {
+            parameterStatus: (body) => {
+              const { name, value } = parameterStatus(body);
+              session.serverParams.set(name, value);
+            },
+            end: nativeEnded,
+          });
+        } catch (err) {
+          // e.g. no descriptor left to duplicate: the JavaScript relay needs none.
+          session.log.warn('native relay did not start; relaying in JavaScript', { error: String(err) });
+        }
+        if (native) {
+          takeover = new Subject<never>();
+          const relay = native;
+          state.attach({ read: () => relay.status(), wantIdle: () => whenJs(() => {}) });
+        }
+      }
+      onRelayKind?.(native ? 'native' : 'js', false);
       // The writer first: notices held since login leave before a close that was waiting too.
       session.onClientWriter((m) => {
-        if (!done) clientSink.writeMessage(m);
+        if (!done) whenJs(() => clientSink.writeMessage(m));
       });
-      session.onCloseRequest((error) => finish('closed', error));
+      session.onCloseRequest((error) => whenJs(() => finish('closed', error)));
+      const toClient = (m: BackendMessage) => {
+        if (m.code === ERROR_RESPONSE) lastBackendError = m;
+        else if (m.code === PARAMETER_STATUS && m.type === 'ParameterStatus') {
+          const { name, value } = m.body();
+          session.serverParams.set(name, value);
+        }
+        // Written before the state moves on: a close waiting for idle must follow this message.
+        clientSink.writeMessage(m);
+        state.toClient(m);
+      };
+      const toBackend = (m: FrontendMessage) => {
+        backendSink.writeMessage(m);
+        observer?.toBackend(m);
+        if (m.code === TERMINATE) terminating = true;
+      };
       subs.push(
         chain.toClient$.subscribe({
-          next: (m) => {
-            if (m.code === ERROR_RESPONSE) lastBackendError = m;
-            else if (m.code === PARAMETER_STATUS && m.type === 'ParameterStatus') {
-              const { name, value } = m.body();
-              session.serverParams.set(name, value);
-            }
-            // Written before the state moves on: a close waiting for idle must follow this message.
-            clientSink.writeMessage(m);
-            state.toClient(m);
-          },
+          // While the native relay runs only a middleware's injection arrives: it waits for the handover.
+          next: (m) => (native === undefined ? toClient(m) : whenJs(() => toClient(m))),
           complete: () => backendGone(),
           error: (err) => (err instanceof BackendFailure ? backendGone(err.cause) : finish('error', asPgError(err))),
         }),
       );
       subs.push(
         chain.toBackend$.subscribe({
-          next: (m) => {
-            backendSink.writeMessage(m);
-            observer?.toBackend(m);
-            if (m.code === TERMINATE) terminating = true;
-          },
+          next: (m) => (native === undefined ? toBackend(m) : whenJs(() => toBackend(m))),
           complete: () => finish(terminating ? 'client-terminate' : 'client-eof'),
           error: (err) => finish('error', asPgError(err)),
         }),
@@ -223,6 +327,17 @@ class BackendFailure extends Error {
   constructor(override readonly cause: unknown) {
     super('backend connection failed');
   }
+}
+
+/** A ParameterStatus body as the native relay captured it, read by the protocol's own decoder. */
+function parameterStatus(body: Buffer): { name: string; value: string } {
+  const frame = Buffer.alloc(5 + body.length);
+  frame[0] = PARAMETER_STATUS;
+  frame.writeInt32BE(4 + body.length, 1);
+  body.copy(frame, 5);
+  const m = backendMessage(PARAMETER_STATUS, frame, 0, frame.length);
+  if (m.type !== 'ParameterStatus') throw new Error('not a ParameterStatus');
+  return m.body();
 }
 
 function isFatal(m: BackendMessage): boolean {

@@ -7,41 +7,88 @@ const S = 'S'.charCodeAt(0);
 const F = 'F'.charCodeAt(0);
 const Z = 'Z'.charCodeAt(0);
 
+/** Where the state lives while another relay (the native one) carries the session's bytes. */
+export interface ExternalStateSource {
+  read(): { transactionStatus: TransactionStatus; unanswered: number };
+  /** Someone waits for idle: the source should hand the session back, where idle is seen as it happens. */
+  wantIdle(): void;
+}
+
 /**
  * Tracks what drain and expiry need to know, from message codes only (no decoding): requests
  * that expect a ReadyForQuery, and the transaction status of the last ReadyForQuery.
  */
 export class SessionStateTracker implements SessionState {
   phase: SessionPhase = 'negotiating';
-  transactionStatus: TransactionStatus = 'I';
-  unanswered = 0;
+  private status: TransactionStatus = 'I';
+  private waiting = 0;
   private idleListeners: (() => void)[] = [];
+  private external: ExternalStateSource | null = null;
+
+  get transactionStatus(): TransactionStatus {
+    this.pull();
+    return this.status;
+  }
+
+  get unanswered(): number {
+    this.pull();
+    return this.waiting;
+  }
 
   get idle(): boolean {
-    return this.transactionStatus === 'I' && this.unanswered === 0;
+    this.pull();
+    return this.status === 'I' && this.waiting === 0;
   }
 
   /** Call for every message the client sends. */
   fromClient(code: number): void {
-    if (code === Q || code === S || code === F) this.unanswered++;
+    if (code === Q || code === S || code === F) this.waiting++;
   }
 
   /** Call for every message that reaches the client. */
   toClient(message: Message): void {
     if (message.code !== Z) return;
-    this.transactionStatus = readyStatus(message);
-    if (this.unanswered > 0) this.unanswered--;
-    if (this.idle && this.idleListeners.length > 0) {
-      const listeners = this.idleListeners;
-      this.idleListeners = [];
-      for (const l of listeners) l();
-    }
+    this.status = readyStatus(message);
+    if (this.waiting > 0) this.waiting--;
+    this.notifyIfIdle();
   }
 
   /** Runs `fn` now if idle, else at the next moment the session becomes idle. */
   whenIdle(fn: () => void): void {
-    if (this.idle) fn();
+    // While an external source carries the session, idle is only known after the fact: the
+    // moment is taken where it can be seen, once the session is handed back.
+    if (this.external) {
+      this.idleListeners.push(fn);
+      this.external.wantIdle();
+    } else if (this.idle) fn();
     else this.idleListeners.push(fn);
+  }
+
+  /** The state is read from `source` until `detach`. */
+  attach(source: ExternalStateSource): void {
+    this.external = source;
+  }
+
+  /** Takes the state back, as `source` last knew it, and runs what waited for idle if it is. */
+  detach(): void {
+    this.pull();
+    this.external = null;
+    this.notifyIfIdle();
+  }
+
+  private pull(): void {
+    if (this.external === null) return;
+    const { transactionStatus, unanswered } = this.external.read();
+    this.status = transactionStatus;
+    this.waiting = unanswered;
+  }
+
+  private notifyIfIdle(): void {
+    if (this.status === 'I' && this.waiting === 0 && this.idleListeners.length > 0) {
+      const listeners = this.idleListeners;
+      this.idleListeners = [];
+      for (const l of listeners) l();
+    }
   }
 }
 

@@ -45,6 +45,8 @@ export interface ConnectionDeps extends NegotiateOptions {
   /** Sessions per user (identity), with the limit; shared by all connections. */
   userLimit?: { max: number; counts: Map<string, number> };
   metrics?: Metrics;
+  /** Let sessions whose pipeline looks at no message run on the native relay (see `RelayOptions.native`). */
+  nativeRelay?: boolean;
   /** Always-on accounting of each session's statements (metrics, spans), outside the chain. */
   observeStatements?(session: Session): RelayObserver;
   onSessionStart?(session: Session): void;
@@ -299,6 +301,7 @@ async function runSession(
     const stopExpiry =
       auth.expiresAt !== undefined && deps.expiry ? watchExpiry(session, auth.expiresAt, deps.expiry) : () => {};
     let stopCountingBytes = () => {};
+    let relayKind = 'js';
     const end = await relay(
       session,
       deps.middleware,
@@ -309,12 +312,18 @@ async function runSession(
         onTraffic: (traffic) => {
           if (deps.metrics) stopCountingBytes = deps.metrics.trackBytes(traffic);
         },
+        native: deps.nativeRelay,
+        onRelayKind: (kind, moved) => {
+          deps.metrics?.relaySession(moved ? 'handover' : kind);
+          relayKind = moved ? 'native-then-js' : kind;
+        },
       },
     );
     stopExpiry();
     stopCountingBytes();
     log.info('session ended', {
       reason: end.reason,
+      relay: relayKind,
       sqlstate: end.error?.sqlstate,
       bytes_to_client: end.bytesToClient,
       bytes_to_backend: end.bytesToBackend,

@@ -53,7 +53,15 @@ export interface Metrics {
   pluginError(plugin: string): void;
   /** A client's CancelRequest, or a peer's forwarded one, by where it went. */
   cancelRequest(result: CancelResult): void;
+  /**
+   * Which relay carries a session: `native` or `js` as it starts, `handover` when one that
+   * started native moves to the JavaScript relay.
+   */
+  relaySession(kind: RelayKind): void;
 }
+
+export const RELAY_KINDS = ['native', 'js', 'handover'] as const;
+export type RelayKind = (typeof RELAY_KINDS)[number];
 
 export const CANCEL_RESULTS = ['backend', 'peer', 'from_peer', 'unknown', 'rejected', 'failed'] as const;
 /**
@@ -175,6 +183,12 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     labelNames: ['result'] as const,
     registers,
   });
+  const relays = new Counter({
+    name: 'pgward_relay_sessions_total',
+    help: 'Sessions by the relay that carried them first (native, js), and native sessions handed over to the JavaScript relay (handover).',
+    labelNames: ['relay'] as const,
+    registers,
+  });
   const buildInfo = new Gauge({
     name: 'pgward_build_info',
     help: 'Always 1; the version is a label.',
@@ -189,6 +203,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     reloads.inc({ result }, 0);
   }
   for (const result of CANCEL_RESULTS) cancels.inc({ result }, 0);
+  for (const relay of RELAY_KINDS) relays.inc({ relay }, 0);
   draining.set(0);
   buildInfo.set({ version: opts.version ?? packageVersion() }, 1);
 
@@ -224,6 +239,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     setDraining: (b) => draining.set(b ? 1 : 0),
     pluginError: (plugin) => pluginErrors.inc({ plugin: boundedName(plugin) }),
     cancelRequest: (result) => cancels.inc({ result: (CANCEL_RESULTS as readonly string[]).includes(result) ? result : 'failed' }),
+    relaySession: (relay) => relays.inc({ relay }),
   };
 }
 

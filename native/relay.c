@@ -1,0 +1,517 @@
+/*
+ * pgward's native relay: moves a session's bytes between the client and backend sockets inside
+ * libuv's loop, without a JavaScript call per read or write. Used only for sessions whose pipeline
+ * looks at no message (see src/pipeline/native-relay.ts); it frames both directions from the
+ * 5-byte headers alone, to keep what the session must know (transaction status, unanswered
+ * requests, Terminate, ParameterStatus) and to stop at a message boundary when JavaScript takes
+ * the session over.
+ *
+ * It works on duplicates of the sockets' descriptors, so Node's own handles stay open and usable
+ * once the relay stops; Node must not read or write them while it runs.
+ */
+#include <errno.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define BUF_SIZE (16 * 1024)
+#define CAPTURE_SIZE 8192
+
+/* Directions, and the endpoints they read from. */
+enum { TO_BACKEND = 0, TO_CLIENT = 1 };
+enum { CLIENT = 0, BACKEND = 1 };
+
+/* What ended or stopped the relay; mirrored in native-relay.ts. */
+enum {
+  R_RUNNING = 0,
+  R_STOPPED = 1,
+  R_CLIENT_EOF = 2,
+  R_BACKEND_EOF = 3,
+  R_CLIENT_ERROR = 4,
+  R_BACKEND_ERROR = 5,
+  R_CLIENT_VIOLATION = 6,
+  R_BACKEND_VIOLATION = 7,
+};
+
+/* Events passed to the JavaScript callback. */
+enum { EV_END = 1, EV_PARAMETER_STATUS = 2 };
+
+typedef struct relay relay_t;
+
+typedef struct {
+  uv_poll_t poll;
+  int fd;
+  int events;
+  relay_t *relay;
+} endpoint_t;
+
+typedef struct {
+  uint8_t buf[BUF_SIZE];
+  size_t head, tail; /* [head, tail) read and not yet written */
+  /* framing of the bytes read so far: a header being collected, or a body being skipped */
+  uint8_t hdr[5];
+  int hlen;
+  uint32_t body_left;
+  uint32_t body_seen;
+  uint8_t code;
+  uint32_t max_length;
+  int parked;
+  double bytes; /* written to the destination */
+} direction_t;
+
+struct relay {
+  endpoint_t ep[2];
+  direction_t dir[2];
+  napi_env env;
+  napi_ref callback;
+  napi_async_context async;
+  int refs; /* the JavaScript object and the two poll handles */
+  int stopping;
+  int busy; /* inside on_poll: a callback into JavaScript may ask to stop, but not stop it there */
+  int state;
+  int error; /* errno of an I/O failure */
+  uint32_t violation_length;
+  uint8_t violation_code;
+  char tx_status;
+  uint32_t unanswered;
+  int terminated;
+  int backend_said_fatal;
+  /* the body of the ParameterStatus or ErrorResponse being read from the backend */
+  uint8_t capture[CAPTURE_SIZE];
+  uint32_t capture_len;
+  int capture_overflow;
+};
+
+static void on_poll(uv_poll_t *handle, int status, int events);
+
+static int src_of(int d) { return d == TO_BACKEND ? CLIENT : BACKEND; }
+static int dst_of(int d) { return d == TO_BACKEND ? BACKEND : CLIENT; }
+
+static void release(relay_t *r) {
+  if (--r->refs == 0) free(r);
+}
+
+static void on_closed(uv_handle_t *handle) { release(((endpoint_t *)handle->data)->relay); }
+
+static int at_boundary(const direction_t *d) { return d->hlen == 0 && d->body_left == 0; }
+
+static int wants_read(const relay_t *r, int d) {
+  const direction_t *dir = &r->dir[d];
+  return r->state == R_RUNNING && !dir->parked && dir->head == dir->tail;
+}
+
+static int wants_write(const relay_t *r, int d) {
+  return r->state == R_RUNNING && r->dir[d].head < r->dir[d].tail;
+}
+
+static void update_polls(relay_t *r) {
+  for (int e = 0; e < 2; e++) {
+    endpoint_t *ep = &r->ep[e];
+    int reader = e == CLIENT ? TO_BACKEND : TO_CLIENT;
+    int writer = e == CLIENT ? TO_CLIENT : TO_BACKEND;
+    int events = (wants_read(r, reader) ? UV_READABLE : 0) | (wants_write(r, writer) ? UV_WRITABLE : 0);
+    if (events == ep->events) continue;
+    ep->events = events;
+    if (events) uv_poll_start(&ep->poll, events, on_poll);
+    else uv_poll_stop(&ep->poll);
+  }
+}
+
+/* Stops polling for good and gives the descriptors back: Node's handles take over from here. */
+static void halt(relay_t *r, int state) {
+  r->state = state;
+  for (int e = 0; e < 2; e++) {
+    /* uv_poll_stop removes the descriptor from epoll before it is closed. */
+    uv_poll_stop(&r->ep[e].poll);
+    r->ep[e].events = 0;
+    close(r->ep[e].fd);
+    r->ep[e].fd = -1;
+    uv_close((uv_handle_t *)&r->ep[e].poll, on_closed);
+  }
+}
+
+static void emit(relay_t *r, int event, const uint8_t *data, size_t len) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (!r->callback || napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value callback, recv, argv[2], result;
+  napi_get_reference_value(env, r->callback, &callback);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, event, &argv[0]);
+  if (data) {
+    void *copy;
+    napi_create_buffer_copy(env, len, data, &copy, &argv[1]);
+  } else {
+    napi_get_undefined(env, &argv[1]);
+  }
+  if (napi_make_callback(env, r->async, recv, callback, 2, argv, &result) == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+/* The callback holds the session's objects: it must not outlive the relay (a reference from here is a GC root). */
+static void drop_callback(relay_t *r) {
+  if (r->callback) napi_delete_reference(r->env, r->callback);
+  if (r->async) napi_async_destroy(r->env, r->async);
+  r->callback = NULL;
+  r->async = NULL;
+}
+
+static void end(relay_t *r, int state, int error) {
+  if (r->state != R_RUNNING) return;
+  r->error = error;
+  halt(r, state);
+  emit(r, EV_END, NULL, 0);
+  drop_callback(r);
+}
+
+/*
+ * Parks the directions that are at a message boundary with nothing left to write; true once both
+ * are. Only between reads: a direction parked at a boundary reads nothing more.
+ */
+static int settle_stop(relay_t *r) {
+  if (!r->stopping || r->state != R_RUNNING) return 0;
+  for (int d = 0; d < 2; d++) {
+    direction_t *dir = &r->dir[d];
+    if (dir->head == dir->tail && at_boundary(dir)) dir->parked = 1;
+  }
+  return r->dir[0].parked && r->dir[1].parked;
+}
+
+static uint32_t be32(const uint8_t *p) {
+  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+/* ErrorResponse fields: a severity of FATAL or PANIC in 'V' (or 'S', before 9.6) means the backend said why it leaves. */
+static int error_is_fatal(const uint8_t *body, uint32_t len) {
+  uint32_t i = 0;
+  while (i < len && body[i] != 0) {
+    uint8_t field = body[i++];
+    const uint8_t *value = body + i;
+    while (i < len && body[i] != 0) i++;
+    size_t vlen = (size_t)(body + i - value);
+    i++;
+    if (field == 'V' || field == 'S') {
+      if ((vlen == 5 && memcmp(value, "FATAL", 5) == 0) || (vlen == 5 && memcmp(value, "PANIC", 5) == 0)) return 1;
+      if (field == 'V') return 0;
+    }
+  }
+  return 0;
+}
+
+static void message_started(relay_t *r, int d, uint8_t code) {
+  if (d == TO_BACKEND) {
+    if (code == 'Q' || code == 'S' || code == 'F') r->unanswered++;
+    else if (code == 'X') r->terminated = 1;
+  } else if (code == 'S' || code == 'E') {
+    r->capture_len = 0;
+    r->capture_overflow = 0;
+  }
+}
+
+static void message_ended(relay_t *r, int d, uint8_t code) {
+  if (d != TO_CLIENT) return;
+  if (code == 'S' && !r->capture_overflow) {
+    emit(r, EV_PARAMETER_STATUS, r->capture, r->capture_len);
+  } else if (code == 'E') {
+    r->backend_said_fatal = error_is_fatal(r->capture, r->capture_len);
+  } else if (code != 'Z' && code != 'N' && code != 'A') {
+    r->backend_said_fatal = 0;
+  }
+}
+
+static void body_bytes(relay_t *r, int d, uint8_t code, const uint8_t *p, size_t n, uint32_t seen) {
+  if (d != TO_CLIENT) return;
+  if (code == 'Z') {
+    if (seen == 0 && n > 0) {
+      r->tx_status = (char)p[0];
+      if (r->unanswered > 0) r->unanswered--;
+    }
+  } else if (code == 'S' || code == 'E') {
+    if (r->capture_len + n > CAPTURE_SIZE) {
+      /* An ErrorResponse's severity comes first: what fits is enough for it. */
+      size_t fits = CAPTURE_SIZE - r->capture_len;
+      memcpy(r->capture + r->capture_len, p, fits);
+      r->capture_len += fits;
+      r->capture_overflow = 1;
+    } else {
+      memcpy(r->capture + r->capture_len, p, n);
+      r->capture_len += n;
+    }
+  }
+}
+
+/* Frames freshly read bytes; returns -1 on an impossible or oversize length. */
+static int frame(relay_t *r, int d, const uint8_t *p, size_t n) {
+  direction_t *dir = &r->dir[d];
+  while (n > 0) {
+    if (dir->body_left == 0) {
+      size_t take = 5 - (size_t)dir->hlen;
+      if (take > n) take = n;
+      memcpy(dir->hdr + dir->hlen, p, take);
+      dir->hlen += (int)take;
+      p += take;
+      n -= take;
+      if (dir->hlen < 5) break;
+      uint32_t len = be32(dir->hdr + 1);
+      if (len < 4 || len > dir->max_length) {
+        r->violation_code = dir->hdr[0];
+        r->violation_length = len;
+        return -1;
+      }
+      dir->hlen = 0;
+      dir->code = dir->hdr[0];
+      dir->body_left = len - 4;
+      dir->body_seen = 0;
+      message_started(r, d, dir->code);
+      if (dir->body_left == 0) message_ended(r, d, dir->code);
+    } else {
+      size_t take = dir->body_left < n ? dir->body_left : n;
+      body_bytes(r, d, dir->code, p, take, dir->body_seen);
+      dir->body_seen += (uint32_t)take;
+      dir->body_left -= (uint32_t)take;
+      p += take;
+      n -= take;
+      if (dir->body_left == 0) message_ended(r, d, dir->code);
+    }
+  }
+  return 0;
+}
+
+/* Writes what is waiting; returns 0 when all is written or the socket is full, else an errno. */
+static int flush(relay_t *r, int d) {
+  direction_t *dir = &r->dir[d];
+  int fd = r->ep[dst_of(d)].fd;
+  while (dir->head < dir->tail) {
+    ssize_t n = send(fd, dir->buf + dir->head, dir->tail - dir->head, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return errno;
+    }
+    dir->head += (size_t)n;
+    dir->bytes += (double)n;
+  }
+  dir->head = dir->tail = 0;
+  return 0;
+}
+
+static void pump(relay_t *r, int d) {
+  direction_t *dir = &r->dir[d];
+  size_t want = BUF_SIZE;
+  if (r->stopping) {
+    /* Read no further than the end of the message in flight, so nothing is read past the boundary. */
+    if (at_boundary(dir)) return;
+    size_t rest = dir->hlen > 0 ? (size_t)(5 - dir->hlen) : dir->body_left;
+    if (rest < want) want = rest;
+  }
+  ssize_t n = read(r->ep[src_of(d)].fd, dir->buf, want);
+  if (n == 0) return end(r, d == TO_BACKEND ? R_CLIENT_EOF : R_BACKEND_EOF, 0);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+    return end(r, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, errno);
+  }
+  if (frame(r, d, dir->buf, (size_t)n) < 0) return end(r, d == TO_BACKEND ? R_CLIENT_VIOLATION : R_BACKEND_VIOLATION, 0);
+  if (r->state != R_RUNNING) return;
+  dir->head = 0;
+  dir->tail = (size_t)n;
+  int err = flush(r, d);
+  if (err) end(r, d == TO_BACKEND ? R_BACKEND_ERROR : R_CLIENT_ERROR, err);
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  endpoint_t *ep = (endpoint_t *)handle->data;
+  relay_t *r = ep->relay;
+  int e = ep == &r->ep[CLIENT] ? CLIENT : BACKEND;
+  if (r->state != R_RUNNING) return;
+  if (status < 0) return end(r, e == CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, -status);
+  r->busy = 1;
+  if (events & UV_WRITABLE) {
+    int d = e == CLIENT ? TO_CLIENT : TO_BACKEND;
+    int err = flush(r, d);
+    if (err) end(r, e == CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, err);
+  }
+  if ((events & UV_READABLE) && r->state == R_RUNNING) {
+    int d = e == CLIENT ? TO_BACKEND : TO_CLIENT;
+    if (wants_read(r, d)) pump(r, d);
+  }
+  r->busy = 0;
+  if (r->state != R_RUNNING) return;
+  if (settle_stop(r)) end(r, R_STOPPED, 0);
+  else update_polls(r);
+}
+
+/* ---- JavaScript interface ---- */
+
+static void finalize(napi_env env, void *data, void *hint) {
+  relay_t *r = (relay_t *)data;
+  drop_callback(r);
+  release(r);
+}
+
+static relay_t *unwrap(napi_env env, napi_value value) {
+  void *data = NULL;
+  if (napi_get_value_external(env, value, &data) != napi_ok) {
+    napi_throw_type_error(env, NULL, "expected a native relay handle");
+    return NULL;
+  }
+  return (relay_t *)data;
+}
+
+static int throw_errno(napi_env env, const char *what) {
+  char msg[128];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(errno));
+  napi_throw_error(env, NULL, msg);
+  return 0;
+}
+
+/* start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback) → handle */
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback)");
+    return NULL;
+  }
+  int32_t fds[2];
+  uint32_t max[2];
+  napi_get_value_int32(env, argv[0], &fds[0]);
+  napi_get_value_int32(env, argv[1], &fds[1]);
+  napi_get_value_uint32(env, argv[2], &max[0]);
+  napi_get_value_uint32(env, argv[3], &max[1]);
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+
+  relay_t *r = calloc(1, sizeof(relay_t));
+  if (!r) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  r->env = env;
+  r->tx_status = 'I';
+  r->dir[TO_BACKEND].max_length = max[0];
+  r->dir[TO_CLIENT].max_length = max[1];
+  for (int e = 0; e < 2; e++) {
+    r->ep[e].fd = dup(fds[e]);
+    if (r->ep[e].fd < 0) {
+      throw_errno(env, "dup");
+      if (e == 1) close(r->ep[0].fd);
+      free(r);
+      return NULL;
+    }
+  }
+  for (int e = 0; e < 2; e++) {
+    endpoint_t *ep = &r->ep[e];
+    ep->relay = r;
+    uv_poll_init(loop, &ep->poll, ep->fd);
+    ep->poll.data = ep;
+  }
+  r->refs = 3;
+  napi_value name, handle;
+  napi_create_reference(env, argv[4], 1, &r->callback);
+  napi_create_string_utf8(env, "pgward.relay", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &r->async);
+  napi_create_external(env, r, finalize, NULL, &handle);
+  update_polls(r);
+  return handle;
+}
+
+/* stop(handle) → true when stopped at once; otherwise an end event with state STOPPED follows. */
+static napi_value stop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  relay_t *r = unwrap(env, argv[0]);
+  if (!r) return NULL;
+  if (r->state == R_RUNNING) {
+    r->stopping = 1;
+    if (!r->busy) {
+      if (settle_stop(r)) {
+        halt(r, R_STOPPED);
+        drop_callback(r);
+        napi_get_boolean(env, 1, &result);
+        return result;
+      }
+      update_polls(r);
+    }
+  }
+  napi_get_boolean(env, 0, &result);
+  return result;
+}
+
+/*
+ * status(handle) → [state, errno, transaction status, unanswered, terminated, backend said fatal,
+ * bytes to client, bytes to backend, client stream mid-message, backend stream mid-message,
+ * violation code, violation length]
+ */
+static napi_value status(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  relay_t *r = unwrap(env, argv[0]);
+  if (!r) return NULL;
+  const direction_t *tc = &r->dir[TO_CLIENT], *tb = &r->dir[TO_BACKEND];
+  double values[12] = {
+      r->state,
+      r->error,
+      (double)(unsigned char)r->tx_status,
+      r->unanswered,
+      r->terminated,
+      r->backend_said_fatal,
+      tc->bytes,
+      tb->bytes,
+      !(at_boundary(tc) && tc->head == tc->tail),
+      !(at_boundary(tb) && tb->head == tb->tail),
+      r->violation_code,
+      r->violation_length,
+  };
+  napi_create_array_with_length(env, 12, &out);
+  for (uint32_t i = 0; i < 12; i++) {
+    napi_value v;
+    napi_create_double(env, values[i], &v);
+    napi_set_element(env, out, i, v);
+  }
+  return out;
+}
+
+/* bytes(handle) → bytes to client + bytes to backend, as two numbers in a reused Float64Array */
+static napi_value bytes(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  relay_t *r = unwrap(env, argv[0]);
+  if (!r) return NULL;
+  void *data;
+  size_t length;
+  napi_typedarray_type type;
+  if (napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array ||
+      length < 2) {
+    napi_throw_type_error(env, NULL, "expected a Float64Array of 2");
+    return NULL;
+  }
+  ((double *)data)[0] = r->dir[TO_CLIENT].bytes;
+  ((double *)data)[1] = r->dir[TO_BACKEND].bytes;
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {{"start", start}, {"stop", stop}, {"status", status}, {"bytes", bytes}};
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, fns[i].name, f);
+  }
+  return exports;
+}

@@ -1,0 +1,188 @@
+// The native relay addon (native/relay.c): a session's bytes moved inside libuv's loop, with no
+// JavaScript per read or write, for sessions whose pipeline looks at no message.
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TransactionStatus } from '../protocol/index.js';
+import { chunkRouteOf } from './own-read.js';
+
+interface Addon {
+  start(clientFd: number, backendFd: number, clientMaxLength: number, backendMaxLength: number, callback: (event: number, data?: Buffer) => void): object;
+  stop(handle: object): boolean;
+  status(handle: object): number[];
+  bytes(handle: object, out: Float64Array): void;
+}
+
+const EV_END = 1;
+const EV_PARAMETER_STATUS = 2;
+
+/** Why the native relay handed the session back; the numbers are relay.c's. */
+export type NativeRelayEndReason =
+  | 'stopped'
+  | 'client-eof'
+  | 'backend-eof'
+  | 'client-error'
+  | 'backend-error'
+  | 'client-violation'
+  | 'backend-violation';
+
+const REASONS: Record<number, NativeRelayEndReason> = {
+  1: 'stopped',
+  2: 'client-eof',
+  3: 'backend-eof',
+  4: 'client-error',
+  5: 'backend-error',
+  6: 'client-violation',
+  7: 'backend-violation',
+};
+
+export interface NativeRelayStatus {
+  transactionStatus: TransactionStatus;
+  unanswered: number;
+  /** The client sent Terminate. */
+  terminated: boolean;
+  /** The last message from the backend was an ErrorResponse with severity FATAL or PANIC. */
+  backendSaidFatal: boolean;
+  bytesToClient: number;
+  bytesToBackend: number;
+  /** What the client was sent (or the backend) stops inside a message. */
+  clientMidMessage: boolean;
+  backendMidMessage: boolean;
+}
+
+export interface NativeRelayEnd extends NativeRelayStatus {
+  reason: NativeRelayEndReason;
+  /** errno of the I/O failure, for the *-error reasons. */
+  errno: number;
+  /** The offending header, for the *-violation reasons. */
+  violation?: { code: string; length: number };
+}
+
+export interface NativeRelayEvents {
+  /** The body of a ParameterStatus the client was sent. */
+  parameterStatus(body: Buffer): void;
+  /** The relay stopped (asked to, at a message boundary both ways) or a side ended or failed. */
+  end(end: NativeRelayEnd): void;
+}
+
+let loaded: Addon | null | undefined;
+let loadError: string | undefined;
+
+function addon(): Addon | null {
+  if (loaded !== undefined) return loaded;
+  try {
+    // dist/src/pipeline → the repository root.
+    const require = createRequire(import.meta.url);
+    loaded = require('../../../native/build/Release/pgward_relay.node') as Addon;
+  } catch (err) {
+    loaded = null;
+    loadError = err instanceof Error ? err.message.split('\n')[0] : String(err);
+  }
+  return loaded;
+}
+
+/** Whether the addon is built and loads here; when not, why (for the operator's log). */
+export function nativeRelayAvailability(): { available: true } | { available: false; reason: string } {
+  return addon() ? { available: true } : { available: false, reason: loadError ?? 'not built' };
+}
+
+/** The descriptor of a plain TCP socket that reads through `own-read.ts` (so it is not read behind our back), if it is one. */
+function relayableFd(socket: Duplex): number | undefined {
+  if (chunkRouteOf(socket) === undefined) return undefined;
+  const s = socket as Socket & { _handle?: { fd?: unknown } | null; encrypted?: boolean };
+  if (s.encrypted || s.destroyed || s.writableLength > 0 || s.writableCorked > 0 || s.readableLength > 0) return undefined;
+  const fd = s._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+export class NativeRelay {
+  private readonly bytesView = new Float64Array(2);
+  private final: NativeRelayStatus | undefined;
+
+  private constructor(
+    private readonly lib: Addon,
+    private readonly handle: object,
+  ) {}
+
+  /**
+   * Starts relaying between two idle sockets, or returns undefined when this pair cannot be
+   * relayed natively (no addon, TLS, data already buffered in Node on either side). Both sockets
+   * must stay paused, and unwritten to, until `events.end`.
+   */
+  static start(
+    client: Duplex,
+    backend: Duplex,
+    limits: { client: number; backend: number },
+    events: NativeRelayEvents,
+  ): NativeRelay | undefined {
+    const lib = addon();
+    if (!lib) return undefined;
+    const clientFd = relayableFd(client);
+    const backendFd = relayableFd(backend);
+    if (clientFd === undefined || backendFd === undefined) return undefined;
+    client.pause();
+    backend.pause();
+    let relay: NativeRelay | undefined = undefined;
+    const handle = lib.start(clientFd, backendFd, limits.client, limits.backend, (event, data) => {
+      if (event === EV_PARAMETER_STATUS && data) events.parameterStatus(data);
+      else if (event === EV_END) events.end(relay!.ended());
+    });
+    relay = new NativeRelay(lib, handle);
+    return relay;
+  }
+
+  /**
+   * Asks the relay to stop at the next message boundary in both directions. Returns how it ended
+   * when it stopped at once (no `end` event follows); otherwise `end` reports it, or whatever
+   * ended it first.
+   */
+  stop(): NativeRelayEnd | undefined {
+    if (this.final) return undefined;
+    if (!this.lib.stop(this.handle)) return undefined;
+    return this.ended();
+  }
+
+  /** What the relay knows now (or knew when it ended). */
+  status(): NativeRelayStatus {
+    return this.final ?? toStatus(this.lib.status(this.handle));
+  }
+
+  get bytesToClient(): number {
+    if (this.final) return this.final.bytesToClient;
+    this.lib.bytes(this.handle, this.bytesView);
+    return this.bytesView[0]!;
+  }
+
+  get bytesToBackend(): number {
+    if (this.final) return this.final.bytesToBackend;
+    this.lib.bytes(this.handle, this.bytesView);
+    return this.bytesView[1]!;
+  }
+
+  private ended(): NativeRelayEnd {
+    const raw = this.lib.status(this.handle);
+    const end: NativeRelayEnd = {
+      ...toStatus(raw),
+      reason: REASONS[raw[0]!] ?? 'stopped',
+      errno: raw[1]!,
+    };
+    if (end.reason === 'client-violation' || end.reason === 'backend-violation') {
+      end.violation = { code: String.fromCharCode(raw[10]!), length: raw[11]! };
+    }
+    this.final = end;
+    return end;
+  }
+}
+
+function toStatus(raw: number[]): NativeRelayStatus {
+  return {
+    transactionStatus: String.fromCharCode(raw[2]!) as TransactionStatus,
+    unanswered: raw[3]!,
+    terminated: raw[4] === 1,
+    backendSaidFatal: raw[5] === 1,
+    bytesToClient: raw[6]!,
+    bytesToBackend: raw[7]!,
+    clientMidMessage: raw[8] === 1,
+    backendMidMessage: raw[9] === 1,
+  };
+}

@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
+import type { Middleware, MiddlewareContext } from '../../src/pipeline/index.js';
+import { nativeRelayAvailability } from '../../src/pipeline/native-relay.js';
+import { be } from '../../src/protocol/index.js';
+import { PgCluster } from '../helpers/pg-cluster.js';
+import { logEvents, startTestProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
+
+/** A middleware with no stream operator (so sessions may run natively) that keeps each session's context. */
+function passive(): Middleware & { contexts: MiddlewareContext[]; paramsAtClose: (string | undefined)[] } {
+  const contexts: MiddlewareContext[] = [];
+  const paramsAtClose: (string | undefined)[] = [];
+  return {
+    name: 'passive',
+    contexts,
+    paramsAtClose,
+    session(ctx) {
+      contexts.push(ctx);
+      return { onClose: () => paramsAtClose.push(ctx.serverParams.get('application_name')) };
+    },
+  };
+}
+
+describe('the native relay', () => {
+  let cluster: PgCluster;
+
+  before(async () => {
+    cluster = await PgCluster.start({});
+  });
+
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  const args = () => ['--insecure', '--auth', 'passthrough', '--backend', cluster.url('postgres', undefined, 'postgres') + '?sslmode=disable'];
+
+  it('is built and loads (the build step compiles native/relay.c)', () => {
+    assert.deepEqual(nativeRelayAvailability(), { available: true });
+  });
+
+  it('keeps ParameterStatus, byte counts and the transaction state without handing the session over', async () => {
+    const mw = passive();
+    await using proxy = await startTestProxy(args(), { middleware: [mw] });
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    await client.query(`set application_name = 'native-relay-test'`);
+    await client.query('begin');
+    const ctx = mw.contexts[0]!;
+    // Read while the native relay carries the session: the tracker asks it.
+    assert.equal(ctx.state.transactionStatus, 'T');
+    assert.equal(ctx.state.idle, false);
+    await client.query('commit');
+    assert.equal(ctx.state.transactionStatus, 'I');
+    assert.equal(ctx.state.unanswered, 0);
+    const rows = await client.query(`select repeat('x', 1000) as x from generate_series(1, 2000)`);
+    assert.equal(rows.rowCount, 2000);
+    await client.end();
+    await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
+    const ended = logEvents(proxy.logs, 'session ended')[0]!;
+    assert.equal(ended.relay, 'native');
+    assert.equal(ended.reason, 'client-terminate');
+    assert.ok((ended.bytes_to_client as number) > 2000 * 1000, `bytes to client counted: ${ended.bytes_to_client}`);
+    assert.ok((ended.bytes_to_backend as number) > 0);
+    assert.deepEqual(mw.paramsAtClose, ['native-relay-test']);
+  });
+
+  it('hands the session to the JavaScript relay, at a message boundary, for a middleware that sends to the client', async () => {
+    const mw = passive();
+    await using proxy = await startTestProxy(args(), { middleware: [mw] });
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    const notices: string[] = [];
+    client.on('notice', (n) => notices.push(n.message ?? ''));
+    await client.connect();
+    await client.query('select 1');
+    mw.contexts[0]!.sendToClient(be.noticeResponse({ severity: 'NOTICE', severityV: 'NOTICE', code: '00000', message: 'from the middleware' }));
+    await until(() => notices.length === 1, 5000, 'the notice to arrive');
+    assert.deepEqual(notices, ['from the middleware']);
+    // The session goes on, now in JavaScript.
+    const r = await client.query('select count(*)::int as n from generate_series(1, 50000)');
+    assert.equal(r.rows[0].n, 50000);
+    await client.end();
+    await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native-then-js');
+  });
+
+  it('waits for the transaction to end before a close that waits for idle', async () => {
+    const mw = passive();
+    await using proxy = await startTestProxy(args(), { middleware: [mw] });
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    const errors: Error[] = [];
+    client.on('error', (e) => errors.push(e));
+    await client.connect();
+    await client.query('begin');
+    await client.query('select 1');
+    const ctx = mw.contexts[0]!;
+    let closedAt: string | undefined;
+    ctx.state.whenIdle(() => {
+      closedAt = ctx.state.transactionStatus;
+      ctx.close();
+    });
+    // In a transaction: nothing may close it yet.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(closedAt, undefined);
+    assert.equal((await client.query('select 2 as two')).rows[0].two, 2);
+    await client.query('commit').catch(() => {});
+    await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
+    assert.equal(closedAt, 'I');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.reason, 'closed');
+    await client.end().catch(() => {});
+  });
+
+  it('sends 08006 when the backend dies under the native relay, and keeps serving', async () => {
+    await using proxy = await startTestProxy(args());
+    const victim = new pg.Client({ connectionString: proxy.url('postgres') });
+    victim.on('error', () => {});
+    await victim.connect();
+    const pid = (await victim.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    const running = victim.query('select pg_sleep(30)').then(
+      () => assert.fail('the query should fail'),
+      (e: Error & { code?: string }) => e,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(pid, 'SIGKILL');
+    const err = await running;
+    assert.equal(err.code, '08006', String(err));
+    await until(async () => {
+      const c = new pg.Client({ connectionString: proxy.url('postgres') });
+      try {
+        await c.connect();
+        return (await c.query('select 1 as one')).rows[0].one === 1;
+      } catch {
+        return false;
+      } finally {
+        await c.end().catch(() => {});
+      }
+    }, 10_000, 'the cluster to serve again after the crash restart');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native');
+  });
+});
