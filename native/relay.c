@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <node_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,10 @@
 
 #define BUF_SIZE (16 * 1024)
 #define CAPTURE_SIZE 8192
+/* Statement durations kept until JavaScript takes them (at a scrape, or when this many wait). */
+#define TIMINGS_SIZE 4096
+/* Statements in flight at once beyond this are not timed (a pipeline that deep is rare). */
+#define MAX_IN_FLIGHT 65536
 
 /* Directions, and the endpoints they read from. */
 enum { TO_BACKEND = 0, TO_CLIENT = 1 };
@@ -39,7 +44,7 @@ enum {
 };
 
 /* Events passed to the JavaScript callback. */
-enum { EV_END = 1, EV_PARAMETER_STATUS = 2 };
+enum { EV_END = 1, EV_PARAMETER_STATUS = 2, EV_TIMINGS_FULL = 3 };
 
 typedef struct relay relay_t;
 
@@ -85,15 +90,25 @@ struct relay {
   uint8_t capture[CAPTURE_SIZE];
   uint32_t capture_len;
   int capture_overflow;
+  /* statement timing, when asked for: start times (uv_hrtime) of statements sent, oldest first */
+  int timing;
+  uint64_t *starts;
+  uint32_t starts_cap, starts_head, starts_len;
+  /* finished: seconds for a success, -1 - seconds for an error */
+  double timings[TIMINGS_SIZE];
+  uint32_t timings_len;
 };
 
 static void on_poll(uv_poll_t *handle, int status, int events);
+static void emit(relay_t *r, int event, const uint8_t *data, size_t len);
 
 static int src_of(int d) { return d == TO_BACKEND ? CLIENT : BACKEND; }
 static int dst_of(int d) { return d == TO_BACKEND ? BACKEND : CLIENT; }
 
 static void release(relay_t *r) {
-  if (--r->refs == 0) free(r);
+  if (--r->refs > 0) return;
+  free(r->starts);
+  free(r);
 }
 
 static void on_closed(uv_handle_t *handle) { release(((endpoint_t *)handle->data)->relay); }
@@ -207,14 +222,53 @@ static int error_is_fatal(const uint8_t *body, uint32_t len) {
   return 0;
 }
 
+/* A Query or Execute was sent: the statements of the JavaScript observer, timed the same way. */
+static void statement_started(relay_t *r) {
+  if (r->starts_len == r->starts_cap) {
+    if (r->starts_cap >= MAX_IN_FLIGHT) return;
+    uint32_t cap = r->starts_cap ? r->starts_cap * 2 : 64;
+    uint64_t *grown = malloc(cap * sizeof *grown);
+    if (!grown) return;
+    for (uint32_t i = 0; i < r->starts_len; i++) grown[i] = r->starts[(r->starts_head + i) % r->starts_cap];
+    free(r->starts);
+    r->starts = grown;
+    r->starts_cap = cap;
+    r->starts_head = 0;
+  }
+  r->starts[(r->starts_head + r->starts_len) % r->starts_cap] = uv_hrtime();
+  r->starts_len++;
+}
+
+static void statement_done(relay_t *r, int ok) {
+  if (r->starts_len == 0) return;
+  uint64_t started = r->starts[r->starts_head];
+  r->starts_head = (r->starts_head + 1) % r->starts_cap;
+  r->starts_len--;
+  double seconds = (double)(uv_hrtime() - started) / 1e9;
+  r->timings[r->timings_len++] = ok ? seconds : -1 - seconds;
+  if (r->timings_len == TIMINGS_SIZE) {
+    emit(r, EV_TIMINGS_FULL, NULL, 0);
+    /* Taken, or nobody listens: either way there is room again. */
+    r->timings_len = 0;
+  }
+}
+
 static void message_started(relay_t *r, int d, uint8_t code) {
   if (d == TO_BACKEND) {
     if (code == 'Q' || code == 'S' || code == 'F') r->unanswered++;
     else if (code == 'X') r->terminated = 1;
-  } else if (code == 'S' || code == 'E') {
+    if (r->timing && (code == 'Q' || code == 'E')) statement_started(r);
+    return;
+  }
+  if (code == 'S' || code == 'E') {
     r->capture_len = 0;
     r->capture_overflow = 0;
   }
+  if (!r->timing) return;
+  if (code == 'C' || code == 'I' || code == 's') statement_done(r, 1);
+  else if (code == 'E') statement_done(r, 0);
+  /* Executes skipped after an error never ran: nothing to count. */
+  else if (code == 'Z') r->starts_len = 0;
 }
 
 static void message_ended(relay_t *r, int d, uint8_t code) {
@@ -373,15 +427,17 @@ static int throw_errno(napi_env env, const char *what) {
   return 0;
 }
 
-/* start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback) → handle */
+/* start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback, timeStatements) → handle */
 static napi_value start(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL, "start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback)");
+  if (argc < 6) {
+    napi_throw_type_error(env, NULL, "start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback, timeStatements)");
     return NULL;
   }
+  bool timing = false;
+  napi_get_value_bool(env, argv[5], &timing);
   int32_t fds[2];
   uint32_t max[2];
   napi_get_value_int32(env, argv[0], &fds[0]);
@@ -398,6 +454,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   }
   r->env = env;
   r->tx_status = 'I';
+  r->timing = timing;
   r->dir[TO_BACKEND].max_length = max[0];
   r->dir[TO_CLIENT].max_length = max[1];
   for (int e = 0; e < 2; e++) {
@@ -503,11 +560,41 @@ static napi_value bytes(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* timings(handle) → Float64Array of the durations finished since the last call (see relay_t.timings) */
+static napi_value timings(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], buffer, out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  relay_t *r = unwrap(env, argv[0]);
+  if (!r) return NULL;
+  void *data;
+  napi_create_arraybuffer(env, r->timings_len * sizeof(double), &data, &buffer);
+  memcpy(data, r->timings, r->timings_len * sizeof(double));
+  napi_create_typedarray(env, napi_float64_array, r->timings_len, buffer, 0, &out);
+  r->timings_len = 0;
+  return out;
+}
+
+/* inFlight(handle) → Float64Array of the ages, in seconds, of the statements sent and not finished */
+static napi_value in_flight(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], buffer, out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  relay_t *r = unwrap(env, argv[0]);
+  if (!r) return NULL;
+  double *ages;
+  uint64_t now = uv_hrtime();
+  napi_create_arraybuffer(env, r->starts_len * sizeof(double), (void **)&ages, &buffer);
+  for (uint32_t i = 0; i < r->starts_len; i++) ages[i] = (double)(now - r->starts[(r->starts_head + i) % r->starts_cap]) / 1e9;
+  napi_create_typedarray(env, napi_float64_array, r->starts_len, buffer, 0, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"start", start}, {"stop", stop}, {"status", status}, {"bytes", bytes}};
+  } fns[] = {{"start", start}, {"stop", stop}, {"status", status}, {"bytes", bytes}, {"timings", timings}, {"inFlight", in_flight}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

@@ -7,14 +7,24 @@ import type { TransactionStatus } from '../protocol/index.js';
 import { chunkRouteOf } from './own-read.js';
 
 interface Addon {
-  start(clientFd: number, backendFd: number, clientMaxLength: number, backendMaxLength: number, callback: (event: number, data?: Buffer) => void): object;
+  start(
+    clientFd: number,
+    backendFd: number,
+    clientMaxLength: number,
+    backendMaxLength: number,
+    callback: (event: number, data?: Buffer) => void,
+    timeStatements: boolean,
+  ): object;
   stop(handle: object): boolean;
   status(handle: object): number[];
   bytes(handle: object, out: Float64Array): void;
+  timings(handle: object): Float64Array;
+  inFlight(handle: object): Float64Array;
 }
 
 const EV_END = 1;
 const EV_PARAMETER_STATUS = 2;
+const EV_TIMINGS_FULL = 3;
 
 /** Why the native relay handed the session back; the numbers are relay.c's. */
 export type NativeRelayEndReason =
@@ -52,6 +62,8 @@ export interface NativeRelayStatus {
 
 export interface NativeRelayEnd extends NativeRelayStatus {
   reason: NativeRelayEndReason;
+  /** With statement timing: how long ago (s) each statement still waiting for its result was sent, oldest first. */
+  inFlight: number[];
   /** errno of the I/O failure, for the *-error reasons. */
   errno: number;
   /** The offending header, for the *-violation reasons. */
@@ -63,6 +75,12 @@ export interface NativeRelayEvents {
   parameterStatus(body: Buffer): void;
   /** The relay stopped (asked to, at a message boundary both ways) or a side ended or failed. */
   end(end: NativeRelayEnd): void;
+  /**
+   * When given, statements are timed as `statement-telemetry.ts` times them (from a Query or
+   * Execute sent to its CommandComplete, EmptyQueryResponse, PortalSuspended or ErrorResponse)
+   * and handed here in batches: by `drainTimings`, when many wait, and at the end.
+   */
+  statement?(seconds: number, ok: boolean): void;
 }
 
 let loaded: Addon | null | undefined;
@@ -102,7 +120,18 @@ export class NativeRelay {
   private constructor(
     private readonly lib: Addon,
     private readonly handle: object,
+    private readonly statement: ((seconds: number, ok: boolean) => void) | undefined,
   ) {}
+
+  /** Hands the statements finished since the last call to `events.statement`. */
+  drainTimings(): void {
+    const statement = this.statement;
+    if (statement === undefined || this.final) return;
+    for (const v of this.lib.timings(this.handle)) {
+      if (v >= 0) statement(v, true);
+      else statement(-1 - v, false);
+    }
+  }
 
   /**
    * Starts relaying between two idle sockets, or returns undefined when this pair cannot be
@@ -123,11 +152,13 @@ export class NativeRelay {
     client.pause();
     backend.pause();
     let relay: NativeRelay | undefined = undefined;
-    const handle = lib.start(clientFd, backendFd, limits.client, limits.backend, (event, data) => {
+    const callback = (event: number, data?: Buffer) => {
       if (event === EV_PARAMETER_STATUS && data) events.parameterStatus(data);
+      else if (event === EV_TIMINGS_FULL) relay!.drainTimings();
       else if (event === EV_END) events.end(relay!.ended());
-    });
-    relay = new NativeRelay(lib, handle);
+    };
+    const handle = lib.start(clientFd, backendFd, limits.client, limits.backend, callback, events.statement !== undefined);
+    relay = new NativeRelay(lib, handle, events.statement);
     return relay;
   }
 
@@ -160,11 +191,13 @@ export class NativeRelay {
   }
 
   private ended(): NativeRelayEnd {
+    this.drainTimings();
     const raw = this.lib.status(this.handle);
     const end: NativeRelayEnd = {
       ...toStatus(raw),
       reason: REASONS[raw[0]!] ?? 'stopped',
       errno: raw[1]!,
+      inFlight: this.statement ? Array.from(this.lib.inFlight(this.handle)) : [],
     };
     if (end.reason === 'client-violation' || end.reason === 'backend-violation') {
       end.violation = { code: String.fromCharCode(raw[10]!), length: raw[11]! };

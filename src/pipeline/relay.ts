@@ -53,6 +53,20 @@ export interface RelayEnd extends RelayTraffic {
 export interface RelayObserver {
   toBackend(m: FrontendMessage): void;
   fromBackend(m: BackendMessage): void;
+  /**
+   * Present when each statement's duration and outcome is all the observer needs (no message
+   * content): the session may then run on the native relay, which times statements itself.
+   */
+  timings?: StatementTimings;
+}
+
+/** How an observer takes statement timings from the native relay. */
+export interface StatementTimings {
+  statement(seconds: number, ok: boolean): void;
+  /** Registers `drain`, to be called before the timings are read (e.g. at a scrape); returns its removal. */
+  pull(drain: () => void): () => void;
+  /** The session moves to `toBackend`/`fromBackend`: these statements (ages in seconds, oldest first) are still running. */
+  adopt(inFlightAges: readonly number[]): void;
 }
 
 export interface RelayOptions {
@@ -199,6 +213,7 @@ export function relay(
     // What must wait until the JavaScript relay has the sockets back, in order.
     let waiting: (() => void)[] = [];
     let stopping = false;
+    let stopPulling = () => {};
     const whenJs = (fn: () => void) => {
       if (done) return;
       if (native === undefined) return fn();
@@ -211,6 +226,7 @@ export function relay(
 
     const nativeEnded = (end: NativeRelayEnd) => {
       native = undefined;
+      stopPulling();
       nativeToClient = end.bytesToClient;
       nativeToBackend = end.bytesToBackend;
       terminating ||= end.terminated;
@@ -224,6 +240,7 @@ export function relay(
         } finally {
           batch.end();
         }
+        observer?.timings?.adopt(end.inFlight);
         onRelayKind?.('js', true);
         takeover!.complete();
         return;
@@ -254,9 +271,10 @@ export function relay(
     try {
       const chain = buildChain(middleware, session, gated(fromClient$), gated(fromBackend$));
       handlers = chain.handlers;
+      const timings = observer?.timings;
       const quiet =
         nativeAllowed &&
-        observer === undefined &&
+        (observer === undefined || timings !== undefined) &&
         handlers.every((h) => h.frontend === undefined && h.backend === undefined) &&
         !client.leftover?.length &&
         !backend.leftover?.length &&
@@ -270,6 +288,7 @@ export function relay(
               session.serverParams.set(name, value);
             },
             end: nativeEnded,
+            statement: timings?.statement,
           });
         } catch (err) {
           // e.g. no descriptor left to duplicate: the JavaScript relay needs none.
@@ -278,6 +297,7 @@ export function relay(
         if (native) {
           takeover = new Subject<never>();
           const relay = native;
+          if (timings) stopPulling = timings.pull(() => relay.drainTimings());
           state.attach({ read: () => relay.status(), wantIdle: () => whenJs(() => {}) });
         }
       }

@@ -85,6 +85,19 @@ export function statementTelemetry(metrics: Metrics): (session: Session) => Rela
           break;
       }
     };
-    return { toBackend: onClient, fromBackend: onBackend };
+    if (tracing) return { toBackend: onClient, fromBackend: onBackend };
+    // Without a recording span only durations and outcomes count: the native relay can measure those.
+    return {
+      toBackend: onClient,
+      fromBackend: onBackend,
+      timings: {
+        statement: (seconds, ok) => metrics.query(seconds, ok),
+        pull: (drain) => metrics.beforeStatementScrape(drain),
+        adopt: (ages) => {
+          const now = performance.now();
+          for (const age of ages) pending.push({ started: now - age * 1000 });
+        },
+      },
+    };
   };
 }

@@ -48,6 +48,8 @@ export interface Metrics {
    * traffic shows as it happens, at no cost per message) and once more by the returned `done`.
    */
   trackBytes(counts: ByteCounts): () => void;
+  /** Runs `fn` at every scrape before the statement metrics are read (to hand in what was measured elsewhere); returns its removal. */
+  beforeStatementScrape(fn: () => void): () => void;
   configReload(ok: boolean): void;
   setDraining(draining: boolean): void;
   pluginError(plugin: string): void;
@@ -119,12 +121,16 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   // Counted in plain numbers per statement and handed to prom-client at scrape time: its `inc`
   // with a label set hashes the labels on every call (~0.25 µs, once per statement).
   const unpublishedQueries = { ok: 0, error: 0 };
+  // Native relays hand their statement timings in here; registered before the histogram, so a
+  // scrape sees them in both metrics.
+  const statementSources = new Set<() => void>();
   const queries = new Counter({
     name: 'pgward_queries_total',
     help: 'Statements relayed, by result.',
     labelNames: ['result'] as const,
     registers,
     collect() {
+      for (const drain of statementSources) drain();
       for (const result of ['ok', 'error'] as const) {
         const n = unpublishedQueries[result];
         if (n === 0) continue;
@@ -234,6 +240,10 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
         if (!trackedBytes.delete(t)) return;
         publishBytes(t);
       };
+    },
+    beforeStatementScrape: (fn) => {
+      statementSources.add(fn);
+      return () => void statementSources.delete(fn);
     },
     configReload: (ok) => reloads.inc({ result: ok ? 'ok' : 'error' }),
     setDraining: (b) => draining.set(b ? 1 : 0),

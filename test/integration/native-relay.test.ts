@@ -6,6 +6,7 @@ import { nativeRelayAvailability } from '../../src/pipeline/native-relay.js';
 import { be } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
+import { metricValue } from '../helpers/scrape.js';
 import { until } from '../helpers/wait.js';
 
 /** A middleware with no stream operator (so sessions may run natively) that keeps each session's context. */
@@ -109,6 +110,50 @@ describe('the native relay', () => {
     assert.equal(closedAt, 'I');
     assert.equal(logEvents(proxy.logs, 'session ended')[0]!.reason, 'closed');
     await client.end().catch(() => {});
+  });
+
+  it('times statements itself when only metrics watch them: counts and durations show at each scrape', async () => {
+    await using proxy = await startTestProxy([...args(), '--metricsAddr', '127.0.0.1:0']);
+    const address = proxy.proxy.metricsAddress!;
+    const scrape = async () => (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    for (let i = 0; i < 5; i++) await client.query('select $1::int as i', [i]);
+    await client.query('select pg_sleep(0.3)');
+    await client.query('select 1/0').catch(() => {});
+    // Mid-session, from the live native relay.
+    let text = await scrape();
+    assert.equal(metricValue(text, 'pgward_relay_sessions_total', { relay: 'native' }), 1);
+    assert.equal(metricValue(text, 'pgward_queries_total', { result: 'ok' }), 6);
+    assert.equal(metricValue(text, 'pgward_queries_total', { result: 'error' }), 1);
+    assert.equal(metricValue(text, 'pgward_query_duration_seconds_count'), 7);
+    assert.equal(metricValue(text, 'pgward_query_duration_seconds_bucket', { le: '0.1' }), 6, 'only pg_sleep took longer than 0.1 s');
+    assert.ok(metricValue(text, 'pgward_query_duration_seconds_sum') >= 0.3);
+    await client.query('select 2');
+    await client.end();
+    await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
+    text = await scrape();
+    assert.equal(metricValue(text, 'pgward_queries_total', { result: 'ok' }), 7);
+    assert.equal(metricValue(text, 'pgward_relay_sessions_total', { relay: 'handover' }), 0);
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native');
+  });
+
+  it('hands a statement that is still running over to the JavaScript relay, which finishes timing it', async () => {
+    const mw = passive();
+    await using proxy = await startTestProxy([...args(), '--metricsAddr', '127.0.0.1:0'], { middleware: [mw] });
+    const address = proxy.proxy.metricsAddress!;
+    const scrape = async () => (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    const sleeping = client.query('select pg_sleep(0.5)');
+    await new Promise((r) => setTimeout(r, 150));
+    mw.contexts[0]!.sendToClient(be.noticeResponse({ severity: 'NOTICE', severityV: 'NOTICE', code: '00000', message: 'hello' }));
+    await sleeping;
+    const text = await scrape();
+    assert.equal(metricValue(text, 'pgward_relay_sessions_total', { relay: 'handover' }), 1);
+    assert.equal(metricValue(text, 'pgward_queries_total', { result: 'ok' }), 1);
+    assert.ok(metricValue(text, 'pgward_query_duration_seconds_sum') >= 0.5, 'timed from when it was sent, before the handover');
+    await client.end();
   });
 
   it('sends 08006 when the backend dies under the native relay, and keeps serving', async () => {
