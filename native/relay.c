@@ -411,12 +411,17 @@ static void finalize(napi_env env, void *data, void *hint) {
   release(r);
 }
 
-static relay_t *unwrap(napi_env env, napi_value value) {
+/* The relay handle every function but start takes first; `second` receives the next argument, if wanted. */
+static relay_t *relay_arg(napi_env env, napi_callback_info info, napi_value *second) {
+  size_t argc = 2;
+  napi_value argv[2];
   void *data = NULL;
-  if (napi_get_value_external(env, value, &data) != napi_ok) {
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < (second ? 2u : 1u) || napi_get_value_external(env, argv[0], &data) != napi_ok) {
     napi_throw_type_error(env, NULL, "expected a native relay handle");
     return NULL;
   }
+  if (second) *second = argv[1];
   return (relay_t *)data;
 }
 
@@ -484,10 +489,8 @@ static napi_value start(napi_env env, napi_callback_info info) {
 
 /* stop(handle) → true when stopped at once; otherwise an end event with state STOPPED follows. */
 static napi_value stop(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], result;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  relay_t *r = unwrap(env, argv[0]);
+  napi_value result;
+  relay_t *r = relay_arg(env, info, NULL);
   if (!r) return NULL;
   if (r->state == R_RUNNING) {
     r->stopping = 1;
@@ -511,10 +514,8 @@ static napi_value stop(napi_env env, napi_callback_info info) {
  * violation code, violation length]
  */
 static napi_value status(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  relay_t *r = unwrap(env, argv[0]);
+  napi_value out;
+  relay_t *r = relay_arg(env, info, NULL);
   if (!r) return NULL;
   const direction_t *tc = &r->dir[TO_CLIENT], *tb = &r->dir[TO_BACKEND];
   double values[12] = {
@@ -542,15 +543,13 @@ static napi_value status(napi_env env, napi_callback_info info) {
 
 /* bytes(handle) → bytes to client + bytes to backend, as two numbers in a reused Float64Array */
 static napi_value bytes(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  relay_t *r = unwrap(env, argv[0]);
+  napi_value array;
+  relay_t *r = relay_arg(env, info, &array);
   if (!r) return NULL;
   void *data;
   size_t length;
   napi_typedarray_type type;
-  if (napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array ||
+  if (napi_get_typedarray_info(env, array, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array ||
       length < 2) {
     napi_throw_type_error(env, NULL, "expected a Float64Array of 2");
     return NULL;
@@ -562,10 +561,8 @@ static napi_value bytes(napi_env env, napi_callback_info info) {
 
 /* timings(handle) → Float64Array of the durations finished since the last call (see relay_t.timings) */
 static napi_value timings(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], buffer, out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  relay_t *r = unwrap(env, argv[0]);
+  napi_value buffer, out;
+  relay_t *r = relay_arg(env, info, NULL);
   if (!r) return NULL;
   void *data;
   napi_create_arraybuffer(env, r->timings_len * sizeof(double), &data, &buffer);
@@ -577,10 +574,8 @@ static napi_value timings(napi_env env, napi_callback_info info) {
 
 /* inFlight(handle) → Float64Array of the ages, in seconds, of the statements sent and not finished */
 static napi_value in_flight(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1], buffer, out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  relay_t *r = unwrap(env, argv[0]);
+  napi_value buffer, out;
+  relay_t *r = relay_arg(env, info, NULL);
   if (!r) return NULL;
   double *ages;
   uint64_t now = uv_hrtime();
