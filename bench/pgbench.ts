@@ -1,12 +1,13 @@
 /**
  * pgbench through pgward versus a direct connection (and PgBouncer in session mode when
- * installed), on a throw-away cluster. `pgward-traced` is pgward with tracing on, every session
+ * installed), on a throw-away cluster. `pgward` relays on the native relay (native/relay.c, when
+ * built), `pgward-js` on the JavaScript one (--no-nativeRelay). `pgward-traced` is pgward with tracing on, every session
  * sampled, exporting OTLP/HTTP to a sink in this process, so its row shows what tracing costs.
  * `node-pipe` is a bare Node proxy (socket.pipe both ways): the floor for any proxy built on
  * Node's sockets, so pgward's own cost is its distance from that row.
  * `npm run bench`; quick try:
  *   BENCH_SECONDS=3 BENCH_CLIENTS=8 BENCH_TARGETS=direct,pgward npm run bench
- * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,node-pipe,pgward,pgward-traced,pgbouncer),
+ * Env: BENCH_SECONDS (15), BENCH_CLIENTS (1,8,32), BENCH_TARGETS (direct,node-pipe,pgward,pgward-js,pgward-traced,pgbouncer),
  * BENCH_SCRIPTS (select-only,tpcb-like), BENCH_SCALE (10), BENCH_ROUNDS (1: each cell measured that
  * many times, every target in turn, and the table shows medians). For investigating: BENCH_RATE (pgbench
  * -R, a fixed total TPS, to compare proxy CPU per transaction on a machine that is not saturated),
@@ -26,10 +27,11 @@ import { connect, type AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nativeRelayAvailability } from '../src/pipeline/native-relay.js';
 import { PgCluster, pgBinDir, serverOsUser, whichExecutable } from '../test/helpers/pg-cluster.js';
 import { freePort } from '../test/helpers/ports.js';
 
-const TARGETS = ['direct', 'node-pipe', 'pgward', 'pgward-traced', 'pgbouncer'] as const;
+const TARGETS = ['direct', 'node-pipe', 'pgward', 'pgward-js', 'pgward-traced', 'pgbouncer'] as const;
 type TargetName = (typeof TARGETS)[number];
 
 /** `-S` is pgbench's built-in select-only script; no flag means the TPC-B-like default. */
@@ -91,6 +93,8 @@ async function main(): Promise<void> {
   console.log(`PostgreSQL ${version}, scale ${config.scale}, ${config.seconds} s per run, ` +
     `clients ${config.clients.join(',')}, ${availableParallelism()} CPUs`);
 
+  const native = nativeRelayAvailability();
+  console.log(native.available ? 'native relay: built (the pgward row uses it)' : `native relay: NOT available (${native.reason}): the pgward row relays in JavaScript`);
   console.log(`initialising pgbench tables (-s ${config.scale}) …`);
   const init = await runProcess(pgbench, ['-i', '-q', '-s', String(config.scale), ...connArgs(cluster.port)], 600_000);
   if (init.code !== 0) throw new Error(`pgbench -i failed (${init.code}): ${lastLines(init.stderr, 5)}`);
@@ -271,6 +275,8 @@ function startTarget(name: TargetName, cluster: PgCluster, config: BenchConfig):
       return startNodePipe(cluster);
     case 'pgward':
       return startPgward(cluster, config);
+    case 'pgward-js':
+      return startPgward(cluster, config, {}, ['--no-nativeRelay']);
     case 'pgward-traced':
       return startTracedPgward(cluster, config);
     case 'pgbouncer':
@@ -278,11 +284,11 @@ function startTarget(name: TargetName, cluster: PgCluster, config: BenchConfig):
   }
 }
 
-async function startPgward(cluster: PgCluster, config: BenchConfig, env: NodeJS.ProcessEnv = {}): Promise<Target> {
+async function startPgward(cluster: PgCluster, config: BenchConfig, env: NodeJS.ProcessEnv = {}, flags: string[] = []): Promise<Target> {
   const port = await freePort();
   const service = spawnService(process.execPath, [
     ...config.pgwardNodeArgs,
-    join(repoRoot, 'bin', 'pgward.js'), 'start', ...config.pgwardArgs,
+    join(repoRoot, 'bin', 'pgward.js'), 'start', ...config.pgwardArgs, ...flags,
     '--auth', 'passthrough',
     '--backend', `postgres://postgres@127.0.0.1:${cluster.port}/postgres?sslmode=disable`,
     '--bindAddr', `127.0.0.1:${port}`,

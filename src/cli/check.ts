@@ -7,6 +7,7 @@ import { defaultBaseDir, loadPlugins } from '../plugins/loader.js';
 import { silentLogger } from '../telemetry/log.js';
 import { BUILTIN_PROVIDERS, buildRuntime } from './runtime.js';
 import { configPathOf } from './config-path.js';
+import { nativeRelayAvailability } from '../pipeline/native-relay.js';
 import { pgwardVersion } from './start.js';
 
 /** Text for `pgward check`: what would run, with no secrets. */
@@ -17,6 +18,7 @@ export function describeConfig(config: ProxyConfig, sources: string[]): string[]
     `pipeline: auth${config.pipelineNames.length ? ' → ' + config.pipelineNames.join(' → ') : ''}`,
     ...(config.plugins.length ? [`plugins: ${config.plugins.join(', ')}`] : []),
     ...sources,
+    `relay: ${relayDescription(config)}`,
     `limits: maxConnections ${config.maxConnections}, authTimeout ${config.authTimeoutMs} ms, gracePeriod ${config.gracePeriodMs} ms`,
     ...(config.peers
       ? [
@@ -65,4 +67,12 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
 function fail(problems: string[], err: NodeJS.WritableStream): number {
   err.write(`pgward: configuration problems:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
   return 2;
+}
+
+function relayDescription(config: ProxyConfig): string {
+  if (!config.nativeRelay) return 'JavaScript for every session (--no-nativeRelay)';
+  const native = nativeRelayAvailability();
+  return native.available
+    ? 'native for sessions that no middleware, trace or TLS needs to see into; JavaScript for the rest'
+    : `JavaScript for every session (the native relay is not available: ${native.reason})`;
 }

@@ -230,6 +230,7 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
     max_connections: config.maxConnections,
     metrics: proxy.metricsAddress ? `http://${proxy.metricsAddress.host}:${proxy.metricsAddress.port}/metrics` : undefined,
     tracing: tracing ? 'on' : 'off',
+    native_relay: !config.nativeRelay ? 'off' : nativeRelayAvailability().available ? 'on' : 'unavailable',
     proxy_protocol: config.proxyProtocol || undefined,
     peers: proxy.peerAddress && config.peers
       ? `instance ${config.peers.id} on ${proxy.peerAddress.host}:${proxy.peerAddress.port}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
