@@ -21,9 +21,11 @@
 #include <uv.h>
 
 #define BUF_SIZE (16 * 1024)
-#define CAPTURE_SIZE 8192
+/* A ParameterStatus is captured whole up to this size (a bigger one is not reported); an ErrorResponse only up to ERROR_HEAD, for its severity. */
+#define MAX_CAPTURE (64 * 1024)
+#define ERROR_HEAD 256
 /* Statement durations kept until JavaScript takes them (at a scrape, or when this many wait). */
-#define TIMINGS_SIZE 4096
+#define TIMINGS_SIZE 512
 /* Statements in flight at once beyond this are not timed (a pipeline that deep is rare). */
 #define MAX_IN_FLIGHT 65536
 
@@ -87,15 +89,15 @@ struct relay {
   int terminated;
   int backend_said_fatal;
   /* the body of the ParameterStatus or ErrorResponse being read from the backend */
-  uint8_t capture[CAPTURE_SIZE];
-  uint32_t capture_len;
+  uint8_t *capture;
+  uint32_t capture_cap, capture_len, capture_limit;
   int capture_overflow;
   /* statement timing, when asked for: start times (uv_hrtime) of statements sent, oldest first */
   int timing;
   uint64_t *starts;
   uint32_t starts_cap, starts_head, starts_len;
   /* finished: seconds for a success, -1 - seconds for an error */
-  double timings[TIMINGS_SIZE];
+  double *timings;
   uint32_t timings_len;
 };
 
@@ -108,6 +110,8 @@ static int dst_of(int d) { return d == TO_BACKEND ? BACKEND : CLIENT; }
 static void release(relay_t *r) {
   if (--r->refs > 0) return;
   free(r->starts);
+  free(r->capture);
+  free(r->timings);
   free(r);
 }
 
@@ -253,17 +257,35 @@ static void statement_done(relay_t *r, int ok) {
   }
 }
 
-static void message_started(relay_t *r, int d, uint8_t code) {
+static void capture_start(relay_t *r, uint32_t want) {
+  r->capture_len = 0;
+  r->capture_overflow = 0;
+  r->capture_limit = 0;
+  if (want > MAX_CAPTURE) {
+    r->capture_overflow = 1;
+    return;
+  }
+  if (want > r->capture_cap) {
+    uint8_t *grown = realloc(r->capture, want);
+    if (!grown) {
+      r->capture_overflow = 1;
+      return;
+    }
+    r->capture = grown;
+    r->capture_cap = want;
+  }
+  r->capture_limit = want;
+}
+
+static void message_started(relay_t *r, int d, uint8_t code, uint32_t body_len) {
   if (d == TO_BACKEND) {
     if (code == 'Q' || code == 'S' || code == 'F') r->unanswered++;
     else if (code == 'X') r->terminated = 1;
     if (r->timing && (code == 'Q' || code == 'E')) statement_started(r);
     return;
   }
-  if (code == 'S' || code == 'E') {
-    r->capture_len = 0;
-    r->capture_overflow = 0;
-  }
+  if (code == 'S') capture_start(r, body_len);
+  else if (code == 'E') capture_start(r, body_len < ERROR_HEAD ? body_len : ERROR_HEAD);
   if (!r->timing) return;
   if (code == 'C' || code == 'I' || code == 's') statement_done(r, 1);
   else if (code == 'E') statement_done(r, 0);
@@ -289,17 +311,11 @@ static void body_bytes(relay_t *r, int d, uint8_t code, const uint8_t *p, size_t
       r->tx_status = (char)p[0];
       if (r->unanswered > 0) r->unanswered--;
     }
-  } else if (code == 'S' || code == 'E') {
-    if (r->capture_len + n > CAPTURE_SIZE) {
-      /* An ErrorResponse's severity comes first: what fits is enough for it. */
-      size_t fits = CAPTURE_SIZE - r->capture_len;
-      memcpy(r->capture + r->capture_len, p, fits);
-      r->capture_len += fits;
-      r->capture_overflow = 1;
-    } else {
-      memcpy(r->capture + r->capture_len, p, n);
-      r->capture_len += n;
-    }
+  } else if ((code == 'S' || code == 'E') && r->capture_len < r->capture_limit) {
+    size_t take = r->capture_limit - r->capture_len;
+    if (take > n) take = n;
+    memcpy(r->capture + r->capture_len, p, take);
+    r->capture_len += (uint32_t)take;
   }
 }
 
@@ -325,7 +341,7 @@ static int frame(relay_t *r, int d, const uint8_t *p, size_t n) {
       dir->code = dir->hdr[0];
       dir->body_left = len - 4;
       dir->body_seen = 0;
-      message_started(r, d, dir->code);
+      message_started(r, d, dir->code, dir->body_left);
       if (dir->body_left == 0) message_ended(r, d, dir->code);
     } else {
       size_t take = dir->body_left < n ? dir->body_left : n;
@@ -460,6 +476,11 @@ static napi_value start(napi_env env, napi_callback_info info) {
   r->env = env;
   r->tx_status = 'I';
   r->timing = timing;
+  if (timing && !(r->timings = malloc(TIMINGS_SIZE * sizeof(double)))) {
+    free(r);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
   r->dir[TO_BACKEND].max_length = max[0];
   r->dir[TO_CLIENT].max_length = max[1];
   for (int e = 0; e < 2; e++) {
@@ -467,6 +488,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
     if (r->ep[e].fd < 0) {
       throw_errno(env, "dup");
       if (e == 1) close(r->ep[0].fd);
+      free(r->timings);
       free(r);
       return NULL;
     }
@@ -474,7 +496,20 @@ static napi_value start(napi_env env, napi_callback_info info) {
   for (int e = 0; e < 2; e++) {
     endpoint_t *ep = &r->ep[e];
     ep->relay = r;
-    uv_poll_init(loop, &ep->poll, ep->fd);
+    int err = uv_poll_init(loop, &ep->poll, ep->fd);
+    if (err) {
+      /* Only the handles already made need closing; each close releases one reference. */
+      close(r->ep[0].fd);
+      close(r->ep[1].fd);
+      r->refs = e;
+      if (e == 1) uv_close((uv_handle_t *)&r->ep[0].poll, on_closed);
+      else {
+        free(r->timings);
+        free(r);
+      }
+      napi_throw_error(env, NULL, uv_strerror(err));
+      return NULL;
+    }
     ep->poll.data = ep;
   }
   r->refs = 3;
@@ -505,6 +540,20 @@ static napi_value stop(napi_env env, napi_callback_info info) {
     }
   }
   napi_get_boolean(env, 0, &result);
+  return result;
+}
+
+/* abort(handle) → true when it was running: stops now, wherever each direction is (for a close that cannot wait). */
+static napi_value abort_relay(napi_env env, napi_callback_info info) {
+  napi_value result;
+  relay_t *r = relay_arg(env, info, NULL);
+  if (!r) return NULL;
+  int running = r->state == R_RUNNING && !r->busy;
+  if (running) {
+    halt(r, R_STOPPED);
+    drop_callback(r);
+  }
+  napi_get_boolean(env, running, &result);
   return result;
 }
 
@@ -589,7 +638,7 @@ NAPI_MODULE_INIT() {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"start", start}, {"stop", stop}, {"status", status}, {"bytes", bytes}, {"timings", timings}, {"inFlight", in_flight}};
+  } fns[] = {{"start", start}, {"stop", stop}, {"abort", abort_relay}, {"status", status}, {"bytes", bytes}, {"timings", timings}, {"inFlight", in_flight}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

@@ -16,6 +16,7 @@ interface Addon {
     timeStatements: boolean,
   ): object;
   stop(handle: object): boolean;
+  abort(handle: object): boolean;
   status(handle: object): number[];
   bytes(handle: object, out: Float64Array): void;
   timings(handle: object): Float64Array;
@@ -170,6 +171,16 @@ export class NativeRelay {
   stop(): NativeRelayEnd | undefined {
     if (this.final) return undefined;
     if (!this.lib.stop(this.handle)) return undefined;
+    return this.ended();
+  }
+
+  /**
+   * Stops at once, wherever each direction is (`clientMidMessage`/`backendMidMessage` say whether
+   * a stream was left inside a message): for a close that can wait no longer. No `end` event follows.
+   */
+  abort(): NativeRelayEnd | undefined {
+    if (this.final) return undefined;
+    if (!this.lib.abort(this.handle)) return undefined;
     return this.ended();
   }
 

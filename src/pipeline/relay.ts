@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { concat, defer, Subject, type Observable, type Subscription } from 'rxjs';
+import { concat, defer, type Observable, type Subscription } from 'rxjs';
 import {
   asPgError,
   backendMessage,
@@ -17,7 +17,8 @@ import {
 import { buildChain } from './chain.js';
 import type { Middleware } from './middleware.js';
 import type { Session } from './session.js';
-import { NativeRelay, type NativeRelayEnd } from './native-relay.js';
+import { NativePhase, type StatementTimings } from './native-phase.js';
+import type { NativeRelayEnd } from './native-relay.js';
 import { fromSocket, SocketSink, type ChunkBatch, type Frame } from './socket-io.js';
 
 const TERMINATE = 'X'.charCodeAt(0);
@@ -60,14 +61,7 @@ export interface RelayObserver {
   timings?: StatementTimings;
 }
 
-/** How an observer takes statement timings from the native relay. */
-export interface StatementTimings {
-  statement(seconds: number, ok: boolean): void;
-  /** Registers `drain`, to be called before the timings are read (e.g. at a scrape); returns its removal. */
-  pull(drain: () => void): () => void;
-  /** The session moves to `toBackend`/`fromBackend`: these statements (ages in seconds, oldest first) are still running. */
-  adopt(inFlightAges: readonly number[]): void;
-}
+export type { StatementTimings };
 
 export interface RelayOptions {
   observer?: RelayObserver;
@@ -76,7 +70,7 @@ export interface RelayOptions {
   /**
    * Carry the session in the native relay (native/relay.c) while nothing needs to see a message:
    * only when it is built, both sockets are plain TCP, no middleware has a stream operator and
-   * there is no observer. The session moves to the JavaScript relay, at a message boundary both
+   * the observer, if any, needs only statement timings. The session moves to the JavaScript relay, at a message boundary both
    * ways, the first time anything wants to write to a side, close it or wait for it to be idle.
    */
   native?: boolean;
@@ -102,18 +96,14 @@ export function relay(
   state.phase = 'relay';
   const clientSink = new SocketSink(client.socket, backend.socket);
   const backendSink = new SocketSink(backend.socket, client.socket);
-  // While `native` is set the native relay carries the bytes; `takeover` completes when the
-  // JavaScript sources take the sockets back.
-  let native: NativeRelay | undefined;
-  let takeover: Subject<never> | undefined;
-  let nativeToClient = 0;
-  let nativeToBackend = 0;
+  // Set when the session starts on the native relay; its sources then wait for its takeover.
+  let native: NativePhase | undefined;
   const traffic: RelayTraffic = {
     get bytesToClient() {
-      return clientSink.bytesWritten + (native ? native.bytesToClient : nativeToClient);
+      return clientSink.bytesWritten + (native?.bytesToClient ?? 0);
     },
     get bytesToBackend() {
-      return backendSink.bytesWritten + (native ? native.bytesToBackend : nativeToBackend);
+      return backendSink.bytesWritten + (native?.bytesToBackend ?? 0);
     },
   };
   onTraffic?.(traffic);
@@ -129,7 +119,7 @@ export function relay(
       backendSink.release();
     },
   };
-  const gated = <M>(source$: Observable<M>): Observable<M> => defer(() => (takeover ? concat(takeover, source$) : source$));
+  const gated = <M>(source$: Observable<M>): Observable<M> => defer(() => (native ? concat(native.takeover, source$) : source$));
   const fromClient$ = fromSocket(
     client.socket,
     client.framer,
@@ -210,47 +200,31 @@ export function relay(
       finish('backend-eof', error);
     };
 
-    // What must wait until the JavaScript relay has the sockets back, in order.
-    let waiting: (() => void)[] = [];
-    let stopping = false;
-    let stopPulling = () => {};
+    // What must wait until the JavaScript relay has the sockets back.
     const whenJs = (fn: () => void) => {
       if (done) return;
-      if (native === undefined) return fn();
-      waiting.push(fn);
-      if (stopping) return;
-      stopping = true;
-      const stopped = native.stop();
-      if (stopped) nativeEnded(stopped);
+      if (native) native.whenJs(fn);
+      else fn();
     };
 
-    const nativeEnded = (end: NativeRelayEnd) => {
-      native = undefined;
-      stopPulling();
-      nativeToClient = end.bytesToClient;
-      nativeToBackend = end.bytesToBackend;
+    const nativeStopped = (end: NativeRelayEnd, waiting: (() => void)[]) => {
       terminating ||= end.terminated;
-      state.detach();
-      if (end.reason === 'stopped') {
-        const fns = waiting;
-        waiting = [];
-        batch.begin();
-        try {
-          for (const fn of fns) if (!done) fn();
-        } finally {
-          batch.end();
-        }
-        observer?.timings?.adopt(end.inFlight);
-        onRelayKind?.('js', true);
-        takeover!.complete();
-        return;
+      batch.begin();
+      try {
+        for (const fn of waiting) if (!done) fn();
+      } finally {
+        batch.end();
       }
-      // The native relay ended with the session: Node's handles read again only to see the close.
-      waiting = [];
+      onRelayKind?.('js', true);
+    };
+
+    // The native relay ended with the session: Node's handles read again only to see the close.
+    const nativeEnded = (end: NativeRelayEnd) => {
+      terminating ||= end.terminated;
       switch (end.reason) {
         case 'client-eof':
         case 'client-error':
-          // Terminate only where the backend's stream is at a message boundary.
+          // No Terminate after half a message: the backend sees the EOF instead.
           if (end.backendMidMessage) terminating = true;
           finish(end.terminated ? 'client-terminate' : 'client-eof');
           break;
@@ -268,6 +242,17 @@ export function relay(
       backend.socket.resume();
     };
 
+    // A close the native relay could not reach a message boundary for (its peers are stuck).
+    const abortNative = (error?: PgError) => {
+      const end = native?.abort();
+      if (!end) return;
+      terminating ||= end.terminated || end.backendMidMessage;
+      // Nothing can follow half a message.
+      finish('closed', end.clientMidMessage ? undefined : error);
+      client.socket.destroy();
+      backend.socket.destroy();
+    };
+
     try {
       const chain = buildChain(middleware, session, gated(fromClient$), gated(fromBackend$));
       handlers = chain.handlers;
@@ -282,23 +267,22 @@ export function relay(
         backend.framer.buffered === 0;
       if (quiet) {
         try {
-          native = NativeRelay.start(client.socket, backend.socket, { client: client.framer.maxLength, backend: backend.framer.maxLength }, {
+          native = NativePhase.start({
+            client: client.socket,
+            backend: backend.socket,
+            limits: { client: client.framer.maxLength, backend: backend.framer.maxLength },
+            state,
+            timings,
             parameterStatus: (body) => {
               const { name, value } = parameterStatus(body);
               session.serverParams.set(name, value);
             },
-            end: nativeEnded,
-            statement: timings?.statement,
+            stopped: nativeStopped,
+            ended: nativeEnded,
           });
         } catch (err) {
           // e.g. no descriptor left to duplicate: the JavaScript relay needs none.
           session.log.warn('native relay did not start; relaying in JavaScript', { error: String(err) });
-        }
-        if (native) {
-          takeover = new Subject<never>();
-          const relay = native;
-          if (timings) stopPulling = timings.pull(() => relay.drainTimings());
-          state.attach({ read: () => relay.status(), wantIdle: () => whenJs(() => {}) });
         }
       }
       onRelayKind?.(native ? 'native' : 'js', false);
@@ -306,7 +290,13 @@ export function relay(
       session.onClientWriter((m) => {
         if (!done) whenJs(() => clientSink.writeMessage(m));
       });
-      session.onCloseRequest((error) => whenJs(() => finish('closed', error)));
+      session.onCloseRequest((error) => {
+        whenJs(() => finish('closed', error));
+        // A native session reaches a message boundary when its peers read and write; one that
+        // does not (a client that stopped reading mid-result) is cut off as the JavaScript relay
+        // would cut it off: after the close grace period.
+        if (native?.active) setTimeout(() => abortNative(error), CLOSE_GRACE_MS).unref();
+      });
       const toClient = (m: BackendMessage) => {
         if (m.code === ERROR_RESPONSE) lastBackendError = m;
         else if (m.code === PARAMETER_STATUS && m.type === 'ParameterStatus') {
@@ -325,14 +315,14 @@ export function relay(
       subs.push(
         chain.toClient$.subscribe({
           // While the native relay runs only a middleware's injection arrives: it waits for the handover.
-          next: (m) => (native === undefined ? toClient(m) : whenJs(() => toClient(m))),
+          next: (m) => (native?.active ? whenJs(() => toClient(m)) : toClient(m)),
           complete: () => backendGone(),
           error: (err) => (err instanceof BackendFailure ? backendGone(err.cause) : finish('error', asPgError(err))),
         }),
       );
       subs.push(
         chain.toBackend$.subscribe({
-          next: (m) => (native === undefined ? toBackend(m) : whenJs(() => toBackend(m))),
+          next: (m) => (native?.active ? whenJs(() => toBackend(m)) : toBackend(m)),
           complete: () => finish(terminating ? 'client-terminate' : 'client-eof'),
           error: (err) => finish('error', asPgError(err)),
         }),

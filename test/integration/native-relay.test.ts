@@ -3,9 +3,10 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import type { Middleware, MiddlewareContext } from '../../src/pipeline/index.js';
 import { nativeRelayAvailability } from '../../src/pipeline/native-relay.js';
-import { be } from '../../src/protocol/index.js';
+import { be, encodeStartupMessage, fe } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
+import { RawClient } from '../helpers/raw-client.js';
 import { metricValue } from '../helpers/scrape.js';
 import { until } from '../helpers/wait.js';
 
@@ -154,6 +155,24 @@ describe('the native relay', () => {
     assert.equal(metricValue(text, 'pgward_queries_total', { result: 'ok' }), 1);
     assert.ok(metricValue(text, 'pgward_query_duration_seconds_sum') >= 0.5, 'timed from when it was sent, before the handover');
     await client.end();
+  });
+
+  it('closes a session whose client stopped reading mid-result, after the close grace period', async () => {
+    const mw = passive();
+    await using proxy = await startTestProxy(args(), { middleware: [mw] });
+    await using c = await RawClient.connect(proxy.port);
+    c.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
+    await until(() => c.messages.some((m) => m.type === 'ReadyForQuery'), 5000, 'the login');
+    c.socket.pause();
+    c.write(fe.query(`select repeat('x', 1000) from generate_series(1, 200000)`).raw);
+    // Until every buffer between the backend and this client is full, mid-message.
+    await new Promise((r) => setTimeout(r, 1000));
+    mw.contexts[0]!.close();
+    await until(() => logEvents(proxy.logs, 'session ended').length === 1, 10_000, 'the stuck session to be closed');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.reason, 'closed');
+    c.socket.resume();
+    await c.closedWithin(5000, 'the client connection');
+    assert.ok(c.bytes < 200_000 * 1000, 'the result was cut off, not delivered');
   });
 
   it('sends 08006 when the backend dies under the native relay, and keeps serving', async () => {
