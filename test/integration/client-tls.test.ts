@@ -15,7 +15,8 @@ import {
 import { TestCA } from '../helpers/certs.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { runPsql } from '../helpers/psql.js';
-import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 /** Reads backend messages from a stream until ReadyForQuery or an ErrorResponse. */
@@ -60,6 +61,9 @@ describe('client-side TLS', () => {
     const r = await runPsql([`${proxy.url('postgres', undefined, 'postgres', `sslmode=verify-full&sslrootcert=${ca.cert}`)}`, '-c', 'select 7']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), '7');
+    // The native relay reads plain sockets only: a TLS session relays in JavaScript.
+    await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the session to end');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'js');
   });
 
   it('refuses a plaintext client with 28000 "TLS required" before asking anything', async () => {

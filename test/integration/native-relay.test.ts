@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import { tap } from 'rxjs';
 import type { Middleware, MiddlewareContext } from '../../src/pipeline/index.js';
 import { nativeRelayAvailability } from '../../src/pipeline/native-relay.js';
 import { be, encodeStartupMessage, fe } from '../../src/protocol/index.js';
@@ -40,6 +41,19 @@ describe('the native relay', () => {
 
   it('is built and loads (the build step compiles native/relay.c)', () => {
     assert.deepEqual(nativeRelayAvailability(), { available: true });
+  });
+
+  it('leaves a session to the JavaScript relay when a middleware has a stream operator', async () => {
+    const seen: string[] = [];
+    const watcher: Middleware = { name: 'watcher', session: () => ({ frontend: (m$) => m$.pipe(tap((m) => seen.push(m.type))) }) };
+    await using proxy = await startTestProxy(args(), { middleware: [watcher] });
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    await client.query('select 1');
+    await client.end();
+    await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'js');
+    assert.ok(seen.includes('Query'), 'the operator saw the query');
   });
 
   it('keeps ParameterStatus, byte counts and the transaction state without handing the session over', async () => {
