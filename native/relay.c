@@ -107,8 +107,12 @@ static void emit(relay_t *r, int event, const uint8_t *data, size_t len);
 static int src_of(int d) { return d == TO_BACKEND ? CLIENT : BACKEND; }
 static int dst_of(int d) { return d == TO_BACKEND ? BACKEND : CLIENT; }
 
+/* Relays allocated and not yet freed, for the tests' leak check. */
+static int64_t live_relays;
+
 static void release(relay_t *r) {
   if (--r->refs > 0) return;
+  live_relays--;
   free(r->starts);
   free(r->capture);
   free(r->timings);
@@ -473,10 +477,12 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
+  live_relays++;
   r->env = env;
   r->tx_status = 'I';
   r->timing = timing;
   if (timing && !(r->timings = malloc(TIMINGS_SIZE * sizeof(double)))) {
+    live_relays--;
     free(r);
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
@@ -488,6 +494,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
     if (r->ep[e].fd < 0) {
       throw_errno(env, "dup");
       if (e == 1) close(r->ep[0].fd);
+      live_relays--;
       free(r->timings);
       free(r);
       return NULL;
@@ -504,6 +511,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
       r->refs = e;
       if (e == 1) uv_close((uv_handle_t *)&r->ep[0].poll, on_closed);
       else {
+        live_relays--;
         free(r->timings);
         free(r);
       }
@@ -634,11 +642,18 @@ static napi_value in_flight(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* live() → how many relays are allocated (running, or ended and not yet released by JavaScript's GC) */
+static napi_value live(napi_env env, napi_callback_info info) {
+  napi_value out;
+  napi_create_int64(env, live_relays, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"start", start}, {"stop", stop}, {"abort", abort_relay}, {"status", status}, {"bytes", bytes}, {"timings", timings}, {"inFlight", in_flight}};
+  } fns[] = {{"start", start}, {"stop", stop}, {"abort", abort_relay}, {"status", status}, {"bytes", bytes}, {"timings", timings}, {"inFlight", in_flight}, {"live", live}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

@@ -21,6 +21,7 @@ interface Addon {
   bytes(handle: object, out: Float64Array): void;
   timings(handle: object): Float64Array;
   inFlight(handle: object): Float64Array;
+  live(): number;
 }
 
 const EV_END = 1;
@@ -115,6 +116,11 @@ function relayableFd(socket: Duplex): number | undefined {
 }
 
 export class NativeRelay {
+  /** How many native relays are allocated in this process (for leak checks). */
+  static live(): number {
+    return addon()?.live() ?? 0;
+  }
+
   private readonly bytesView = new Float64Array(2);
   private final: NativeRelayStatus | undefined;
 

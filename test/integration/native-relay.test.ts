@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { tap } from 'rxjs';
 import type { Middleware, MiddlewareContext } from '../../src/pipeline/index.js';
-import { nativeRelayAvailability } from '../../src/pipeline/native-relay.js';
+import { NativeRelay, nativeRelayAvailability } from '../../src/pipeline/native-relay.js';
 import { be, encodeStartupMessage, fe } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
@@ -215,5 +217,12 @@ describe('the native relay', () => {
       }
     }, 10_000, 'the cluster to serve again after the crash restart');
     assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native');
+  });
+
+  // Last: every case above ended its sessions, however they ended.
+  it('frees the native relay of every ended session', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    await until(() => (gc(), NativeRelay.live() === 0), 5000, 'every native relay to be freed');
   });
 });

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { describe, it } from 'node:test';
 import { NativeRelay, type NativeRelayEnd } from '../../src/pipeline/native-relay.js';
 import { connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
@@ -168,5 +170,19 @@ describe('native relay (real loopback sockets)', () => {
     } finally {
       t.close();
     }
+  });
+
+  it('frees every relay once it has ended and nothing holds it', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    // The relays of the cases above, all ended by now, are freed too.
+    await until(() => (gc(), NativeRelay.live() === 0), 5000, 'the earlier relays to be freed');
+    for (let i = 0; i < 20; i++) {
+      const t = await relayed();
+      t.clientPeer.end(fe.terminate().raw);
+      await until(() => t.ends.length === 1, 5000, 'the relay to end');
+      t.close();
+    }
+    await until(() => (gc(), NativeRelay.live() === 0), 5000, 'the ended relays to be freed');
   });
 });
