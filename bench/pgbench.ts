@@ -15,7 +15,7 @@
  * (Node options for the pgward processes, e.g. "--single-threaded-gc"). A target that cannot
  * start or run is reported as "failed: reason" in its rows; the other targets still run.
  * Each row also shows the machine's steal time during it (a VM's CPUs taken by its host), and the
- * end lists pgward ÷ PgBouncer round by round. BENCH_MAX_STEAL (percent) measures a cell again,
+ * end lists pgward ÷ PgBouncer (and pgward-js ÷ PgBouncer) round by round. BENCH_MAX_STEAL (percent) measures a cell again,
  * up to three times, while any of its rows saw more steal than that. BENCH_PROXY_SESSION (own |
  * shared): whether the proxies run in sessions of their own (the default) or in the bench's.
  */
@@ -139,7 +139,7 @@ async function main(): Promise<void> {
   console.log();
   if (config.rounds > 1) console.log(`median of ${config.rounds} rounds per cell:`);
   printTable(medians(rows));
-  printAgainstPgbouncer(rows);
+  for (const relay of ['pgward', 'pgward-js'] as const) printAgainstPgbouncer(rows, relay);
 }
 
 function readConfig(): BenchConfig {
@@ -621,13 +621,14 @@ function printTable(rows: readonly Row[]): void {
 const PGBOUNCER_TARGET = 0.85;
 
 /**
- * pgward ÷ PgBouncer per round, each ratio from two runs measured back to back, and their median:
- * on a shared machine the pairing matters more than any one run.
+ * `mine` ÷ PgBouncer per round (pgward on its native relay, or on its JavaScript one), each ratio
+ * from two runs measured back to back, and their median: on a shared machine the pairing matters
+ * more than any one run.
  */
-function printAgainstPgbouncer(rows: readonly Row[]): void {
+function printAgainstPgbouncer(rows: readonly Row[], target: 'pgward' | 'pgward-js'): void {
   const ok = rows.filter((r) => r.error === undefined && r.tps !== undefined);
   const cells = new Map<string, { script: string; clients: number; ratios: number[] }>();
-  for (const mine of ok.filter((r) => r.target === 'pgward')) {
+  for (const mine of ok.filter((r) => r.target === target)) {
     const theirs = ok.find((r) => r.target === 'pgbouncer' && r.script === mine.script && r.clients === mine.clients && r.round === mine.round);
     if (!theirs) continue;
     const key = `${mine.script}\0${mine.clients}`;
@@ -637,7 +638,7 @@ function printAgainstPgbouncer(rows: readonly Row[]): void {
   }
   if (cells.size === 0) return;
   console.log();
-  console.log(`pgward ÷ PgBouncer, per round (target ≥ ${PGBOUNCER_TARGET} for select-only):`);
+  console.log(`${target} ÷ PgBouncer, per round (target ≥ ${PGBOUNCER_TARGET} for select-only):`);
   for (const { script, clients, ratios } of cells.values()) {
     const met = ratios.filter((r) => r >= PGBOUNCER_TARGET).length;
     const label = `${script} at ${clients} client${clients === 1 ? '' : 's'}`;
