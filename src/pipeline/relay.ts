@@ -7,7 +7,7 @@ import {
   fe,
   frontendMessage,
   PgError,
-  protocolViolation,
+  invalidMessageLength,
   SqlState,
   type BackendMessage,
   type Framer,
@@ -229,10 +229,10 @@ export function relay(
           finish(end.terminated ? 'client-terminate' : 'client-eof');
           break;
         case 'client-violation':
-          finish('error', protocolViolation(`invalid message length ${end.violation!.length} for message type "${end.violation!.code}"`));
+          finish('error', invalidMessageLength(end.violation!.code, end.violation!.length));
           break;
         case 'backend-violation':
-          backendGone(protocolViolation(`invalid message length ${end.violation!.length} for message type "${end.violation!.code}"`));
+          backendGone(invalidMessageLength(end.violation!.code, end.violation!.length));
           break;
         default:
           // An error cannot follow half a message to the client.

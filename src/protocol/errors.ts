@@ -113,6 +113,11 @@ export function protocolViolation(message: string, detail?: string): PgError {
   return new PgError('FATAL', SqlState.ProtocolViolation, message, { detail });
 }
 
+/** A message header whose length field is impossible or over the limit (`code` is its type byte as a character). */
+export function invalidMessageLength(code: string, length: number): PgError {
+  return protocolViolation(`invalid message length ${length} for message type "${code}"`);
+}
+
 /** Turns anything thrown into a PgError without leaking internals to the client. */
 export function asPgError(err: unknown, fallbackSeverity: Severity = 'FATAL'): PgError {
   if (err instanceof PgError) return err;

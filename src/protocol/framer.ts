@@ -1,6 +1,6 @@
 // The global `Buffer` is an accessor on globalThis: a getter call on every use in a hot loop.
 import { Buffer } from 'node:buffer';
-import { protocolViolation } from './errors.js';
+import { invalidMessageLength, protocolViolation } from './errors.js';
 
 /** Length limits (value of the length field, which counts itself) per phase, from the issue. */
 export const Limits = {
@@ -112,8 +112,7 @@ export class Framer {
     }
     const len = int32At(buf, off + 1);
     if (len < 4 || len > this.maxLength) {
-      const code = String.fromCharCode(buf[off]!);
-      throw protocolViolation(`invalid message length ${len} for message type "${code}"`);
+      throw invalidMessageLength(String.fromCharCode(buf[off]!), len);
     }
     return len + 1;
   }
