@@ -616,29 +616,33 @@ static napi_value bytes(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* A new Float64Array of `n` elements in `*out`; returns its storage. */
+static double *new_float64_array(napi_env env, size_t n, napi_value *out) {
+  napi_value buffer;
+  void *data = NULL;
+  napi_create_arraybuffer(env, n * sizeof(double), &data, &buffer);
+  napi_create_typedarray(env, napi_float64_array, n, buffer, 0, out);
+  return (double *)data;
+}
+
 /* timings(handle) → Float64Array of the durations finished since the last call (see relay_t.timings) */
 static napi_value timings(napi_env env, napi_callback_info info) {
-  napi_value buffer, out;
+  napi_value out;
   relay_t *r = relay_arg(env, info, NULL);
   if (!r) return NULL;
-  void *data;
-  napi_create_arraybuffer(env, r->timings_len * sizeof(double), &data, &buffer);
-  memcpy(data, r->timings, r->timings_len * sizeof(double));
-  napi_create_typedarray(env, napi_float64_array, r->timings_len, buffer, 0, &out);
+  memcpy(new_float64_array(env, r->timings_len, &out), r->timings, r->timings_len * sizeof(double));
   r->timings_len = 0;
   return out;
 }
 
 /* inFlight(handle) → Float64Array of the ages, in seconds, of the statements sent and not finished */
 static napi_value in_flight(napi_env env, napi_callback_info info) {
-  napi_value buffer, out;
+  napi_value out;
   relay_t *r = relay_arg(env, info, NULL);
   if (!r) return NULL;
-  double *ages;
+  double *ages = new_float64_array(env, r->starts_len, &out);
   uint64_t now = uv_hrtime();
-  napi_create_arraybuffer(env, r->starts_len * sizeof(double), (void **)&ages, &buffer);
   for (uint32_t i = 0; i < r->starts_len; i++) ages[i] = (double)(now - r->starts[(r->starts_head + i) % r->starts_cap]) / 1e9;
-  napi_create_typedarray(env, napi_float64_array, r->starts_len, buffer, 0, &out);
   return out;
 }
 

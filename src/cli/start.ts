@@ -221,6 +221,7 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
   const flushTraces = async () => {
     await tracing?.shutdown().catch((err: Error) => log.warn('could not flush traces', { reason: err.message }));
   };
+  const native = nativeRelayAvailability();
   log.info('pgward listening', {
     address: `${proxy.address.host}:${proxy.address.port}`,
     tls: Boolean(config.tls),
@@ -230,14 +231,13 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
     max_connections: config.maxConnections,
     metrics: proxy.metricsAddress ? `http://${proxy.metricsAddress.host}:${proxy.metricsAddress.port}/metrics` : undefined,
     tracing: tracing ? 'on' : 'off',
-    native_relay: !config.nativeRelay ? 'off' : nativeRelayAvailability().available ? 'on' : 'unavailable',
+    native_relay: !config.nativeRelay ? 'off' : native.available ? 'on' : 'unavailable',
     proxy_protocol: config.proxyProtocol || undefined,
     peers: proxy.peerAddress && config.peers
       ? `instance ${config.peers.id} on ${proxy.peerAddress.host}:${proxy.peerAddress.port}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
       : undefined,
   });
   for (const line of proxy.describe()) log.info('source', { detail: line });
-  const native = nativeRelayAvailability();
   if (config.nativeRelay && !native.available) log.warn('native relay not available: every session relays in JavaScript', { reason: native.reason });
   if (!config.tls) log.warn('running without TLS (--insecure): credentials cross the network in the clear');
   let reloading = false;

@@ -175,9 +175,7 @@ export class NativeRelay {
    * ended it first.
    */
   stop(): NativeRelayEnd | undefined {
-    if (this.final) return undefined;
-    if (!this.lib.stop(this.handle)) return undefined;
-    return this.ended();
+    return this.endedIf(() => this.lib.stop(this.handle));
   }
 
   /**
@@ -185,9 +183,12 @@ export class NativeRelay {
    * a stream was left inside a message): for a close that can wait no longer. No `end` event follows.
    */
   abort(): NativeRelayEnd | undefined {
-    if (this.final) return undefined;
-    if (!this.lib.abort(this.handle)) return undefined;
-    return this.ended();
+    return this.endedIf(() => this.lib.abort(this.handle));
+  }
+
+  /** Runs `halt` on a relay that has not ended; when it halted the relay, how it ended. */
+  private endedIf(halt: () => boolean): NativeRelayEnd | undefined {
+    return this.final === undefined && halt() ? this.ended() : undefined;
   }
 
   /** What the relay knows now (or knew when it ended). */
