@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { connectWithOwnReadBuffer } from '../pipeline/own-read.js';
+import { guardSocket } from '../pipeline/socket-guard.js';
 import { encodeSSLRequest, PgError, SqlState } from '../protocol/index.js';
 import {
   describeTarget,
@@ -29,7 +30,7 @@ export function unreachable(target: BackendTarget, why: string, cause?: unknown)
 export function dialTcp(target: BackendTarget, signal?: AbortSignal, plain = false): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const options = { host: target.host, port: target.port, noDelay: true };
-    const socket = plain ? connectWithOwnReadBuffer(options) : net.connect(options);
+    const socket = plain ? connectWithOwnReadBuffer(options) : guardSocket(net.connect(options));
     const timer = setTimeout(() => fail(new Error('timeout')), target.connectTimeoutMs);
     const onAbort = () => fail(new Error('aborted'));
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -129,10 +130,10 @@ export async function dialBackend(target: BackendTarget, signal?: AbortSignal): 
       } catch (err) {
         return reject(unreachable(target, `cannot read TLS files: ${(err as Error).message}`, err));
       }
-      const t = tls.connect(opts, () => {
+      const t = guardSocket(tls.connect(opts, () => {
         t.off('error', onError);
         resolve(t);
-      });
+      }));
       const onError = (err: Error) => reject(unreachable(target, `TLS handshake failed: ${err.message}`, err));
       t.once('error', onError);
     });

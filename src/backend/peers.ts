@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { guardSocket } from '../pipeline/socket-guard.js';
 import type { CancelKey } from './cancel.js';
 
 /**
@@ -175,7 +176,7 @@ export class PeerCancelChannel {
 
   private exchange(address: PeerAddress, frame: Buffer): Promise<number> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(address.port, address.host);
+      const socket = guardSocket(net.connect(address.port, address.host));
       const timer = setTimeout(() => socket.destroy(new Error(`peer ${address.host}:${address.port} did not answer in time`)), this.timeoutMs);
       socket.once('connect', () => socket.write(frame));
       socket.once('data', (d: Buffer) => {
@@ -205,8 +206,8 @@ export class PeerCancelChannel {
       this.opts.onEvent?.('rejected', { from, reason });
       socket.destroy();
     };
+    guardSocket(socket);
     socket.setTimeout(this.timeoutMs, () => reject('no complete frame in time'));
-    socket.on('error', () => {});
     socket.on('end', () => reject('connection ended before a complete frame'));
     socket.on('data', (d: Buffer) => {
       chunks.push(d);

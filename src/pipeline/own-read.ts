@@ -3,6 +3,7 @@
 import { Buffer } from 'node:buffer';
 import net, { type OnReadOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { guardSocket } from './socket-guard.js';
 
 /** Each socket reads into a region of its own of this size, and takes a new one when less than `MIN_READ` is left. */
 const REGION_SIZE = 16 * 1024;
@@ -63,7 +64,7 @@ export function chunkRouteOf(socket: Duplex): ChunkRoute | undefined {
 
 function withOwnReadRegions(make: (onread: OnReadOpts) => Socket): Socket {
   const route = new ChunkRoute(() => socket);
-  const socket = make(ownReadRegions(route));
+  const socket: Socket = guardSocket(make(ownReadRegions(route)));
   routes.set(socket, route);
   return socket;
 }

@@ -12,6 +12,7 @@ import {
 import { newSessionId, Session, type Middleware } from '../pipeline/index.js';
 import { relay, type RelayObserver } from '../pipeline/relay.js';
 import { FrameReader, SocketSink } from '../pipeline/socket-io.js';
+import { guardSocket } from '../pipeline/socket-guard.js';
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
 import { connectBackend, type BackendConnection } from '../backend/login.js';
 import type { CancelKey, CancelRegistry } from '../backend/cancel.js';
@@ -58,8 +59,7 @@ export interface ConnectionDeps extends NegotiateOptions {
 /** Handles one accepted socket from first byte to close. Never throws. */
 export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): Promise<void> {
   raw.setNoDelay(true);
-  // A socket error with nobody listening would crash the process; errors are handled by phase.
-  raw.on('error', () => {});
+  guardSocket(raw);
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
   let log = deps.log.child({ client: endpoint(client.address, client.port) });
   let socket: Duplex = raw;
@@ -129,8 +129,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
       raw.destroy();
       return;
     }
-    socket = negotiated.socket;
-    socket.on('error', () => {});
+    socket = guardSocket(negotiated.socket);
     client.tls = negotiated.tls;
     const id = newSessionId();
     const sessionLog = log.child({ session: id });

@@ -2,6 +2,7 @@ import net from 'node:net';
 import { be, PgError, SqlState } from '../protocol/index.js';
 import type { Session } from '../pipeline/index.js';
 import { adoptWithOwnReadBuffer } from '../pipeline/own-read.js';
+import { guardSocket } from '../pipeline/socket-guard.js';
 import { handleConnection, type ConnectionDeps } from './connection.js';
 
 export interface ProxyServerOptions extends ConnectionDeps {
@@ -35,7 +36,7 @@ export class ProxyServer {
     this.closed = new Promise((r) => (this.resolveClosed = r));
     // Paused on connect so that nothing is read before the socket moves to its own read buffer.
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) =>
-      this.accept(adoptWithOwnReadBuffer(socket)),
+      this.accept(guardSocket(adoptWithOwnReadBuffer(socket))),
     );
     this.server.on('error', (err) => opts.log.error('listener error', { error: err.message }));
   }
@@ -52,7 +53,6 @@ export class ProxyServer {
   private accept(socket: net.Socket): void {
     if (this.sockets.size >= this.opts.maxConnections) {
       this.opts.metrics?.connectionResult('refused');
-      socket.on('error', () => {});
       this.opts.log.warn('connection refused: too many connections', { limit: this.opts.maxConnections });
       const err = new PgError('FATAL', SqlState.TooManyConnections, 'sorry, too many clients already');
       socket.end(be.errorResponse(err.toFields()).raw);

@@ -10,6 +10,7 @@ import {
   type StartupPacket,
 } from '../protocol/index.js';
 import { FrameReader } from '../pipeline/socket-io.js';
+import { guardSocket } from '../pipeline/socket-guard.js';
 
 export type StartupMessage = Extract<StartupPacket, { kind: 'StartupMessage' }>;
 export type CancelRequest = Extract<StartupPacket, { kind: 'CancelRequest' }>;
@@ -104,7 +105,7 @@ function firstChunk(socket: net.Socket): Promise<Buffer> {
  * stream that replays it before the rest of the socket.
  */
 function replayed(socket: net.Socket, head: Buffer): Duplex {
-  const d = new Duplex({
+  const d = guardSocket(new Duplex({
     read() {
       socket.resume();
     },
@@ -119,7 +120,7 @@ function replayed(socket: net.Socket, head: Buffer): Duplex {
       socket.destroy(err ?? undefined);
       cb(err);
     },
-  });
+  }));
   d.push(head);
   socket.on('data', (chunk: Buffer) => {
     if (!d.push(chunk)) socket.pause();
@@ -132,7 +133,7 @@ function replayed(socket: net.Socket, head: Buffer): Duplex {
 
 function startTls(socket: Duplex, secureContext: tls.SecureContext, direct: boolean): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
-    const t = new tls.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ALPN });
+    const t = guardSocket(new tls.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ALPN }));
     const onError = (err: Error) => {
       cleanup();
       t.destroy();
