@@ -30,6 +30,8 @@ export interface KeySet {
   describe(): string[];
   /** Stops background refreshes. */
   close?(): void;
+  /** The `issuer` of the OIDC discovery document, when keys come from one. */
+  readonly issuer?: string;
 }
 
 export interface LoadKeySetOptions {
@@ -155,6 +157,7 @@ export async function loadKeySet(opts: LoadKeySetOptions): Promise<KeySet> {
   }
 
   let discoveryLine: string | undefined;
+  let issuer: string | undefined;
   if (opts.oidcDiscovery) {
     const discoveryUrl = checkUrl(opts.oidcDiscovery, 'OIDC discovery');
     const label = `OIDC discovery ${showUrl(discoveryUrl)}`;
@@ -177,6 +180,7 @@ export async function loadKeySet(opts: LoadKeySetOptions): Promise<KeySet> {
     await remote.initialLoad();
     remotes.push(remote);
     discoveryLine = `${label}: jwks_uri ${showUrl(jwksUrl)}`;
+    if (typeof doc.issuer === 'string' && doc.issuer !== '') issuer = doc.issuer;
   }
 
   let timer: NodeJS.Timeout | undefined;
@@ -223,6 +227,7 @@ export async function loadKeySet(opts: LoadKeySetOptions): Promise<KeySet> {
 
   return {
     resolve,
+    issuer,
     describe() {
       const lines = [`algorithms: ${allowed.join(', ')}${ignored.length ? ` (ignored, never accepted: ${ignored.join(', ')})` : ''}`];
       for (const s of statics) lines.push(s.description);

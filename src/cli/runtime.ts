@@ -1,7 +1,10 @@
 import tls from 'node:tls';
 import type { Observable } from 'rxjs';
 import { commandProvider } from '../auth/command-provider.js';
-import { jwtProvider, tokenResolver, type TokenResolver } from '../auth/jwt-provider.js';
+import { describeClientAuth } from '../auth/client-auth.js';
+import { jwtProvider, tokenResolver, type JwtProviderOptions, type TokenResolver } from '../auth/jwt-provider.js';
+import { oauthBearerProvider, type OAuthSettings } from '../auth/oauth-bearer.js';
+import { DEFAULT_OAUTH_SCOPE } from '../config/client-auth-config.js';
 import { loadKeySet, type KeySet } from '../auth/key-sources.js';
 import { passthroughProvider } from '../auth/passthrough.js';
 import type { AuthProvider } from '../auth/provider.js';
@@ -20,6 +23,8 @@ import type { Logger } from '../telemetry/log.js';
  */
 export interface Runtime {
   auth: AuthProvider;
+  /** The OAUTHBEARER provider, when a clientAuth rule uses method oauth. */
+  oauth?: AuthProvider;
   middleware: Middleware[];
   secureContext?: tls.SecureContext;
   /** Human-readable sources (keys, backends) for the banner and `pgward check`; no secrets. */
@@ -39,6 +44,7 @@ export const BUILTIN_PROVIDERS = new Set(['jwt', 'passthrough', 'command']);
 interface TokenSetup {
   resolve: TokenResolver;
   provider: AuthProvider;
+  oauth?: AuthProvider;
   describe(): string[];
   dispose(): void;
 }
@@ -53,12 +59,28 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig): Promise<TokenS
     cooldownMs: a.jwksCooldownMs,
   });
   const opts = { current: () => ({ keys, routes }), jwtField: a.jwtField, verify: a.verify, requireUserMatch: a.requireUserMatch };
+  const oauth = config.clientAuth?.some((r) => r.method === 'oauth') ? oauthSetup(config, opts, keys.issuer) : undefined;
   return {
     resolve: tokenResolver(opts),
     provider: jwtProvider(opts),
-    describe: () => [...keys.describe().map((k) => `key source: ${k}`), ...routes.describe().map((r) => `backend: ${r}`)],
+    oauth: oauth?.provider,
+    describe: () => [
+      ...keys.describe().map((k) => `key source: ${k}`),
+      ...routes.describe().map((r) => `backend: ${r}`),
+      ...(config.clientAuth ? describeClientAuth(config.clientAuth) : []),
+      ...(oauth ? [`oauth: issuer ${oauth.settings.issuer}, scope "${oauth.settings.scope}"`] : []),
+    ],
     dispose: () => keys.close?.(),
   };
+}
+
+/** OAUTHBEARER logins verify like password tokens, and must carry the OAuth issuer as `iss`. */
+function oauthSetup(config: ProxyConfig, opts: JwtProviderOptions, discovered: string | undefined) {
+  const issuer = config.oauth?.issuer ?? opts.verify.issuer ?? discovered;
+  if (!issuer) throw new ConfigError(['oauth.issuer: the --oidcDiscovery document names no issuer; set oauth.issuer']);
+  const settings: OAuthSettings = { issuer, scope: config.oauth?.scope ?? DEFAULT_OAUTH_SCOPE };
+  const resolve = tokenResolver({ ...opts, verify: { ...opts.verify, issuer } });
+  return { settings, provider: oauthBearerProvider(() => settings, resolve) };
 }
 
 function buildPipeline(entries: readonly PipelineEntry[], services: RuntimeServices): Middleware[] {
@@ -114,7 +136,7 @@ export async function buildRuntime(config: ProxyConfig, services: RuntimeService
   switch (a.provider) {
     case 'jwt': {
       const tokens = await tokenSetup(a, config);
-      return { ...base, auth: tokens.provider, describe: tokens.describe, dispose: tokens.dispose };
+      return { ...base, auth: tokens.provider, oauth: tokens.oauth, describe: tokens.describe, dispose: tokens.dispose };
     }
     case 'command':
       return {

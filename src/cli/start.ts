@@ -89,6 +89,8 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     secureContext: runtime.secureContext,
     requireTls: Boolean(runtime.secureContext) && !config.insecure,
     auth: runtime.auth,
+    oauth: runtime.oauth,
+    clientAuth: config.clientAuth,
     middleware: [...runtime.middleware, ...extra],
     expiry: config.expiry,
     cancels,
@@ -148,6 +150,8 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
       }
       server.reconfigure({
         auth: built.auth,
+        oauth: built.oauth,
+        clientAuth: next.clientAuth,
         middleware: [...built.middleware, ...extra],
         secureContext: built.secureContext,
         requireTls: Boolean(built.secureContext) && !next.insecure,

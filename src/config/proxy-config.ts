@@ -2,6 +2,8 @@ import { accessSync, constants as fsConstants, readFileSync, statSync } from 'no
 import { dirname } from 'node:path';
 import { BackendUrlError, parseBackendUrl, type BackendTarget } from '../backend/url.js';
 import { parsePeers, type PeersConfig } from './peers.js';
+import { parseClientAuthSettings, type OAuthConfig } from './client-auth-config.js';
+import type { ClientAuthRule } from '../auth/client-auth.js';
 import { splitCommandLine } from '../auth/command-runner.js';
 import { parseDuration } from './duration.js';
 import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
@@ -81,6 +83,9 @@ export interface ProxyConfig {
   readonly expiry: { mode: 'close' | 'ignore'; toleranceMs: number; warningMs: number };
   readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string };
   readonly peers?: PeersConfig;
+  /** `clientAuth:` rules in order; absent means the one rule { method: password }. */
+  readonly clientAuth?: readonly ClientAuthRule[];
+  readonly oauth?: OAuthConfig;
 }
 
 const AVAILABLE_PROVIDERS = ['jwt', 'passthrough', 'command'];
@@ -158,8 +163,14 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     problems.push('plugins: expected a list of module paths or package names');
   }
   const peers = extra.peers === undefined ? undefined : parsePeers(extra.peers, env, problems);
+  const jwtAuth = auth && auth.provider === 'jwt' ? (auth as JwtAuthConfig) : undefined;
+  const { clientAuth, oauth } = parseClientAuthSettings(
+    extra,
+    auth && { provider: auth.provider, issuer: jwtAuth?.verify.issuer, oidcDiscovery: jwtAuth?.oidcDiscovery },
+    problems,
+  );
   for (const k of Object.keys(extra)) {
-    if (!['pipeline', 'plugins', 'auth', 'peers'].includes(k)) problems.push(`${k}: unknown setting`);
+    if (!['pipeline', 'plugins', 'auth', 'peers', 'clientAuth', 'oauth'].includes(k)) problems.push(`${k}: unknown setting`);
   }
   if (problems.length > 0 || !auth) throw new ConfigError(problems);
 
@@ -187,6 +198,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
       destination: str('logDestination'),
     },
     peers,
+    clientAuth,
+    oauth,
   });
 }
 

@@ -26,8 +26,10 @@ import type { ConnectionResult, Metrics } from '../telemetry/metrics.js';
 import { startSessionSpan, type SessionSpan } from '../telemetry/spans.js';
 import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
+import { chooseAuthProvider, type ClientAuthDeps } from './client-auth-phase.js';
+import { OAuthRefusal } from '../auth/oauth-bearer.js';
 
-export interface ConnectionDeps extends NegotiateOptions {
+export interface ConnectionDeps extends NegotiateOptions, ClientAuthDeps {
   auth: AuthProvider;
   middleware: readonly Middleware[];
   cancels: CancelRegistry;
@@ -173,6 +175,7 @@ async function runSession(
       hint: 'Connect with sslmode=require (or stronger).',
     });
   }
+  const provider = chooseAuthProvider(deps, session.client, user, params.get('database') ?? user);
   deps.onSessionStart?.(session);
   const clientSink = new SocketSink(socket);
   const keyLength = startup.minor >= 2 ? 32 : 4;
@@ -198,25 +201,32 @@ async function runSession(
 
   session.state.phase = 'authenticating';
   let auth: AuthResult;
-  const authSpan = span.auth(deps.auth.name);
+  const authSpan = span.auth(provider.name);
   try {
-    auth = await deps.auth.authenticate(channel);
+    auth = await provider.authenticate(channel);
   } catch (err) {
     if (reservedKey) deps.cancels.unregister(reservedKey);
     authFailed(asPgError(err));
     throw err;
   }
-  function authFailed(e: PgError, reason = e.message) {
+  function authFailed(e: PgError, reason = e instanceof OAuthRefusal ? (e.detail ?? e.message) : e.message) {
     // Credentials refused count toward throttling; an unreachable backend or a timeout does not.
+    // An OAuth discovery request is the first half of a token login, not a failed one.
+    if (e instanceof OAuthRefusal && e.discovery) {
+      deps.metrics?.authAttempt(provider.name, 'discovery', 'oauth_discovery');
+      authSpan.end({ result: 'discovery', reason: 'oauth_discovery' });
+      log.info('OAuth discovery answered', { provider: provider.name });
+      return;
+    }
     const refused = e.sqlstate.startsWith('28');
     if (refused) deps.throttle?.failure(session.client.address);
-    deps.metrics?.authAttempt(deps.auth.name, refused ? 'failure' : 'error', reason);
+    deps.metrics?.authAttempt(provider.name, refused ? 'failure' : 'error', reason);
     authSpan.end({ result: refused ? 'failure' : 'error', reason });
-    log.info('authentication failed', { provider: deps.auth.name, sqlstate: e.sqlstate, reason: e.message });
+    log.info('authentication failed', { provider: provider.name, sqlstate: e.sqlstate, reason: e.message, detail: e.detail });
   }
   function authSucceeded() {
     deps.throttle?.success(session.client.address);
-    deps.metrics?.authAttempt(deps.auth.name, 'success');
+    deps.metrics?.authAttempt(provider.name, 'success');
     authSpan.end({ result: 'success' });
   }
   if (!auth.checkedByBackend) authSucceeded();

@@ -66,7 +66,8 @@ export const DB_SYSTEM_NAME = 'postgresql';
 // ---------------------------------------------------------------------------------------------
 // Bounded vocabularies shared with the metrics (label values) and the spans (attribute values).
 
-export const AUTH_RESULTS = ['success', 'failure', 'error'] as const;
+// `discovery`: an OAuth client asked where to get a token (the first half of its login).
+export const AUTH_RESULTS = ['success', 'failure', 'error', 'discovery'] as const;
 export type AuthOutcome = (typeof AUTH_RESULTS)[number];
 
 /**
@@ -82,6 +83,7 @@ export const AUTH_REASONS = [
   // command provider and the rest
   ...['authenticator_refused', 'authenticator_failed', 'invalid_output', 'timeout', 'invalid_password'] as const,
   ...['no_password', 'no_route', 'client_gone', 'backend_refused', 'throttled', 'other'] as const,
+  ...['oauth_discovery', 'malformed_bearer_token', 'client_auth_rule'] as const,
 ] as const;
 export type AuthReason = (typeof AUTH_REASONS)[number];
 
