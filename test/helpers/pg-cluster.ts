@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { pgInstall, type PgVersion } from './pg-versions.js';
 import { freePort } from './ports.js';
 
 const execFileAsync = promisify(execFile);
@@ -39,6 +40,8 @@ export interface PgClusterOptions {
   settings?: Record<string, string | number | boolean>;
   /** Bound on the server start (default 30 s). */
   startTimeoutMs?: number;
+  /** PostgreSQL major: 15 is Debian's (/usr/lib/postgresql/15), 14/16/17/18 the npm-embedded ones; default as `pgBinDir()`. */
+  version?: PgVersion;
 }
 
 export const DEFAULT_HBA: readonly string[] = ['host all all 127.0.0.1/32 trust', 'local all all trust'];
@@ -89,7 +92,8 @@ export class PgCluster implements AsyncDisposable {
 
   /** Creates, configures and starts a cluster; on any failure everything made so far is removed. */
   static async start(opts: PgClusterOptions = {}): Promise<PgCluster> {
-    const [binDir, owner] = await Promise.all([pgBinDir(), serverOsUser()]);
+    const owner = await serverOsUser();
+    const binDir = await clusterBinDir(opts.version, owner);
     const rootDir = await mkdtemp(join(tmpdir(), 'pgward-pg-'));
     const cluster = new PgCluster(rootDir, binDir, owner, opts);
     live.add(cluster);
@@ -422,6 +426,15 @@ export async function whichExecutable(name: string): Promise<string | undefined>
     if (dir && (await exists(join(dir, name), fsConstants.X_OK))) return join(dir, name);
   }
   return undefined;
+}
+
+/** The server binaries of a major (see `PgClusterOptions.version`). */
+async function clusterBinDir(version: PgVersion | undefined, owner: OsUser | undefined): Promise<string> {
+  if (version === undefined) return pgBinDir();
+  if (version !== 15) return (await pgInstall(version, owner)).bin;
+  const debian = '/usr/lib/postgresql/15/bin';
+  if (await exists(join(debian, 'initdb'), fsConstants.X_OK)) return debian;
+  throw new Error(`PostgreSQL 15 server binaries not found in ${debian} (.ci/run installs them with apt-get)`);
 }
 
 let binDirPromise: Promise<string> | undefined;
