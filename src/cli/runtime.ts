@@ -67,7 +67,6 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig): Promise<TokenS
     describe: () => [
       ...keys.describe().map((k) => `key source: ${k}`),
       ...routes.describe().map((r) => `backend: ${r}`),
-      ...(config.clientAuth ? describeClientAuth(config.clientAuth) : []),
       ...(oauth ? [`oauth: issuer ${oauth.settings.issuer}, scope "${oauth.settings.scope}"`] : []),
     ],
     dispose: () => keys.close?.(),
@@ -105,6 +104,13 @@ function buildPipeline(entries: readonly PipelineEntry[], services: RuntimeServi
 }
 
 export async function buildRuntime(config: ProxyConfig, services: RuntimeServices): Promise<Runtime> {
+  const runtime = await buildProviderRuntime(config, services);
+  if (!config.clientAuth) return runtime;
+  const rules = describeClientAuth(config.clientAuth);
+  return { ...runtime, describe: () => [...runtime.describe(), ...rules] };
+}
+
+async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServices): Promise<Runtime> {
   const secureContext = config.tls ? tls.createSecureContext({ cert: config.tls.cert, key: config.tls.key }) : undefined;
   const middleware = buildPipeline(config.pipeline, services);
   const a = config.auth;
