@@ -7,6 +7,7 @@ import { exportSPKI, generateKeyPair, SignJWT, type JWTPayload } from 'jose';
 import pg from 'pg';
 import { encodeStartupMessage, fe } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
+import { startPgwardProcess } from '../helpers/pgward-process.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { until } from '../helpers/wait.js';
@@ -198,5 +199,31 @@ describe('clientAuth rules and OAUTHBEARER', () => {
       assert.equal(auths(c).length, 0, 'no password was asked for');
       assert.deepEqual([c.errors()[0]?.code, c.errors()[0]?.message], ['28000', message]);
     }
+  });
+
+  it('SIGHUP reloads the rules for new connections (a real pgward process)', async () => {
+    const config = join(dir, 'reloaded.yaml');
+    await writeFile(config, 'clientAuth:\n  - { database: postgres, method: reject }\n');
+    await using p = await startPgwardProcess([
+      '--insecure', '--config', config, '--backends', join(dir, 'backends.json'), '--signingKeys', join(dir, 'key.pem'),
+      '--requireUserMatch=false', '--refresh', '0',
+    ]);
+    const attempt = async () => {
+      const client = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'alice', database: 'postgres', password: await mint(key, { sub: 'alice' }) });
+      try {
+        await client.connect();
+        return (await client.query('select 1 as ok')).rows[0].ok as number;
+      } catch (err) {
+        return (err as { message: string }).message;
+      } finally {
+        await client.end().catch(() => {});
+      }
+    };
+    assert.match(String(await attempt()), /pgward clientAuth rejects connection/);
+    await writeFile(config, 'clientAuth:\n  - { database: postgres, user: [alice, bob], method: password }\n');
+    const mark = p.events.length;
+    p.signal('SIGHUP');
+    await p.waitFor('configuration reloaded', 10_000, mark);
+    assert.equal(await attempt(), 1);
   });
 });
