@@ -66,7 +66,8 @@ export const DB_SYSTEM_NAME = 'postgresql';
 // ---------------------------------------------------------------------------------------------
 // Bounded vocabularies shared with the metrics (label values) and the spans (attribute values).
 
-export const AUTH_RESULTS = ['success', 'failure', 'error'] as const;
+/** `abandoned`: the client closed the connection while asked for credentials (psql's first try). */
+export const AUTH_RESULTS = ['success', 'failure', 'error', 'abandoned'] as const;
 export type AuthOutcome = (typeof AUTH_RESULTS)[number];
 
 /**
