@@ -153,3 +153,38 @@ describe('startup protocol: what PostgreSQL does, byte for byte', () => {
     }
   });
 });
+
+describe('a stalled JavaScript-relay session whose client resets', () => {
+  it('ends at once as the client going away and frees its backend', async () => {
+    const cluster = await PgCluster.start({});
+    try {
+      await using proxy = await startTestProxy([
+        '--insecure', '--auth', 'passthrough', '--backend', cluster.url('postgres', undefined, 'postgres') + '?sslmode=disable',
+        '--no-nativeRelay',
+      ]);
+      const c = await RawClient.connect(proxy.port);
+      c.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres'], ['application_name', 'stalled']]));
+      const t0 = Date.now();
+      while (!c.messages.some((m) => m.type === 'ReadyForQuery') && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+      c.socket.pause(); // stops reading: the result backs up through pgward into the backend
+      c.write(fe.query("select repeat('x', 10000) from generate_series(1, 100000)").raw);
+      await new Promise((r) => setTimeout(r, 1500));
+      c.socket.resetAndDestroy();
+      const direct = new pg.Client({ connectionString: cluster.url('postgres', undefined, 'postgres') });
+      await direct.connect();
+      const left = async () =>
+        Number((await direct.query("select count(*)::int as n from pg_stat_activity where application_name = 'stalled'")).rows[0].n);
+      const t1 = Date.now();
+      while ((await left()) > 0 && Date.now() - t1 < 4000) await new Promise((r) => setTimeout(r, 100));
+      const n = await left();
+      await direct.end();
+      assert.equal(n, 0, 'the backend is gone within 4 s (the close grace period is 5 s)');
+      const ended = logEvents(proxy.logs, 'session ended');
+      assert.equal(ended.length, 1);
+      assert.equal(ended[0]!.reason, 'client-eof');
+      assert.equal(ended[0]!.sqlstate, undefined);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
