@@ -113,6 +113,19 @@ describe('startup protocol: what PostgreSQL does, byte for byte', () => {
     assert.equal(logEvents(logs, 'client closed the connection during authentication').length, 1);
   });
 
+  it('logs and counts a client that resets mid-login as gone, not as an internal error', async () => {
+    const abandoned = await metric(proxy, 'pgward_connections_total', 'result="abandoned"');
+    const mark = proxy.logs.length;
+    const c = await RawClient.connect(proxy.port);
+    c.write(encodeStartupMessage([['user', 'app'], ['database', 'postgres']]));
+    const t0 = Date.now();
+    while (!c.messages.some((m) => m.type === 'Authentication') && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    c.socket.resetAndDestroy();
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(await metric(proxy, 'pgward_connections_total', 'result="abandoned"'), abandoned + 1);
+    assert.doesNotMatch(proxy.logs.slice(mark).join('\n'), /XX000|internal proxy error/);
+  });
+
   it('counts a login the backend refuses (28P01, 22023) as refused, with its sqlstate in the log', async () => {
     for (const [password, options, code] of [['wrong', undefined, '28P01'], ['app-secret', '-c work_mem=abc', '22023']] as const) {
       const refused = await metric(proxy, 'pgward_connections_total', 'result="refused"');
