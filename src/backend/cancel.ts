@@ -30,53 +30,81 @@ export interface CancelRegistryOptions {
 
 /**
  * Maps the cancel keys pgward hands to clients onto the backends' own keys. Clients never see a
- * backend key, so a cancel can only reach a backend through a session pgward knows.
+ * backend's secret, so a cancel can only reach a backend through a session pgward knows.
+ *
+ * The process id a client is given is its backend's own (so `pg_backend_pid()`, notifications'
+ * process id and `pg_terminate_backend(<my pid>)` agree with it) with a secret pgward chooses.
+ * Two exceptions keep a random id: with `peers:` the id carries the issuing instance in its top
+ * bits, and a key reserved before the backend is connected (auth providers that answer the
+ * handshake themselves) cannot know the pid yet. Sessions on different backends may share a pid;
+ * the secret tells them apart.
  */
 export class CancelRegistry {
-  private readonly byPid = new Map<number, Entry>();
+  private readonly byPid = new Map<number, Entry[]>();
+  private count = 0;
 
   constructor(private readonly opts: CancelRegistryOptions = {}) {}
 
-  /** Issues a fresh random key for a session (4-byte secret for protocol 3.0, 32 for 3.2). */
+  /** Issues a key for a connected session: the backend's pid (random with peers) and a fresh secret (4 bytes for protocol 3.0, 32 for 3.2). */
   register(backendKey: CancelKey, target: BackendTarget, tls: boolean, secretLength = 4): CancelKey {
-    const proxyKey = this.reserve(secretLength);
+    const proxyKey = this.opts.instanceId ? this.reserve(secretLength) : this.add(backendKey.processId, secretLength);
     this.bind(proxyKey, backendKey, target, tls);
     return proxyKey;
   }
 
-  /** Issues a key before the session has a backend; `bind` it once connected. */
+  /** Issues a key, with a random process id, before the session has a backend; `bind` it once connected. */
   reserve(secretLength = 4): CancelKey {
     let processId: number;
     const id = this.opts.instanceId;
     do processId = id ? ownedProcessId(id, randomInt(1, RANDOM_PROCESS_ID_LIMIT)) : randomInt(1, 0x7fffffff);
     while (this.byPid.has(processId));
-    const proxyKey = { processId, secretKey: randomBytes(secretLength) };
-    this.byPid.set(processId, { proxyKey, tls: false });
+    return this.add(processId, secretLength);
+  }
+
+  private add(processId: number, secretLength: number): CancelKey {
+    const entries = this.byPid.get(processId) ?? [];
+    let secretKey: Buffer;
+    do secretKey = randomBytes(secretLength);
+    while (entries.some((e) => e.proxyKey.secretKey.equals(secretKey)));
+    const proxyKey = { processId, secretKey };
+    entries.push({ proxyKey, tls: false });
+    this.byPid.set(processId, entries);
+    this.count++;
     return proxyKey;
   }
 
+  private entry(key: CancelKey): Entry | undefined {
+    return this.byPid.get(key.processId)?.find((e) => e.proxyKey.secretKey.equals(key.secretKey));
+  }
+
   bind(proxyKey: CancelKey, backendKey: CancelKey, target: BackendTarget, tls: boolean): void {
-    const e = this.byPid.get(proxyKey.processId);
+    const e = this.entry(proxyKey);
     if (e) Object.assign(e, { backendKey, target, tls });
   }
 
   unregister(key: CancelKey): void {
-    const e = this.byPid.get(key.processId);
-    if (e && e.proxyKey.secretKey.equals(key.secretKey)) this.byPid.delete(key.processId);
+    const entries = this.byPid.get(key.processId);
+    const e = this.entry(key);
+    if (!entries || !e) return;
+    entries.splice(entries.indexOf(e), 1);
+    this.count--;
+    if (entries.length === 0) this.byPid.delete(key.processId);
   }
 
   get size(): number {
-    return this.byPid.size;
+    return this.count;
   }
 
-  /** The backend entry for a client's key, compared in constant time; undefined if unknown. */
+  /** The backend entry for a client's key, every secret with that pid compared in constant time; undefined if unknown. */
   lookup(key: CancelKey): { backendKey: CancelKey; target: BackendTarget; tls: boolean } | undefined {
-    const e = this.byPid.get(key.processId);
-    if (!e || !e.backendKey || !e.target) return undefined;
-    const a = e.proxyKey.secretKey;
-    const b = key.secretKey;
-    if (a.length !== b.length || !timingSafeEqual(a, b)) return undefined;
-    return { backendKey: e.backendKey, target: e.target, tls: e.tls };
+    let found: Entry | undefined;
+    for (const e of this.byPid.get(key.processId) ?? []) {
+      const a = e.proxyKey.secretKey;
+      const b = key.secretKey;
+      if (a.length === b.length && timingSafeEqual(a, b)) found = e;
+    }
+    if (!found?.backendKey || !found.target) return undefined;
+    return { backendKey: found.backendKey, target: found.target, tls: found.tls };
   }
 
   /** Sends a cancel to the backend of one of this instance's sessions; false when the key is unknown here. */

@@ -66,6 +66,11 @@ export async function connectBackend(target: BackendTarget, opts: LoginOptions):
 /** ErrorResponses the server sent during login (as opposed to our own failures). */
 const refusedByServer = new WeakSet<PgError>();
 
+/** The backend itself refused the login with an ErrorResponse (e.g. 28P01, 42704, 53300). */
+export function isBackendRefusal(err: unknown): boolean {
+  return err instanceof PgError && refusedByServer.has(err);
+}
+
 function fallbackSslMode(mode: BackendTarget['sslmode'], usedTls: boolean | undefined): BackendTarget['sslmode'] | undefined {
   if (mode === 'allow' && usedTls === false) return 'require';
   if (mode === 'prefer' && usedTls === true) return 'disable';

@@ -19,7 +19,7 @@ import type { Middleware } from './middleware.js';
 import type { Session } from './session.js';
 import { NativePhase, type StatementTimings } from './native-phase.js';
 import type { NativeRelayEnd } from './native-relay.js';
-import { fromSocket, SocketSink, type ChunkBatch, type Frame } from './socket-io.js';
+import { ConnectionClosed, fromSocket, SocketSink, type ChunkBatch, type Frame } from './socket-io.js';
 
 const TERMINATE = 'X'.charCodeAt(0);
 const ERROR_RESPONSE = 'E'.charCodeAt(0);
@@ -127,7 +127,8 @@ export function relay(
       state.fromClient(code);
       return frontendMessage(code, source, offset, length);
     },
-    { leftover: client.leftover, batch },
+    // A reset client (ECONNRESET, EPIPE) has gone away like one that closed: no internal error.
+    { leftover: client.leftover, batch, failure: (err) => (err instanceof PgError ? err : new ConnectionClosed('client')) },
   );
   // Failures of the backend connection itself are told apart from middleware errors downstream.
   const decodeBackend: (...frame: Parameters<FrameSink>) => BackendMessage = observer
@@ -161,6 +162,10 @@ export function relay(
         error = fatal;
       }
       if (reason !== 'backend-eof' && !terminating) backendSink.write(fe.terminate().raw);
+      // A backend held back for a client that stopped reading is blocked sending: read and drop
+      // what it sends, so it reaches the Terminate (or the EOF) now, not at the grace timeout.
+      backend.socket.on('data', () => {});
+      backend.socket.resume();
       clientSink.end();
       backendSink.end();
       clientSink.dispose();
@@ -324,7 +329,7 @@ export function relay(
         chain.toBackend$.subscribe({
           next: (m) => (native?.active ? whenJs(() => toBackend(m)) : toBackend(m)),
           complete: () => finish(terminating ? 'client-terminate' : 'client-eof'),
-          error: (err) => finish('error', asPgError(err)),
+          error: (err) => (err instanceof ConnectionClosed ? finish('client-eof') : finish('error', asPgError(err))),
         }),
       );
     } catch (err) {

@@ -11,7 +11,8 @@ export interface Frame {
 }
 
 export class ConnectionClosed extends PgError {
-  constructor(who: string) {
+  /** Which peer closed: 'client' or 'backend'. */
+  constructor(readonly who: string) {
     super('FATAL', SqlState.ConnectionFailure, `${who} closed the connection`);
   }
 }

@@ -62,6 +62,8 @@ export interface PgErrorOptions {
   /** Extra fields (e.g. from a backend ErrorResponse being relayed). */
   fields?: ErrorFields;
   cause?: unknown;
+  /** PostgreSQL logs this and closes without a word to the client (its COMMERROR). */
+  silent?: boolean;
 }
 
 export class PgError extends Error {
@@ -70,6 +72,8 @@ export class PgError extends Error {
   readonly detail?: string;
   readonly hint?: string;
   readonly fields?: ErrorFields;
+  /** Close without sending an ErrorResponse, as PostgreSQL does for this error. */
+  readonly silent: boolean;
 
   constructor(severity: Severity, sqlstate: string, message: string, options: PgErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -79,6 +83,7 @@ export class PgError extends Error {
     this.detail = options.detail;
     this.hint = options.hint;
     this.fields = options.fields;
+    this.silent = options.silent ?? false;
   }
 
   get fatal(): boolean {
@@ -113,9 +118,27 @@ export function protocolViolation(message: string, detail?: string): PgError {
   return new PgError('FATAL', SqlState.ProtocolViolation, message, { detail });
 }
 
+/**
+ * A startup packet PostgreSQL's ProcessStartupPacket rejects with COMMERROR: logged, connection
+ * closed, nothing sent (an invalid length, a packet cut short, a cancel request of the wrong size).
+ */
+export function startupPacketRefused(message: string): PgError {
+  return new PgError('FATAL', SqlState.ProtocolViolation, message, { silent: true });
+}
+
+/**
+ * Bytes quoted in an error message: printable ASCII as is, anything else as `\xNN`, so a client's
+ * garbage cannot put control characters or invalid text into logs and error messages.
+ */
+export function escapeBytes(s: string): string {
+  return s.replace(/[^\x20-\x7e]|\\/g, (c) =>
+    c === '\\' ? '\\\\' : [...Buffer.from(c, 'utf8')].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join(''),
+  );
+}
+
 /** A message header whose length field is impossible or over the limit (`code` is its type byte as a character). */
 export function invalidMessageLength(code: string, length: number): PgError {
-  return protocolViolation(`invalid message length ${length} for message type "${code}"`);
+  return protocolViolation(`invalid message length ${length} for message type "${escapeBytes(code)}"`);
 }
 
 /** Turns anything thrown into a PgError without leaking internals to the client. */

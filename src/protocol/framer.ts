@@ -1,6 +1,6 @@
 // The global `Buffer` is an accessor on globalThis: a getter call on every use in a hot loop.
 import { Buffer } from 'node:buffer';
-import { invalidMessageLength, protocolViolation } from './errors.js';
+import { invalidMessageLength, startupPacketRefused } from './errors.js';
 
 /** Length limits (value of the length field, which counts itself) per phase, from the issue. */
 export const Limits = {
@@ -38,15 +38,33 @@ export class Framer {
   maxLength: number;
   /** When true the next frame is an untyped startup packet (length only, no type byte). */
   untyped: boolean;
+  /**
+   * Limit once a StartupMessage has been framed: from there on the stream carries typed messages
+   * (a client may pipeline its PasswordMessage in the same write, as PostgreSQL allows).
+   */
+  private readonly typedMaxLength: number | undefined;
 
   private head: Buffer | null = null; // fewer bytes than a header
   private partial: Buffer | null = null; // a frame whose header is known, being filled
   private filled = 0;
   private partialCode = 0;
 
-  constructor(opts: { maxLength?: number; untyped?: boolean } = {}) {
+  constructor(opts: { maxLength?: number; untyped?: boolean; typedMaxLength?: number } = {}) {
     this.maxLength = opts.maxLength ?? Limits.message;
     this.untyped = opts.untyped ?? false;
+    this.typedMaxLength = opts.typedMaxLength;
+  }
+
+  /**
+   * Called for each untyped frame before it is handed out: a StartupMessage (its code is a
+   * protocol version, not a 1234.x request code) ends the untyped phase, so bytes after it in the
+   * same chunk are framed as typed messages. Requests (SSL, GSSENC, cancel) keep it untyped.
+   */
+  private afterUntyped(frame: Buffer, off: number): void {
+    if (this.typedMaxLength === undefined) return;
+    if (buf16At(frame, off + 4) === REQUEST_CODE_MAJOR) return;
+    this.untyped = false;
+    this.maxLength = this.typedMaxLength;
   }
 
   /** Bytes held back waiting for the rest of a frame. */
@@ -96,6 +114,7 @@ export class Framer {
       const code = this.untyped ? UNTYPED : chunk[off]!;
       const at = off;
       off += total;
+      if (code === UNTYPED) this.afterUntyped(chunk, at);
       sink(code, chunk, at, total);
     }
     if (off < end) this.head = Buffer.from(chunk.subarray(off));
@@ -106,7 +125,8 @@ export class Framer {
     if (this.untyped) {
       const len = int32At(buf, off);
       if (len < 8 || len > this.maxLength) {
-        throw protocolViolation(`invalid startup packet length ${len}`);
+        // PostgreSQL: COMMERROR "invalid length of startup packet", nothing sent to the client.
+        throw startupPacketRefused(`invalid length of startup packet ${len}`);
       }
       return len;
     }
@@ -134,6 +154,7 @@ export class Framer {
     if (this.filled === partial.length) {
       this.partial = null;
       this.filled = 0;
+      if (this.partialCode === UNTYPED) this.afterUntyped(partial, 0);
       sink(this.partialCode, partial, 0, partial.length);
       if (off < chunk.length) {
         this.scan(chunk, off, sink);
@@ -153,6 +174,13 @@ export class Framer {
     this.filled = 0;
     return Buffer.concat(parts);
   }
+}
+
+/** Upper 16 bits of the SSL, GSSENC and cancel request codes (1234.5679 and neighbours). */
+const REQUEST_CODE_MAJOR = 1234;
+
+function buf16At(buf: Buffer, off: number): number {
+  return (buf[off]! << 8) | buf[off + 1]!;
 }
 
 /** A big-endian int32 at `off` (which the caller has checked is in range), without Buffer#readInt32BE's argument checks. */

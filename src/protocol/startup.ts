@@ -1,5 +1,5 @@
 import { MalformedMessage, MessageWriter, PayloadReader } from './buffer-writer.js';
-import { protocolViolation } from './errors.js';
+import { PgError, protocolViolation, SqlState, startupPacketRefused } from './errors.js';
 
 /** Request codes of the untyped packets that may open a connection. */
 export const RequestCode = {
@@ -30,15 +30,15 @@ export function decodeStartupPacket(raw: Buffer): StartupPacket {
     if (code === RequestCode.Cancel) {
       const processId = r.int32();
       const secretKey = Buffer.from(r.rest());
-      if (secretKey.length < 4 || secretKey.length > 256) throw new MalformedMessage('bad cancel key length');
+      // PostgreSQL: COMMERROR "invalid length of cancel request packet", nothing sent.
+      if (secretKey.length < 4 || secretKey.length > 256) throw startupPacketRefused('invalid length of cancel request packet');
       return { kind: 'CancelRequest', processId, secretKey };
     }
     const major = code >>> 16;
     const minor = code & 0xffff;
     if (major !== 3) {
-      throw protocolViolation(
-        `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.2`,
-      );
+      // PostgreSQL answers this one (FATAL 0A000), so that old clients can fall back.
+      throw new PgError('FATAL', SqlState.FeatureNotSupported, `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.2`);
     }
     const params = new Map<string, string>();
     for (;;) {

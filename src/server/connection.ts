@@ -18,11 +18,12 @@ import { connectBackend, type BackendConnection } from '../backend/login.js';
 import type { CancelKey, CancelRegistry } from '../backend/cancel.js';
 import type { Logger } from '../telemetry/log.js';
 import { negotiate, type NegotiateOptions, type StartupMessage } from './negotiate.js';
-import { backendStartupParams } from './startup-params.js';
+import { backendStartupParams, replicationRefusal } from './startup-params.js';
 import { watchExpiry, type ExpiryPolicy } from './token-expiry.js';
 import { readProxyHeader } from './proxy-protocol.js';
 import type { AuthThrottle } from './throttle.js';
-import type { ConnectionResult, Metrics } from '../telemetry/metrics.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { asClientClosed, clientGone, connectionResultOf } from './refusal.js';
 import { startSessionSpan, type SessionSpan } from '../telemetry/spans.js';
 import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
@@ -75,9 +76,12 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     if (timer) clearTimeout(timer);
     if (failed) return;
     failed = true;
-    log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
-    deps.metrics?.connectionResult(connectionResultOf(err));
-    if (!socket.destroyed && socket.writable) {
+    const result = connectionResultOf(err);
+    if (result === 'abandoned') log.info('client closed the connection before the login was done', { session: session?.id });
+    else log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
+    deps.metrics?.connectionResult(result);
+    // Some bad startup packets PostgreSQL only logs (COMMERROR): it closes without a word.
+    if (!err.silent && result !== 'abandoned' && !socket.destroyed && socket.writable) {
       socket.end(be.errorResponse(err.toFields()).raw);
       setTimeout(() => socket.destroy(), 1000).unref();
     } else {
@@ -175,6 +179,8 @@ async function runSession(
       hint: 'Connect with sslmode=require (or stronger).',
     });
   }
+  const replication = replicationRefusal(params, deps.allowReplication);
+  if (replication) return replication;
   const provider = chooseAuthProvider(deps, session.client, user, params.get('database') ?? user);
   deps.onSessionStart?.(session);
   const clientSink = new SocketSink(socket);
@@ -186,7 +192,9 @@ async function runSession(
     log,
     send: (...msgs: BackendMessage[]) => msgs.forEach((m) => clientSink.write(m.raw)),
     read: async () => {
-      const f = await reader.read();
+      const f = await reader.read().catch((err: unknown) => {
+        throw asClientClosed(err);
+      });
       return frontendMessage(f.code, f.raw);
     },
     reserveCancelKey: () => (reservedKey ??= deps.cancels.reserve(keyLength)),
@@ -210,6 +218,13 @@ async function runSession(
     throw err;
   }
   function authFailed(e: PgError, reason = e instanceof OAuthRefusal ? (e.detail ?? e.message) : e.message) {
+    if (clientGone(e)) {
+      // E.g. psql's first, password-less try: asked for a password, it closes and asks the user.
+      deps.metrics?.authAttempt(provider.name, 'abandoned', 'client_gone');
+      authSpan.end({ result: 'abandoned', reason: 'client_gone' });
+      log.info('client closed the connection during authentication', { provider: provider.name });
+      return;
+    }
     // Credentials refused count toward throttling; an unreachable backend or a timeout does not.
     // An OAuth discovery request is the first half of a token login, not a failed one.
     if (e instanceof OAuthRefusal && e.discovery) {
@@ -288,8 +303,10 @@ async function runSession(
     connect_ms: Date.now() - started,
   });
 
-  const proxyKey = reservedKey ?? (backend.key ? deps.cancels.reserve(keyLength) : undefined);
-  if (proxyKey && backend.key) deps.cancels.bind(proxyKey, backend.key, auth.target, backend.tls);
+  // The client gets its backend's own pid (see CancelRegistry), unless the key was reserved earlier.
+  if (reservedKey && backend.key) deps.cancels.bind(reservedKey, backend.key, auth.target, backend.tls);
+  const proxyKey =
+    reservedKey ?? (backend.key ? deps.cancels.register(backend.key, auth.target, backend.tls, keyLength) : undefined);
   try {
     const done = auth.clientHandshake;
     if (!done) channel.send(be.authOk());
@@ -346,18 +363,6 @@ async function runSession(
 /** `host:port` for logs, IPv6 in brackets (`[2001:db8::17]:40002`) so the port is unambiguous. */
 function endpoint(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-/**
- * How a connection that never reached the relay ended, for `pgward_connections_total`: the
- * client or policy was refused (auth, limits, protocol, timeout), the proxy was shutting down,
- * or something on pgward's side failed (backend unreachable, internal error).
- */
-function connectionResultOf(err: PgError): ConnectionResult {
-  const c = err.sqlstate;
-  if (c === SqlState.AdminShutdown || c === SqlState.CannotConnectNow) return 'draining';
-  if (/^(28|53|3D)/.test(c) || c === SqlState.ProtocolViolation || c === SqlState.QueryCanceled) return 'refused';
-  return 'failed';
 }
 
 /** Reads the PROXY header and puts back what followed it, leaving the socket flowing. */

@@ -5,11 +5,13 @@ import {
   decodeStartupPacket,
   Framer,
   Limits,
+  PgError,
   protocolViolation,
+  startupPacketRefused,
   TLS_HANDSHAKE_BYTE,
   type StartupPacket,
 } from '../protocol/index.js';
-import { FrameReader } from '../pipeline/socket-io.js';
+import { ConnectionClosed, FrameReader } from '../pipeline/socket-io.js';
 import { guardSocket } from '../pipeline/socket-guard.js';
 
 export type StartupMessage = Extract<StartupPacket, { kind: 'StartupMessage' }>;
@@ -42,9 +44,15 @@ export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promis
     raw.unshift(first);
   }
 
-  let reader = new FrameReader(socket, new Framer({ untyped: true, maxLength: Limits.startupPacket }), 'client');
+  let reader = startupReader(socket);
   for (;;) {
-    const frame = await reader.read();
+    const partial = reader;
+    const frame = await reader.read().catch((err: unknown) => {
+      if (err instanceof PgError && !(err instanceof ConnectionClosed)) throw err;
+      // PostgreSQL: a close inside a packet is "incomplete startup packet", logged only
+      // (COMMERROR); a close between packets is not worth a word.
+      throw partial.framer.buffered > 0 ? startupPacketRefused('incomplete startup packet') : new ConnectionClosed('client');
+    });
     const packet = decodeStartupPacket(frame.raw);
     switch (packet.kind) {
       case 'SSLRequest':
@@ -52,7 +60,11 @@ export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promis
         if (secure) throw protocolViolation(`${packet.kind} on an already encrypted connection`);
         // Bytes sent before the handshake would be read as if they came over TLS (CVE-2021-23214).
         if (reader.hasBufferedInput) {
-          throw protocolViolation('received unencrypted data after SSL request');
+          throw protocolViolation(
+            packet.kind === 'SSLRequest'
+              ? 'received unencrypted data after SSL request'
+              : 'received unencrypted data after GSSAPI encryption request',
+          );
         }
         if (packet.kind === 'GSSENCRequest' || !opts.secureContext) {
           socket.write('N');
@@ -62,18 +74,23 @@ export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promis
         socket.write('S');
         socket = await startTls(socket, opts.secureContext, false);
         secure = true;
-        reader = new FrameReader(socket, new Framer({ untyped: true, maxLength: Limits.startupPacket }), 'client');
+        reader = startupReader(socket);
         continue;
       }
       case 'CancelRequest':
         reader.release();
         return { kind: 'cancel', request: packet };
       case 'StartupMessage':
-        reader.framer.untyped = false;
-        reader.framer.maxLength = Limits.authMessage;
+        // The framer switched to typed messages itself, so a pipelined PasswordMessage is framed right.
         return { kind: 'startup', socket, reader, startup: packet, tls: secure };
     }
   }
+}
+
+/** Frames startup packets, then (after a StartupMessage) the authentication exchange. */
+function startupReader(socket: Duplex): FrameReader {
+  const framer = new Framer({ untyped: true, maxLength: Limits.startupPacket, typedMaxLength: Limits.authMessage });
+  return new FrameReader(socket, framer, 'client');
 }
 
 function firstChunk(socket: net.Socket): Promise<Buffer> {
@@ -85,7 +102,8 @@ function firstChunk(socket: net.Socket): Promise<Buffer> {
     };
     const onEnd = () => {
       cleanup();
-      reject(protocolViolation('connection closed before startup'));
+      // PostgreSQL logs nothing for a connection that sends nothing (monitoring probes do this).
+      reject(new ConnectionClosed('client'));
     };
     function cleanup() {
       socket.off('data', onData);

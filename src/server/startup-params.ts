@@ -1,4 +1,5 @@
 import type { BackendTarget } from '../backend/url.js';
+import { PgError, SqlState } from '../protocol/index.js';
 import { stripTraceparentOption } from '../telemetry/traceparent.js';
 
 /** Parameters that select or describe the connection, never copied from the client as is. */
@@ -36,4 +37,19 @@ export function backendStartupParams(
   if (target.options !== undefined) out.set('options', [out.get('options'), target.options].filter(Boolean).join(' '));
   for (const [k, v] of Object.entries(target.params ?? {})) out.set(k, v);
   return out;
+}
+
+/** The values PostgreSQL reads as "not a replication connection" (its parse_bool, plus none). */
+const NOT_REPLICATION = /^(f|fa|fal|fals|false|n|no|of|off|0)$/i;
+
+/**
+ * A `replication` startup parameter (`true`, `database`…) asks for a walsender, whose commands
+ * (IDENTIFY_SYSTEM, START_REPLICATION) the relay would otherwise send on as SQL: refused.
+ */
+export function replicationRefusal(client: ReadonlyMap<string, string>, allowed: boolean): PgError | undefined {
+  const value = client.get('replication');
+  if (allowed || value === undefined || NOT_REPLICATION.test(value)) return undefined;
+  return new PgError('FATAL', SqlState.FeatureNotSupported, 'replication connections are not supported by pgward', {
+    hint: 'Connect to the PostgreSQL server directly for replication and pg_basebackup.',
+  });
 }

@@ -66,8 +66,9 @@ export const DB_SYSTEM_NAME = 'postgresql';
 // ---------------------------------------------------------------------------------------------
 // Bounded vocabularies shared with the metrics (label values) and the spans (attribute values).
 
+// `abandoned`: the client closed the connection while asked for credentials (psql's first try).
 // `discovery`: an OAuth client asked where to get a token (the first half of its login).
-export const AUTH_RESULTS = ['success', 'failure', 'error', 'discovery'] as const;
+export const AUTH_RESULTS = ['success', 'failure', 'error', 'abandoned', 'discovery'] as const;
 export type AuthOutcome = (typeof AUTH_RESULTS)[number];
 
 /**

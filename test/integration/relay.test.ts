@@ -5,7 +5,7 @@ import vm from 'node:vm';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
-import { encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
+import { encodeCancelRequest, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { runPsql } from '../helpers/psql.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
@@ -140,13 +140,23 @@ for (const relay of ['native', 'js'] as const) {
       }
     });
 
-    it('never shows clients the backend cancel key', async () => {
+    it("gives clients the backend's pid but never its cancel secret", async () => {
       const client = new pg.Client({ connectionString: proxy.url('postgres') });
       await client.connect();
       try {
         const { rows } = await client.query('select pg_backend_pid() as pid');
-        const key = (client as unknown as { processID: number }).processID;
-        assert.notEqual(key, rows[0].pid);
+        const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+        assert.equal(processID, rows[0].pid);
+        // The client's key sent to PostgreSQL itself cancels nothing: the secret is pgward's own.
+        const sleeping = client.query('select pg_sleep(1) as slept');
+        await new Promise((r) => setTimeout(r, 200));
+        const secret = Buffer.alloc(4);
+        secret.writeInt32BE(secretKey);
+        const direct = net.connect({ host: '127.0.0.1', port: cluster.port });
+        direct.on('error', () => {});
+        direct.end(encodeCancelRequest(processID, secret));
+        await new Promise((r) => direct.once('close', r));
+        assert.equal((await sleeping).rows.length, 1, 'not canceled');
       } finally {
         await client.end();
       }

@@ -271,10 +271,21 @@ describe('startup packets', () => {
     assert.ok(c32.kind === 'CancelRequest' && c32.secretKey.equals(long));
   });
 
-  it('refuses unknown protocol versions and malformed layouts with 08P01', () => {
+  it('refuses unknown protocol versions with 0A000 (as PostgreSQL) and malformed layouts with 08P01', () => {
     const v2 = Buffer.from([...i32(8), ...i32(2 << 16)]);
-    assert.throws(() => decodeStartupPacket(v2), (e: unknown) => e instanceof PgError && e.sqlstate === '08P01');
+    assert.throws(() => decodeStartupPacket(v2), (e: unknown) => e instanceof PgError && e.sqlstate === '0A000' && !e.silent);
     const unterminated = Buffer.from([...i32(13), ...i32(196608), ...Buffer.from('user')]);
     assert.throws(() => decodeStartupPacket(unterminated), (e: unknown) => e instanceof PgError && e.sqlstate === '08P01');
+  });
+
+  it('frames bytes after a StartupMessage as typed messages, but keeps requests untyped', () => {
+    const framer = new Framer({ untyped: true, maxLength: Limits.startupPacket, typedMaxLength: Limits.authMessage });
+    const ssl = Buffer.from([...i32(8), ...i32(80877103)]);
+    const startup = Buffer.from([...i32(9), ...i32(196608), 0]);
+    const password = Buffer.from([0x70, ...i32(6), 0x78, 0]);
+    const codes: number[] = [];
+    framer.push(Buffer.concat([ssl, startup, password]), (code) => void codes.push(code));
+    assert.deepEqual(codes, [UNTYPED, UNTYPED, 0x70]);
+    assert.equal(framer.maxLength, Limits.authMessage);
   });
 });
