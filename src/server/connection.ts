@@ -194,7 +194,8 @@ async function runSession(
   // Clients get at most 3.2 (whatever the backend speaks: cancel keys are mapped); _pq_ options are negotiated down.
   const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
   if (startup.minor > 2 || unsupported.length > 0) {
-    channel.send(be.negotiateProtocolVersion(Math.min(startup.minor, 2), unsupported));
+    // The field is the whole version (3 << 16 | minor), as PostgreSQL sends it and libpq checks.
+    channel.send(be.negotiateProtocolVersion((3 << 16) | Math.min(startup.minor, 2), unsupported));
   }
 
   session.state.phase = 'authenticating';

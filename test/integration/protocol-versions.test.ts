@@ -107,6 +107,17 @@ describe('protocol 3.2 to backends, cancel keys across protocol versions', () =>
     });
   }
 
+  it('a 3.3 client is negotiated down to 3.2 as PostgreSQL does it (NegotiateProtocolVersion 3 << 16 | 2)', async () => {
+    await using cluster = await PgCluster.start({ version: 15 });
+    await using proxy = await proxyFor(cluster);
+    const { client, secret } = await rawLogin(proxy.port, 3);
+    await using _client = client;
+    const npv = client.messages.find((m) => m.type === 'NegotiateProtocolVersion');
+    assert.ok(npv?.type === 'NegotiateProtocolVersion');
+    assert.deepEqual(npv.body(), { newestMinor: 0x30002, unrecognized: [] });
+    assert.equal(secret.length, 32);
+  });
+
   it('max_protocol_version=3.0 in the backend URL keeps pgward at 3.0 (PGlite needs it)', async () => {
     await using cluster = await PgCluster.start({ version: 18 });
     await using proxy = await proxyFor(cluster, 'sslmode=disable&max_protocol_version=3.0');
