@@ -56,7 +56,10 @@ async function prepare(version: EmbeddedVersion, runAs?: { uid: number; gid: num
   await hydrateSymlinks(pkg);
   let root = join(pkg, 'native');
   // A checkout under a directory the server's user may not enter (e.g. /root): use a copy in /tmp.
-  if (runAs && !(await runsAs(join(root, 'bin', 'postgres'), runAs))) root = await cachedCopy(root, version);
+  if (runAs && !(await runsAs(join(root, 'bin', 'postgres'), runAs))) {
+    const { version: exact } = JSON.parse(await readFile(join(pkg, 'package.json'), 'utf8')) as { version: string };
+    root = await cachedCopy(root, `pgward-embedded-pg${exact}`);
+  }
   if (runAs && !(await runsAs(join(root, 'bin', 'postgres'), runAs))) {
     throw new Error(`PostgreSQL ${version} from ${root} does not run as uid ${runAs.uid}`);
   }
@@ -92,9 +95,9 @@ async function runsAs(postgres: string, who: { uid: number; gid: number }): Prom
   }
 }
 
-/** Copies `native/` to /tmp/pgward-embedded-pg<major> once; a half-made copy is never visible (rename is atomic). */
-async function cachedCopy(native: string, version: EmbeddedVersion): Promise<string> {
-  const dest = join(tmpdir(), `pgward-embedded-pg${version}`);
+/** Copies `native/` to /tmp/<name> (named by the exact package version) once; a half-made copy is never visible (rename is atomic). */
+async function cachedCopy(native: string, name: string): Promise<string> {
+  const dest = join(tmpdir(), name);
   if (await lstat(join(dest, 'bin', 'postgres')).then(() => true, () => false)) return dest;
   const staging = `${dest}.${process.pid}.tmp`;
   await mkdir(staging, { recursive: true, mode: 0o755 });
