@@ -67,9 +67,8 @@ export async function connectBackend(target: BackendTarget, opts: LoginOptions):
 
 /**
  * Asks for protocol 3.2 unless the URL says otherwise (PostgreSQL 14–17 answer with
- * NegotiateProtocolVersion and go on in 3.0); a server or pooler that refuses the request itself
- * instead (08P01 / 0A000 about the protocol, before any authentication) is asked again with 3.0,
- * as libpq does.
+ * NegotiateProtocolVersion and go on in 3.0); a server or pooler that refuses the StartupMessage
+ * instead (08P01 / 0A000 before any authentication, e.g. PgBouncer 1.18) is asked again with 3.0.
  */
 async function connectWithProtocol(target: BackendTarget, opts: LoginOptions, onDialed: (tls: boolean) => void): Promise<BackendConnection> {
   const minor = target.maxProtocolMinor ?? 2;
@@ -234,8 +233,10 @@ async function login(
         const fields = msg.body();
         const err = PgError.fromFields({ ...fields, severity: 'FATAL', severityV: 'FATAL' });
         refusedByServer.add(err);
-        const aboutProtocol = (fields.code === '08P01' || fields.code === '0A000') && /protocol/i.test(fields.message ?? '');
-        if (minor > 0 && !authenticating && aboutProtocol) refusedProtocol.add(err);
+        // Before any authentication request this refuses the StartupMessage itself (PgBouncer 1.18:
+        // 08P01 "bad packet header"; others: "unsupported frontend protocol").
+        const refusesStartup = fields.code === '08P01' || fields.code === '0A000';
+        if (minor > 0 && !authenticating && refusesStartup) refusedProtocol.add(err);
         throw err;
       }
       case 'ReadyForQuery': {

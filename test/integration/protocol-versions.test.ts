@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import pg from 'pg';
 import { encodeCancelRequest, encodeStartupMessage, fe } from '../../src/protocol/index.js';
-import { PgCluster } from '../helpers/pg-cluster.js';
+import { PgCluster, serverOsUser } from '../helpers/pg-cluster.js';
+import { freePort } from '../helpers/ports.js';
 import type { PgVersion } from '../helpers/pg-versions.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
@@ -48,6 +53,36 @@ async function cancelSleep(port: number, client: RawClient, processId: number, s
 
 async function proxyFor(cluster: PgCluster, query = 'sslmode=disable') {
   return startTestProxy(['--insecure', '--auth', 'passthrough', '--backend', `${cluster.url('postgres')}?${query}`]);
+}
+
+/** PgBouncer (the machine's, 1.18 on Debian 12) in front of `cluster`, trusting everyone; as the server's OS user when root. */
+async function startPgBouncer(cluster: PgCluster): Promise<{ port: number } & AsyncDisposable> {
+  const dir = await mkdtemp(join(tmpdir(), 'pgward-pgb-'));
+  const owner = await serverOsUser();
+  const port = await freePort();
+  await writeFile(join(dir, 'users.txt'), '"postgres" ""\n');
+  await writeFile(join(dir, 'pgbouncer.ini'), [
+    '[databases]', `postgres = host=127.0.0.1 port=${cluster.port}`,
+    '[pgbouncer]', 'listen_addr = 127.0.0.1', `listen_port = ${port}`, 'auth_type = trust',
+    `auth_file = ${join(dir, 'users.txt')}`, 'unix_socket_dir =', `logfile = ${join(dir, 'pgbouncer.log')}`,
+  ].join('\n') + '\n');
+  if (owner) await chown(dir, owner.uid, owner.gid);
+  const child = spawn('pgbouncer', [join(dir, 'pgbouncer.ini')], { cwd: dir, stdio: 'ignore', ...(owner ? { uid: owner.uid, gid: owner.gid } : {}) });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const dispose = async () => {
+    child.kill('SIGKILL');
+    await exited;
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    await until(() => new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => (s.destroy(), resolve(true))).once('error', () => resolve(false));
+    }), 10_000, 'pgbouncer to listen');
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+  return { port, [Symbol.asyncDispose]: dispose };
 }
 
 const backendProtocol = (logs: string[]) => logEvents(logs, 'session started').map((e) => e.backend_protocol);
@@ -116,6 +151,23 @@ describe('protocol 3.2 to backends, cancel keys across protocol versions', () =>
     assert.ok(npv?.type === 'NegotiateProtocolVersion');
     assert.deepEqual(npv.body(), { newestMinor: 0x30002, unrecognized: [] });
     assert.equal(secret.length, 32);
+  });
+
+  it('a pooler that refuses a 3.2 StartupMessage (PgBouncer 1.18: 08P01 bad packet header) is asked again with 3.0', async () => {
+    await using cluster = await PgCluster.start({ version: 15 });
+    await using bouncer = await startPgBouncer(cluster);
+    await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--backend', `postgres://postgres@127.0.0.1:${bouncer.port}/postgres?sslmode=disable`]);
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    try {
+      assert.deepEqual((await client.query('select 1 as ok')).rows, [{ ok: 1 }]);
+    } finally {
+      await client.end();
+    }
+    assert.deepEqual(backendProtocol(proxy.logs), ['3.0']);
+    // Issue 17 point 1 (fixed elsewhere): a backend socket reset inside the 5 s close grace period
+    // (as killing PgBouncer does) is an unhandled 'error' today, so let the grace period pass first.
+    await new Promise((r) => setTimeout(r, 5_500));
   });
 
   it('max_protocol_version=3.0 in the backend URL keeps pgward at 3.0 (PGlite needs it)', async () => {
