@@ -29,8 +29,10 @@ export interface BackendConnection {
   authMethod: BackendAuthMethod;
   /** ParameterStatus values in the order received. */
   parameters: Map<string, string>;
-  /** The backend's own cancel key (never shown to clients). */
+  /** The backend's own cancel key (never shown to clients): a 4-byte secret in protocol 3.0, up to 256 bytes in 3.2 (32 from PostgreSQL 18). */
   key?: { processId: number; secretKey: Buffer };
+  /** The protocol minor the session runs (3.<minor>): what we asked for, or what NegotiateProtocolVersion lowered it to. */
+  protocolMinor: number;
   /** NoticeResponses sent during login, to pass on to the client. */
   notices: BackendMessage[];
 }
@@ -51,7 +53,7 @@ export interface LoginOptions {
 export async function connectBackend(target: BackendTarget, opts: LoginOptions): Promise<BackendConnection> {
   let usedTls: boolean | undefined;
   try {
-    return await connectOnce(target, opts, (tls) => (usedTls = tls));
+    return await connectWithProtocol(target, opts, (tls) => (usedTls = tls));
   } catch (err) {
     // As libpq: `allow` retries with TLS and `prefer` without it when the server refused the
     // first try during login (e.g. a hostssl or hostnossl pg_hba.conf line).
@@ -59,9 +61,28 @@ export async function connectBackend(target: BackendTarget, opts: LoginOptions):
       ? fallbackSslMode(target.sslmode, usedTls)
       : undefined;
     if (!retry) throw err;
-    return connectOnce({ ...target, sslmode: retry }, opts, () => {});
+    return connectWithProtocol({ ...target, sslmode: retry }, opts, () => {});
   }
 }
+
+/**
+ * Asks for protocol 3.2 unless the URL says otherwise (PostgreSQL 14–17 answer with
+ * NegotiateProtocolVersion and go on in 3.0); a server or pooler that refuses the StartupMessage
+ * instead (08P01 / 0A000 before any authentication, e.g. PgBouncer 1.18) is asked again with 3.0.
+ */
+async function connectWithProtocol(target: BackendTarget, opts: LoginOptions, onDialed: (tls: boolean) => void): Promise<BackendConnection> {
+  const minor = target.maxProtocolMinor ?? 2;
+  if (minor === 0) return connectOnce(target, opts, onDialed, 0);
+  try {
+    return await connectOnce(target, opts, onDialed, minor);
+  } catch (err) {
+    if (!(err instanceof PgError && refusedProtocol.has(err)) || opts.signal?.aborted) throw err;
+    return connectOnce(target, opts, onDialed, 0);
+  }
+}
+
+/** ErrorResponses that refused the protocol version we asked for. */
+const refusedProtocol = new WeakSet<PgError>();
 
 /** ErrorResponses the server sent during login (as opposed to our own failures). */
 const refusedByServer = new WeakSet<PgError>();
@@ -81,6 +102,7 @@ async function connectOnce(
   target: BackendTarget,
   opts: LoginOptions,
   onDialed: (tls: boolean) => void,
+  minor: number,
 ): Promise<BackendConnection> {
   const controller = new AbortController();
   const onOuterAbort = () => controller.abort();
@@ -94,7 +116,7 @@ async function connectOnce(
     const onAbort = () => socket?.destroy(unreachable(target, 'timeout during login'));
     controller.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      return await login(target, dialed.socket, dialed.tls, opts);
+      return await login(target, dialed.socket, dialed.tls, opts, minor);
     } finally {
       controller.signal.removeEventListener('abort', onAbort);
     }
@@ -113,10 +135,13 @@ async function login(
   socket: Duplex,
   isTls: boolean,
   opts: LoginOptions,
+  minor: number,
 ): Promise<BackendConnection> {
   const framer = new Framer({ maxLength: Limits.authMessage });
   const reader = new FrameReader(socket, framer, 'backend');
-  socket.write(encodeStartupMessage(opts.params));
+  socket.write(encodeStartupMessage(opts.params, minor));
+  let authenticating = false;
+  let protocolMinor = minor;
   const user = opts.params.get('user') ?? '';
   const parameters = new Map<string, string>();
   const notices: BackendMessage[] = [];
@@ -136,6 +161,7 @@ async function login(
     const msg = backendMessage(frame.code, frame.raw);
     switch (msg.type) {
       case 'Authentication': {
+        authenticating = true;
         const auth = msg.body();
         switch (auth.kind) {
           case 'Ok':
@@ -198,17 +224,30 @@ async function login(
       case 'NoticeResponse':
         notices.push(msg);
         break;
-      case 'NegotiateProtocolVersion':
+      case 'NegotiateProtocolVersion': {
+        // We send no _pq_ options, so only the minor can be negotiated down, never up.
+        // The field is the whole version (major << 16 | minor), as PostgreSQL sends it.
+        const { newestMinor: version } = msg.body();
+        if (version >>> 16 !== 3 || (version & 0xffff) > minor) {
+          throw loginProtocolError(target, `NegotiateProtocolVersion to ${version >>> 16}.${version & 0xffff}`);
+        }
+        protocolMinor = version & 0xffff;
         break;
+      }
       case 'ErrorResponse': {
-        const err = PgError.fromFields({ ...msg.body(), severity: 'FATAL', severityV: 'FATAL' });
+        const fields = msg.body();
+        const err = PgError.fromFields({ ...fields, severity: 'FATAL', severityV: 'FATAL' });
         refusedByServer.add(err);
+        // Before any authentication request this refuses the StartupMessage itself (PgBouncer 1.18:
+        // 08P01 "bad packet header"; others: "unsupported frontend protocol").
+        const refusesStartup = fields.code === '08P01' || fields.code === '0A000';
+        if (minor > 0 && !authenticating && refusesStartup) refusedProtocol.add(err);
         throw err;
       }
       case 'ReadyForQuery': {
         framer.maxLength = Limits.message;
         const leftover = reader.release();
-        return { socket, framer, leftover, tls: isTls, authMethod, parameters, key, notices };
+        return { socket, framer, leftover, tls: isTls, authMethod, parameters, key, notices, protocolMinor };
       }
       default:
         throw loginProtocolError(target, `unexpected ${msg.type} message during login`);

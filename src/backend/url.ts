@@ -25,6 +25,12 @@ export interface BackendTarget {
   applicationName?: string;
   options?: string;
   connectTimeoutMs: number;
+  /**
+   * The newest protocol minor to ask the backend for (libpq 18's `max_protocol_version`: 3.0, 3.2
+   * or latest). Unset: 3.2 (a PostgreSQL 18 backend then issues 32-byte cancel keys), falling
+   * back to 3.0 when the server refuses it.
+   */
+  maxProtocolMinor?: 0 | 2;
   /** Other startup parameters (GUC-style names given as query keys). */
   params: Record<string, string>;
 }
@@ -70,6 +76,7 @@ const RECOGNISED = new Set([
   'fallback_application_name',
   'options',
   'connect_timeout',
+  'max_protocol_version',
   'ssl',
 ]);
 
@@ -114,7 +121,6 @@ const UNSUPPORTED: Record<string, readonly string[]> = {
   ssl_min_protocol_version: ['TLSv1.2'],
   ssl_max_protocol_version: [],
   min_protocol_version: ['3.0'],
-  max_protocol_version: [],
 };
 
 /** A PostgreSQL GUC-style name: identifiers, optionally dot-qualified (custom options). */
@@ -205,6 +211,7 @@ export function parseBackendUrl(url: string): BackendTarget {
   let fallbackApplicationName: string | undefined;
   let options: string | undefined;
   let connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS;
+  let maxProtocolMinor: 0 | 2 | undefined;
   const ssl: { sslrootcert?: string; sslcert?: string; sslkey?: string; sslpassword?: string } = {};
   const params: [string, string][] = [];
 
@@ -258,6 +265,11 @@ export function parseBackendUrl(url: string): BackendTarget {
           break;
         case 'connect_timeout':
           connectTimeoutMs = parseConnectTimeout(value, fail);
+          break;
+        case 'max_protocol_version':
+          if (value === '3.0') maxProtocolMinor = 0;
+          else if (value === '3.2' || value === 'latest') maxProtocolMinor = 2;
+          else throw fail(`max_protocol_version must be 3.0, 3.2 or latest, not ${q(value)}`);
           break;
       }
     } else if (IGNORED.has(key)) {
@@ -324,6 +336,7 @@ export function parseBackendUrl(url: string): BackendTarget {
   const appName = applicationName ?? fallbackApplicationName;
   if (appName !== undefined) target.applicationName = appName;
   if (options !== undefined) target.options = options;
+  if (maxProtocolMinor !== undefined) target.maxProtocolMinor = maxProtocolMinor;
   return target;
 }
 

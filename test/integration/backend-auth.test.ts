@@ -4,13 +4,17 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { TestCA } from '../helpers/certs.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
+import { casesFor, PG_VERSIONS } from '../helpers/pg-versions.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
 
 /**
  * Each backend authentication method and sslmode, through a passthrough proxy whose backend URL
  * carries the credentials; the client itself presents none.
  */
-describe('backend login: auth methods and sslmodes', () => {
+// PostgreSQL 15 runs every case; 14, 16, 17 and 18 the ones marked `each` (trust, md5, SCRAM and
+// SCRAM-PLUS over TLS, a client certificate, verify-full).
+for (const version of PG_VERSIONS) describe(`backend login: auth methods and sslmodes, PostgreSQL ${version}`, () => {
+  const { each, it15 } = casesFor(version);
   let ca: TestCA;
   let otherCa: TestCA;
   let cluster: PgCluster;
@@ -23,6 +27,7 @@ describe('backend login: auth methods and sslmodes', () => {
     const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost'] });
     clientCert = await ca.issue('certuser', { cn: 'certuser', client: true });
     cluster = await PgCluster.start({
+      version,
       ssl: { ...server, ca: ca.cert },
       hba: [
         'hostssl all certuser 127.0.0.1/32 cert',
@@ -84,18 +89,18 @@ describe('backend login: auth methods and sslmodes', () => {
 
   const u = (user: string, password: string | undefined, query: string) => `${cluster.url(user, password)}?${query}`;
 
-  it('trust', async () => {
+  each('trust', async () => {
     const r = await through(u('postgres', undefined, 'sslmode=disable'));
     assert.deepEqual([r.user, r.ssl, r.method], ['postgres', false, 'trust']);
   });
 
-  it('cleartext password', async () => {
+  it15('cleartext password', async () => {
     const r = await through(u('clear_user', 'clear pw', 'sslmode=disable'));
     assert.deepEqual([r.user, r.method], ['clear_user', 'cleartext']);
     assert.ok(!r.logs.includes('clear pw'), 'the password is never logged');
   });
 
-  it('md5, and md5 pass-the-hash', async () => {
+  each('md5, and md5 pass-the-hash', async () => {
     const r = await through(u('md5_user', 'md5 pw', 'sslmode=disable'));
     assert.deepEqual([r.user, r.method], ['md5_user', 'md5']);
     const hash = 'md5' + createHash('md5').update('md5 pw' + 'md5_user').digest('hex');
@@ -103,33 +108,33 @@ describe('backend login: auth methods and sslmodes', () => {
     assert.deepEqual([h.user, h.method], ['md5_user', 'md5']);
   });
 
-  it('SCRAM-SHA-256 without TLS, SCRAM-SHA-256-PLUS with TLS', async () => {
+  each('SCRAM-SHA-256 without TLS, SCRAM-SHA-256-PLUS with TLS', async () => {
     const plain = await through(u('scram_user', 'scräm pw', 'sslmode=disable'));
     assert.deepEqual([plain.user, plain.ssl, plain.method], ['scram_user', false, 'SCRAM-SHA-256']);
     const bound = await through(u('scram_user', 'scräm pw', 'sslmode=require'));
     assert.deepEqual([bound.user, bound.ssl, bound.method], ['scram_user', true, 'SCRAM-SHA-256-PLUS']);
   });
 
-  it("relays the backend's refusal of a wrong password with its own SQLSTATE", async () => {
+  it15("relays the backend's refusal of a wrong password with its own SQLSTATE", async () => {
     const r = await refused(u('scram_user', 'wrong', 'sslmode=disable'));
     assert.equal(r.code, '28P01');
     assert.match(r.message, /password authentication failed for user "scram_user"/);
     assert.ok(!r.logs.includes('wrong'));
   });
 
-  it('TLS client certificate', async () => {
+  each('TLS client certificate', async () => {
     const r = await through(u('certuser', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}&sslcert=${clientCert.cert}&sslkey=${clientCert.key}`));
     assert.deepEqual([r.user, r.ssl], ['certuser', true]);
   });
 
-  it('sslmode prefer and require use TLS; disable does not', async () => {
+  it15('sslmode prefer and require use TLS; disable does not', async () => {
     assert.equal((await through(u('ssl_only', undefined, 'sslmode=prefer'))).ssl, true);
     assert.equal((await through(u('ssl_only', undefined, 'sslmode=require'))).ssl, true);
     const r = await refused(u('ssl_only', undefined, 'sslmode=disable'));
     assert.equal(r.code, '28000', 'the backend rejected the plaintext login itself');
   });
 
-  it('sslmode allow and prefer fall back as libpq does when the server refuses the first try', async () => {
+  it15('sslmode allow and prefer fall back as libpq does when the server refuses the first try', async () => {
     assert.equal((await through(u('postgres', undefined, 'sslmode=allow'))).ssl, false, 'allow tries without TLS first');
     assert.equal((await through(u('ssl_only', undefined, 'sslmode=allow'))).ssl, true, 'allow retries with TLS after a refusal');
     assert.equal((await through(u('plain_only', undefined, 'sslmode=prefer'))).ssl, false, 'prefer retries without TLS after a refusal');
@@ -137,14 +142,14 @@ describe('backend login: auth methods and sslmodes', () => {
     assert.equal(r.code, '28000', 'require never falls back');
   });
 
-  it('verify-ca accepts the right CA and refuses another (08001)', async () => {
+  it15('verify-ca accepts the right CA and refuses another (08001)', async () => {
     assert.equal((await through(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}`))).ssl, true);
     const r = await refused(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${otherCa.cert}`));
     assert.equal(r.code, '08001');
     assert.match(r.message, /TLS handshake failed/);
   });
 
-  it('verify-full checks the host name (08001 on a mismatch)', async () => {
+  each('verify-full checks the host name (08001 on a mismatch)', async () => {
     const byName = `postgres://ssl_only@localhost:${cluster.port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`;
     assert.equal((await through(byName)).ssl, true);
     const r = await refused(u('ssl_only', undefined, `sslmode=verify-full&sslrootcert=${ca.cert}`));
@@ -152,7 +157,7 @@ describe('backend login: auth methods and sslmodes', () => {
     assert.match(r.message, /127\.0\.0\.1/);
   });
 
-  it('an unreachable backend is 08001 and the proxy keeps serving', async () => {
+  it15('an unreachable backend is 08001 and the proxy keeps serving', async () => {
     const r = await refused(`postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2`);
     assert.equal(r.code, '08001');
     assert.match(r.message, /could not connect to the backend/);

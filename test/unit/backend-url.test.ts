@@ -223,6 +223,15 @@ describe('parseBackendUrl', () => {
     rejects('postgres://h?connect_timeout=99999999', /at most/);
   });
 
+  it('parses max_protocol_version as libpq 18 (3.0, 3.2, latest); unset leaves the choice to the login', () => {
+    assert.equal(parseBackendUrl('postgres://h').maxProtocolMinor, undefined);
+    assert.equal(parseBackendUrl('postgres://h?max_protocol_version=3.0').maxProtocolMinor, 0);
+    assert.equal(parseBackendUrl('postgres://h?max_protocol_version=3.2').maxProtocolMinor, 2);
+    assert.equal(parseBackendUrl('postgres://h?max_protocol_version=latest').maxProtocolMinor, 2);
+    rejects('postgres://h?max_protocol_version=3.1', /3\.0, 3\.2 or latest/);
+    assert.deepEqual(parseBackendUrl('postgres://h?max_protocol_version=3.0').params, {}, 'not a startup parameter');
+  });
+
   it('parses application_name (with fallback_application_name) and options', () => {
     const t = parseBackendUrl('postgres://h?application_name=pgward&options=-c%20search_path%3Dapp');
     assert.equal(t.applicationName, 'pgward');
