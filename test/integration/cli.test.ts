@@ -8,9 +8,12 @@ import { after, before, describe, it } from 'node:test';
 
 const BIN = fileURLToPath(new URL('../../../bin/pgward.js', import.meta.url));
 
-function pgward(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function pgward(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGWARD_BACKENDS: '' } });
+    // A process that does not exit by itself is killed (its exit code is then null).
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', () => clearTimeout(timer));
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -102,6 +105,34 @@ describe('command line', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /^pgward: cannot start: .*EADDRINUSE/m);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('start: a metrics address in use stops the whole process (exit 1, the proxy port freed)', async () => {
+    const { createServer, connect } = await import('node:net');
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const free = createServer();
+    await new Promise<void>((r) => free.listen(0, '127.0.0.1', r));
+    const proxyPort = (free.address() as { port: number }).port;
+    await new Promise<void>((r) => free.close(() => r()));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const started = Date.now();
+      const r = await pgward(['start', '--insecure', '--auth', 'passthrough', '--backend', 'postgres://u@127.0.0.1:1/db', '--bindAddr', `127.0.0.1:${proxyPort}`, '--metricsAddr', `127.0.0.1:${port}`], 10_000);
+      assert.equal(r.code, 1, `exit code (null = still running after 10 s): ${r.stderr}`);
+      assert.ok(Date.now() - started < 10_000);
+      assert.match(r.stderr, /^pgward: cannot start: .*EADDRINUSE/m);
+      assert.doesNotMatch(r.stdout, /pgward listening/);
+      // Nothing is left on the proxy port: a connection is refused.
+      const refused = await new Promise<boolean>((resolve) => {
+        const s = connect(proxyPort, '127.0.0.1');
+        s.on('connect', () => (s.destroy(), resolve(false)));
+        s.on('error', () => resolve(true));
+      });
+      assert.ok(refused, 'the proxy port is closed again');
     } finally {
       taken.close();
     }
