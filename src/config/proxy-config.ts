@@ -107,13 +107,21 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
   const keyPath = str('bindKey');
   if (Boolean(certPath) !== Boolean(keyPath)) problems.push('bindCert and bindKey must be given together');
   else if (certPath && keyPath) {
-    try {
-      tls = { cert: readFileSync(certPath), key: readFileSync(keyPath), certPath, keyPath };
-    } catch (err) {
-      problems.push(`cannot read TLS files: ${(err as Error).message}`);
-    }
+    const read = (flag: string, path: string) => {
+      try {
+        return readFileSync(path);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        problems.push(`${flag}: cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
+        return undefined;
+      }
+    };
+    const cert = read('bindCert', certPath);
+    const key = read('bindKey', keyPath);
+    if (cert && key) tls = { cert, key, certPath, keyPath };
   }
-  if (!tls && !bool('insecure')) {
+  // Only when neither file was named: a named file that cannot be read is its own problem above.
+  if (!tls && !bool('insecure') && !certPath && !keyPath) {
     problems.push('no TLS configured: give --bindCert and --bindKey, or --insecure to run without TLS');
   }
 

@@ -137,4 +137,38 @@ describe('command line', () => {
       taken.close();
     }
   });
+
+  it('error messages: did you mean, a missing TLS file by name, .json must be JSON, version, help', async () => {
+    const typo = await pgward(['start', '--insecure', '--bindAdr', '127.0.0.1:0']);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /unknown flag --bindAdr \(did you mean --bindAddr\?\)/);
+    const far = await pgward(['start', '--insecure', '--frobnicate', 'x']);
+    assert.match(far.stderr, /unknown flag --frobnicate\n/, 'no suggestion when nothing is close');
+
+    await writeFile(join(dir, 'tls.crt'), 'cert');
+    const key = await pgward(['check', '--bindCert', join(dir, 'tls.crt'), '--bindKey', join(dir, 'missing.key'), '--auth', 'passthrough', '--backend', 'postgres://u@127.0.0.1:1/db']);
+    assert.equal(key.code, 2);
+    assert.match(key.stderr, /bindKey: cannot read .*missing\.key: no such file/);
+    assert.doesNotMatch(key.stderr, /no TLS configured/);
+
+    await writeFile(join(dir, 'comma.json'), '{\n  "alice": "postgres://alice:PW@db:5432/app",\n}\n');
+    await writeFile(join(dir, 'comma-config.json'), '{\n  "insecure": true,\n}\n');
+    const keygen = await pgward(['keygen', '--out', join(dir, 'k'), '--force']);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    const backends = await pgward(['check', '--insecure', '--backends', join(dir, 'comma.json'), '--signingKeys', join(dir, 'k', 'public.pem')]);
+    assert.equal(backends.code, 2);
+    assert.match(backends.stderr, /comma\.json: invalid JSON at line 3, column 1/);
+    assert.doesNotMatch(backends.stderr, /PW/, 'the file text is not echoed');
+    const config = await pgward(['check', '--config', join(dir, 'comma-config.json')]);
+    assert.equal(config.code, 2);
+    assert.match(config.stderr, /comma-config\.json: invalid JSON at line 3, column 1/);
+
+    const version = await pgward(['version']);
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^pgward \d+\.\d+\.\d+\n$/);
+    const help = await pgward(['start', '--help']);
+    assert.match(help.stdout, /-v, --verbose/);
+    assert.match(help.stdout, /Durations .*seconds/s);
+    assert.match(help.stdout, /1h30m/);
+  });
 });
