@@ -107,6 +107,15 @@ describe('observability end to end (a real pgward process)', () => {
       assert.equal(metricValue(m, 'pgward_build_info'), 1);
       assert.ok(metricValue(m, 'pgward_process_cpu_user_seconds_total') > 0, 'process metrics are served with --metricsAddr');
       assert.ok(m.includes('pgward_nodejs_eventloop_lag_p99_seconds'), 'and the event-loop delay');
+      // Idle for a while: the lag is what the loop was late, not the 100 ms sampling interval
+      // (which Node 20's monitorEventLoopDelay records as delay).
+      await get('/metrics');
+      await new Promise((r) => setTimeout(r, 600));
+      const idle = (await get('/metrics')).text;
+      for (const stat of ['min', 'p50']) {
+        const lag = Number(new RegExp(`^pgward_nodejs_eventloop_lag_${stat}_seconds (\\S+)$`, 'm').exec(idle)?.[1]);
+        assert.ok(lag >= 0 && lag < 0.05, `idle event-loop lag ${stat} ${lag} s is well below 0.1 s`);
+      }
       assert.ok(!m.includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');
 
       // Drain: a session in a transaction keeps it going while /ready reports 503.
