@@ -9,7 +9,11 @@ export type RawValue = string | boolean | number | string[];
 export type Settings = Record<string, RawValue | undefined>;
 
 export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
+  /**
+   * @param partial the configuration as far as it could be read, when the problems leave one
+   * (`pgward check` goes on to load its keys, backends and plugins, to list their problems too).
+   */
+  constructor(readonly problems: string[], readonly partial?: unknown) {
     super(problems.join('\n'));
     this.name = 'ConfigError';
   }

@@ -169,9 +169,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
   for (const k of Object.keys(extra)) {
     if (!['pipeline', 'plugins', 'auth', 'peers'].includes(k)) problems.push(`${k}: unknown setting`);
   }
-  if (problems.length > 0 || !auth) throw new ConfigError(problems);
-
-  return Object.freeze({
+  if (!auth) throw new ConfigError(problems);
+  const config: ProxyConfig = Object.freeze({
     listen,
     tls,
     insecure: bool('insecure'),
@@ -196,6 +195,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     },
     peers,
   });
+  if (problems.length > 0) throw new ConfigError(problems, config);
+  return config;
 }
 
 function passthrough(

@@ -171,4 +171,10 @@ describe('command line', () => {
     assert.match(help.stdout, /Durations .*seconds/s);
     assert.match(help.stdout, /1h30m/);
   });
+
+  it('check: lists the problems of every stage in one run (settings, backends file, keys)', async () => {
+    const r = await pgward(['check', '--bindCert', join(dir, 'nope.crt'), '--bindKey', join(dir, 'nope.key'), '--backends', join(dir, 'nope-backends.yaml'), '--signingKeys', join(dir, 'nope.pem'), '--maxConnections', '0']);
+    assert.equal(r.code, 2);
+    for (const p of [/bindCert: cannot read .*nope\.crt/, /bindKey: cannot read .*nope\.key/, /maxConnections: must be at least 1/, /nope-backends\.yaml: cannot read the file/, /nope\.pem/]) assert.match(r.stderr, p);
+  });
 });
