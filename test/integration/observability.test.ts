@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -6,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
+import { parse as parseYaml } from 'yaml';
 import pg from 'pg';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess } from '../helpers/pgward-process.js';
@@ -117,6 +119,14 @@ describe('observability end to end (a real pgward process)', () => {
         assert.ok(lag >= 0 && lag < 0.05, `idle event-loop lag ${stat} ${lag} s is well below 0.1 s`);
       }
       assert.ok(!m.includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');
+      // Every metric the shipped Grafana dashboard and Prometheus alerts query is served.
+      for (const [file, exprs] of dashboardAndAlertExprs()) {
+        assert.ok(exprs.length > 0, `${file} has queries`);
+        for (const name of new Set(exprs.flatMap((e) => e.match(/\bpgward_[a-z0-9_]+/g) ?? []))) {
+          const family = name.replace(/_(bucket|sum|count)$/, '');
+          assert.ok(m.includes(`# TYPE ${family} `), `${file}: ${name} is a metric pgward serves`);
+        }
+      }
 
       // Drain: a session in a transaction keeps it going while /ready reports 503.
       await client.query('begin');
@@ -153,3 +163,14 @@ describe('observability end to end (a real pgward process)', () => {
     }
   });
 });
+
+/** The PromQL of deploy/grafana/pgward.json's panels and deploy/prometheus/alerts.yml's rules. */
+function dashboardAndAlertExprs(): [string, string[]][] {
+  const root = new URL('../../../deploy/', import.meta.url);
+  const dashboard = JSON.parse(readFileSync(new URL('grafana/pgward.json', root), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+  const alerts = parseYaml(readFileSync(new URL('prometheus/alerts.yml', root), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] };
+  return [
+    ['grafana/pgward.json', dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr))],
+    ['prometheus/alerts.yml', alerts.groups.flatMap((g) => g.rules.map((r) => r.expr))],
+  ];
+}
