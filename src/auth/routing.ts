@@ -34,6 +34,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { redactUrl, type BackendTarget } from '../backend/url.js';
 import { parseDuration } from '../config/duration.js';
+import { jsonSyntaxProblem } from '../config/json-syntax.js';
 import { CachedCommandValue, splitCommandLine } from './command-runner.js';
 import {
   RouteSubstitutionError,
@@ -98,7 +99,7 @@ const OBJECT_KEYS = ['url', 'user', 'database', 'options', 'application_name', '
 const TEMPLATE_FIELDS = ['user', 'database', 'options', 'application_name'] as const;
 type TemplateField = (typeof TEMPLATE_FIELDS)[number];
 
-/** Reads a YAML or JSON backends file (JSON is read as YAML, which also catches duplicate keys). */
+/** Reads a YAML or JSON backends file (`.json` must be JSON; it is then read as YAML, which also catches duplicate keys). */
 export function loadBackendsFile(path: string): BackendRoutes {
   let text: string;
   try {
@@ -107,6 +108,8 @@ export function loadBackendsFile(path: string): BackendRoutes {
     const e = err as NodeJS.ErrnoException;
     throw new RoutingConfigError(path, [`${path}: cannot read the file (${e.code ?? e.message})`]);
   }
+  const notJson = jsonSyntaxProblem(path, text);
+  if (notJson) throw new RoutingConfigError(path, [notJson]);
   const doc = parseDocument(text, { uniqueKeys: true });
   if (doc.errors.length > 0) {
     // yaml's own messages quote the offending line, which may hold a password: position and code only.

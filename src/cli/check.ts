@@ -36,11 +36,16 @@ export function describeConfig(config: ProxyConfig, sources: string[]): string[]
  */
 export async function runCheck(argv: string[], out = process.stdout, err = process.stderr): Promise<number> {
   let config: ProxyConfig;
+  // Problems of the settings themselves; when they still leave a configuration (a missing TLS
+  // file, a bad number), the keys, backends and plugins are loaded too, so one run lists all.
+  let early: string[] = [];
   try {
     config = buildProxyConfig(argv);
   } catch (e) {
-    if (e instanceof ConfigError) return fail(e.problems, err);
-    throw e;
+    if (!(e instanceof ConfigError)) throw e;
+    if (!e.partial) return fail(e.problems, err);
+    early = e.problems;
+    config = e.partial as ProxyConfig;
   }
   try {
     const plugins = await loadPlugins(config.plugins, {
@@ -52,6 +57,7 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
     });
     const runtime = await buildRuntime(config, { plugins, draining$: new BehaviorSubject(false), log: silentLogger });
     try {
+      if (early.length > 0) return fail(early, err);
       out.write(describeConfig(config, runtime.describe()).join('\n') + '\n');
       out.write('configuration OK\n');
       return 0;
@@ -59,8 +65,8 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
       runtime.dispose();
     }
   } catch (e) {
-    if (e instanceof RoutingConfigError || e instanceof ConfigError) return fail(e.problems, err);
-    return fail([(e as Error).message], err);
+    if (e instanceof RoutingConfigError || e instanceof ConfigError) return fail([...early, ...e.problems], err);
+    return fail([...early, (e as Error).message], err);
   }
 }
 

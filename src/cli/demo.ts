@@ -351,8 +351,8 @@ export async function runDemo(
             ? 'not available (this build has no --metricsAddr)'
             : `not available (nothing answered on ${metricsBase}/health)`
       }`,
-      `More tokens:  pgward token --key ${privateKey} --sub ${DEMO_USER} --ttl ${TOKEN_TTL}`,
-      `              (any --sub works: log in with that name as the user; all reach the same database)`,
+      `More tokens:  npx pgward token --key ${privateKey} --sub ${DEMO_USER} --ttl ${TOKEN_TTL}`,
+      `              (in this checkout; plain \`pgward\` after \`npm install -g .\`; any --sub works: all reach the same database)`,
       `Keys:         ${keyDir} (temporary; removed on exit)`,
       ...(opts.backend === undefined
         ? [

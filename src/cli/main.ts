@@ -19,7 +19,7 @@ Usage:
   pgward token [flags]     mint a signed JWT: --key private.pem --sub SUBJECT
   pgward check [flags]     validate the configuration start would use, print it, exit 0 or 2
   pgward --help            this help;  pgward start --help  the flags
-  pgward --version         print the version
+  pgward --version         print the version (also: pgward version)
 
 Exit codes: 0 clean stop, 2 bad configuration or usage, 1 other fatal error.
 `;
@@ -35,7 +35,10 @@ function startHelp(): string {
 Flags (kebab-case spellings such as --${kebab('bindAddr')} work too; every flag may also come from
 the environment as PGWARD_<FLAG_IN_UPPER_SNAKE> or from --config FILE; flag > env > file > default):
 ${lines.join('\n')}
-  -v, -vv                            debug, trace logging
+  -v, --verbose (twice: -vv)         debug logging; twice, trace logging
+
+Durations (--authTimeout, --gracePeriod, --refresh, …) are a number of seconds ("30") or units
+ms, s, m, h, d, combined as in "250ms", "30s", "10m", "1h30m", "7d".
 
 Example (one backend, the pgpx model):
   pgward start --auth passthrough --backend 'postgres://app@db:5432/app?sslmode=verify-full&sslrootcert=ca.pem' \\
@@ -50,7 +53,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return cmd === undefined ? 2 : 0;
   }
-  if (cmd === '--version' || cmd === '-V') {
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
     process.stdout.write(`pgward ${version()}\n`);
     return 0;
   }

@@ -50,14 +50,31 @@ interface TokenSetup {
 }
 
 async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig): Promise<TokenSetup> {
-  const routes = loadBackendsFile(a.backendsPath);
-  const keys: KeySet = await loadKeySet({
-    signingKeys: a.signingKeys,
-    oidcDiscovery: a.oidcDiscovery,
-    algorithms: a.verify.algorithms,
-    refreshMs: config.refreshMs,
-    cooldownMs: a.jwksCooldownMs,
-  });
+  // Both the backends file and the keys are tried, so that one run reports what is wrong with each.
+  let routes: ReturnType<typeof loadBackendsFile> | undefined;
+  let routesError: unknown;
+  try {
+    routes = loadBackendsFile(a.backendsPath);
+  } catch (err) {
+    routesError = err;
+  }
+  let keys: KeySet;
+  try {
+    keys = await loadKeySet({
+      signingKeys: a.signingKeys,
+      oidcDiscovery: a.oidcDiscovery,
+      algorithms: a.verify.algorithms,
+      refreshMs: config.refreshMs,
+      cooldownMs: a.jwksCooldownMs,
+    });
+  } catch (err) {
+    if (routesError === undefined) throw err;
+    throw new ConfigError([...problemsOf(routesError), ...problemsOf(err)]);
+  }
+  if (!routes) {
+    keys.close?.();
+    throw routesError;
+  }
   const opts = { current: () => ({ keys, routes }), jwtField: a.jwtField, verify: a.verify, requireUserMatch: a.requireUserMatch };
   const oauth = config.clientAuth?.some((r) => r.method === 'oauth') ? oauthSetup(config, opts, keys.issuer) : undefined;
   return {
@@ -168,4 +185,9 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
         dispose: () => {},
       };
   }
+}
+
+function problemsOf(err: unknown): string[] {
+  const listed = (err as { problems?: unknown }).problems;
+  return Array.isArray(listed) ? (listed as string[]) : [(err as Error).message];
 }

@@ -58,8 +58,22 @@ export interface StartOptions {
   configPath?: string;
 }
 
-/** Starts the proxy described by `config` (in-process; used by `pgward start` and tests). */
+/**
+ * Starts the proxy described by `config` (in-process; used by `pgward start` and tests). When a
+ * step fails, whatever the earlier steps started (listeners, peers, plugins) is stopped again
+ * before the error is thrown: a failed start leaves nothing listening, never a half-started proxy.
+ */
 export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): Promise<RunningProxy> {
+  const undo: (() => unknown)[] = [];
+  try {
+    return await launch(config, opts, undo);
+  } catch (err) {
+    for (const step of undo.reverse()) await Promise.resolve().then(step).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unknown)[]): Promise<RunningProxy> {
   const log = opts.log ?? createLogger(config.log);
   const draining$ = new BehaviorSubject(false);
   // Process metrics only when something can scrape them: their event-loop monitor is a timer
@@ -75,12 +89,15 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
       log.error('plugin error', { plugin, where, error: error instanceof Error ? error.message : String(error) });
     },
   }));
+  undo.push(() => plugins.runHook('preClose'));
   const services = { plugins, draining$, log };
   const extra = opts.middleware ?? [];
   // With no metrics endpoint and no tracing nobody could see statement accounting: skip it.
   const observed = Boolean(config.metricsListen) || opts.tracing === true;
   let runtime: Runtime = await asConfigProblem(buildRuntime(config, services));
+  undo.push(() => runtime.dispose());
   const { cancels, peers } = cancelForwarding(config, log, metrics);
+  if (peers) undo.push(() => peers.close());
   const peerAddress = peers && config.peers ? await peers.listen(config.peers.listen.host, config.peers.listen.port) : undefined;
   const server = new ProxyServer({
     host: config.listen.host,
@@ -108,10 +125,12 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     onAuthenticated: (s) => void plugins.runHook('onAuthenticated', s),
     onSessionEnd: (s) => void plugins.runHook('onSessionEnd', s),
   });
+  undo.push(() => server.close());
   const addr = await server.listen();
   const metricsServer = config.metricsListen
     ? await startMetricsServer({ ...config.metricsListen, metrics, ready: () => server.isListening && !draining$.value })
     : undefined;
+  if (metricsServer) undo.push(() => metricsServer.close());
   await plugins.runHook('onReady');
   const shutdown = new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command');
   const closeAll = async () => {
@@ -220,7 +239,10 @@ function cancelForwarding(config: ProxyConfig, log: Logger, metrics: Metrics): {
 /** `pgward start`: runs until SIGTERM/SIGINT (drain) or a second signal (immediate close). */
 export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, configPath?: string): Promise<number> {
   const tracing = startTracing();
-  const proxy = await startProxy(config, { configPath, tracing: Boolean(tracing) });
+  const proxy = await startProxy(config, { configPath, tracing: Boolean(tracing) }).catch(async (err: unknown) => {
+    await tracing?.shutdown().catch(() => undefined);
+    throw err;
+  });
   const { log } = proxy;
   const flushTraces = async () => {
     await tracing?.shutdown().catch((err: Error) => log.warn('could not flush traces', { reason: err.message }));

@@ -2,13 +2,18 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { parseDuration } from './duration.js';
+import { jsonSyntaxProblem } from './json-syntax.js';
 import { envName, kebab, START_FLAGS, type FlagSpec } from './flags.js';
 
 export type RawValue = string | boolean | number | string[];
 export type Settings = Record<string, RawValue | undefined>;
 
 export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
+  /**
+   * @param partial the configuration as far as it could be read, when the problems leave one
+   * (`pgward check` goes on to load its keys, backends and plugins, to list their problems too).
+   */
+  constructor(readonly problems: string[], readonly partial?: unknown) {
     super(problems.join('\n'));
     this.name = 'ConfigError';
   }
@@ -56,7 +61,8 @@ export function parseArgs(argv: readonly string[], problems: string[]): ParsedAr
     }
     const spec = byName.get(key);
     if (!spec) {
-      problems.push(`unknown flag --${key}`);
+      const near = nearestFlag(key);
+      problems.push(`unknown flag --${key}${near ? ` (did you mean --${near}?)` : ''}`);
       continue;
     }
     if (spec.type === 'boolean' && value === undefined) {
@@ -90,7 +96,13 @@ function fromEnv(env: NodeJS.ProcessEnv): Settings {
 export function readConfigFile(path: string, problems: string[]): { settings: Settings; extra: Record<string, unknown> } {
   let doc: unknown;
   try {
-    doc = parseYaml(readFileSync(path, 'utf8'));
+    const text = readFileSync(path, 'utf8');
+    const notJson = jsonSyntaxProblem(path, text);
+    if (notJson) {
+      problems.push(notJson);
+      return { settings: {}, extra: {} };
+    }
+    doc = parseYaml(text);
   } catch (err) {
     // yaml's messages quote the offending line, which may hold a password: give only the position.
     const e = err as { code?: string; linePos?: { line: number; col: number }[] };
@@ -192,4 +204,26 @@ export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
   if (net.isIPv4(host)) return host.startsWith('127.');
   return host === '::1';
+}
+
+/** The start flag closest to a misspelt one (at most two edits, ignoring case and dashes), if any. */
+export function nearestFlag(typed: string): string | undefined {
+  const norm = (s: string) => s.toLowerCase().replace(/-/g, '');
+  const t = norm(typed);
+  let best: { name: string; d: number } | undefined;
+  for (const f of START_FLAGS) {
+    const d = editDistance(t, norm(f.name));
+    if (d <= Math.min(2, Math.floor(t.length / 3)) && (!best || d < best.d)) best = { name: f.name, d };
+  }
+  return best?.name;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
 }

@@ -112,13 +112,21 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
   const keyPath = str('bindKey');
   if (Boolean(certPath) !== Boolean(keyPath)) problems.push('bindCert and bindKey must be given together');
   else if (certPath && keyPath) {
-    try {
-      tls = { cert: readFileSync(certPath), key: readFileSync(keyPath), certPath, keyPath };
-    } catch (err) {
-      problems.push(`cannot read TLS files: ${(err as Error).message}`);
-    }
+    const read = (flag: string, path: string) => {
+      try {
+        return readFileSync(path);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        problems.push(`${flag}: cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
+        return undefined;
+      }
+    };
+    const cert = read('bindCert', certPath);
+    const key = read('bindKey', keyPath);
+    if (cert && key) tls = { cert, key, certPath, keyPath };
   }
-  if (!tls && !bool('insecure')) {
+  // Only when neither file was named: a named file that cannot be read is its own problem above.
+  if (!tls && !bool('insecure') && !certPath && !keyPath) {
     problems.push('no TLS configured: give --bindCert and --bindKey, or --insecure to run without TLS');
   }
 
@@ -172,9 +180,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
   for (const k of Object.keys(extra)) {
     if (!['pipeline', 'plugins', 'auth', 'peers', 'clientAuth', 'oauth'].includes(k)) problems.push(`${k}: unknown setting`);
   }
-  if (problems.length > 0 || !auth) throw new ConfigError(problems);
-
-  return Object.freeze({
+  if (!auth) throw new ConfigError(problems);
+  const config: ProxyConfig = Object.freeze({
     listen,
     tls,
     insecure: bool('insecure'),
@@ -201,6 +208,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     clientAuth,
     oauth,
   });
+  if (problems.length > 0) throw new ConfigError(problems, config);
+  return config;
 }
 
 function passthrough(

@@ -8,6 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { realEventLoopLag } from './event-loop.js';
 import { AUTH_RESULTS, boundedName, normalizeAuthReason, type AuthOutcome } from './spans.js';
 
 /** Histogram buckets in seconds, from the OpenTelemetry database client conventions. */
@@ -99,6 +100,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       prefix: 'pgward_',
       eventLoopMonitoringPrecision: EVENT_LOOP_PRECISION_MS,
     });
+    realEventLoopLag(registry, 'pgward_', EVENT_LOOP_PRECISION_MS);
   }
 
   const active = new Gauge({ name: 'pgward_connections_active', help: 'Client connections open now.', registers });

@@ -8,9 +8,12 @@ import { after, before, describe, it } from 'node:test';
 
 const BIN = fileURLToPath(new URL('../../../bin/pgward.js', import.meta.url));
 
-function pgward(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function pgward(args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PGWARD_BACKENDS: '' } });
+    // A process that does not exit by itself is killed (its exit code is then null).
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', () => clearTimeout(timer));
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -105,5 +108,73 @@ describe('command line', () => {
     } finally {
       taken.close();
     }
+  });
+
+  it('start: a metrics address in use stops the whole process (exit 1, the proxy port freed)', async () => {
+    const { createServer, connect } = await import('node:net');
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const free = createServer();
+    await new Promise<void>((r) => free.listen(0, '127.0.0.1', r));
+    const proxyPort = (free.address() as { port: number }).port;
+    await new Promise<void>((r) => free.close(() => r()));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const started = Date.now();
+      const r = await pgward(['start', '--insecure', '--auth', 'passthrough', '--backend', 'postgres://u@127.0.0.1:1/db', '--bindAddr', `127.0.0.1:${proxyPort}`, '--metricsAddr', `127.0.0.1:${port}`], 10_000);
+      assert.equal(r.code, 1, `exit code (null = still running after 10 s): ${r.stderr}`);
+      assert.ok(Date.now() - started < 10_000);
+      assert.match(r.stderr, /^pgward: cannot start: .*EADDRINUSE/m);
+      assert.doesNotMatch(r.stdout, /pgward listening/);
+      // Nothing is left on the proxy port: a connection is refused.
+      const refused = await new Promise<boolean>((resolve) => {
+        const s = connect(proxyPort, '127.0.0.1');
+        s.on('connect', () => (s.destroy(), resolve(false)));
+        s.on('error', () => resolve(true));
+      });
+      assert.ok(refused, 'the proxy port is closed again');
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('error messages: did you mean, a missing TLS file by name, .json must be JSON, version, help', async () => {
+    const typo = await pgward(['start', '--insecure', '--bindAdr', '127.0.0.1:0']);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /unknown flag --bindAdr \(did you mean --bindAddr\?\)/);
+    const far = await pgward(['start', '--insecure', '--frobnicate', 'x']);
+    assert.match(far.stderr, /unknown flag --frobnicate\n/, 'no suggestion when nothing is close');
+
+    await writeFile(join(dir, 'tls.crt'), 'cert');
+    const key = await pgward(['check', '--bindCert', join(dir, 'tls.crt'), '--bindKey', join(dir, 'missing.key'), '--auth', 'passthrough', '--backend', 'postgres://u@127.0.0.1:1/db']);
+    assert.equal(key.code, 2);
+    assert.match(key.stderr, /bindKey: cannot read .*missing\.key: no such file/);
+    assert.doesNotMatch(key.stderr, /no TLS configured/);
+
+    await writeFile(join(dir, 'comma.json'), '{\n  "alice": "postgres://alice:PW@db:5432/app",\n}\n');
+    await writeFile(join(dir, 'comma-config.json'), '{\n  "insecure": true,\n}\n');
+    const keygen = await pgward(['keygen', '--out', join(dir, 'k'), '--force']);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    const backends = await pgward(['check', '--insecure', '--backends', join(dir, 'comma.json'), '--signingKeys', join(dir, 'k', 'public.pem')]);
+    assert.equal(backends.code, 2);
+    assert.match(backends.stderr, /comma\.json: invalid JSON at line 3, column 1/);
+    assert.doesNotMatch(backends.stderr, /PW/, 'the file text is not echoed');
+    const config = await pgward(['check', '--config', join(dir, 'comma-config.json')]);
+    assert.equal(config.code, 2);
+    assert.match(config.stderr, /comma-config\.json: invalid JSON at line 3, column 1/);
+
+    const version = await pgward(['version']);
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^pgward \d+\.\d+\.\d+\n$/);
+    const help = await pgward(['start', '--help']);
+    assert.match(help.stdout, /-v, --verbose/);
+    assert.match(help.stdout, /Durations .*seconds/s);
+    assert.match(help.stdout, /1h30m/);
+  });
+
+  it('check: lists the problems of every stage in one run (settings, backends file, keys)', async () => {
+    const r = await pgward(['check', '--bindCert', join(dir, 'nope.crt'), '--bindKey', join(dir, 'nope.key'), '--backends', join(dir, 'nope-backends.yaml'), '--signingKeys', join(dir, 'nope.pem'), '--maxConnections', '0']);
+    assert.equal(r.code, 2);
+    for (const p of [/bindCert: cannot read .*nope\.crt/, /bindKey: cannot read .*nope\.key/, /maxConnections: must be at least 1/, /nope-backends\.yaml: cannot read the file/, /nope\.pem/]) assert.match(r.stderr, p);
   });
 });

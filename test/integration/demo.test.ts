@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -68,6 +68,7 @@ interface Printed {
   psqlUrl: string;
   url: string;
   keyDir: string;
+  tokenCommand: string;
 }
 
 function parseBanner(text: string): Printed {
@@ -75,9 +76,10 @@ function parseBanner(text: string): Printed {
   assert.ok(psql, `no psql command line in:\n${text}`);
   const url = /^\s*(postgres:\/\/[^\s@]+@\S+)\s*$/m.exec(text);
   assert.ok(url, `no connection URL in:\n${text}`);
-  const key = /pgward token --key (\S+)\/private\.pem --sub demo/.exec(text);
+  // `npx pgward`: a bare `pgward` is not on PATH after `npm install` in a checkout.
+  const key = /^More tokens: +(npx pgward token --key (\S+)\/private\.pem --sub demo.*)$/m.exec(text);
   assert.ok(key, `no token command in:\n${text}`);
-  return { token: psql[1]!, psqlUrl: psql[2]!, url: url[1]!, keyDir: key[1]! };
+  return { token: psql[1]!, psqlUrl: psql[2]!, url: url[1]!, keyDir: key[2]!, tokenCommand: key[1]! };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -140,6 +142,10 @@ describe('pgward demo', { timeout: 240_000 }, () => {
     assert.equal(r.stdout.trim(), '5');
 
     assert.equal(await count(printed.url), 5);
+    // The printed token command works as printed, in the checkout (where `npx` finds pgward).
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_')));
+    const minted = execFileSync('sh', ['-c', printed.tokenCommand], { cwd: fileURLToPath(new URL('../../../', import.meta.url)), env, encoding: 'utf8' }).trim();
+    assert.equal(await count(printed.url.replace(printed.token, minted)), 5);
     // Several sessions at once: PGlite's socket server multiplexes them onto its one session.
     const counts = await Promise.all([count(printed.url), count(printed.url), count(printed.url)]);
     assert.deepEqual(counts, [5, 5, 5]);

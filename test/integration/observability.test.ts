@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -6,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
+import { parse as parseYaml } from 'yaml';
 import pg from 'pg';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess } from '../helpers/pgward-process.js';
@@ -107,7 +109,24 @@ describe('observability end to end (a real pgward process)', () => {
       assert.equal(metricValue(m, 'pgward_build_info'), 1);
       assert.ok(metricValue(m, 'pgward_process_cpu_user_seconds_total') > 0, 'process metrics are served with --metricsAddr');
       assert.ok(m.includes('pgward_nodejs_eventloop_lag_p99_seconds'), 'and the event-loop delay');
+      // Idle for a while: the lag is what the loop was late, not the 100 ms sampling interval
+      // (which Node 20's monitorEventLoopDelay records as delay).
+      await get('/metrics');
+      await new Promise((r) => setTimeout(r, 600));
+      const idle = (await get('/metrics')).text;
+      for (const stat of ['min', 'p50']) {
+        const lag = Number(new RegExp(`^pgward_nodejs_eventloop_lag_${stat}_seconds (\\S+)$`, 'm').exec(idle)?.[1]);
+        assert.ok(lag >= 0 && lag < 0.05, `idle event-loop lag ${stat} ${lag} s is well below 0.1 s`);
+      }
       assert.ok(!m.includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');
+      // Every metric the shipped Grafana dashboard and Prometheus alerts query is served.
+      for (const [file, exprs] of dashboardAndAlertExprs()) {
+        assert.ok(exprs.length > 0, `${file} has queries`);
+        for (const name of new Set(exprs.flatMap((e) => e.match(/\bpgward_[a-z0-9_]+/g) ?? []))) {
+          const family = name.replace(/_(bucket|sum|count)$/, '');
+          assert.ok(m.includes(`# TYPE ${family} `), `${file}: ${name} is a metric pgward serves`);
+        }
+      }
 
       // Drain: a session in a transaction keeps it going while /ready reports 503.
       await client.query('begin');
@@ -144,3 +163,14 @@ describe('observability end to end (a real pgward process)', () => {
     }
   });
 });
+
+/** The PromQL of deploy/grafana/pgward.json's panels and deploy/prometheus/alerts.yml's rules. */
+function dashboardAndAlertExprs(): [string, string[]][] {
+  const root = new URL('../../../deploy/', import.meta.url);
+  const dashboard = JSON.parse(readFileSync(new URL('grafana/pgward.json', root), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+  const alerts = parseYaml(readFileSync(new URL('prometheus/alerts.yml', root), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] };
+  return [
+    ['grafana/pgward.json', dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr))],
+    ['prometheus/alerts.yml', alerts.groups.flatMap((g) => g.rules.map((r) => r.expr))],
+  ];
+}

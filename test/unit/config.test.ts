@@ -2,13 +2,24 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { parseDuration } from '../../src/config/duration.js';
 import { ConfigError } from '../../src/config/load.js';
 import { buildProxyConfig, type CommandAuthConfig } from '../../src/config/proxy-config.js';
 import { splitCommandLine } from '../../src/auth/command-runner.js';
 
 const BACKEND = 'postgres://app:s3cret@db.internal:5432/app?sslmode=require';
+
+/** A temporary directory removed when this file's tests are done (some hold a peer secret). */
+const scratchDirs: string[] = [];
+function scratchDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  scratchDirs.push(dir);
+  return dir;
+}
+after(() => {
+  for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
+});
 
 function problems(fn: () => unknown): string[] {
   try {
@@ -56,7 +67,7 @@ describe('start configuration', () => {
   });
 
   it('takes flag > env > file > default', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgward-cfg-'));
+    const dir = scratchDir('pgward-cfg-');
     const file = join(dir, 'pgward.yaml');
     writeFileSync(file, `insecure: true\nauth: passthrough\nbackend: "${BACKEND}"\nmaxConnections: 7\nauthTimeout: 9s\ngracePeriod: 3s\n`);
     const env = { PGWARD_MAX_CONNECTIONS: '8', PGWARD_AUTH_TIMEOUT: '4s' };
@@ -113,7 +124,7 @@ describe('start configuration', () => {
   it('reads the command provider from flags or from an auth mapping in the file', () => {
     const c = buildProxyConfig(['--insecure', '--auth', 'command', '--authCmd', '/usr/local/bin/auth --mode "strict x"', '--clearPasswd'], {});
     assert.deepEqual(c.auth, { provider: 'command', argv: ['/usr/local/bin/auth', '--mode', 'strict x'], cleartext: true, timeoutMs: undefined });
-    const dir = mkdtempSync(join(tmpdir(), 'pgward-cfg-'));
+    const dir = scratchDir('pgward-cfg-');
     const file = join(dir, 'pgward.yaml');
     writeFileSync(file, 'insecure: true\nauth:\n  provider: command\n  cmd: [/bin/auth, "--flag"]\n  timeout: 5s\n');
     const f = buildProxyConfig(['--config', file], {});
@@ -147,7 +158,7 @@ describe('start configuration', () => {
 });
 
 describe('peers configuration', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pgward-peers-cfg-'));
+  const dir = scratchDir('pgward-peers-cfg-');
   const secretFile = join(dir, 'secret');
   writeFileSync(secretFile, 'x'.repeat(40) + '\n');
   const withPeers = (peers: string, env: NodeJS.ProcessEnv = {}) => {
