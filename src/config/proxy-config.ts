@@ -2,6 +2,7 @@ import { accessSync, constants as fsConstants, readFileSync, statSync } from 'no
 import { dirname } from 'node:path';
 import { BackendUrlError, parseBackendUrl, type BackendTarget } from '../backend/url.js';
 import { parsePeers, type PeersConfig } from './peers.js';
+import { parseAdmin, type AdminConfig } from './admin-config.js';
 import { splitCommandLine } from '../auth/command-runner.js';
 import { parseDuration } from './duration.js';
 import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
@@ -81,6 +82,10 @@ export interface ProxyConfig {
   readonly expiry: { mode: 'close' | 'ignore'; toleranceMs: number; warningMs: number };
   readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string };
   readonly peers?: PeersConfig;
+  /** The operator's console (SPEC §10). */
+  readonly admin: AdminConfig;
+  /** The revocation file, when set. */
+  readonly revocationsPath?: string;
 }
 
 const AVAILABLE_PROVIDERS = ['jwt', 'passthrough', 'command'];
@@ -158,8 +163,9 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     problems.push('plugins: expected a list of module paths or package names');
   }
   const peers = extra.peers === undefined ? undefined : parsePeers(extra.peers, env, problems);
+  const admin = parseAdmin(extra.admin, problems);
   for (const k of Object.keys(extra)) {
-    if (!['pipeline', 'plugins', 'auth', 'peers'].includes(k)) problems.push(`${k}: unknown setting`);
+    if (!['pipeline', 'plugins', 'auth', 'peers', 'admin'].includes(k)) problems.push(`${k}: unknown setting`);
   }
   if (problems.length > 0 || !auth) throw new ConfigError(problems);
 
@@ -187,6 +193,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
       destination: str('logDestination'),
     },
     peers,
+    admin,
+    revocationsPath: str('revocations'),
   });
 }
 

@@ -26,6 +26,7 @@ import type { ConnectionResult, Metrics } from '../telemetry/metrics.js';
 import { startSessionSpan, type SessionSpan } from '../telemetry/spans.js';
 import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
+import { recordLogin, serveAdminSession, type AdminHook } from './admin-session.js';
 
 export interface ConnectionDeps extends NegotiateOptions {
   auth: AuthProvider;
@@ -54,6 +55,8 @@ export interface ConnectionDeps extends NegotiateOptions {
   /** The client authenticated and its backend is connected; the relay starts next. */
   onAuthenticated?(session: Session): void;
   onSessionEnd?(session: Session): void;
+  /** The operator's console (SPEC §10). */
+  admin?: AdminHook;
 }
 
 /** Handles one accepted socket from first byte to close. Never throws. */
@@ -221,6 +224,10 @@ async function runSession(
   }
   if (!auth.checkedByBackend) authSucceeded();
   span.identify({ identity: auth.identity, database: auth.target.database });
+  const login = recordLogin(session, auth);
+  if (deps.admin && (auth.console || (params.get('database') ?? user) === deps.admin.database)) {
+    return serveAdminSession(deps.admin, session, auth, channel, socket, reader);
+  }
   const limit = deps.userLimit;
   if (limit && limit.max > 0) {
     const n = limit.counts.get(auth.identity) ?? 0;
@@ -310,11 +317,13 @@ async function runSession(
         observer: deps.observeStatements?.(session),
         onTraffic: (traffic) => {
           if (deps.metrics) stopCountingBytes = deps.metrics.trackBytes(traffic);
+          login.traffic = traffic;
         },
         native: deps.nativeRelay,
         onRelayKind: (kind, moved) => {
           deps.metrics?.relaySession(moved ? 'handover' : kind);
           relayKind = moved ? 'native-then-js' : kind;
+          login.relay = relayKind;
         },
       },
     );
