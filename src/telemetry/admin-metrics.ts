@@ -10,7 +10,6 @@ export interface AdminMetrics {
   setRevocations(n: number): void;
   /** The revocation file could not be read or parsed (the previous list stays). */
   revocationLoadFailed(): void;
-  adminCommand(ok: boolean): void;
 }
 
 export function createAdminMetrics(registry: Registry): AdminMetrics {
@@ -27,20 +26,12 @@ export function createAdminMetrics(registry: Registry): AdminMetrics {
     help: 'Times the revocation file could not be read or parsed (the last good list was kept).',
     registers,
   });
-  const commands = new Counter({
-    name: 'pgward_admin_commands_total',
-    help: 'Admin console commands, by result.',
-    labelNames: ['result'] as const,
-    registers,
-  });
   for (const reason of CLOSE_REASONS) closed.inc({ reason }, 0);
-  for (const result of ['ok', 'error']) commands.inc({ result }, 0);
   revocations.set(0);
   loadErrors.inc(0);
   return {
     sessionClosed: (reason) => closed.inc({ reason }),
     setRevocations: (n) => revocations.set(n),
     revocationLoadFailed: () => loadErrors.inc(),
-    adminCommand: (ok) => commands.inc({ result: ok ? 'ok' : 'error' }),
   };
 }
