@@ -52,16 +52,109 @@ interface Portal {
   sql: string;
 }
 
+const noStatement = (name: string) => new PgError('ERROR', '26000', `prepared statement "${name}" does not exist`);
+const noPortal = (name: string) => new PgError('ERROR', '34000', `portal "${name}" does not exist`);
+/** Placeholders stand in for parameters when a statement is checked before its values are bound. */
+const unbound = (sql: string) => sql.replace(/\$\d+/g, "'0'");
+
+/** One console connection's prepared statements and portals, and how each message is answered. */
+class ConsoleConnection {
+  private readonly statements = new Map<string, string>();
+  private readonly portals = new Map<string, Portal>();
+
+  constructor(
+    private readonly io: ConsoleIo,
+    private readonly opts: ConsoleOptions,
+  ) {}
+
+  private planOf(sql: string): Plan | undefined {
+    return sql.trim() === '' ? undefined : plan(sql, this.opts.host);
+  }
+
+  async query(sql: string): Promise<void> {
+    const p = this.planOf(sql);
+    if (!p) this.io.send(be.emptyQueryResponse());
+    else {
+      this.opts.onCommand(sql);
+      this.io.send(...(p.columns.length > 0 ? [rowDescription(p.columns)] : []), ...(await execute(p)));
+    }
+  }
+
+  parse(name: string, sql: string): void {
+    if (sql.trim() !== '') plan(unbound(sql), this.opts.host);
+    this.statements.set(name, sql);
+    this.io.send(be.parseComplete());
+  }
+
+  bind(b: { portal: string; statement: string; paramFormats: number[]; params: (Buffer | null)[]; resultFormats: number[] }): void {
+    const sql = this.statements.get(b.statement);
+    if (sql === undefined) throw noStatement(b.statement);
+    if (b.paramFormats.some((f) => f !== 0) || b.resultFormats.some((f) => f !== 0)) {
+      throw new PgError('ERROR', SqlState.FeatureNotSupported, 'the pgward console speaks the text format only');
+    }
+    const bound = bindParams(sql, b.params.map((p) => (p === null ? null : p.toString('utf8'))));
+    this.portals.set(b.portal, { plan: this.planOf(bound), sql: bound });
+    this.io.send(be.bindComplete());
+  }
+
+  describe(kind: 'S' | 'P', name: string): void {
+    if (kind === 'S') {
+      const sql = this.statements.get(name);
+      if (sql === undefined) throw noStatement(name);
+      const p = this.planOf(unbound(sql));
+      this.io.send(be.parameterDescription(Array<number>(paramCount(sql)).fill(25)), describe(p?.columns ?? []));
+      return;
+    }
+    const portal = this.portals.get(name);
+    if (!portal) throw noPortal(name);
+    this.io.send(describe(portal.plan?.columns ?? []));
+  }
+
+  async execute(name: string): Promise<void> {
+    const portal = this.portals.get(name);
+    if (!portal) throw noPortal(name);
+    if (!portal.plan) this.io.send(be.emptyQueryResponse());
+    else {
+      this.opts.onCommand(portal.sql);
+      this.io.send(...(await execute(portal.plan)));
+    }
+  }
+
+  close(kind: 'S' | 'P', name: string): void {
+    (kind === 'S' ? this.statements : this.portals).delete(name);
+    this.io.send(be.closeComplete());
+  }
+
+  async answer(msg: FrontendMessage): Promise<void> {
+    switch (msg.type) {
+      case 'Query':
+        return this.query(msg.body().sql);
+      case 'Parse':
+        return this.parse(msg.body().name, msg.body().sql);
+      case 'Bind':
+        return this.bind(msg.body());
+      case 'Describe':
+        return this.describe(msg.body().kind, msg.body().name);
+      case 'Execute':
+        return this.execute(msg.body().portal);
+      case 'Close':
+        return this.close(msg.body().kind, msg.body().name);
+      case 'Flush':
+        return;
+      default:
+        throw new PgError('ERROR', SqlState.ProtocolViolation, `unexpected message on the pgward console: ${msg.type}`);
+    }
+  }
+}
+
 /**
  * Answers console commands over the simple and the extended query protocol until the client
  * sends Terminate or goes away. An error in an extended batch skips to the next Sync, as
  * PostgreSQL does. Never throws for anything the client sends.
  */
 export async function serveConsole(io: ConsoleIo, opts: ConsoleOptions): Promise<void> {
-  const statements = new Map<string, string>();
-  const portals = new Map<string, Portal>();
+  const conn = new ConsoleConnection(io, opts);
   let skipping = false;
-  const planOf = (sql: string): Plan | undefined => (sql.trim() === '' ? undefined : plan(sql, opts.host));
   for (;;) {
     let msg: FrontendMessage;
     try {
@@ -77,75 +170,10 @@ export async function serveConsole(io: ConsoleIo, opts: ConsoleOptions): Promise
     }
     if (skipping && msg.type !== 'Query') continue;
     try {
-      switch (msg.type) {
-        case 'Query': {
-          const sql = msg.body().sql;
-          const p = planOf(sql);
-          if (!p) io.send(be.emptyQueryResponse());
-          else {
-            opts.onCommand(sql);
-            io.send(...(p.columns.length > 0 ? [rowDescription(p.columns)] : []), ...(await execute(p)));
-          }
-          io.send(be.readyForQuery('I'));
-          break;
-        }
-        case 'Parse': {
-          const { name, sql } = msg.body();
-          if (sql.trim() !== '') plan(sql.replace(/\$\d+/g, "'0'"), opts.host);
-          statements.set(name, sql);
-          io.send(be.parseComplete());
-          break;
-        }
-        case 'Bind': {
-          const b = msg.body();
-          const sql = statements.get(b.statement);
-          if (sql === undefined) throw new PgError('ERROR', '26000', `prepared statement "${b.statement}" does not exist`);
-          if (b.paramFormats.some((f) => f !== 0) || b.resultFormats.some((f) => f !== 0)) {
-            throw new PgError('ERROR', SqlState.FeatureNotSupported, 'the pgward console speaks the text format only');
-          }
-          const bound = bindParams(sql, b.params.map((p) => (p === null ? null : p.toString('utf8'))));
-          portals.set(b.portal, { plan: planOf(bound), sql: bound });
-          io.send(be.bindComplete());
-          break;
-        }
-        case 'Describe': {
-          const { kind, name } = msg.body();
-          if (kind === 'S') {
-            const sql = statements.get(name);
-            if (sql === undefined) throw new PgError('ERROR', '26000', `prepared statement "${name}" does not exist`);
-            const p = planOf(sql.replace(/\$\d+/g, "'0'"));
-            io.send(be.parameterDescription(Array(paramCount(sql)).fill(25)), describe(p?.columns ?? []));
-          } else {
-            const portal = portals.get(name);
-            if (!portal) throw new PgError('ERROR', '34000', `portal "${name}" does not exist`);
-            io.send(describe(portal.plan?.columns ?? []));
-          }
-          break;
-        }
-        case 'Execute': {
-          const portal = portals.get(msg.body().portal);
-          if (!portal) throw new PgError('ERROR', '34000', `portal "${msg.body().portal}" does not exist`);
-          if (!portal.plan) io.send(be.emptyQueryResponse());
-          else {
-            opts.onCommand(portal.sql);
-            io.send(...(await execute(portal.plan)));
-          }
-          break;
-        }
-        case 'Close': {
-          const { kind, name } = msg.body();
-          (kind === 'S' ? statements : portals).delete(name);
-          io.send(be.closeComplete());
-          break;
-        }
-        case 'Flush':
-          break;
-        default:
-          throw new PgError('ERROR', SqlState.ProtocolViolation, `unexpected message on the pgward console: ${msg.type}`);
-      }
+      await conn.answer(msg);
+      if (msg.type === 'Query') io.send(be.readyForQuery('I'));
     } catch (err) {
-      const e = asPgError(err);
-      io.send(be.errorResponse(e.toFields()));
+      io.send(be.errorResponse(asPgError(err).toFields()));
       if (msg.type === 'Query') io.send(be.readyForQuery('I'));
       else skipping = true;
     }

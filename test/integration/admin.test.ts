@@ -244,8 +244,12 @@ describe('admin console and revocation', () => {
     assert.equal((await admin.c.query('SHOW REVOCATIONS')).rowCount, 1000);
     await admin.c.end();
     const full = await timeLogins(20);
-    console.log(`login with 0 revocations: ${empty.toFixed(2)} ms; with 1000: ${full.toFixed(2)} ms`);
-    assert.ok(full < empty * 3 + 20, `${full} vs ${empty}`);
     await writeFile(revocationsPath, '[]\n');
+    const again = await client(proxy, 'root', rootToken, 'pgward');
+    await again.c.query('RELOAD');
+    await again.c.end();
+    const emptyAgain = await timeLogins(20);
+    console.log(`ms per login: 0 revocations ${empty.toFixed(2)}, 1000 ${full.toFixed(2)}, 0 again ${emptyAgain.toFixed(2)}`);
+    assert.ok(full < Math.min(empty, emptyAgain) * 3 + 20, `${full} vs ${empty}/${emptyAgain}`);
   });
 });
