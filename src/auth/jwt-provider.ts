@@ -12,7 +12,13 @@ export interface JwtProviderOptions {
   verify: VerifyOptions;
   /** The startup user must equal the selecting claim or the user the backend mapping sets. */
   requireUserMatch: boolean;
+  /** The console (SPEC §10): its database, and whether verified claims make an administrator. */
+  admin?: { database: string; allows(claims: Record<string, unknown>): boolean };
+  /** True when this subject or token id is revoked now. */
+  revoked?(subject: string | undefined, tokenId: string | undefined): boolean;
 }
+
+const stringClaim = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
 
 function refuse(sqlstate: string, message: string, hint?: string): PgError {
   return new PgError('FATAL', sqlstate, message, { hint });
@@ -32,6 +38,20 @@ export function tokenResolver(opts: JwtProviderOptions): TokenResolver {
   return async (token, channel, { matchStartupUser = true } = {}) => {
     const { keys, routes } = opts.current();
     const { claims, expiresAt } = await verifyToken(token, keys, opts.verify);
+    const subject = stringClaim(claims.sub);
+    const tokenId = stringClaim(claims.jti);
+    if (opts.revoked?.(subject, tokenId)) {
+      channel.log.info('revoked token refused', { subject, jti: tokenId });
+      throw refuse(SqlState.InvalidPassword, 'token revoked');
+    }
+    const admin = opts.admin;
+    if (admin && matchStartupUser && channel.startup.get('database') === admin.database) {
+      if (!admin.allows(claims)) {
+        channel.log.info('console refused: not an administrator', { subject });
+        throw refuse(SqlState.InvalidAuthorizationSpecification, `database "${admin.database}" is the pgward console, open to administrators only`);
+      }
+      return { target: { host: '', port: 0, sslmode: 'disable', connectTimeoutMs: 0, params: {} }, identity: subject ?? String(claims[opts.jwtField] ?? ''), subject, tokenId, expiresAt, console: true };
+    }
 
     const selector = claims[opts.jwtField];
     if (typeof selector !== 'string' || selector === '' || selector.length > 1024 || /[\x00-\x1f\x7f]/.test(selector)) {
@@ -71,7 +91,7 @@ export function tokenResolver(opts: JwtProviderOptions): TokenResolver {
       user,
       database: route.target.database ?? (matchStartupUser ? startupDatabase : undefined) ?? user,
     };
-    return { target, identity: selector, expiresAt };
+    return { target, identity: selector, expiresAt, subject, tokenId };
   };
 }
 

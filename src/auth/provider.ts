@@ -40,6 +40,11 @@ export interface AuthResult {
   identity: string;
   /** When the client's credential stops being valid (ms since epoch), if it does. */
   expiresAt?: number;
+  /** The verified token's `sub` and `jti`, when it has them (console rows, revocation). */
+  subject?: string;
+  tokenId?: string;
+  /** An administrator asked for the console database: pgward answers, no backend (SPEC §10). */
+  console?: boolean;
   clientHandshake?: ClientHandshakeDone;
   /**
    * The client's own password goes to the backend, which is what checks it (passthrough without

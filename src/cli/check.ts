@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { parseRevocations } from '../admin/revocations.js';
 import { RoutingConfigError } from '../auth/routing.js';
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig, type ProxyConfig } from '../config/proxy-config.js';
@@ -55,10 +57,11 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
       builtinProviders: BUILTIN_PROVIDERS,
       onPluginError: () => {},
     });
+    const admin = checkAdmin(config);
     const runtime = await buildRuntime(config, { plugins, draining$: new BehaviorSubject(false), log: silentLogger });
     try {
       if (early.length > 0) return fail(early, err);
-      out.write(describeConfig(config, runtime.describe()).join('\n') + '\n');
+      out.write([...describeConfig(config, runtime.describe()), ...admin].join('\n') + '\n');
       out.write('configuration OK\n');
       return 0;
     } finally {
@@ -81,4 +84,20 @@ function relayDescription(config: ProxyConfig): string {
   return native.available
     ? 'native for sessions that no middleware, trace or TLS needs to see into; JavaScript for the rest'
     : `JavaScript for every session (the native relay is not available: ${native.reason})`;
+}
+
+/** The console's settings and the revocation file, as lines; throws ConfigError when the file is broken. */
+function checkAdmin(config: ProxyConfig): string[] {
+  const a = config.admin;
+  const who = [a.subjects.length > 0 ? `subjects ${a.subjects.join(', ')}` : '', a.claim ? `claim ${a.claim} = ${a.value}` : ''].filter(Boolean);
+  const lines = [`admin console: database "${a.database}", ${who.length > 0 ? who.join('; ') : 'no administrators (every client is refused)'}`];
+  const path = config.revocationsPath;
+  if (!path) return lines;
+  if (!existsSync(path)) return [...lines, `revocations: ${path} (not there yet; REVOKE creates it)`];
+  try {
+    lines.push(`revocations: ${parseRevocations(readFileSync(path, 'utf8')).length} entries in ${path}`);
+  } catch (err) {
+    throw new ConfigError([`revocations: ${path}: ${(err as Error).message}`]);
+  }
+  return lines;
 }

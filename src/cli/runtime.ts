@@ -10,6 +10,7 @@ import { passthroughProvider } from '../auth/passthrough.js';
 import type { AuthProvider } from '../auth/provider.js';
 import { loadBackendsFile } from '../auth/routing.js';
 import { ConfigError } from '../config/load.js';
+import { isAdmin } from '../config/admin-config.js';
 import type { JwtAuthConfig, PipelineEntry, ProxyConfig } from '../config/proxy-config.js';
 import { builtinMiddleware } from '../middleware/registry.js';
 import type { Middleware } from '../pipeline/middleware.js';
@@ -37,6 +38,8 @@ export interface RuntimeServices {
   plugins: LoadedPlugins;
   draining$: Observable<boolean>;
   log: Logger;
+  /** True when a subject or token id is revoked now (SPEC §10). */
+  revoked?(subject: string | undefined, tokenId: string | undefined): boolean;
 }
 
 export const BUILTIN_PROVIDERS = new Set(['jwt', 'passthrough', 'command']);
@@ -49,7 +52,7 @@ interface TokenSetup {
   dispose(): void;
 }
 
-async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig): Promise<TokenSetup> {
+async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig, services: RuntimeServices): Promise<TokenSetup> {
   // Both the backends file and the keys are tried, so that one run reports what is wrong with each.
   let routes: ReturnType<typeof loadBackendsFile> | undefined;
   let routesError: unknown;
@@ -75,7 +78,15 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig): Promise<TokenS
     keys.close?.();
     throw routesError;
   }
-  const opts = { current: () => ({ keys, routes }), jwtField: a.jwtField, verify: a.verify, requireUserMatch: a.requireUserMatch };
+  const admin = config.admin;
+  const opts = {
+    current: () => ({ keys, routes: routes! }),
+    jwtField: a.jwtField,
+    verify: a.verify,
+    requireUserMatch: a.requireUserMatch,
+    admin: { database: admin.database, allows: (claims: Record<string, unknown>) => isAdmin(admin, claims) },
+    revoked: services.revoked,
+  };
   const oauth = config.clientAuth?.some((r) => r.method === 'oauth') ? oauthSetup(config, opts, keys.issuer) : undefined;
   return {
     resolve: tokenResolver(opts),
@@ -138,7 +149,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
       const known = [...BUILTIN_PROVIDERS, ...services.plugins.authProviders.keys()];
       throw new ConfigError([`auth: provider "${a.provider}" is not registered by any plugin (known: ${known.join(', ')})`]);
     }
-    const tokens = a.jwt ? await tokenSetup(a.jwt, config) : undefined;
+    const tokens = a.jwt ? await tokenSetup(a.jwt, config, services) : undefined;
     const notConfigured = async (): Promise<never> => {
       throw new PgError('FATAL', SqlState.InvalidAuthorizationSpecification, 'token login is not configured on this proxy');
     };
@@ -158,7 +169,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
   }
   switch (a.provider) {
     case 'jwt': {
-      const tokens = await tokenSetup(a, config);
+      const tokens = await tokenSetup(a, config, services);
       return { ...base, auth: tokens.provider, oauth: tokens.oauth, describe: tokens.describe, dispose: tokens.dispose };
     }
     case 'command':

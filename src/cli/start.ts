@@ -18,6 +18,7 @@ import { AuthThrottle } from '../server/throttle.js';
 import { startMetricsServer } from '../telemetry/http.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { startTracing } from '../telemetry/tracing.js';
+import { createAdminRuntime } from './admin-host.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
@@ -56,6 +57,8 @@ export interface StartOptions {
   /** Where relative plugin paths start; default the config file's folder or the working directory. */
   baseDir?: string;
   configPath?: string;
+  /** What the console's RELOAD runs besides re-reading revocations (`pgward start`: the SIGHUP reload). */
+  onReload?: () => Promise<void>;
 }
 
 /**
@@ -90,7 +93,15 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     },
   }));
   undo.push(() => plugins.runHook('preClose'));
-  const services = { plugins, draining$, log };
+  const admin = createAdminRuntime({
+    config,
+    version: pgwardVersion(),
+    sessions: () => server.sessions,
+    metrics,
+    log,
+    reload: async () => opts.onReload?.(),
+  });
+  const services = { plugins, draining$, log, revoked: admin.revoked };
   const extra = opts.middleware ?? [];
   // With no metrics endpoint and no tracing nobody could see statement accounting: skip it.
   const observed = Boolean(config.metricsListen) || opts.tracing === true;
@@ -121,6 +132,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     proxyProtocol: config.proxyProtocol,
     throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
     userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
+    admin: admin.hook,
     onSessionStart: (s) => void plugins.runHook('onSessionStart', s),
     onAuthenticated: (s) => void plugins.runHook('onAuthenticated', s),
     onSessionEnd: (s) => void plugins.runHook('onSessionEnd', s),
@@ -153,6 +165,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     },
     describe: () => runtime.describe(),
     async reload(next) {
+      admin.refresh('reload');
       let built: Runtime;
       try {
         built = await buildRuntime(next, services);
@@ -192,7 +205,10 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
       const all = [...server.sessions];
       const grace = new Promise<void>((r) => setTimeout(r, config.gracePeriodMs).unref());
       await Promise.race([Promise.all(all.map((s) => s.closed)), grace]);
-      for (const s of server.sessions) s.close(shutdown);
+      for (const s of server.sessions) {
+        s.close(shutdown);
+        admin.metrics.sessionClosed('drain');
+      }
       await closeAll();
     },
     close: closeAll,
@@ -239,7 +255,8 @@ function cancelForwarding(config: ProxyConfig, log: Logger, metrics: Metrics): {
 /** `pgward start`: runs until SIGTERM/SIGINT (drain) or a second signal (immediate close). */
 export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, configPath?: string): Promise<number> {
   const tracing = startTracing();
-  const proxy = await startProxy(config, { configPath, tracing: Boolean(tracing) }).catch(async (err: unknown) => {
+  let reloadNow = async () => {};
+  const proxy = await startProxy(config, { configPath, tracing: Boolean(tracing), onReload: () => reloadNow() }).catch(async (err: unknown) => {
     await tracing?.shutdown().catch(() => undefined);
     throw err;
   });
@@ -282,6 +299,7 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
       reloading = false;
     }
   };
+  reloadNow = () => reload('RELOAD');
   process.on('SIGHUP', () => {
     log.reopen?.();
     void reload('SIGHUP');

@@ -31,6 +31,7 @@ export const START_FLAGS: readonly FlagSpec[] = [
   { name: 'requireUserMatch', type: 'boolean', default: true, help: 'jwt: the startup user must equal the selecting claim (or the mapped backend user)' },
   { name: 'sessionExpiry', type: 'string', default: 'close', arg: 'close|ignore', help: "what happens when a session's token expires: close it at its next idle point, or ignore" },
   { name: 'expiryWarning', type: 'duration', default: '1m', help: 'warn the client with a NoticeResponse this long before its token expires (0: never)' },
+  { name: 'revocations', type: 'string', arg: 'FILE', help: 'YAML/JSON list of revoked token subjects and ids ({ sub | jti, until?, reason? }); read at start, on SIGHUP and --refresh, written back by REVOKE/UNREVOKE' },
   { name: 'refresh', type: 'duration', default: '24h', help: 'reload keys, backends and certificates this often (0: never; SIGHUP reloads now)' },
   { name: 'backend', type: 'string', arg: 'URL', help: 'passthrough: the one backend, as a postgres:// URL' },
   { name: 'credsCmd', type: 'string', arg: 'COMMAND', help: 'passthrough: command whose output is the backend password (run without a shell)' },

@@ -4,6 +4,7 @@ import { BackendUrlError, parseBackendUrl, type BackendTarget } from '../backend
 import { parsePeers, type PeersConfig } from './peers.js';
 import { parseClientAuthSettings, type OAuthConfig } from './client-auth-config.js';
 import type { ClientAuthRule } from '../auth/client-auth.js';
+import { parseAdmin, type AdminConfig } from './admin-config.js';
 import { splitCommandLine } from '../auth/command-runner.js';
 import { parseDuration } from './duration.js';
 import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
@@ -86,6 +87,10 @@ export interface ProxyConfig {
   /** `clientAuth:` rules in order; absent means the one rule { method: password }. */
   readonly clientAuth?: readonly ClientAuthRule[];
   readonly oauth?: OAuthConfig;
+  /** The operator's console (SPEC §10). */
+  readonly admin: AdminConfig;
+  /** The revocation file, when set. */
+  readonly revocationsPath?: string;
 }
 
 const AVAILABLE_PROVIDERS = ['jwt', 'passthrough', 'command'];
@@ -177,8 +182,9 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     auth && { provider: auth.provider, issuer: jwtAuth?.verify.issuer, oidcDiscovery: jwtAuth?.oidcDiscovery },
     problems,
   );
+  const admin = parseAdmin(extra.admin, problems);
   for (const k of Object.keys(extra)) {
-    if (!['pipeline', 'plugins', 'auth', 'peers', 'clientAuth', 'oauth'].includes(k)) problems.push(`${k}: unknown setting`);
+    if (!['pipeline', 'plugins', 'auth', 'peers', 'clientAuth', 'oauth', 'admin'].includes(k)) problems.push(`${k}: unknown setting`);
   }
   if (!auth) throw new ConfigError(problems);
   const config: ProxyConfig = Object.freeze({
@@ -207,6 +213,8 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     peers,
     clientAuth,
     oauth,
+    admin,
+    revocationsPath: str('revocations'),
   });
   if (problems.length > 0) throw new ConfigError(problems, config);
   return config;

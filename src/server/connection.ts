@@ -29,6 +29,7 @@ import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
 import { chooseAuthProvider, type ClientAuthDeps } from './client-auth-phase.js';
 import { OAuthRefusal } from '../auth/oauth-bearer.js';
+import { recordLogin, serveAdminSession, type AdminHook } from './admin-session.js';
 
 export interface ConnectionDeps extends NegotiateOptions, ClientAuthDeps {
   auth: AuthProvider;
@@ -57,6 +58,8 @@ export interface ConnectionDeps extends NegotiateOptions, ClientAuthDeps {
   /** The client authenticated and its backend is connected; the relay starts next. */
   onAuthenticated?(session: Session): void;
   onSessionEnd?(session: Session): void;
+  /** The operator's console (SPEC §10). */
+  admin?: AdminHook;
 }
 
 /** Handles one accepted socket from first byte to close. Never throws. */
@@ -247,6 +250,10 @@ async function runSession(
   }
   if (!auth.checkedByBackend) authSucceeded();
   span.identify({ identity: auth.identity, database: auth.target.database });
+  const login = recordLogin(session, auth);
+  if (deps.admin && (auth.console || (params.get('database') ?? user) === deps.admin.database)) {
+    return serveAdminSession(deps.admin, session, auth, channel, socket, reader);
+  }
   const limit = deps.userLimit;
   if (limit && limit.max > 0) {
     const n = limit.counts.get(auth.identity) ?? 0;
@@ -339,11 +346,13 @@ async function runSession(
         observer: deps.observeStatements?.(session),
         onTraffic: (traffic) => {
           if (deps.metrics) stopCountingBytes = deps.metrics.trackBytes(traffic);
+          login.traffic = traffic;
         },
         native: deps.nativeRelay,
         onRelayKind: (kind, moved) => {
           deps.metrics?.relaySession(moved ? 'handover' : kind);
           relayKind = moved ? 'native-then-js' : kind;
+          login.relay = relayKind;
         },
       },
     );
