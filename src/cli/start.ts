@@ -86,6 +86,8 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
     host: config.listen.host,
     port: config.listen.port,
     maxConnections: config.maxConnections,
+    pendingLogins: { max: config.maxPendingLogins, perAddress: config.maxPendingLoginsPerAddress },
+    maxMessageSize: config.maxMessageSize,
     secureContext: runtime.secureContext,
     requireTls: Boolean(runtime.secureContext) && !config.insecure,
     auth: runtime.auth,
@@ -155,6 +157,8 @@ export async function startProxy(config: ProxyConfig, opts: StartOptions = {}): 
         nativeRelay: next.nativeRelay,
         authTimeoutMs: next.authTimeoutMs,
         maxConnections: next.maxConnections,
+        pendingLogins: { max: next.maxPendingLogins, perAddress: next.maxPendingLoginsPerAddress },
+        maxMessageSize: next.maxMessageSize,
         throttle: next.throttleAfter > 0 ? new AuthThrottle({ after: next.throttleAfter }) : undefined,
         userLimit: { max: next.maxConnectionsPerUser, counts: server.userCounts },
       });
