@@ -21,7 +21,7 @@ export function describeConfig(config: ProxyConfig, sources: string[]): string[]
     ...(config.plugins.length ? [`plugins: ${config.plugins.join(', ')}`] : []),
     ...sources,
     `relay: ${relayDescription(config)}`,
-    `limits: maxConnections ${config.maxConnections}, authTimeout ${config.authTimeoutMs} ms, gracePeriod ${config.gracePeriodMs} ms`,
+    `limits: maxConnections ${config.maxConnections}, maxPendingLogins ${config.maxPendingLogins} (${config.maxPendingLoginsPerAddress || 'no limit'} per address), maxMessageSize ${config.maxMessageSize} bytes, authTimeout ${config.authTimeoutMs} ms, gracePeriod ${config.gracePeriodMs} ms`,
     ...(config.peers
       ? [
           `peers: this is instance ${config.peers.id}, accepting forwarded cancels on ${config.peers.listen.host}:${config.peers.listen.port}; ` +

@@ -114,6 +114,8 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     host: config.listen.host,
     port: config.listen.port,
     maxConnections: config.maxConnections,
+    pendingLogins: { max: config.maxPendingLogins, perAddress: config.maxPendingLoginsPerAddress },
+    maxMessageSize: config.maxMessageSize,
     secureContext: runtime.secureContext,
     requireTls: Boolean(runtime.secureContext) && !config.insecure,
     auth: runtime.auth,
@@ -191,6 +193,8 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
         nativeRelay: next.nativeRelay,
         authTimeoutMs: next.authTimeoutMs,
         maxConnections: next.maxConnections,
+        pendingLogins: { max: next.maxPendingLogins, perAddress: next.maxPendingLoginsPerAddress },
+        maxMessageSize: next.maxMessageSize,
         throttle: next.throttleAfter > 0 ? new AuthThrottle({ after: next.throttleAfter }) : undefined,
         userLimit: { max: next.maxConnectionsPerUser, counts: server.userCounts },
       });

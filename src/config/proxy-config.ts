@@ -78,6 +78,9 @@ export interface ProxyConfig {
   readonly throttleAfter: number;
   readonly maxConnectionsPerUser: number;
   readonly maxConnections: number;
+  readonly maxPendingLogins: number;
+  readonly maxPendingLoginsPerAddress: number;
+  readonly maxMessageSize: number;
   readonly gracePeriodMs: number;
   /** Reload interval for keys, backends and certificates; 0 = never. */
   readonly refreshMs: number;
@@ -165,6 +168,12 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     if (problem) problems.push(`logDestination: cannot append to ${logDestination}: ${problem}`);
   }
   if (num('maxConnections') !== undefined && num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
+  if (num('maxPendingLogins') !== undefined && num('maxPendingLogins') < 1) problems.push('maxPendingLogins: must be at least 1');
+  if (num('maxPendingLoginsPerAddress') !== undefined && num('maxPendingLoginsPerAddress') < 0) problems.push('maxPendingLoginsPerAddress: must be 0 or more');
+  const maxMessageSize = num('maxMessageSize');
+  if (maxMessageSize !== undefined && (maxMessageSize < 8192 || maxMessageSize > 1073741823)) {
+    problems.push('maxMessageSize: must be between 8192 and 1073741823 bytes');
+  }
   const expiryMode = str('sessionExpiry')!;
   if (expiryMode !== 'close' && expiryMode !== 'ignore') problems.push(`sessionExpiry: expected close or ignore, got "${expiryMode}"`);
   const pipeline = parsePipeline(extra.pipeline, problems);
@@ -202,6 +211,9 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     throttleAfter: num('throttleAfter'),
     maxConnectionsPerUser: num('maxConnectionsPerUser'),
     maxConnections: num('maxConnections'),
+    maxPendingLogins: num('maxPendingLogins'),
+    maxPendingLoginsPerAddress: num('maxPendingLoginsPerAddress'),
+    maxMessageSize: num('maxMessageSize'),
     gracePeriodMs: num('gracePeriod'),
     refreshMs: num('refresh'),
     expiry: { mode: expiryMode as 'close' | 'ignore', toleranceMs: num('clockTolerance'), warningMs: num('expiryWarning') },

@@ -8,6 +8,7 @@ import {
   frontendMessage,
   PgError,
   invalidMessageLength,
+  Limits,
   SqlState,
   type BackendMessage,
   type Framer,
@@ -24,6 +25,8 @@ import { ConnectionClosed, fromSocket, SocketSink, type ChunkBatch, type Frame }
 const TERMINATE = 'X'.charCodeAt(0);
 const ERROR_RESPONSE = 'E'.charCodeAt(0);
 const PARAMETER_STATUS = 'S'.charCodeAt(0);
+const COPY_DATA = 'd'.charCodeAt(0);
+const DATA_ROW = 'D'.charCodeAt(0);
 
 export interface RelayEndpoint {
   socket: Duplex;
@@ -49,7 +52,8 @@ export interface RelayEnd extends RelayTraffic {
 /**
  * Sees every message the backend is sent (after all middleware) and every message it sends
  * (before any), without being a stage of the chain: for the proxy's own always-on accounting,
- * where an RxJS stage per message would cost more than the work itself.
+ * where an RxJS stage per message would cost more than the work itself. Large CopyData and
+ * DataRow messages that stream through (see `RelayOptions.maxMessageSize`) are not shown to it.
  */
 export interface RelayObserver {
   toBackend(m: FrontendMessage): void;
@@ -76,6 +80,13 @@ export interface RelayOptions {
   native?: boolean;
   /** Called once the relay knows which relay carries the session first, and when it moves to JavaScript. */
   onRelayKind?: (kind: 'native' | 'js', moved: boolean) => void;
+  /**
+   * Most bytes a message may declare when the JavaScript relay holds it whole (default
+   * `Limits.assembledMessage`; over it the session ends with FATAL 54000). CopyData (both ways)
+   * and DataRow (from the backend) are streamed through in pieces instead, never held whole, in a
+   * direction where no middleware has a stream operator. The native relay holds no message whole.
+   */
+  maxMessageSize?: number;
 }
 
 /** How long closing sockets may take to flush before they are destroyed. */
@@ -90,7 +101,7 @@ export function relay(
   middleware: readonly Middleware[],
   client: RelayEndpoint,
   backend: RelayEndpoint,
-  { observer, onTraffic, native: nativeAllowed = false, onRelayKind }: RelayOptions = {},
+  { observer, onTraffic, native: nativeAllowed = false, onRelayKind, maxMessageSize = Limits.assembledMessage }: RelayOptions = {},
 ): Promise<RelayEnd> {
   const state = session.state;
   state.phase = 'relay';
@@ -156,6 +167,9 @@ export function relay(
       done = true;
       state.phase = 'closing';
       for (const s of subs) s.unsubscribe();
+      // Nothing can follow half a message: the peer sees the close instead.
+      if (backendSink.midMessage) terminating = true;
+      if (error && clientSink.midMessage) error = undefined;
       if (error) {
         const fatal = error.fatal ? error : new PgError('FATAL', error.sqlstate, error.message, error);
         clientSink.write(be.errorResponse(fatal.toFields()).raw);
@@ -261,6 +275,16 @@ export function relay(
     try {
       const chain = buildChain(middleware, session, gated(fromClient$), gated(fromBackend$));
       handlers = chain.handlers;
+      const streamToBackend = handlers.every((h) => h.frontend === undefined);
+      const streamToClient = handlers.every((h) => h.backend === undefined);
+      client.framer.bound({
+        maxAssembled: maxMessageSize,
+        stream: streamToBackend ? { codes: [COPY_DATA], sink: (_c, src, off, len, last) => backendSink.writePiece(src, off, len, last) } : undefined,
+      });
+      backend.framer.bound({
+        maxAssembled: maxMessageSize,
+        stream: streamToClient ? { codes: [COPY_DATA, DATA_ROW], sink: (_c, src, off, len, last) => clientSink.writePiece(src, off, len, last) } : undefined,
+      });
       const timings = observer?.timings;
       const quiet =
         nativeAllowed &&
@@ -275,7 +299,7 @@ export function relay(
           native = NativePhase.start({
             client: client.socket,
             backend: backend.socket,
-            limits: { client: client.framer.maxLength, backend: backend.framer.maxLength },
+            limits: { client: Limits.message, backend: Limits.message },
             state,
             timings,
             parameterStatus: (body) => {

@@ -106,6 +106,9 @@ export class SocketSink {
   private scheduled = false;
   private held = 0;
   private paused = false;
+  // Set between the first and last piece of a streamed message: whole messages wait meanwhile.
+  private streaming = false;
+  private deferred: Message[] = [];
   bytesWritten = 0;
 
   constructor(
@@ -117,7 +120,8 @@ export class SocketSink {
 
   /** Queues a message: the range it lies in when it knows one (see `LazyMessage`), else its bytes. */
   writeMessage(m: Message): void {
-    if (m instanceof LazyMessage) this.write(m.source, m.offset, m.length);
+    if (this.streaming) this.deferred.push(m);
+    else if (m instanceof LazyMessage) this.write(m.source, m.offset, m.length);
     else this.write(m.raw);
   }
 
@@ -138,6 +142,25 @@ export class SocketSink {
       this.scheduled = true;
       queueMicrotask(this.flush);
     }
+  }
+
+  /**
+   * Queues a piece of a message streamed through (see `PieceSink`). Messages written meanwhile
+   * (a middleware's injection) wait for the piece marked `last`, so nothing lands inside it.
+   */
+  writePiece(source: Buffer, offset: number, length: number, last: boolean): void {
+    this.streaming = !last;
+    if (length > 0) this.write(source, offset, length);
+    if (last && this.deferred.length > 0) {
+      const waiting = this.deferred;
+      this.deferred = [];
+      for (const m of waiting) this.writeMessage(m);
+    }
+  }
+
+  /** True while a streamed message is half written: nothing else may be written to this socket. */
+  get midMessage(): boolean {
+    return this.streaming;
   }
 
   /** Queues writes until the matching `release`. */

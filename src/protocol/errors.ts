@@ -16,6 +16,7 @@ export const SqlState = {
   InvalidAuthorizationSpecification: '28000',
   InvalidPassword: '28P01',
   TooManyConnections: '53300',
+  ProgramLimitExceeded: '54000',
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
   QueryCanceled: '57014',
@@ -139,6 +140,13 @@ export function escapeBytes(s: string): string {
 /** A message header whose length field is impossible or over the limit (`code` is its type byte as a character). */
 export function invalidMessageLength(code: string, length: number): PgError {
   return protocolViolation(`invalid message length ${length} for message type "${escapeBytes(code)}"`);
+}
+
+/** A message longer than the proxy will hold in memory (`--maxMessageSize`), though valid in the protocol. */
+export function messageTooLong(code: string, length: number, limit: number): PgError {
+  return new PgError('FATAL', SqlState.ProgramLimitExceeded, `message too long: type "${code}" declares ${length} bytes`, {
+    detail: `Messages of this type are held whole in memory by the proxy, at most ${limit} bytes (--maxMessageSize).`,
+  });
 }
 
 /** Turns anything thrown into a PgError without leaking internals to the client. */

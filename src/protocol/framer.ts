@@ -1,12 +1,14 @@
 // The global `Buffer` is an accessor on globalThis: a getter call on every use in a hot loop.
 import { Buffer } from 'node:buffer';
-import { invalidMessageLength, startupPacketRefused } from './errors.js';
+import { invalidMessageLength, messageTooLong, protocolViolation, startupPacketRefused } from './errors.js';
 
 /** Length limits (value of the length field, which counts itself) per phase, from the issue. */
 export const Limits = {
   startupPacket: 10_000,
   authMessage: 64 * 1024,
   message: 1024 * 1024 * 1024,
+  /** Default of `--maxMessageSize`: most a relayed message may declare when it is held whole. */
+  assembledMessage: 64 * 1024 * 1024,
 } as const;
 
 /** Code given to untyped startup-phase packets, which carry no type byte. */
@@ -19,6 +21,24 @@ export const UNTYPED = -1;
  * across chunks is a buffer of its own (offset 0, its whole length).
  */
 export type FrameSink = (code: number, source: Buffer, offset: number, length: number) => void;
+
+/**
+ * Receives a message that is streamed instead of assembled, in pieces as they arrive: the first
+ * piece starts with the header, `last` marks the piece that ends the message. Each piece is a range
+ * of the chunk being pushed (or, for a header split across chunks, a buffer of its own).
+ */
+export type PieceSink = (code: number, source: Buffer, offset: number, length: number, last: boolean) => void;
+
+/** How the relay phase bounds what a Framer assembles (see `Framer.bound`). */
+export interface FrameBounds {
+  /** Most bytes (the length field's value) a message may declare when it is assembled whole. */
+  maxAssembled: number;
+  /** Message types passed on in pieces rather than assembled, and who takes the pieces. */
+  stream?: { codes: readonly number[]; sink: PieceSink };
+}
+
+/** Streamable messages longer than this (length field) are streamed when they span chunks. */
+export const STREAM_ABOVE = 64 * 1024;
 
 /** A frame as a buffer of its own (a view, no copy). */
 export function frameView(source: Buffer, offset: number, length: number): Buffer {
@@ -48,6 +68,13 @@ export class Framer {
   private partial: Buffer | null = null; // a frame whose header is known, being filled
   private filled = 0;
   private partialCode = 0;
+  // Relay-phase bounds (see `bound`); until then `maxLength` is the only limit.
+  private relayBounds = false;
+  private maxAssembled = Limits.message;
+  private streamed: Uint8Array | null = null;
+  private pieces: PieceSink | null = null;
+  private streamLeft = 0; // bytes of a streamed message still to come
+  private streamCode = 0;
 
   constructor(opts: { maxLength?: number; untyped?: boolean; typedMaxLength?: number } = {}) {
     this.maxLength = opts.maxLength ?? Limits.message;
@@ -67,6 +94,29 @@ export class Framer {
     this.maxLength = this.typedMaxLength;
   }
 
+  /**
+   * Bounds the relay phase: messages of the `stream` types longer than `STREAM_ABOVE` that span
+   * chunks go to its sink in pieces (never held whole; the protocol's 1 GiB is their only limit),
+   * every other message is assembled only up to `maxAssembled` (over it: FATAL 54000).
+   */
+  bound({ maxAssembled, stream }: FrameBounds): void {
+    this.relayBounds = true;
+    this.maxAssembled = Math.min(maxAssembled, Limits.message);
+    this.streamed = null;
+    this.pieces = null;
+    if (stream) {
+      this.streamed = new Uint8Array(256);
+      for (const c of stream.codes) this.streamed[c] = 1;
+      this.pieces = stream.sink;
+    }
+    this.maxLength = stream ? Math.min(STREAM_ABOVE, this.maxAssembled) : this.maxAssembled;
+  }
+
+  /** True while a streamed message has begun and not ended (its pieces went out). */
+  get midStream(): boolean {
+    return this.streamLeft > 0;
+  }
+
   /** Bytes held back waiting for the rest of a frame. */
   get buffered(): number {
     return (this.head?.length ?? 0) + (this.partial ? this.filled : 0);
@@ -78,6 +128,10 @@ export class Framer {
    */
   push(chunk: Buffer, sink: FrameSink): void {
     let off = 0;
+    if (this.streamLeft > 0) {
+      off = this.continueStream(chunk, 0);
+      if (this.streamLeft > 0) return;
+    }
     if (this.partial) {
       off = this.fillPartial(chunk, 0, sink);
       if (this.partial) return;
@@ -92,6 +146,15 @@ export class Framer {
       const header = Buffer.concat([this.head, chunk.subarray(off, off + need)]);
       this.head = null;
       const total = this.frameSize(header, 0);
+      if (this.streams(header[0]!, total)) {
+        this.streamCode = header[0]!;
+        this.streamLeft = total - header.length;
+        this.pieces!(this.streamCode, header, 0, header.length, false);
+        off = this.continueStream(chunk, off + need);
+        if (this.streamLeft > 0) return;
+        this.scan(chunk, off, sink);
+        return;
+      }
       this.startPartial(header, total);
       off = this.fillPartial(chunk, off + need, sink);
       if (this.partial) return;
@@ -107,6 +170,12 @@ export class Framer {
       if (end - off < headerSize) break;
       const total = this.frameSize(chunk, off);
       if (end - off < total) {
+        if (this.streams(chunk[off]!, total)) {
+          this.streamCode = chunk[off]!;
+          this.streamLeft = total - (end - off);
+          this.pieces!(this.streamCode, chunk, off, end - off, false);
+          return;
+        }
         this.startPartial(chunk.subarray(off, off + headerSize), total);
         this.fillPartial(chunk, off + headerSize, sink);
         return;
@@ -131,10 +200,30 @@ export class Framer {
       return len;
     }
     const len = int32At(buf, off + 1);
-    if (len < 4 || len > this.maxLength) {
-      throw invalidMessageLength(String.fromCharCode(buf[off]!), len);
-    }
+    if (len < 4 || len > this.maxLength) this.oversize(buf[off]!, len);
     return len + 1;
+  }
+
+  /** Throws unless a length over `maxLength` is one the relay phase streams or may assemble. */
+  private oversize(code: number, len: number): void {
+    const type = String.fromCharCode(code);
+    if (len < 4 || len > Limits.message) throw invalidMessageLength(type, len);
+    if (!this.relayBounds) throw invalidMessageLength(type, len);
+    if (this.streamed?.[code] === 1) return;
+    if (len > this.maxAssembled) throw messageTooLong(type, len, this.maxAssembled);
+  }
+
+  /** Whether a frame of `total` bytes that spans chunks is streamed rather than assembled. */
+  private streams(code: number, total: number): boolean {
+    return total - 1 > STREAM_ABOVE && this.streamed?.[code] === 1 && !this.untyped;
+  }
+
+  /** Passes on the next piece of a streamed message from `chunk`; returns the new offset. */
+  private continueStream(chunk: Buffer, off: number): number {
+    const take = Math.min(this.streamLeft, chunk.length - off);
+    this.streamLeft -= take;
+    if (take > 0 || this.streamLeft === 0) this.pieces!(this.streamCode, chunk, off, take, this.streamLeft === 0);
+    return off + take;
   }
 
   private startPartial(header: Buffer, total: number): void {

@@ -46,10 +46,14 @@ export interface ConnectionDeps extends NegotiateOptions, ClientAuthDeps {
   allowReplication: boolean;
   /** Read an HAProxy PROXY header first and take the client address from it. */
   proxyProtocol?: boolean;
+  /** Told the client address a PROXY header gave; false: the connection was refused and is closing. */
+  clientAddressKnown?(address: string): boolean;
   throttle?: AuthThrottle;
   /** Sessions per user (identity), with the limit; shared by all connections. */
   userLimit?: { max: number; counts: Map<string, number> };
   metrics?: Metrics;
+  /** Most bytes the JavaScript relay holds whole for one message (`RelayOptions.maxMessageSize`). */
+  maxMessageSize?: number;
   /** Let sessions whose pipeline looks at no message run on the native relay (see `RelayOptions.native`). */
   nativeRelay?: boolean;
   /** Always-on accounting of each session's statements (metrics, spans), outside the chain. */
@@ -108,6 +112,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
         client.port = header.source.port;
         log = deps.log.child({ client: endpoint(client.address, client.port) });
       }
+      if (deps.clientAddressKnown?.(client.address) === false) return;
     }
     const verdict = deps.throttle?.check(client.address) ?? { action: 'allow' as const };
     if (verdict.action === 'refuse') {
@@ -349,6 +354,7 @@ async function runSession(
           login.traffic = traffic;
         },
         native: deps.nativeRelay,
+        maxMessageSize: deps.maxMessageSize,
         onRelayKind: (kind, moved) => {
           deps.metrics?.relaySession(moved ? 'handover' : kind);
           relayKind = moved ? 'native-then-js' : kind;

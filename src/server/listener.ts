@@ -3,13 +3,36 @@ import { be, PgError, SqlState } from '../protocol/index.js';
 import type { Session } from '../pipeline/index.js';
 import { adoptWithOwnReadBuffer } from '../pipeline/own-read.js';
 import { guardSocket } from '../pipeline/socket-guard.js';
+import type { LimitReason } from '../telemetry/metrics.js';
 import { handleConnection, type ConnectionDeps } from './connection.js';
+import { LoginGate, type PendingLoginLimits } from './login-gate.js';
 
 export interface ProxyServerOptions extends ConnectionDeps {
   host: string;
   port: number;
+  /** Most sessions (connections whose login finished and whose relay runs). */
   maxConnections: number;
+  /** Connections still logging in have their own budget; default 100, 20 per address. */
+  pendingLogins?: PendingLoginLimits;
 }
+
+/** How often a refusal by connection limits is logged at most, per limit (the rest are counted). */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+const REFUSALS: Record<LimitReason, (limit: number) => PgError> = {
+  max_connections: (n) =>
+    new PgError('FATAL', SqlState.TooManyConnections, 'sorry, too many clients already', {
+      hint: `At most ${n} sessions are allowed through this proxy (--maxConnections).`,
+    }),
+  max_pending_logins: (n) =>
+    new PgError('FATAL', SqlState.TooManyConnections, 'sorry, too many clients already logging in', {
+      hint: `At most ${n} connections may be logging in at once (--maxPendingLogins); try again shortly.`,
+    }),
+  max_pending_logins_per_address: (n) =>
+    new PgError('FATAL', SqlState.TooManyConnections, 'too many connections logging in from this address', {
+      hint: `At most ${n} connections from one address may be logging in at once (--maxPendingLoginsPerAddress).`,
+    }),
+};
 
 /**
  * The listening proxy: accepts sockets, enforces the connection limit, and keeps track of live
@@ -24,6 +47,10 @@ export class ProxyServer {
     return this.opts.userLimit?.counts ?? new Map();
   }
   private listening = false;
+  /** Connections past their login (the relay runs), counted against `maxConnections`. */
+  private established = 0;
+  private readonly gate: LoginGate;
+  private readonly refusalLog = new Map<LimitReason, { at: number; suppressed: number }>();
 
   get isListening(): boolean {
     return this.listening;
@@ -34,6 +61,7 @@ export class ProxyServer {
 
   constructor(private opts: ProxyServerOptions) {
     this.closed = new Promise((r) => (this.resolveClosed = r));
+    this.gate = new LoginGate(opts.pendingLogins ?? { max: 100, perAddress: 20 }, (n) => opts.metrics?.setLoginsPending(n));
     // Paused on connect so that nothing is read before the socket moves to its own read buffer.
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) =>
       this.accept(guardSocket(adoptWithOwnReadBuffer(socket))),
@@ -44,29 +72,49 @@ export class ProxyServer {
   /** Applies a reloaded configuration to new connections; live sessions keep what they had. */
   reconfigure(changes: Partial<Omit<ProxyServerOptions, 'host' | 'port'>>): void {
     this.opts = { ...this.opts, ...changes };
+    if (changes.pendingLogins) this.gate.limits = changes.pendingLogins;
+  }
+
+  /** Connections logging in now (accepted, relay not started). */
+  get pendingLogins(): number {
+    return this.gate.pending;
   }
 
   get connections(): number {
     return this.sockets.size;
   }
 
+  /**
+   * A new connection needs a free session slot (`maxConnections` counts sessions only) and a
+   * pending-login slot, by client address too; it keeps the latter until its relay starts. With
+   * the PROXY protocol the per-address budget is checked once the header has given the address.
+   */
   private accept(socket: net.Socket): void {
-    if (this.sockets.size >= this.opts.maxConnections) {
-      this.opts.metrics?.connectionResult('refused');
-      this.opts.log.warn('connection refused: too many connections', { limit: this.opts.maxConnections });
-      const err = new PgError('FATAL', SqlState.TooManyConnections, 'sorry, too many clients already');
-      socket.end(be.errorResponse(err.toFields()).raw);
-      setTimeout(() => socket.destroy(), 1000).unref();
-      return;
-    }
+    if (this.established >= this.opts.maxConnections) return this.refuse(socket, 'max_connections');
+    const pending = this.gate.enter(this.opts.proxyProtocol ? undefined : (socket.remoteAddress ?? ''));
+    if (typeof pending === 'string') return this.refuse(socket, pending);
+    let inSession = false;
     this.sockets.add(socket);
     this.opts.metrics?.connectionOpened();
     socket.once('close', () => {
       this.sockets.delete(socket);
+      pending.done();
+      if (inSession) this.established--;
       this.opts.metrics?.connectionClosed();
     });
     void handleConnection(socket, {
       ...this.opts,
+      clientAddressKnown: (address) => {
+        if (pending.from(address)) return true;
+        this.refuse(socket, 'max_pending_logins_per_address');
+        return false;
+      },
+      onAuthenticated: (s) => {
+        pending.done();
+        inSession = true;
+        this.established++;
+        this.opts.onAuthenticated?.(s);
+      },
       onSessionStart: (s) => {
         this.sessions.add(s);
         this.opts.onSessionStart?.(s);
@@ -76,6 +124,27 @@ export class ProxyServer {
         this.opts.onSessionEnd?.(s);
       },
     });
+  }
+
+  /** Turns a connection away with 53300; counted, and logged at most once per interval and limit. */
+  private refuse(socket: net.Socket, reason: LimitReason): void {
+    this.opts.metrics?.connectionLimited(reason);
+    const limit =
+      reason === 'max_connections' ? this.opts.maxConnections : reason === 'max_pending_logins' ? this.gate.limits.max : this.gate.limits.perAddress;
+    const now = Date.now();
+    const seen = this.refusalLog.get(reason);
+    if (!seen || now - seen.at >= REFUSAL_LOG_INTERVAL_MS) {
+      this.opts.log.warn('connection refused: over a connection limit', {
+        reason,
+        limit,
+        address: socket.remoteAddress,
+        suppressed: seen?.suppressed || undefined,
+      });
+      this.refusalLog.set(reason, { at: now, suppressed: 0 });
+    } else seen.suppressed++;
+    socket.on('error', () => {});
+    socket.end(be.errorResponse(REFUSALS[reason](limit).toFields()).raw);
+    setTimeout(() => socket.destroy(), 1000).unref();
   }
 
   listen(): Promise<net.AddressInfo> {

@@ -63,7 +63,14 @@ export interface Metrics {
    * started native moves to the JavaScript relay.
    */
   relaySession(kind: RelayKind): void;
+  /** Connections accepted and not yet in the relay (negotiating, authenticating, connecting), now. */
+  setLoginsPending(n: number): void;
+  /** A connection turned away at accept by a connection limit, by which one (also counted as `refused`). */
+  connectionLimited(reason: LimitReason): void;
 }
+
+export const LIMIT_REASONS = ['max_connections', 'max_pending_logins', 'max_pending_logins_per_address'] as const;
+export type LimitReason = (typeof LIMIT_REASONS)[number];
 
 export const RELAY_KINDS = ['native', 'js', 'handover'] as const;
 export type RelayKind = (typeof RELAY_KINDS)[number];
@@ -199,6 +206,17 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     labelNames: ['relay'] as const,
     registers,
   });
+  const pendingLogins = new Gauge({
+    name: 'pgward_logins_pending',
+    help: 'Client connections still logging in (not yet in the relay), now.',
+    registers,
+  });
+  const limited = new Counter({
+    name: 'pgward_connections_limited_total',
+    help: 'Connections turned away by a connection limit, by limit.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
   const buildInfo = new Gauge({
     name: 'pgward_build_info',
     help: 'Always 1; the version is a label.',
@@ -214,6 +232,8 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   }
   for (const result of CANCEL_RESULTS) cancels.inc({ result }, 0);
   for (const relay of RELAY_KINDS) relays.inc({ relay }, 0);
+  for (const reason of LIMIT_REASONS) limited.inc({ reason }, 0);
+  pendingLogins.set(0);
   draining.set(0);
   buildInfo.set({ version: opts.version ?? packageVersion() }, 1);
 
@@ -254,6 +274,11 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     pluginError: (plugin) => pluginErrors.inc({ plugin: boundedName(plugin) }),
     cancelRequest: (result) => cancels.inc({ result: (CANCEL_RESULTS as readonly string[]).includes(result) ? result : 'failed' }),
     relaySession: (relay) => relays.inc({ relay }),
+    setLoginsPending: (n) => pendingLogins.set(n),
+    connectionLimited: (reason) => {
+      connections.inc({ result: 'refused' });
+      limited.inc({ reason });
+    },
   };
 }
 
