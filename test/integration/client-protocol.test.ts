@@ -4,6 +4,7 @@ import pg from 'pg';
 import { encodeSSLRequest, encodeStartupMessage, fe } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
 import { RawClient } from '../helpers/raw-client.js';
 
 const i32 = (n: number) => {
@@ -93,10 +94,14 @@ describe('client side: malformed input, limits and timeouts', () => {
     gss.socket.destroy();
   });
 
-  it('refuses connections over --maxConnections with 53300 and keeps the others', async () => {
+  it('refuses connections over --maxConnections (sessions, not logins in progress) with 53300 and keeps the others', async () => {
     const held: RawClient[] = [];
-    for (let i = 0; i < 3; i++) held.push(await RawClient.connect(proxy.port));
-    await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 3; i++) {
+      const c = await RawClient.connect(proxy.port);
+      c.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
+      held.push(c);
+    }
+    await until(() => held.every((c) => c.messages.some((m) => m.type === 'ReadyForQuery')), 5_000, 'three sessions logged in');
     await using extra = await RawClient.connect(proxy.port);
     await extra.closedWithin(3000);
     assert.equal(extra.errors()[0]?.code, '53300');
