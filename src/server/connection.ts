@@ -355,10 +355,10 @@ async function runSession(
         },
         native: deps.nativeRelay,
         maxMessageSize: deps.maxMessageSize,
-        onRelayKind: (kind, moved) => {
-          deps.metrics?.relaySession(moved ? 'handover' : kind);
-          relayKind = moved ? 'native-then-js' : kind;
-          login.relay = relayKind;
+        onRelayKind: (kind) => {
+          deps.metrics?.relaySession(kind);
+          relayKind = kind;
+          login.relay = kind;
         },
       },
     );

@@ -2,9 +2,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import { firstValueFrom, toArray } from 'rxjs';
 import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
-import { fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
+import { readSocket, SocketSink } from '../../src/pipeline/socket-io.js';
 import { be, backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
 
 async function listening(options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
@@ -170,65 +169,49 @@ describe('SocketSink', () => {
   });
 });
 
-describe('fromSocket', () => {
-  it('emits every message of split chunks in order and completes on EOF', async () => {
+describe('readSocket', () => {
+  it('hands over every chunk as read, then the end, and removes its listeners when detached', async () => {
     const { a, b, close } = await socketPair();
     try {
-      const msgs = [be.parameterStatus('a', '1'), be.commandComplete('SELECT 1'), be.readyForQuery('I')];
-      const all = Buffer.concat(msgs.map((m) => m.raw));
-      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage).pipe(toArray()));
+      const chunks: Buffer[] = [];
+      let ended = 0;
+      const listeners = () => ['data', 'end', 'error', 'close'].map((e) => b.listenerCount(e));
+      const before = listeners();
+      const detach = readSocket(b, { chunk: (c) => chunks.push(c), end: () => ended++, error: () => assert.fail('no error expected') });
+      const all = Buffer.concat([be.parameterStatus('a', '1'), be.commandComplete('SELECT 1'), be.readyForQuery('I')].map((m) => m.raw));
       for (let i = 0; i < all.length; i += 3) {
         a.write(all.subarray(i, i + 3));
         await new Promise((r) => setImmediate(r));
       }
       a.end();
-      const got = await received;
-      assert.deepEqual(got.map((m) => m.type), ['ParameterStatus', 'CommandComplete', 'ReadyForQuery']);
-      assert.equal(b.listenerCount('data'), 0, 'listeners removed on completion');
+      while (ended === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(Buffer.concat(chunks), all);
+      detach();
+      assert.deepEqual(listeners(), before);
     } finally {
       close();
     }
   });
 
-  it('brackets the emissions of each chunk with the batch, also a chunk that fails to frame', async () => {
+  it('reports a socket already at its end at once', async () => {
     const { a, b, close } = await socketPair();
     try {
-      const events: string[] = [];
-      const batch = { begin: () => events.push('begin'), end: () => events.push('end') };
-      const source = fromSocket(b, new Framer(), backendMessage, { batch });
-      const done = new Promise<unknown>((resolve) =>
-        source.subscribe({ next: (m) => events.push(m.type), error: resolve, complete: () => resolve('complete') }),
-      );
-      a.write(Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]));
-      while (!events.includes('end')) await new Promise((r) => setImmediate(r));
-      assert.deepEqual(events, ['begin', 'CommandComplete', 'ReadyForQuery', 'end']);
-      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
-      const err = (await done) as { sqlstate?: string };
-      assert.equal(err.sqlstate, '08P01');
-      assert.deepEqual(events.slice(4), ['begin', 'end']);
+      b.destroy();
+      let ended = 0;
+      readSocket(b, { chunk: () => assert.fail('nothing to read'), end: () => ended++, error: () => {} });
+      assert.equal(ended, 1);
+      void a;
     } finally {
       close();
     }
   });
 
-  it('passes socket and framing errors through `failure`', async () => {
+  it('passes socket errors on', async () => {
     const { a, b, close } = await socketPair();
     try {
-      const wrapped = (err: unknown) => ({ wrapped: err });
-      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage, { failure: wrapped }));
-      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
-      await assert.rejects(received, (e: { wrapped?: { sqlstate?: string } }) => e.wrapped?.sqlstate === '08P01');
-    } finally {
-      close();
-    }
-  });
-
-  it('errors with 08P01 on a malformed frame', async () => {
-    const { a, b, close } = await socketPair();
-    try {
-      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage).pipe(toArray()));
-      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
-      await assert.rejects(received, (e: { sqlstate?: string }) => e.sqlstate === '08P01');
+      const failed = new Promise<unknown>((resolve) => readSocket(b, { chunk: () => {}, end: () => {}, error: resolve }));
+      a.resetAndDestroy();
+      assert.match(String((await failed) as Error), /ECONNRESET/);
     } finally {
       close();
     }
@@ -291,16 +274,20 @@ for (const [name, ownBufferPair] of [
     }
   });
 
-  it('hands chunks to a fromSocket reader directly while it reads, and as data events otherwise', async () => {
+  it('hands chunks to a reader directly while it reads, and as data events otherwise', async () => {
     const { client, peer, close } = await ownBufferPair();
     try {
       const events: string[] = [];
       client.on('data', (c: Buffer) => events.push(`data:${c.toString('latin1', 5)}`));
       const first = new Promise<void>((resolve) => {
-        const sub = fromSocket(client, new Framer(), backendMessage).subscribe((m) => {
-          events.push(`read:${m.raw.toString('latin1', 5)}`);
-          sub.unsubscribe();
-          resolve();
+        const detach = readSocket(client, {
+          chunk: (c) => {
+            events.push(`read:${c.toString('latin1', 5)}`);
+            detach();
+            resolve();
+          },
+          end: () => {},
+          error: () => {},
         });
       });
       peer.write(be.commandComplete('ONE').raw);
