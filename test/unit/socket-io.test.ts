@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
 import { readSocket, SocketSink } from '../../src/pipeline/socket-io.js';
 import { be, backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
+import { until } from '../helpers/wait.js';
 
 async function listening(options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
   const server = net.createServer(options);
@@ -264,8 +265,9 @@ for (const [name, ownBufferPair] of [
       client.resume();
       peer.write('first');
       await two;
-      // Node's own reads land in a fresh 64 KiB allocation each; ours follow one another in 16 KiB.
-      assert.equal(chunks[0]!.buffer.byteLength, 16 * 1024);
+      // Node's own reads land in a fresh 64 KiB allocation each; ours follow one another in a
+      // region that starts at 2 KiB (an idle socket holds no more).
+      assert.equal(chunks[0]!.buffer.byteLength, 2 * 1024);
       assert.equal(chunks[1]!.buffer, chunks[0]!.buffer);
       assert.equal(chunks[1]!.byteOffset, chunks[0]!.byteOffset + chunks[0]!.length);
       assert.equal(Buffer.concat(chunks).toString(), 'firstsecond');
@@ -334,6 +336,36 @@ for (const [name, ownBufferPair] of [
       client.resume();
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(Buffer.concat(got).toString(), 'sent before anyone listened');
+    } finally {
+      close();
+    }
+  });
+
+  it('grows its region while reads fill it, up to 64 KiB, and lets it shrink again for small reads', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      const sizes: number[] = [];
+      let received = 0;
+      const total = 4 * 1024 * 1024;
+      const done = new Promise<void>((resolve) =>
+        client.on('data', (c: Buffer) => {
+          sizes.push(c.buffer.byteLength);
+          received += c.length;
+          if (received === total) resolve();
+        }),
+      );
+      client.resume();
+      peer.write(Buffer.alloc(total, 7));
+      await done;
+      assert.equal(Math.max(...sizes), 64 * 1024);
+      const small: number[] = [];
+      client.removeAllListeners('data');
+      client.on('data', (c: Buffer) => small.push(c.buffer.byteLength));
+      for (let i = 0; i < 12; i++) {
+        peer.write('x');
+        await until(() => small.length === i + 1, 2000, 'a one-byte read');
+      }
+      assert.equal(small.at(-1), 2 * 1024, 'back to the smallest region');
     } finally {
       close();
     }
