@@ -14,11 +14,12 @@ import { relay, type RelayObserver } from '../pipeline/relay.js';
 import { FrameReader, SocketSink } from '../pipeline/socket-io.js';
 import { guardSocket } from '../pipeline/socket-guard.js';
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
-import { connectBackend, type BackendConnection } from '../backend/login.js';
+import type { BackendPool } from '../backend/pool.js';
 import type { CancelKey, CancelRegistry } from '../backend/cancel.js';
 import type { Logger } from '../telemetry/log.js';
 import { negotiate, type NegotiateOptions, type StartupMessage } from './negotiate.js';
 import { backendStartupParams, replicationRefusal } from './startup-params.js';
+import { obtainBackend, type BackendHandle } from './backend-phase.js';
 import { watchExpiry, type ExpiryPolicy } from './token-expiry.js';
 import { readProxyHeader } from './proxy-protocol.js';
 import type { AuthThrottle } from './throttle.js';
@@ -64,6 +65,8 @@ export interface ConnectionDeps extends NegotiateOptions, ClientAuthDeps {
   onSessionEnd?(session: Session): void;
   /** The operator's console (SPEC §10). */
   admin?: AdminHook;
+  /** Logged-in backend connections kept between sessions (SPEC §8); absent: one per session. */
+  pool?: BackendPool;
 }
 
 /** Handles one accepted socket from first byte to close. Never throws. */
@@ -285,22 +288,33 @@ async function runSession(
     await mw.beforeBackendStartup?.({ params: backendParams, ctx: session });
   }
   const started = Date.now();
-  let backend: BackendConnection;
+  let handle: BackendHandle;
   const connectSpan = span.backendConnect(auth.target.host, auth.target.port, { tls: auth.target.sslmode !== 'disable' });
   try {
-    backend = await connectBackend(auth.target, { params: backendParams, password: auth.target.password, signal });
+    handle = await obtainBackend(deps.pool, {
+      target: auth.target,
+      params: backendParams,
+      user: session.user,
+      database: session.database,
+      reserved: deps,
+      signal,
+    });
   } catch (err) {
     if (reservedKey) deps.cancels.unregister(reservedKey);
     connectSpan.end({ error: err });
     if (auth.checkedByBackend) authFailed(asPgError(err), 'backend_refused');
     throw err;
   }
+  const backend = handle.connection;
+  const lease = handle.lease;
   connectSpan.end({ authMethod: backend.authMethod });
   if (auth.checkedByBackend) authSucceeded();
   deps.metrics?.backendConnected((Date.now() - started) / 1000);
   clearTimeout(authTimer);
   if (signal.aborted) {
-    backend.socket.destroy();
+    // Nothing of this session reached the backend: a pooled connection is as clean as it was.
+    if (lease) lease.release(true);
+    else backend.socket.destroy();
     if (reservedKey) deps.cancels.unregister(reservedKey);
     return undefined;
   }
@@ -314,17 +328,20 @@ async function runSession(
     backend_tls: backend.tls,
     backend_auth: backend.authMethod,
     backend_protocol: `3.${backend.protocolMinor}`,
+    backend_pool: handle.source,
     connect_ms: Date.now() - started,
   });
 
   // The client gets its backend's own pid (see CancelRegistry), unless the key was reserved earlier.
   if (reservedKey && backend.key) deps.cancels.bind(reservedKey, backend.key, auth.target, backend.tls);
+  let backendKept = false;
   const proxyKey =
     reservedKey ?? (backend.key ? deps.cancels.register(backend.key, auth.target, backend.tls, keyLength) : undefined);
   try {
     const done = auth.clientHandshake;
     if (!done) channel.send(be.authOk());
-    channel.send(...backend.notices);
+    // A reused connection's login notices were its first session's.
+    if (handle.source !== 'reused') channel.send(...backend.notices);
     for (const [name, value] of backend.parameters) {
       session.serverParams.set(name, value);
       if (done?.sentParameters.get(name) !== value) channel.send(be.parameterStatus(name, value));
@@ -360,8 +377,10 @@ async function runSession(
           relayKind = moved ? 'native-then-js' : kind;
           login.relay = relayKind;
         },
+        keepBackend: lease !== undefined,
       },
     );
+    backendKept = end.backendKept;
     stopExpiry();
     stopCountingBytes();
     log.info('session ended', {
@@ -373,7 +392,9 @@ async function runSession(
     });
     return undefined;
   } finally {
+    // The key goes first: a late cancel must not reach the connection's next session.
     if (proxyKey) deps.cancels.unregister(proxyKey);
+    lease?.release(backendKept, session.serverParams);
   }
 }
 
