@@ -106,6 +106,8 @@ export class NativePhase {
   private takeBack(end: NativeRelayEnd): void {
     this.relay = undefined;
     this.stopPulling();
+    // Its closure holds the relay, which must be freed with the session's last reference to it.
+    this.stopPulling = () => {};
     this.finalToClient = end.bytesToClient;
     this.finalToBackend = end.bytesToBackend;
     this.opts.state.detach();

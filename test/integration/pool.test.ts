@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
 import { encodeStartupMessage, fe } from '../../src/protocol/index.js';
+import { TestCA } from '../helpers/certs.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { runPsql } from '../helpers/psql.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
@@ -268,5 +269,28 @@ describe('backend connection reuse: settings and refusals', () => {
     // The pooled connection is never handed to a client with another password: that one is checked by the backend.
     await assert.rejects(pidOf(proxy.url('app', 'wrong')), (e: { code?: string }) => e.code === '28P01');
     assert.equal(await pidOf(proxy.url('app', 'right')), right);
+  });
+});
+
+describe('backend connection reuse over TLS to the backend', () => {
+  it('reuses a verify-full SCRAM-SHA-256-PLUS connection, clean, for the next session', async () => {
+    await using ca = await TestCA.create();
+    const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost', 'IP:127.0.0.1'] });
+    const cluster = await PgCluster.start({ ssl: server, hba: ['hostssl all app 127.0.0.1/32 scram-sha-256', 'local all all trust'], users: [{ name: 'app', password: 'tls-secret' }] });
+    try {
+      const backend = `postgres://app:tls-secret@127.0.0.1:${cluster.port}/postgres?sslmode=verify-full&sslrootcert=${encodeURIComponent(ca.cert)}`;
+      await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--backend', backend]);
+      const first = await pidOf(proxy.url('app'), async (c) => {
+        await c.query('CREATE TEMP TABLE t (x int)');
+        assert.equal((await c.query('select ssl from pg_stat_ssl where pid = pg_backend_pid()')).rows[0].ssl, true);
+      });
+      assert.equal(await pidOf(proxy.url('app'), async (c) => {
+        assert.equal((await c.query("select count(*)::int as n from pg_class where relname = 't'")).rows[0].n, 0);
+      }), first);
+      const started = logEvents(proxy.logs, 'session started');
+      assert.deepEqual(started.map((e) => [e.backend_pool, e.backend_tls, e.backend_auth]), [['new', true, 'SCRAM-SHA-256-PLUS'], ['reused', true, 'SCRAM-SHA-256-PLUS']]);
+    } finally {
+      await cluster.stop();
+    }
   });
 });
