@@ -43,6 +43,8 @@ enum {
   R_BACKEND_ERROR = 5,
   R_CLIENT_VIOLATION = 6,
   R_BACKEND_VIOLATION = 7,
+  /* The client sent Terminate, held back from the backend (the backend connection may be kept). */
+  R_CLIENT_TERMINATE = 8,
 };
 
 /* Events passed to the JavaScript callback. */
@@ -87,6 +89,14 @@ struct relay {
   char tx_status;
   uint32_t unanswered;
   int terminated;
+  /* Hold a client's Terminate back from the backend and end with R_CLIENT_TERMINATE instead. */
+  int hold_terminate;
+  /* The Terminate's header began in an earlier read, part of it already sent: the backend is not clean. */
+  int terminate_split;
+  /* The Terminate was held: end once what preceded it has been written. */
+  int terminate_pending;
+  /* An extended-protocol message was sent since the last Query/Sync/FunctionCall: the backend awaits a Sync. */
+  int unsynced;
   int backend_said_fatal;
   /* the body of the ParameterStatus or ErrorResponse being read from the backend */
   uint8_t *capture;
@@ -283,8 +293,14 @@ static void capture_start(relay_t *r, uint32_t want) {
 
 static void message_started(relay_t *r, int d, uint8_t code, uint32_t body_len) {
   if (d == TO_BACKEND) {
-    if (code == 'Q' || code == 'S' || code == 'F') r->unanswered++;
-    else if (code == 'X') r->terminated = 1;
+    if (code == 'Q' || code == 'S' || code == 'F') {
+      r->unanswered++;
+      r->unsynced = 0;
+    } else if (code == 'P' || code == 'B' || code == 'D' || code == 'E' || code == 'C') {
+      r->unsynced = 1;
+    } else if (code == 'X') {
+      r->terminated = 1;
+    }
     if (r->timing && (code == 'Q' || code == 'E')) statement_started(r);
     return;
   }
@@ -323,11 +339,17 @@ static void body_bytes(relay_t *r, int d, uint8_t code, const uint8_t *p, size_t
   }
 }
 
-/* Frames freshly read bytes; returns -1 on an impossible or oversize length. */
-static int frame(relay_t *r, int d, const uint8_t *p, size_t n) {
+/*
+ * Frames freshly read bytes; returns -1 on an impossible or oversize length, 1 when a held
+ * Terminate was found (its offset in `terminate_at`; nothing after it is framed), else 0.
+ */
+static int frame(relay_t *r, int d, const uint8_t *p, size_t n, size_t *terminate_at) {
   direction_t *dir = &r->dir[d];
+  const uint8_t *start = p;
   while (n > 0) {
     if (dir->body_left == 0) {
+      int fresh = dir->hlen == 0;
+      size_t header_at = (size_t)(p - start);
       size_t take = 5 - (size_t)dir->hlen;
       if (take > n) take = n;
       memcpy(dir->hdr + dir->hlen, p, take);
@@ -346,6 +368,14 @@ static int frame(relay_t *r, int d, const uint8_t *p, size_t n) {
       dir->body_left = len - 4;
       dir->body_seen = 0;
       message_started(r, d, dir->code, dir->body_left);
+      if (d == TO_BACKEND && dir->code == 'X' && r->hold_terminate) {
+        if (fresh) {
+          *terminate_at = header_at;
+          dir->body_left = 0;
+          return 1;
+        }
+        r->terminate_split = 1;
+      }
       if (dir->body_left == 0) message_ended(r, d, dir->code);
     } else {
       size_t take = dir->body_left < n ? dir->body_left : n;
@@ -393,10 +423,18 @@ static void pump(relay_t *r, int d) {
     if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
     return end(r, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, errno);
   }
-  if (frame(r, d, dir->buf, (size_t)n) < 0) return end(r, d == TO_BACKEND ? R_CLIENT_VIOLATION : R_BACKEND_VIOLATION, 0);
+  size_t terminate_at = 0;
+  int framed = frame(r, d, dir->buf, (size_t)n, &terminate_at);
+  if (framed < 0) return end(r, d == TO_BACKEND ? R_CLIENT_VIOLATION : R_BACKEND_VIOLATION, 0);
   if (r->state != R_RUNNING) return;
   dir->head = 0;
   dir->tail = (size_t)n;
+  if (framed == 1) {
+    /* Whatever preceded the Terminate goes on; the Terminate and anything after it do not. */
+    dir->tail = terminate_at;
+    dir->parked = 1;
+    r->terminate_pending = 1;
+  }
   int err = flush(r, d);
   if (err) end(r, d == TO_BACKEND ? R_BACKEND_ERROR : R_CLIENT_ERROR, err);
 }
@@ -419,7 +457,8 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   }
   r->busy = 0;
   if (r->state != R_RUNNING) return;
-  if (settle_stop(r)) end(r, R_STOPPED, 0);
+  if (r->terminate_pending && r->dir[TO_BACKEND].head == r->dir[TO_BACKEND].tail) end(r, R_CLIENT_TERMINATE, 0);
+  else if (settle_stop(r)) end(r, R_STOPPED, 0);
   else update_polls(r);
 }
 
@@ -454,15 +493,16 @@ static int throw_errno(napi_env env, const char *what) {
 
 /* start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback, timeStatements) → handle */
 static napi_value start(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 6) {
-    napi_throw_type_error(env, NULL, "start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback, timeStatements)");
+  if (argc < 7) {
+    napi_throw_type_error(env, NULL, "start(clientFd, backendFd, clientMaxLength, backendMaxLength, callback, timeStatements, holdTerminate)");
     return NULL;
   }
-  bool timing = false;
+  bool timing = false, hold = false;
   napi_get_value_bool(env, argv[5], &timing);
+  napi_get_value_bool(env, argv[6], &hold);
   int32_t fds[2];
   uint32_t max[2];
   napi_get_value_int32(env, argv[0], &fds[0]);
@@ -481,6 +521,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   r->env = env;
   r->tx_status = 'I';
   r->timing = timing;
+  r->hold_terminate = hold;
   if (timing && !(r->timings = malloc(TIMINGS_SIZE * sizeof(double)))) {
     live_relays--;
     free(r);
@@ -568,14 +609,14 @@ static napi_value abort_relay(napi_env env, napi_callback_info info) {
 /*
  * status(handle) → [state, errno, transaction status, unanswered, terminated, backend said fatal,
  * bytes to client, bytes to backend, client stream mid-message, backend stream mid-message,
- * violation code, violation length]
+ * violation code, violation length, unsynced, terminate split]
  */
 static napi_value status(napi_env env, napi_callback_info info) {
   napi_value out;
   relay_t *r = relay_arg(env, info, NULL);
   if (!r) return NULL;
   const direction_t *tc = &r->dir[TO_CLIENT], *tb = &r->dir[TO_BACKEND];
-  double values[12] = {
+  double values[14] = {
       r->state,
       r->error,
       (double)(unsigned char)r->tx_status,
@@ -588,9 +629,11 @@ static napi_value status(napi_env env, napi_callback_info info) {
       !(at_boundary(tb) && tb->head == tb->tail),
       r->violation_code,
       r->violation_length,
+      r->unsynced,
+      r->terminate_split,
   };
-  napi_create_array_with_length(env, 12, &out);
-  for (uint32_t i = 0; i < 12; i++) {
+  napi_create_array_with_length(env, 14, &out);
+  for (uint32_t i = 0; i < 14; i++) {
     napi_value v;
     napi_create_double(env, values[i], &v);
     napi_set_element(env, out, i, v);

@@ -8,6 +8,7 @@
  * also visible in that redacted rendering.
  */
 
+import type { PoolOverride } from './pool-settings.js';
 export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
 
 export interface BackendTarget {
@@ -33,6 +34,15 @@ export interface BackendTarget {
   maxProtocolMinor?: 0 | 2;
   /** Other startup parameters (GUC-style names given as query keys). */
   params: Record<string, string>;
+  /** Pool settings of the backends-file entry this target came from, over the global ones. */
+  pool?: PoolOverride;
+  /**
+   * Names the configuration entry the target came from (a digest, never its text): its pooled
+   * connections are closed when a reload changes or removes the entry.
+   */
+  routeId?: string;
+  /** The password comes from a command (a dynamic password, e.g. an RDS IAM token): pooled by that source, not by its value. */
+  passwordFromCommand?: boolean;
 }
 
 export class BackendUrlError extends Error {

@@ -27,6 +27,8 @@ export interface AdminRuntimeOptions {
   log: Logger;
   /** What RELOAD does beyond re-reading revocations (SIGHUP's configuration reload under `pgward start`). */
   reload?(): Promise<void>;
+  /** SHOW POOLS: the backend pool's targets now. */
+  pools?: ConsoleHost['pools'];
 }
 
 function stateOf(s: Session): string {
@@ -117,6 +119,7 @@ export function createAdminRuntime(opts: AdminRuntimeOptions): AdminRuntime {
   const host: ConsoleHost = {
     version: opts.version,
     sessions: () => [...opts.sessions()].map(viewOf),
+    pools: opts.pools,
     stats: () => stats(opts.metrics),
     revocations,
     kill: ({ session, subject }) =>

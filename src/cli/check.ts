@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseRevocations } from '../admin/revocations.js';
-import { RoutingConfigError } from '../auth/routing.js';
+import { RoutingConfigError, type BackendRoutes } from '../auth/routing.js';
+import { describePoolSettings, poolSettings } from '../backend/pool-settings.js';
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig, type ProxyConfig } from '../config/proxy-config.js';
 import { BehaviorSubject } from 'rxjs';
@@ -61,7 +62,7 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
     const runtime = await buildRuntime(config, { plugins, draining$: new BehaviorSubject(false), log: silentLogger });
     try {
       if (early.length > 0) return fail(early, err);
-      out.write([...describeConfig(config, runtime.describe()), ...admin].join('\n') + '\n');
+      out.write([...describeConfig(config, runtime.describe()), ...describePools(config, runtime.routes), ...admin].join('\n') + '\n');
       out.write('configuration OK\n');
       return 0;
     } finally {
@@ -71,6 +72,14 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
     if (e instanceof RoutingConfigError || e instanceof ConfigError) return fail([...early, ...e.problems], err);
     return fail([...early, (e as Error).message], err);
   }
+}
+
+/** The pool settings every target gets, and those of the backends-file entries that set their own. */
+function describePools(config: ProxyConfig, routes: BackendRoutes | undefined): string[] {
+  return [
+    `backend ${describePoolSettings(config.pool)}`,
+    ...(routes?.poolOverrides() ?? []).map(({ key, pool }) => `backend ${JSON.stringify(key)}: ${describePoolSettings(poolSettings(config.pool, pool))}`),
+  ];
 }
 
 function fail(problems: string[], err: NodeJS.WritableStream): number {

@@ -8,7 +8,7 @@ import { DEFAULT_OAUTH_SCOPE } from '../config/client-auth-config.js';
 import { loadKeySet, type KeySet } from '../auth/key-sources.js';
 import { passthroughProvider } from '../auth/passthrough.js';
 import type { AuthProvider } from '../auth/provider.js';
-import { loadBackendsFile } from '../auth/routing.js';
+import { loadBackendsFile, type BackendRoutes } from '../auth/routing.js';
 import { ConfigError } from '../config/load.js';
 import { isAdmin } from '../config/admin-config.js';
 import type { JwtAuthConfig, PipelineEntry, ProxyConfig } from '../config/proxy-config.js';
@@ -28,6 +28,8 @@ export interface Runtime {
   oauth?: AuthProvider;
   middleware: Middleware[];
   secureContext?: tls.SecureContext;
+  /** The backends file's routes, when the provider routes by token (for pooling: warm targets, reload). */
+  routes?: BackendRoutes;
   /** Human-readable sources (keys, backends) for the banner and `pgward check`; no secrets. */
   describe(): string[];
   dispose(): void;
@@ -46,6 +48,7 @@ export const BUILTIN_PROVIDERS = new Set(['jwt', 'passthrough', 'command']);
 
 interface TokenSetup {
   resolve: TokenResolver;
+  routes: BackendRoutes;
   provider: AuthProvider;
   oauth?: AuthProvider;
   describe(): string[];
@@ -90,6 +93,7 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig, services: Runti
   const oauth = config.clientAuth?.some((r) => r.method === 'oauth') ? oauthSetup(config, opts, keys.issuer) : undefined;
   return {
     resolve: tokenResolver(opts),
+    routes,
     provider: jwtProvider(opts),
     oauth: oauth?.provider,
     describe: () => [
@@ -163,6 +167,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
     return {
       ...base,
       auth,
+      routes: tokens?.routes,
       describe: () => [`auth provider from plugin "${registered.plugin}"`, ...(tokens?.describe() ?? [])],
       dispose: () => tokens?.dispose(),
     };
@@ -170,7 +175,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
   switch (a.provider) {
     case 'jwt': {
       const tokens = await tokenSetup(a, config, services);
-      return { ...base, auth: tokens.provider, oauth: tokens.oauth, describe: tokens.describe, dispose: tokens.dispose };
+      return { ...base, auth: tokens.provider, oauth: tokens.oauth, routes: tokens.routes, describe: tokens.describe, dispose: tokens.dispose };
     }
     case 'command':
       return {

@@ -19,6 +19,7 @@ import { startMetricsServer } from '../telemetry/http.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { startTracing } from '../telemetry/tracing.js';
 import { createAdminRuntime } from './admin-host.js';
+import { startPool } from './pool-runtime.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
@@ -93,6 +94,8 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     },
   }));
   undo.push(() => plugins.runHook('preClose'));
+  const pools = startPool(config.pool, metrics.registry, log);
+  undo.push(() => pools.close());
   const admin = createAdminRuntime({
     config,
     version: pgwardVersion(),
@@ -100,6 +103,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     metrics,
     log,
     reload: async () => opts.onReload?.(),
+    pools: () => pools.pool.stats(),
   });
   const services = { plugins, draining$, log, revoked: admin.revoked };
   const extra = opts.middleware ?? [];
@@ -135,6 +139,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
     userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
     admin: admin.hook,
+    pool: pools.pool,
     onSessionStart: (s) => void plugins.runHook('onSessionStart', s),
     onAuthenticated: (s) => void plugins.runHook('onAuthenticated', s),
     onSessionEnd: (s) => void plugins.runHook('onSessionEnd', s),
@@ -146,8 +151,11 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     : undefined;
   if (metricsServer) undo.push(() => metricsServer.close());
   await plugins.runHook('onReady');
+  // In the background: a backend that is slow or down must not hold the listener back.
+  void pools.warm(runtime.routes);
   const shutdown = new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command');
   const closeAll = async () => {
+    pools.close();
     await server.close();
     await peers?.close();
     await metricsServer?.close();
@@ -201,9 +209,12 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
       const old = runtime;
       runtime = built;
       old.dispose();
+      void pools.reload(next.pool, built.routes);
     },
     async drain() {
       await server.stopListening();
+      // Idle backend connections first; the others close as their sessions end.
+      pools.close();
       draining$.next(true);
       metrics.setDraining(true);
       const all = [...server.sessions];

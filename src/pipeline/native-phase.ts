@@ -21,8 +21,10 @@ export interface NativePhaseOptions {
   parameterStatus(body: Buffer): void;
   /** Stopped at a message boundary both ways: run `waiting` (in order), then relay in JavaScript. */
   stopped(end: NativeRelayEnd, waiting: (() => void)[]): void;
-  /** A side ended or failed (EOF, I/O error, a bad length): the session ends. */
+  /** A side ended or failed (EOF, I/O error, a bad length), or the client's Terminate was held: the session ends. */
   ended(end: NativeRelayEnd): void;
+  /** Hold the client's Terminate back from the backend (see `NativeRelayEvents.holdTerminate`). */
+  holdTerminate?: boolean;
 }
 
 /**
@@ -50,6 +52,7 @@ export class NativePhase {
       parameterStatus: opts.parameterStatus,
       end: (end) => phase.onEnd(end),
       statement: opts.timings?.statement,
+      holdTerminate: opts.holdTerminate,
     });
     if (!relay) return undefined;
     phase.relay = relay;
@@ -103,6 +106,8 @@ export class NativePhase {
   private takeBack(end: NativeRelayEnd): void {
     this.relay = undefined;
     this.stopPulling();
+    // Its closure holds the relay, which must be freed with the session's last reference to it.
+    this.stopPulling = () => {};
     this.finalToClient = end.bytesToClient;
     this.finalToBackend = end.bytesToBackend;
     this.opts.state.detach();

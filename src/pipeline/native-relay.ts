@@ -14,6 +14,7 @@ interface Addon {
     backendMaxLength: number,
     callback: (event: number, data?: Buffer) => void,
     timeStatements: boolean,
+    holdTerminate: boolean,
   ): object;
   stop(handle: object): boolean;
   abort(handle: object): boolean;
@@ -36,7 +37,8 @@ export type NativeRelayEndReason =
   | 'client-error'
   | 'backend-error'
   | 'client-violation'
-  | 'backend-violation';
+  | 'backend-violation'
+  | 'client-terminate';
 
 const REASONS: Record<number, NativeRelayEndReason> = {
   1: 'stopped',
@@ -46,6 +48,7 @@ const REASONS: Record<number, NativeRelayEndReason> = {
   5: 'backend-error',
   6: 'client-violation',
   7: 'backend-violation',
+  8: 'client-terminate',
 };
 
 export interface NativeRelayStatus {
@@ -60,6 +63,10 @@ export interface NativeRelayStatus {
   /** What the client was sent (or the backend) stops inside a message. */
   clientMidMessage: boolean;
   backendMidMessage: boolean;
+  /** An extended-protocol message went to the backend after the last Query, Sync or FunctionCall. */
+  unsynced: boolean;
+  /** A held Terminate had been partly sent before it was recognised: the backend saw some of it. */
+  terminateSplit: boolean;
 }
 
 export interface NativeRelayEnd extends NativeRelayStatus {
@@ -83,6 +90,11 @@ export interface NativeRelayEvents {
    * and handed here in batches: by `drainTimings`, when many wait, and at the end.
    */
   statement?(seconds: number, ok: boolean): void;
+  /**
+   * Hold the client's Terminate back from the backend: the relay ends with `client-terminate`
+   * once what preceded it is written, so the backend connection can be kept for another session.
+   */
+  holdTerminate?: boolean;
 }
 
 let loaded: Addon | null | undefined;
@@ -164,7 +176,7 @@ export class NativeRelay {
       else if (event === EV_TIMINGS_FULL) relay!.drainTimings();
       else if (event === EV_END) events.end(relay!.ended());
     };
-    const handle = lib.start(clientFd, backendFd, limits.client, limits.backend, callback, events.statement !== undefined);
+    const handle = lib.start(clientFd, backendFd, limits.client, limits.backend, callback, events.statement !== undefined, events.holdTerminate === true);
     relay = new NativeRelay(lib, handle, events.statement);
     return relay;
   }
@@ -235,5 +247,7 @@ function toStatus(raw: number[]): NativeRelayStatus {
     bytesToBackend: raw[7]!,
     clientMidMessage: raw[8] === 1,
     backendMidMessage: raw[9] === 1,
+    unsynced: raw[12] === 1,
+    terminateSplit: raw[13] === 1,
   };
 }

@@ -47,6 +47,11 @@ export interface RelayEnd extends RelayTraffic {
   reason: RelayEndReason;
   /** The error sent to the client, if any. */
   error?: PgError;
+  /**
+   * With `keepBackend`: the backend connection was left open, idle and at a message boundary,
+   * paused and with none of the relay's listeners, for the caller to keep or close.
+   */
+  backendKept: boolean;
 }
 
 /**
@@ -87,6 +92,12 @@ export interface RelayOptions {
    * direction where no middleware has a stream operator. The native relay holds no message whole.
    */
   maxMessageSize?: number;
+  /**
+   * Leave the backend connection open when the session ends cleanly (the client's Terminate or
+   * EOF, or a close, while the backend is idle with nothing unanswered and nothing half-sent):
+   * the client's Terminate is then not passed on, and `RelayEnd.backendKept` says so.
+   */
+  keepBackend?: boolean;
 }
 
 /** How long closing sockets may take to flush before they are destroyed. */
@@ -101,7 +112,7 @@ export function relay(
   middleware: readonly Middleware[],
   client: RelayEndpoint,
   backend: RelayEndpoint,
-  { observer, onTraffic, native: nativeAllowed = false, onRelayKind, maxMessageSize = Limits.assembledMessage }: RelayOptions = {},
+  { observer, onTraffic, native: nativeAllowed = false, onRelayKind, maxMessageSize = Limits.assembledMessage, keepBackend = false }: RelayOptions = {},
 ): Promise<RelayEnd> {
   const state = session.state;
   state.phase = 'relay';
@@ -159,14 +170,34 @@ export function relay(
     let done = false;
     let terminating = false;
     let lastBackendError: BackendMessage | null = null;
+    // The native relay left a stream inside a message, or the backend saw part of a Terminate it
+    // held back too late: the backend is not reusable.
+    let backendUnclean = false;
+    let keptBackend = false;
     const subs: Subscription[] = [];
     let handlers: ReturnType<typeof buildChain>['handlers'] = [];
+
+    // The backend can serve another session: idle, nothing half-read or half-written, still open.
+    const backendReusable = (reason: RelayEndReason) =>
+      keepBackend &&
+      reason !== 'backend-eof' &&
+      reason !== 'error' &&
+      !backendUnclean &&
+      state.settled &&
+      !backendSink.midMessage &&
+      backend.framer.buffered === 0 &&
+      !(lastBackendError !== null && isFatal(lastBackendError)) &&
+      !backend.socket.destroyed &&
+      !backend.socket.readableEnded &&
+      !backend.socket.writableEnded;
 
     const finish = (reason: RelayEndReason, error?: PgError) => {
       if (done) return;
       done = true;
       state.phase = 'closing';
       for (const s of subs) s.unsubscribe();
+      const kept = backendReusable(reason);
+      keptBackend = kept;
       // Nothing can follow half a message: the peer sees the close instead.
       if (backendSink.midMessage) terminating = true;
       if (error && clientSink.midMessage) error = undefined;
@@ -175,26 +206,31 @@ export function relay(
         clientSink.write(be.errorResponse(fatal.toFields()).raw);
         error = fatal;
       }
-      if (reason !== 'backend-eof' && !terminating) backendSink.write(fe.terminate().raw);
-      // A backend held back for a client that stopped reading is blocked sending: read and drop
-      // what it sends, so it reaches the Terminate (or the EOF) now, not at the grace timeout.
-      backend.socket.on('data', () => {});
-      backend.socket.resume();
+      if (kept) {
+        backendSink.flush();
+        backend.socket.pause();
+      } else {
+        if (reason !== 'backend-eof' && !terminating) backendSink.write(fe.terminate().raw);
+        // A backend held back for a client that stopped reading is blocked sending: read and drop
+        // what it sends, so it reaches the Terminate (or the EOF) now, not at the grace timeout.
+        backend.socket.on('data', () => {});
+        backend.socket.resume();
+        backendSink.end();
+      }
       clientSink.end();
-      backendSink.end();
       clientSink.dispose();
       backendSink.dispose();
+      const sockets = kept ? [client.socket] : [client.socket, backend.socket];
       const timer = setTimeout(() => {
-        client.socket.destroy();
-        backend.socket.destroy();
+        for (const socket of sockets) socket.destroy();
       }, CLOSE_GRACE_MS);
       timer.unref();
-      // Cleared as soon as both sides are closed: it holds the whole session until it fires.
-      let open = 2;
+      // Cleared as soon as the sides are closed: it holds the whole session until it fires.
+      let open = sockets.length;
       const closed = () => {
         if (--open === 0) clearTimeout(timer);
       };
-      for (const socket of [client.socket, backend.socket]) {
+      for (const socket of sockets) {
         if (socket.destroyed) closed();
         else socket.once('close', closed);
       }
@@ -205,7 +241,7 @@ export function relay(
           session.log.warn('middleware onClose failed', { error: String(err) });
         }
       }
-      resolve({ reason, error, bytesToClient: traffic.bytesToClient, bytesToBackend: traffic.bytesToBackend });
+      resolve({ reason, error, bytesToClient: traffic.bytesToClient, bytesToBackend: traffic.bytesToBackend, backendKept: kept });
     };
 
     const backendGone = (cause?: unknown, said = lastBackendError !== null && isFatal(lastBackendError)) => {
@@ -239,8 +275,13 @@ export function relay(
 
     // The native relay ended with the session: Node's handles read again only to see the close.
     const nativeEnded = (end: NativeRelayEnd) => {
-      terminating ||= end.terminated;
+      // A held Terminate never reached the backend: `finish` sends one unless it keeps the backend.
+      terminating ||= end.terminated && end.reason !== 'client-terminate';
+      backendUnclean ||= end.terminateSplit || end.clientMidMessage || end.backendMidMessage;
       switch (end.reason) {
+        case 'client-terminate':
+          finish('client-terminate');
+          break;
         case 'client-eof':
         case 'client-error':
           // No Terminate after half a message: the backend sees the EOF instead.
@@ -258,7 +299,7 @@ export function relay(
           backendGone(new Error(`backend ${end.reason} (errno ${end.errno})`), end.backendSaidFatal || end.clientMidMessage);
       }
       client.socket.resume();
-      backend.socket.resume();
+      if (!keptBackend) backend.socket.resume();
     };
 
     // A close the native relay could not reach a message boundary for (its peers are stuck).
@@ -308,6 +349,7 @@ export function relay(
             },
             stopped: nativeStopped,
             ended: nativeEnded,
+            holdTerminate: keepBackend,
           });
         } catch (err) {
           // e.g. no descriptor left to duplicate: the JavaScript relay needs none.
@@ -337,6 +379,11 @@ export function relay(
         state.toClient(m);
       };
       const toBackend = (m: FrontendMessage) => {
+        if (m.code === TERMINATE && keepBackend) {
+          // Held back: the backend may serve another session (else `finish` sends it on).
+          finish('client-terminate');
+          return;
+        }
         backendSink.writeMessage(m);
         observer?.toBackend(m);
         if (m.code === TERMINATE) terminating = true;

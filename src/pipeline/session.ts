@@ -6,10 +6,12 @@ const Q = 'Q'.charCodeAt(0);
 const S = 'S'.charCodeAt(0);
 const F = 'F'.charCodeAt(0);
 const Z = 'Z'.charCodeAt(0);
+/** Extended-protocol messages that leave the backend waiting for a Sync. */
+const UNSYNCED = new Set(['P', 'B', 'D', 'E', 'C'].map((c) => c.charCodeAt(0)));
 
 /** Where the state lives while another relay (the native one) carries the session's bytes. */
 export interface ExternalStateSource {
-  read(): { transactionStatus: TransactionStatus; unanswered: number };
+  read(): { transactionStatus: TransactionStatus; unanswered: number; unsynced: boolean };
   /** Someone waits for idle: the source should hand the session back, where idle is seen as it happens. */
   wantIdle(): void;
 }
@@ -22,6 +24,7 @@ export class SessionStateTracker implements SessionState {
   phase: SessionPhase = 'negotiating';
   private status: TransactionStatus = 'I';
   private waiting = 0;
+  private unsynced = false;
   private idleListeners: (() => void)[] = [];
   private external: ExternalStateSource | null = null;
 
@@ -40,9 +43,21 @@ export class SessionStateTracker implements SessionState {
     return this.status === 'I' && this.waiting === 0;
   }
 
+  /**
+   * Idle, and nothing of the extended protocol sent since the last Query, Sync or FunctionCall:
+   * the backend holds no unfinished request of this session (it may serve another one).
+   */
+  get settled(): boolean {
+    this.pull();
+    return this.status === 'I' && this.waiting === 0 && !this.unsynced;
+  }
+
   /** Call for every message the client sends. */
   fromClient(code: number): void {
-    if (code === Q || code === S || code === F) this.waiting++;
+    if (code === Q || code === S || code === F) {
+      this.waiting++;
+      this.unsynced = false;
+    } else if (UNSYNCED.has(code)) this.unsynced = true;
   }
 
   /** Call for every message that reaches the client. */
@@ -78,9 +93,10 @@ export class SessionStateTracker implements SessionState {
 
   private pull(): void {
     if (this.external === null) return;
-    const { transactionStatus, unanswered } = this.external.read();
+    const { transactionStatus, unanswered, unsynced } = this.external.read();
     this.status = transactionStatus;
     this.waiting = unanswered;
+    this.unsynced = unsynced;
   }
 
   private notifyIfIdle(): void {

@@ -12,7 +12,7 @@ import { until } from '../helpers/wait.js';
  * The native relay between two real loopback connections: `client`/`backend` are the proxy's
  * sockets it relays between, `clientPeer`/`backendPeer` the far ends a test writes and reads.
  */
-async function relayed(limits = { client: 1 << 30, backend: 1 << 30 }) {
+async function relayed(limits = { client: 1 << 30, backend: 1 << 30 }, holdTerminate = false) {
   const server = net.createServer();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as net.AddressInfo).port;
@@ -34,6 +34,7 @@ async function relayed(limits = { client: 1 << 30, backend: 1 << 30 }) {
   const relay = NativeRelay.start(c.socket, b.socket, limits, {
     parameterStatus: (body) => params.push(body.toString('latin1')),
     end: (e) => ends.push(e),
+    holdTerminate,
   });
   assert.ok(relay, 'the native relay starts on plain TCP sockets');
   return {
@@ -63,6 +64,37 @@ async function trickle(socket: net.Socket, bytes: Buffer): Promise<void> {
 }
 
 describe('native relay (real loopback sockets)', () => {
+  it("holds a client's Terminate back from the backend, and says when part of it got through", async () => {
+    const t = await relayed(undefined, true);
+    try {
+      const query = fe.query('select 1').raw;
+      const terminate = fe.terminate().raw;
+      // A Query and the Terminate in one segment: the Query goes on, the Terminate does not.
+      t.clientPeer.write(Buffer.concat([query, terminate]));
+      await until(() => t.ends.length === 1, 5000, 'the relay to end');
+      assert.equal(t.ends[0]!.reason, 'client-terminate');
+      assert.equal(t.ends[0]!.terminateSplit, false);
+      assert.equal(t.ends[0]!.unsynced, false);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(t.atBackend(), query, 'nothing of the Terminate reached the backend');
+    } finally {
+      t.close();
+    }
+    const split = await relayed(undefined, true);
+    try {
+      // Extended protocol with no Sync yet, then a Terminate whose header arrives a byte at a time.
+      split.clientPeer.write(fe.parse({ name: '', sql: 'select 1', paramTypes: [] }).raw);
+      await until(() => split.relay.status().unsynced, 5000, 'the Parse to be seen');
+      await trickle(split.clientPeer, fe.terminate().raw);
+      await until(() => split.relay.status().terminateSplit, 5000, 'the split Terminate to be recognised');
+      await until(() => split.atBackend().subarray(-5).equals(fe.terminate().raw), 5000, 'the rest of the Terminate to go on');
+      assert.equal(split.ends.length, 0, 'relayed on: the backend has it and will close');
+    } finally {
+      split.close();
+    }
+  });
+
+
   it('relays byte for byte and keeps the state, with every message split at every byte', async () => {
     const t = await relayed();
     try {
