@@ -256,8 +256,8 @@ async function runSession(
   if (!auth.checkedByBackend) authSucceeded();
   span.identify({ identity: auth.identity, database: auth.target.database });
   const login = recordLogin(session, auth);
-  if (deps.admin && (auth.console || (params.get('database') ?? user) === deps.admin.database)) {
-    return serveAdminSession(deps.admin, session, auth, channel, socket, reader);
+  if (deps.admin?.enabled && (auth.console || (params.get('database') ?? user) === deps.admin.database)) {
+    return serveAdminSession(deps.admin, session, auth, channel, socket, reader, deps);
   }
   const limit = deps.userLimit;
   if (limit && limit.max > 0) {
