@@ -81,10 +81,12 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig, services: Runti
     throw routesError;
   }
   const admin = config.admin;
+  // Without --issuer, tokens must carry the discovery document's issuer (as OAuth logins do).
+  const issuer = a.verify.issuer ?? keys.issuer;
   const opts = {
     current: () => ({ keys, routes: routes! }),
     jwtField: a.jwtField,
-    verify: a.verify,
+    verify: { ...a.verify, issuer },
     requireUserMatch: a.requireUserMatch,
     admin: consoleEnabled(admin) ? { database: admin.database, allows: (claims: Record<string, unknown>) => isAdmin(admin, claims) } : undefined,
     revoked: services.revoked,
@@ -96,6 +98,7 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig, services: Runti
     oauth: oauth?.provider,
     describe: () => [
       ...keys.describe().map((k) => `key source: ${k}`),
+      `issuer: ${issuer === undefined ? 'not checked (set --issuer)' : `${issuer}${a.verify.issuer === undefined ? ' (from the --oidcDiscovery document)' : ''}`}`,
       ...routes.describe().map((r) => `backend: ${r}`),
       ...(oauth ? [`oauth: issuer ${oauth.settings.issuer}, scope "${oauth.settings.scope}"`] : []),
     ],
