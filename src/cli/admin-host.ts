@@ -76,6 +76,36 @@ async function stats(metrics: Metrics): Promise<[string, number][]> {
   return rows;
 }
 
+/** The console's hook, reading `admin:` as it was last reloaded. */
+function reloadableHook(initial: AdminConfig, host: ConsoleHost): Pick<AdminRuntime, 'hook' | 'reconfigure'> {
+  let admin = initial;
+  return {
+    hook: {
+      get enabled() {
+        return consoleEnabled(admin);
+      },
+      get database() {
+        return admin.database;
+      },
+      host,
+    },
+    reconfigure: (next) => void (admin = next),
+  };
+}
+
+/** Counting of the closes that happen outside the console: token expiry and a shutdown. */
+function closeCounters(metrics: AdminMetrics): Pick<AdminRuntime, 'expiryPolicy' | 'drainClosed'> {
+  const drained = new Set<string>();
+  return {
+    expiryPolicy: (policy) => ({ ...policy, closed: () => metrics.sessionClosed('expired') }),
+    drainClosed: (id) => {
+      if (drained.has(id)) return;
+      drained.add(id);
+      metrics.sessionClosed('drain');
+    },
+  };
+}
+
 /** The revocation list, the console's host and the admin metrics of one proxy. */
 export function createAdminRuntime(opts: AdminRuntimeOptions): AdminRuntime {
   const { config, log } = opts;
@@ -141,25 +171,9 @@ export function createAdminRuntime(opts: AdminRuntimeOptions): AdminRuntime {
       await opts.reload?.();
     },
   };
-  let admin = config.admin;
-  const drained = new Set<string>();
   return {
-    hook: {
-      get enabled() {
-        return consoleEnabled(admin);
-      },
-      get database() {
-        return admin.database;
-      },
-      host,
-    },
-    reconfigure: (next) => void (admin = next),
-    expiryPolicy: (policy) => ({ ...policy, closed: () => metrics.sessionClosed('expired') }),
-    drainClosed: (id) => {
-      if (drained.has(id)) return;
-      drained.add(id);
-      metrics.sessionClosed('drain');
-    },
+    ...reloadableHook(config.admin, host),
+    ...closeCounters(metrics),
     revocations,
     metrics,
     revoked: (subject, tokenId) => revocations.match(subject, tokenId) !== undefined,

@@ -48,6 +48,7 @@ class JsonFault {
 const WHITESPACE = new Set([' ', '\t', '\n', '\r']);
 /** A character that starts a JSON value: after another value it means a missing comma. */
 const VALUE_START = /["{[\-0-9tfn]/;
+const NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/;
 
 /**
  * Finds the first mistake in text that JSON.parse refused. V8 reports where it stopped reading
@@ -55,96 +56,132 @@ const VALUE_START = /["{[\-0-9tfn]/;
  * scanner names the character to fix instead.
  */
 export function locateJsonFault(text: string): JsonFault | undefined {
-  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
-  const n = text.length;
-  const fail = (offset: number, what: string): never => {
-    throw new JsonFault(offset, what);
-  };
-  const skip = () => {
-    while (i < n && WHITESPACE.has(text[i]!)) i++;
-  };
-  const unexpected = (expected: string, afterValue?: number): never => {
-    const c = text[i];
-    if (c === '/' && (text[i + 1] === '/' || text[i + 1] === '*')) fail(i, 'a comment; JSON has none');
-    if (c === "'") fail(i, 'a single-quoted string; JSON needs double quotes');
-    if (afterValue !== undefined && c !== undefined && VALUE_START.test(c)) fail(afterValue, `a missing "," after this value`);
-    return fail(i, `expected ${expected}`);
-  };
-  const string = () => {
-    const open = i++;
-    while (i < n) {
-      const c = text[i]!;
-      if (c === '"') return void i++;
-      if (c === '\n' || c === '\r') fail(open, 'a string that is not closed on its line');
-      if (c === '\\') {
-        const e = text[i + 1] ?? '';
-        if ('"\\/bfnrt'.includes(e) && e !== '') i += 2;
-        else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) i += 6;
-        else fail(i, 'an invalid escape sequence');
-        continue;
-      }
-      if (c < ' ') fail(i, 'a control character in a string; write it as an escape');
-      i++;
-    }
-    fail(open, 'a string that is never closed');
-  };
-  const word = () => {
-    const m = /[A-Za-z0-9_$.+\-]+/y;
-    m.lastIndex = i;
-    const w = m.exec(text)?.[0] ?? '';
-    if (!['true', 'false', 'null'].includes(w) && !/^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?$/.test(w)) {
-      fail(i, 'an invalid value; expected "text", a number, true, false, null, [ or {');
-    }
-    i += w.length;
-  };
-  const container = (close: ']' | '}') => {
-    const open = i++;
-    const never = () => fail(open, `a ${text[open]} that is never closed`);
-    skip();
-    if (text[i] === close) return void i++;
-    for (;;) {
-      skip();
-      if (i >= n) never();
-      if (close === '}') {
-        if (text[i] !== '"') unexpected('a "name" in double quotes');
-        string();
-        skip();
-        if (i >= n) never();
-        if (text[i] !== ':') unexpected('":" after the name');
-        i++;
-        skip();
-        if (i >= n) never();
-      }
-      value();
-      const end = i;
-      skip();
-      if (i >= n) never();
-      if (text[i] === close) return void i++;
-      // The other kind of bracket closes something outside: this one was never closed.
-      if (text[i] === (close === '}' ? ']' : '}')) never();
-      if (text[i] !== ',') unexpected(`"," or "${close}"`, end);
-      const comma = i++;
-      skip();
-      if (text[i] === close) fail(comma, 'a trailing comma');
-    }
-  };
-  const value = () => {
-    const c = text[i];
-    if (c === '{') container('}');
-    else if (c === '[') container(']');
-    else if (c === '"') string();
-    else if (c !== undefined && /[A-Za-z0-9\-]/.test(c)) word();
-    else unexpected('a value');
-  };
   try {
-    skip();
-    if (i >= n) fail(i, 'the file is empty');
-    value();
-    skip();
-    if (i < n) fail(i, 'text after the end of the JSON value');
+    new JsonScanner(text).document();
     return undefined;
   } catch (err) {
     if (err instanceof JsonFault) return err;
     throw err;
+  }
+}
+
+/** A JSON reader that only checks: it throws a {@link JsonFault} at the first mistake. */
+class JsonScanner {
+  private i: number;
+
+  constructor(private readonly text: string) {
+    this.i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  }
+
+  document(): void {
+    this.skip();
+    if (this.atEnd) this.fail(this.i, 'the file is empty');
+    this.value();
+    this.skip();
+    if (!this.atEnd) this.fail(this.i, 'text after the end of the JSON value');
+  }
+
+  private get atEnd(): boolean {
+    return this.i >= this.text.length;
+  }
+
+  /** A method, not a getter: TypeScript would take a getter's value as fixed between calls. */
+  private peek(): string | undefined {
+    return this.text[this.i];
+  }
+
+  private fail(offset: number, what: string): never {
+    throw new JsonFault(offset, what);
+  }
+
+  private skip(): void {
+    while (!this.atEnd && WHITESPACE.has(this.peek()!)) this.i++;
+  }
+
+  /** `afterValue`: where the value before this character ended (a value here means a missing comma there). */
+  private unexpected(expected: string, afterValue?: number): never {
+    const c = this.peek();
+    const next = this.text[this.i + 1];
+    if (c === '/' && (next === '/' || next === '*')) this.fail(this.i, 'a comment; JSON has none');
+    if (c === "'") this.fail(this.i, 'a single-quoted string; JSON needs double quotes');
+    if (afterValue !== undefined && c !== undefined && VALUE_START.test(c)) this.fail(afterValue, 'a missing "," after this value');
+    return this.fail(this.i, `expected ${expected}`);
+  }
+
+  private value(): void {
+    const c = this.peek();
+    if (c === '{') this.container('}');
+    else if (c === '[') this.container(']');
+    else if (c === '"') this.string();
+    else if (c !== undefined && /[A-Za-z0-9\-]/.test(c)) this.word();
+    else this.unexpected('a value');
+  }
+
+  private string(): void {
+    const { text } = this;
+    const open = this.i++;
+    while (!this.atEnd) {
+      const c = text[this.i]!;
+      if (c === '"') return void this.i++;
+      if (c === '\n' || c === '\r') this.fail(open, 'a string that is not closed on its line');
+      if (c === '\\') {
+        const e = text[this.i + 1] ?? '';
+        if (e !== '' && '"\\/bfnrt'.includes(e)) this.i += 2;
+        else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(this.i + 2, this.i + 6))) this.i += 6;
+        else this.fail(this.i, 'an invalid escape sequence');
+        continue;
+      }
+      if (c < ' ') this.fail(this.i, 'a control character in a string; write it as an escape');
+      this.i++;
+    }
+    this.fail(open, 'a string that is never closed');
+  }
+
+  /** A number, `true`, `false` or `null`. */
+  private word(): void {
+    const m = /[A-Za-z0-9_$.+\-]+/y;
+    m.lastIndex = this.i;
+    const w = m.exec(this.text)?.[0] ?? '';
+    if (!['true', 'false', 'null'].includes(w) && !NUMBER.test(w)) {
+      this.fail(this.i, 'an invalid value; expected "text", a number, true, false, null, [ or {');
+    }
+    this.i += w.length;
+  }
+
+  /** An object (`close` is `}`) or an array (`]`). */
+  private container(close: ']' | '}'): void {
+    const open = this.i++;
+    const never = () => this.fail(open, `a ${this.text[open]} that is never closed`);
+    const skipToMore = () => {
+      this.skip();
+      if (this.atEnd) never();
+    };
+    skipToMore();
+    if (this.peek() === close) return void this.i++;
+    for (;;) {
+      skipToMore();
+      if (close === '}') this.member(skipToMore);
+      else this.value();
+      const end = this.i;
+      skipToMore();
+      if (this.peek() === close) return void this.i++;
+      // The other kind of bracket closes something outside: this one was never closed.
+      if (this.peek() === (close === '}' ? ']' : '}')) never();
+      if (this.peek() !== ',') this.unexpected(`"," or "${close}"`, end);
+      const comma = this.i++;
+      this.skip();
+      if (this.peek() === close) this.fail(comma, 'a trailing comma');
+    }
+  }
+
+  /** `"name": value` in an object. */
+  private member(skipToMore: () => void): void {
+    if (this.peek() !== '"') this.unexpected('a "name" in double quotes');
+    this.string();
+    skipToMore();
+    if (this.peek() !== ':') this.unexpected('":" after the name');
+    this.i++;
+    skipToMore();
+    this.value();
   }
 }
