@@ -32,11 +32,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { parseDocument } from 'yaml';
 import { redactUrl, type BackendTarget } from '../backend/url.js';
 import { parsePoolOverride, type PoolOverride } from '../backend/pool-settings.js';
 import { parseDuration } from '../config/duration.js';
-import { jsonSyntaxProblem } from '../config/json-syntax.js';
+import { parseYamlOrJson } from '../config/yaml-syntax.js';
 import { CachedCommandValue, splitCommandLine } from './command-runner.js';
 import {
   RouteSubstitutionError,
@@ -114,7 +113,7 @@ const OBJECT_KEYS = ['url', 'user', 'database', 'options', 'application_name', '
 const TEMPLATE_FIELDS = ['user', 'database', 'options', 'application_name'] as const;
 type TemplateField = (typeof TEMPLATE_FIELDS)[number];
 
-/** Reads a YAML or JSON backends file (`.json` must be JSON; it is then read as YAML, which also catches duplicate keys). */
+/** Reads a YAML or JSON backends file (`.json` must be JSON; duplicate keys are refused in both). */
 export function loadBackendsFile(path: string): BackendRoutes {
   let text: string;
   try {
@@ -123,26 +122,9 @@ export function loadBackendsFile(path: string): BackendRoutes {
     const e = err as NodeJS.ErrnoException;
     throw new RoutingConfigError(path, [`${path}: cannot read the file (${e.code ?? e.message})`]);
   }
-  const notJson = jsonSyntaxProblem(path, text);
-  if (notJson) throw new RoutingConfigError(path, [notJson]);
-  const doc = parseDocument(text, { uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    // yaml's own messages quote the offending line, which may hold a password: position and code only.
-    throw new RoutingConfigError(
-      path,
-      doc.errors.map((e) => {
-        const pos = e.linePos?.[0];
-        const where = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
-        return e.code === 'DUPLICATE_KEY' ? `${path}: duplicate key${where}` : `${path}: syntax error${where} (${e.code})`;
-      }),
-    );
-  }
-  let value: unknown;
-  try {
-    value = doc.toJS({ maxAliasCount: 100 });
-  } catch {
-    throw new RoutingConfigError(path, [`${path}: the document cannot be read (too many aliases?)`]);
-  }
+  // yaml's own messages quote the offending line, which may hold a password: positions only.
+  const { value, problems } = parseYamlOrJson(path, text);
+  if (problems.length > 0) throw new RoutingConfigError(path, problems);
   return parseBackends(value, path);
 }
 

@@ -99,7 +99,11 @@ function relayDescription(config: ProxyConfig): string {
 function checkAdmin(config: ProxyConfig): string[] {
   const a = config.admin;
   const who = [a.subjects.length > 0 ? `subjects ${a.subjects.join(', ')}` : '', a.claim ? `claim ${a.claim} = ${a.value}` : ''].filter(Boolean);
-  const lines = [`admin console: database "${a.database}", ${who.length > 0 ? who.join('; ') : 'no administrators (every client is refused)'}`];
+  const lines = [
+    who.length > 0
+      ? `admin console: database "${a.database}", ${who.join('; ')}`
+      : `admin console: off (no admin.subjects or admin.claim); database "${a.database}" is routed like any other`,
+  ];
   const path = config.revocationsPath;
   if (!path) return lines;
   if (!existsSync(path)) return [...lines, `revocations: ${path} (not there yet; REVOKE creates it)`];

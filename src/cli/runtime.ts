@@ -10,7 +10,7 @@ import { passthroughProvider } from '../auth/passthrough.js';
 import type { AuthProvider } from '../auth/provider.js';
 import { loadBackendsFile, type BackendRoutes } from '../auth/routing.js';
 import { ConfigError } from '../config/load.js';
-import { isAdmin } from '../config/admin-config.js';
+import { consoleEnabled, isAdmin } from '../config/admin-config.js';
 import type { JwtAuthConfig, PipelineEntry, ProxyConfig } from '../config/proxy-config.js';
 import { builtinMiddleware } from '../middleware/registry.js';
 import type { Middleware } from '../pipeline/middleware.js';
@@ -42,6 +42,8 @@ export interface RuntimeServices {
   log: Logger;
   /** True when a subject or token id is revoked now (SPEC §10). */
   revoked?(subject: string | undefined, tokenId: string | undefined): boolean;
+  /** `drain-gate` closed a session for a shutdown (counted in `pgward_sessions_closed_total`). */
+  drainClosed?(sessionId: string): void;
 }
 
 export const BUILTIN_PROVIDERS = new Set(['jwt', 'passthrough', 'command']);
@@ -82,12 +84,14 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig, services: Runti
     throw routesError;
   }
   const admin = config.admin;
+  // Without --issuer, tokens must carry the discovery document's issuer (as OAuth logins do).
+  const issuer = a.verify.issuer ?? keys.issuer;
   const opts = {
     current: () => ({ keys, routes: routes! }),
     jwtField: a.jwtField,
-    verify: a.verify,
+    verify: { ...a.verify, issuer },
     requireUserMatch: a.requireUserMatch,
-    admin: { database: admin.database, allows: (claims: Record<string, unknown>) => isAdmin(admin, claims) },
+    admin: consoleEnabled(admin) ? { database: admin.database, allows: (claims: Record<string, unknown>) => isAdmin(admin, claims) } : undefined,
     revoked: services.revoked,
   };
   const oauth = config.clientAuth?.some((r) => r.method === 'oauth') ? oauthSetup(config, opts, keys.issuer) : undefined;
@@ -98,6 +102,7 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig, services: Runti
     oauth: oauth?.provider,
     describe: () => [
       ...keys.describe().map((k) => `key source: ${k}`),
+      `issuer: ${issuer === undefined ? 'not checked (set --issuer)' : `${issuer}${a.verify.issuer === undefined ? ' (from the --oidcDiscovery document)' : ''}`}`,
       ...routes.describe().map((r) => `backend: ${r}`),
       ...(oauth ? [`oauth: issuer ${oauth.settings.issuer}, scope "${oauth.settings.scope}"`] : []),
     ],
@@ -115,7 +120,7 @@ function oauthSetup(config: ProxyConfig, opts: JwtProviderOptions, discovered: s
 }
 
 function buildPipeline(entries: readonly PipelineEntry[], services: RuntimeServices): Middleware[] {
-  const builtins = builtinMiddleware({ draining$: services.draining$, log: services.log });
+  const builtins = builtinMiddleware({ draining$: services.draining$, log: services.log, drainClosed: services.drainClosed });
   const problems: string[] = [];
   const chain: Middleware[] = [];
   for (const { name, options } of entries) {

@@ -20,6 +20,7 @@ import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { startTracing } from '../telemetry/tracing.js';
 import { createAdminRuntime } from './admin-host.js';
 import { startPool } from './pool-runtime.js';
+import { consoleEnabled } from '../config/admin-config.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
@@ -105,10 +106,12 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     reload: async () => opts.onReload?.(),
     pools: () => pools.pool.stats(),
   });
-  const services = { plugins, draining$, log, revoked: admin.revoked };
+  const services = { plugins, draining$, log, revoked: admin.revoked, drainClosed: admin.drainClosed };
   const extra = opts.middleware ?? [];
-  // With no metrics endpoint and no tracing nobody could see statement accounting: skip it.
-  const observed = Boolean(config.metricsListen) || opts.tracing === true;
+  // With no metrics endpoint, no tracing and no console nobody could see statement accounting: skip it.
+  const telemetry = statementTelemetry(metrics);
+  const observer = (c: ProxyConfig) =>
+    Boolean(config.metricsListen) || opts.tracing === true || consoleEnabled(c.admin) ? telemetry : undefined;
   let runtime: Runtime = await asConfigProblem(buildRuntime(config, services));
   undo.push(() => runtime.dispose());
   const { cancels, peers } = cancelForwarding(config, log, metrics);
@@ -126,14 +129,14 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     oauth: runtime.oauth,
     clientAuth: config.clientAuth,
     middleware: [...runtime.middleware, ...extra],
-    expiry: config.expiry,
+    expiry: admin.expiryPolicy(config.expiry),
     cancels,
     log,
     authTimeoutMs: config.authTimeoutMs,
     reservedParams: RESERVED_PARAMS,
     allowReplication: false,
     metrics,
-    observeStatements: observed ? statementTelemetry(metrics) : undefined,
+    observeStatements: observer(config),
     nativeRelay: config.nativeRelay,
     proxyProtocol: config.proxyProtocol,
     throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
@@ -184,6 +187,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
         throw err;
       }
       metrics.configReload(true);
+      admin.reconfigure(next.admin);
       const was = config.peers;
       const now = next.peers;
       if (peers && now) peers.update(now);
@@ -197,7 +201,8 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
         middleware: [...built.middleware, ...extra],
         secureContext: built.secureContext,
         requireTls: Boolean(built.secureContext) && !next.insecure,
-        expiry: next.expiry,
+        expiry: admin.expiryPolicy(next.expiry),
+        observeStatements: observer(next),
         nativeRelay: next.nativeRelay,
         authTimeoutMs: next.authTimeoutMs,
         maxConnections: next.maxConnections,
@@ -222,7 +227,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
       await Promise.race([Promise.all(all.map((s) => s.closed)), grace]);
       for (const s of server.sessions) {
         s.close(shutdown);
-        admin.metrics.sessionClosed('drain');
+        admin.drainClosed(s.id);
       }
       await closeAll();
     },

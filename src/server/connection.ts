@@ -33,7 +33,8 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     failed = true;
     const result = connectionResultOf(err);
     if (result === 'abandoned') log.info('client closed the connection before the login was done', { session: session?.id });
-    else log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
+    // The discovery half of an OAuth login was logged as such; it is no refusal.
+    else if (result !== 'discovery') log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
     deps.metrics?.connectionResult(result);
     // Some bad startup packets PostgreSQL only logs (COMMERROR): it closes without a word.
     if (!err.silent && result !== 'abandoned' && !socket.destroyed && socket.writable) {

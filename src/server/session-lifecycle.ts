@@ -72,7 +72,7 @@ export class SessionLifecycle {
       const login = recordLogin(this.init.session, auth);
       if (this.wantsConsole(auth)) {
         const { deps, session, socket, reader } = this.init;
-        return await serveAdminSession(deps.admin!, session, auth, this.channel, socket, reader);
+        return await serveAdminSession(deps.admin!, session, auth, this.channel, socket, reader, deps);
       }
       const limited = this.claimUserSlot(auth);
       if (limited) return limited;
@@ -129,7 +129,7 @@ export class SessionLifecycle {
   private wantsConsole(auth: AuthResult): boolean {
     const { deps, startup } = this.init;
     const user = startup.params.get('user')!;
-    return deps.admin !== undefined && (auth.console === true || (startup.params.get('database') ?? user) === deps.admin.database);
+    return deps.admin?.enabled === true && (auth.console === true || (startup.params.get('database') ?? user) === deps.admin.database);
   }
 
   /** `--maxConnectionsPerUser`: takes a slot for the session's identity, given back when it closes. */

@@ -7,6 +7,29 @@ import type { SessionSpan, StatementSpan } from '../telemetry/spans.js';
 /** Where a session keeps its span for the telemetry middleware. */
 export const SESSION_SPAN = 'pgward.session-span';
 
+const STATEMENT_COUNT = 'pgward.statement-count';
+
+/** A session's statements so far; `sync` first hands in what the native relay measured but has not reported yet. */
+interface StatementCount {
+  n: number;
+  sync(): void;
+}
+
+/** The session's statement counter, made on first use (the relay's observer and the console count into it). */
+export function statementCounter(session: Session): StatementCount {
+  let c = session.attributes.get(STATEMENT_COUNT) as StatementCount | undefined;
+  if (!c) session.attributes.set(STATEMENT_COUNT, (c = { n: 0, sync: () => {} }));
+  return c;
+}
+
+/** How many statements the session ran, or undefined when nothing counts them (no metrics, tracing or console). */
+export function statementsOf(session: Session): number | undefined {
+  const c = session.attributes.get(STATEMENT_COUNT) as StatementCount | undefined;
+  if (!c) return undefined;
+  c.sync();
+  return c.n;
+}
+
 const Q = 0x51; // Query
 const P = 0x50; // Parse
 const B = 0x42; // Bind
@@ -36,12 +59,14 @@ export function statementTelemetry(metrics: Metrics): (session: Session) => Rela
     let head = 0;
     const statements = new Map<string, string>();
     const portals = new Map<string, string>();
+    const count = statementCounter(session);
 
     const start = (sql?: string) => pending.push({ started: performance.now(), span: sql !== undefined ? span!.statement(redactSql(sql)) : undefined });
     const finish = (m: BackendMessage, ok: boolean) => {
       const p = pending[head];
       if (!p) return;
       pending[head++] = undefined as unknown as Pending;
+      count.n++;
       metrics.query((performance.now() - p.started) / 1000, ok);
       if (p.span) {
         if (m.type === 'ErrorResponse') p.span.end({ sqlstate: m.body().code });
@@ -91,8 +116,19 @@ export function statementTelemetry(metrics: Metrics): (session: Session) => Rela
       toBackend: onClient,
       fromBackend: onBackend,
       timings: {
-        statement: (seconds, ok) => metrics.query(seconds, ok),
-        pull: (drain) => metrics.beforeStatementScrape(drain),
+        statement: (seconds, ok) => {
+          count.n++;
+          metrics.query(seconds, ok);
+        },
+        pull: (drain) => {
+          // The console reads one session's count between scrapes: it drains that session first.
+          count.sync = drain;
+          const stop = metrics.beforeStatementScrape(drain);
+          return () => {
+            count.sync = () => {};
+            stop();
+          };
+        },
         adopt: (ages) => {
           const now = performance.now();
           for (const age of ages) pending.push({ started: now - age * 1000 });
