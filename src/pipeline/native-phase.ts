@@ -12,6 +12,8 @@ export interface StatementTimings {
   adopt(inFlightAges: readonly number[]): void;
 }
 
+const NOTHING = (): void => {};
+
 export interface NativePhaseOptions {
   client: Duplex;
   backend: Duplex;
@@ -107,7 +109,7 @@ export class NativePhase {
     this.relay = undefined;
     this.stopPulling();
     // Its closure holds the relay, which must be freed with the session's last reference to it.
-    this.stopPulling = () => {};
+    this.stopPulling = NOTHING;
     this.finalToClient = end.bytesToClient;
     this.finalToBackend = end.bytesToBackend;
     this.opts.state.detach();

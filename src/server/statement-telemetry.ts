@@ -8,6 +8,7 @@ import type { SessionSpan, StatementSpan } from '../telemetry/spans.js';
 export const SESSION_SPAN = 'pgward.session-span';
 
 const STATEMENT_COUNT = 'pgward.statement-count';
+const NOTHING_TO_SYNC = (): void => {};
 
 /** A session's statements so far; `sync` first hands in what the native relay measured but has not reported yet. */
 interface StatementCount {
@@ -18,7 +19,7 @@ interface StatementCount {
 /** The session's statement counter, made on first use (the relay's observer and the console count into it). */
 export function statementCounter(session: Session): StatementCount {
   let c = session.attributes.get(STATEMENT_COUNT) as StatementCount | undefined;
-  if (!c) session.attributes.set(STATEMENT_COUNT, (c = { n: 0, sync: () => {} }));
+  if (!c) session.attributes.set(STATEMENT_COUNT, (c = { n: 0, sync: NOTHING_TO_SYNC }));
   return c;
 }
 
@@ -125,7 +126,8 @@ export function statementTelemetry(metrics: Metrics): (session: Session) => Rela
           count.sync = drain;
           const stop = metrics.beforeStatementScrape(drain);
           return () => {
-            count.sync = () => {};
+            // A module-level no-op: one made here would keep this scope, and the relay, alive.
+            count.sync = NOTHING_TO_SYNC;
             stop();
           };
         },
