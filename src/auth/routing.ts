@@ -33,9 +33,10 @@
 import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { redactUrl, type BackendTarget } from '../backend/url.js';
-import { parseDuration } from '../config/duration.js';
-import { jsonSyntaxProblem } from '../config/json-syntax.js';
-import { CachedCommandValue, splitCommandLine } from './command-runner.js';
+import { parseDuration } from '../util/duration.js';
+import { jsonSyntaxProblem } from '../util/json-syntax.js';
+import { splitCommandLine } from '../util/command-line.js';
+import { CachedCommandValue } from './command-runner.js';
 import {
   RouteSubstitutionError,
   Values,

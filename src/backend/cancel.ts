@@ -1,13 +1,10 @@
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { encodeCancelRequest } from '../protocol/index.js';
 import { dialBackend } from './dial.js';
-import { ownedProcessId, ownerOf, RANDOM_PROCESS_ID_LIMIT } from './peers.js';
+import { ownedProcessId, ownerOf, RANDOM_PROCESS_ID_LIMIT, type CancelKey } from './cancel-key.js';
 import type { BackendTarget } from './url.js';
 
-export interface CancelKey {
-  processId: number;
-  secretKey: Buffer;
-}
+export type { CancelKey };
 
 interface Entry {
   proxyKey: CancelKey;

@@ -9,6 +9,7 @@ import { tokenInfo, type AdminHook } from '../server/admin-session.js';
 import { createAdminMetrics, type AdminMetrics } from '../telemetry/admin-metrics.js';
 import type { Logger } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { formatHostPort } from '../util/host-port.js';
 
 export interface AdminRuntime {
   hook: AdminHook;
@@ -42,7 +43,7 @@ function viewOf(s: Session): SessionView {
     user: s.user,
     database: s.database,
     clientAddr: s.client.address,
-    backend: s.backend ? `${s.backend.address}:${s.backend.port}` : undefined,
+    backend: s.backend ? formatHostPort(s.backend.address, s.backend.port) : undefined,
     state: info?.console ? 'active' : stateOf(s),
     tls: s.client.tls,
     relay: info?.relay,

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { MAX_PEER_ID, type PeerAddress } from '../backend/peers.js';
-import { parseHostPort } from './load.js';
+import { MAX_PEER_ID } from '../backend/cancel-key.js';
+import type { PeerAddress } from '../backend/peers.js';
+import { parseHostPort } from '../util/host-port.js';
 
 /** `peers:` — several instances behind one load balancer forwarding cancels to each other. */
 export interface PeersConfig {

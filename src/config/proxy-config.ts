@@ -6,9 +6,10 @@ import { parsePipeline, type PipelineEntry } from './pipeline-config.js';
 import { parseClientAuthSettings, type OAuthConfig } from './client-auth-config.js';
 import type { ClientAuthRule } from '../auth/client-auth.js';
 import { parseAdmin, type AdminConfig } from './admin-config.js';
-import { splitCommandLine } from '../auth/command-runner.js';
-import { parseDuration } from './duration.js';
-import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
+import { splitCommandLine } from '../util/command-line.js';
+import { parseDuration } from '../util/duration.js';
+import { parseHostPort } from '../util/host-port.js';
+import { ConfigError, isLoopback, loadSettings, type LoadedSettings } from './load.js';
 
 export interface PassthroughConfig {
   provider: 'passthrough';
