@@ -122,7 +122,7 @@ export class CancelRegistry {
 }
 
 /** Sends a CancelRequest to a backend the way the session connected to it (TLS or not). */
-export async function sendCancel(target: BackendTarget, tls: boolean, key: CancelKey): Promise<void> {
+async function sendCancel(target: BackendTarget, tls: boolean, key: CancelKey): Promise<void> {
   const cancelTarget: BackendTarget = tls
     ? { ...target, sslmode: target.sslmode === 'prefer' || target.sslmode === 'allow' ? 'require' : target.sslmode }
     : { ...target, sslmode: 'disable' };

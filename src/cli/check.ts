@@ -15,7 +15,7 @@ import { formatDuration } from '../util/duration.js';
 import { formatHostPort } from '../util/host-port.js';
 
 /** Text for `pgward check`: what would run, with no secrets. */
-export function describeConfig(config: ProxyConfig, sources: string[]): string[] {
+function describeConfig(config: ProxyConfig, sources: string[]): string[] {
   return [
     `listen: ${formatHostPort(config.listen.host, config.listen.port)} (${config.tls ? `TLS from ${config.tls.certPath}` : 'no TLS, --insecure'})`,
     `auth provider: ${config.auth.provider}`,

@@ -22,7 +22,7 @@ import { createAdminRuntime } from './admin-host.js';
 import { formatHostPort } from '../util/host-port.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
-export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
+const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
 
 export function pgwardVersion(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };

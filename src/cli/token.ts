@@ -5,7 +5,7 @@ import { calculateJwkThumbprint, importPKCS8, SignJWT, type JWK, type JWTPayload
 import { parseDuration } from '../util/duration.js';
 import { KEY_ALGS, UsageError, canonicalAlg, parseFlags, wantsHelp, type KeyAlg } from './keygen.js';
 
-export const TOKEN_USAGE = `Usage: pgward token --key PRIVATE.pem --sub SUBJECT [--ttl 1h] [--claim k=v]… [--kid ID]
+const TOKEN_USAGE = `Usage: pgward token --key PRIVATE.pem --sub SUBJECT [--ttl 1h] [--claim k=v]… [--kid ID]
                     [--iss ISSUER] [--aud AUDIENCE]… [--nbf DURATION] [--alg PS256]
 
 Mints a signed JWT and prints it (and only it) on stdout, so $(pgward token …) works.

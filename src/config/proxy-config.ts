@@ -50,7 +50,7 @@ export interface PluginAuthConfig {
   jwt?: JwtAuthConfig;
 }
 
-export { DEFAULT_PIPELINE, type PipelineEntry } from './pipeline-config.js';
+export type { PipelineEntry } from './pipeline-config.js';
 
 export type AuthConfig = PassthroughConfig | CommandAuthConfig | JwtAuthConfig | PluginAuthConfig;
 
