@@ -10,7 +10,7 @@ import { silentLogger } from '../telemetry/log.js';
 import { BUILTIN_PROVIDERS, buildRuntime } from './runtime.js';
 import { configPathOf } from './config-path.js';
 import { nativeRelayAvailability } from '../pipeline/native-relay.js';
-import { pgwardVersion } from './start.js';
+import { pgwardVersion } from '../util/version.js';
 import { formatDuration } from '../util/duration.js';
 import { formatHostPort } from '../util/host-port.js';
 

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { pgwardVersion } from '../util/version.js';
 import { BehaviorSubject } from 'rxjs';
 import { CancelRegistry } from '../backend/cancel.js';
 import { PeerCancelChannel } from '../backend/peers.js';
@@ -23,11 +23,6 @@ import { formatHostPort } from '../util/host-port.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
-
-export function pgwardVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 export interface RunningProxy {
   server: ProxyServer;
