@@ -228,6 +228,7 @@ export async function startTestSession(middleware: Middleware | readonly Middlew
     get ended() {
       return h.ended;
     },
-    settle: () => new Promise<void>((resolve) => setImmediate(resolve)),
+    // A timer turn (promises and 0 ms timers set earlier run first), then an I/O turn.
+    settle: () => new Promise<void>((resolve) => setTimeout(() => setImmediate(resolve), 0)),
   };
 }

@@ -170,6 +170,14 @@ describe('import floors (README Architecture table)', () => {
     assert.deepEqual(missing, []);
   });
 
+  it("the plugin kit's and the shipped plugins' unit tests reach pgward through its public entry points only", () => {
+    const tests = ['test/unit/plugin-kit.test.ts', 'test/unit/plugin-deny-statements.test.ts', 'test/unit/plugin-proxy-login.test.ts'];
+    for (const test of tests) {
+      const inside = importsOf(join(REPO, test)).filter((to) => !(floorOf(to) === 'src/*.ts' || floorOf(to) === 'plugins/'));
+      assert.deepEqual(inside, [], `${test} imports only src/*.ts and plugins/`);
+    }
+  });
+
   it('can fail: an import up a floor, a plugin reaching inside src/ and a circle are all caught', () => {
     const bad = new Map([
       ['src/protocol/a.ts', ['src/cli/main.ts']],
