@@ -36,6 +36,22 @@ function trace(messages: readonly (BackendMessage | FrontendMessage)[]): string[
 const raiseSql = (message = DENIED) => `DO $deny$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'${message}'; END$deny$`;
 
 describe('deny-statements (unit, with the plugin test kit)', () => {
+  // The example in plugins/README.md, §6: keep the two the same.
+  it('answers a denied query itself when idle, and has PostgreSQL raise it inside a transaction', async () => {
+    const plugins = await loadTestPlugins(denyStatements); // the loader's own checks, then setup()
+    const s = await startTestSession(plugins.middleware('deny-statements', { pattern: '^\\s*drop\\b' }));
+
+    s.client.send(fe.query('drop table t'));
+    assert.deepEqual(s.backend.take(), []); // nothing reached PostgreSQL
+    assert.deepEqual(s.client.take().map((m) => m.type), ['ErrorResponse', 'ReadyForQuery']);
+
+    s.client.send(fe.query('begin'));
+    s.backend.send(be.commandComplete('BEGIN'), be.readyForQuery('T')); // PostgreSQL's part, scripted
+    s.client.send(fe.query('drop table t'));
+    const sent = s.backend.take().at(-1)!;
+    assert.ok(sent.type === 'Query' && sent.body().sql.startsWith('DO $deny$'));
+  });
+
   it('answers a denied query itself when the session is idle: 42501 and ReadyForQuery, nothing to the backend', async () => {
     const s = await session();
     s.client.send(fe.query('drop table t'));
