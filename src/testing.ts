@@ -14,3 +14,4 @@ export {
 export { startTestLogin, testTokenServices, type TestLogin, type TestLoginOptions, type TestLoginOutcome, type TestTokens } from './plugins/test-login.js';
 export { loadTestPlugins, type TestPlugins, type ReportedPluginError } from './plugins/test-plugin.js';
 export type { LogRecord } from './plugins/test-log.js';
+export { summarize } from './plugins/test-summary.js';

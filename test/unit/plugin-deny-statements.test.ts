@@ -3,34 +3,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import denyStatements from '../../plugins/deny-statements/index.js';
-import { be, fe, PgError, SqlState, type BackendMessage, type FrontendMessage } from '../../src/index.js';
-import { loadTestPlugins, startTestSession, type TestSessionOptions } from '../../src/testing.js';
+import { be, fe, PgError, SqlState } from '../../src/index.js';
+import { loadTestPlugins, startTestSession, summarize, type TestSessionOptions } from '../../src/testing.js';
 
 const DENIED = 'statement not allowed by the deny-statements policy';
 
 async function session(options: unknown = { pattern: '^\\s*drop\\b' }, opts: TestSessionOptions = {}) {
   const plugins = await loadTestPlugins(denyStatements);
   return startTestSession(plugins.middleware('deny-statements', options), opts);
-}
-
-/** `E:42501`, `Z:I`, `Q:select 1`, `P:name:sql`…: what a side received, compactly. */
-function trace(messages: readonly (BackendMessage | FrontendMessage)[]): string[] {
-  return messages.map((m) => {
-    switch (m.type) {
-      case 'ErrorResponse':
-        return `E:${m.body().code}`;
-      case 'ReadyForQuery':
-        return `Z:${m.body().status}`;
-      case 'Query':
-        return `Q:${m.body().sql}`;
-      case 'Parse':
-        return `P:${m.body().name}:${m.body().sql}`;
-      case 'Bind':
-        return `B:${m.body().statement}:${m.body().params.length}`;
-      default:
-        return m.type;
-    }
-  });
 }
 
 const raiseSql = (message = DENIED) => `DO $deny$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'${message}'; END$deny$`;
@@ -56,15 +36,15 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
     const s = await session();
     s.client.send(fe.query('drop table t'));
     assert.deepEqual(s.backend.received, []);
-    assert.deepEqual(trace(s.client.received), ['E:42501', 'Z:I']);
-    assert.deepEqual(trace(s.injected.toClient), ['E:42501', 'Z:I'], 'sent by the plugin itself');
+    assert.deepEqual(summarize(s.client.received), ['ErrorResponse:42501', 'ReadyForQuery:I']);
+    assert.deepEqual(summarize(s.injected.toClient), ['ErrorResponse:42501', 'ReadyForQuery:I'], 'sent by the plugin itself');
     const error = s.client.received[0]!;
     assert.ok(error.type === 'ErrorResponse');
     assert.deepEqual([error.body().severity, error.body().message], ['ERROR', DENIED]);
     assert.deepEqual(s.logs.map((l) => [l.event, l.fields.answered]), [['statement denied', 'by proxy']]);
     assert.equal(s.ended, undefined, 'the session goes on');
     s.client.send(fe.query('select 1'));
-    assert.deepEqual(trace(s.backend.received), ['Q:select 1']);
+    assert.deepEqual(summarize(s.backend.received), ['Query:select 1']);
   });
 
   it('inside a transaction, lets PostgreSQL raise the error in its place, without the PL/pgSQL context', async () => {
@@ -72,7 +52,7 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
     s.client.send(fe.query('begin'));
     s.backend.send(be.commandComplete('BEGIN'), be.readyForQuery('T'));
     s.client.send(fe.query('drop table t'));
-    assert.deepEqual(trace(s.backend.take()), ['Q:begin', `Q:${raiseSql()}`]);
+    assert.deepEqual(summarize(s.backend.take()), ['Query:begin', `Query:${raiseSql()}`]);
     const raised = { ...new PgError('ERROR', SqlState.InsufficientPrivilege, DENIED).toFields(), where: 'PL/pgSQL function inline_code_block line 1 at RAISE' };
     s.backend.send(be.errorResponse(raised), be.readyForQuery('E'));
     const error = s.client.received.at(-2)!;
@@ -84,7 +64,7 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
   it('with another request still unanswered, rewrites instead of answering out of order', async () => {
     const s = await session();
     s.client.send(fe.query('select pg_sleep(1)'), fe.query('drop table t'));
-    assert.deepEqual(trace(s.backend.received), ['Q:select pg_sleep(1)', `Q:${raiseSql()}`]);
+    assert.deepEqual(summarize(s.backend.received), ['Query:select pg_sleep(1)', `Query:${raiseSql()}`]);
     assert.deepEqual(s.client.received, []);
   });
 
@@ -92,7 +72,7 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
     for (const sql of ['select 1 as a$b$; drop table t; select 1 as c$b$', "select name'\\'; drop table t; --'", 'select 1; /* x */ drop table t']) {
       const s = await session();
       s.client.send(fe.query(sql));
-      assert.deepEqual(trace(s.client.received), ['E:42501', 'Z:I'], sql);
+      assert.deepEqual(summarize(s.client.received), ['ErrorResponse:42501', 'ReadyForQuery:I'], sql);
       assert.deepEqual(s.backend.received, [], sql);
     }
   });
@@ -101,7 +81,7 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
     for (const sql of ['/* a /* b */ ; drop table t; */ select 1', 'select $é$; drop table t; $é$', "select 'drop table t'", '-- drop table t\nselect 1']) {
       const s = await session();
       s.client.send(fe.query(sql));
-      assert.deepEqual(trace(s.backend.received), [`Q:${sql}`], sql);
+      assert.deepEqual(summarize(s.backend.received), [`Query:${sql}`], sql);
     }
   });
 
@@ -109,23 +89,23 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
     const sql = "select '\\'; drop table t; --'";
     const off = await session(undefined, { serverParams: { standard_conforming_strings: 'off' } });
     off.client.send(fe.query(sql));
-    assert.deepEqual(trace(off.backend.received), [`Q:${sql}`], 'one string literal when backslashes escape');
+    assert.deepEqual(summarize(off.backend.received), [`Query:${sql}`], 'one string literal when backslashes escape');
     const on = await session(undefined, { serverParams: { standard_conforming_strings: 'on' } });
     on.client.send(fe.query(sql));
-    assert.deepEqual(trace(on.client.received), ['E:42501', 'Z:I']);
+    assert.deepEqual(summarize(on.client.received), ['ErrorResponse:42501', 'ReadyForQuery:I']);
   });
 
   it('tests each statement without its comments', async () => {
     const s = await session({ pattern: '^drop table\\b' });
     s.client.send(fe.query('/* tidy */ drop/* up */table t'));
-    assert.deepEqual(trace(s.client.received), ['E:42501', 'Z:I']);
+    assert.deepEqual(summarize(s.client.received), ['ErrorResponse:42501', 'ReadyForQuery:I']);
   });
 
   it('extended protocol, first of a batch and idle: ErrorResponse now, the rest dropped until Sync, which gets ReadyForQuery', async () => {
     const s = await session();
     s.client.send(fe.parse({ name: '', sql: 'drop table t', paramTypes: [] }), fe.bind({ portal: '', statement: '', paramFormats: [], params: [], resultFormats: [] }), fe.execute(), fe.sync());
     assert.deepEqual(s.backend.received, []);
-    assert.deepEqual(trace(s.client.received), ['E:42501', 'Z:I']);
+    assert.deepEqual(summarize(s.client.received), ['ErrorResponse:42501', 'ReadyForQuery:I']);
   });
 
   it('extended protocol inside a batch: the Parse becomes the raising DO block and its Binds lose their parameters', async () => {
@@ -137,7 +117,7 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
       fe.execute(),
       fe.sync(),
     );
-    assert.deepEqual(trace(s.backend.received), ['P::select 1', `P:s1:${raiseSql()}`, 'B:s1:0', 'Execute', 'Sync']);
+    assert.deepEqual(summarize(s.backend.received), ['Parse::select 1', `Parse:s1:${raiseSql()}`, 'Bind:s1:0', 'Execute', 'Sync']);
   });
 
   it('refuses bad options when the pipeline is built', async () => {
@@ -156,6 +136,6 @@ describe('deny-statements (unit, with the plugin test kit)', () => {
   it('uses the configured message, quoted so that PostgreSQL reads it back whatever it holds', async () => {
     const s = await session({ pattern: '^drop', message: "no 'drop' \\ here" });
     s.client.send(fe.query('select 1'), fe.query('drop table t'));
-    assert.deepEqual(trace(s.backend.received).at(-1), `Q:DO $deny$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'no ''drop'' \\\\ here'; END$deny$`);
+    assert.deepEqual(summarize(s.backend.received).at(-1), `Query:DO $deny$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = E'no ''drop'' \\\\ here'; END$deny$`);
   });
 });

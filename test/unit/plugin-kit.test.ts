@@ -16,7 +16,7 @@ import {
   type FrontendMessage,
   type Middleware,
 } from '../../src/index.js';
-import { loadTestPlugins, startTestLogin, startTestSession, testTokenServices } from '../../src/testing.js';
+import { loadTestPlugins, startTestLogin, startTestSession, summarize, testTokenServices } from '../../src/testing.js';
 
 const types = (messages: readonly { type: string }[]) => messages.map((m) => m.type);
 const sqlOf = (m: FrontendMessage) => (m.type === 'Query' ? m.body().sql : m.type);
@@ -211,6 +211,37 @@ describe('plugin test kit: startTestSession', () => {
   it('records what the middleware logged', async () => {
     const s = await startTestSession({ name: 'chatty', session: (ctx) => void ctx.log.info('hello', { user: ctx.user }) });
     assert.deepEqual(s.logs, [{ level: 'info', event: 'hello', fields: { user: 'alice' } }]);
+  });
+});
+
+describe('plugin test kit: summarize', () => {
+  it('writes one line per message, with what identifies the common ones', () => {
+    assert.deepEqual(
+      summarize([
+        fe.query('select 1'),
+        fe.parse({ name: 's1', sql: 'select $1', paramTypes: [] }),
+        fe.bind({ portal: '', statement: 's1', paramFormats: [], params: [Buffer.from('x'), null], resultFormats: [] }),
+        fe.sync(),
+        be.authOk(),
+        be.parameterStatus('TimeZone', 'UTC'),
+        be.dataRow([Buffer.from('alice'), null]),
+        be.commandComplete('SELECT 1'),
+        be.errorResponse(new PgError('ERROR', SqlState.InsufficientPrivilege, 'no').toFields()),
+        be.readyForQuery('T'),
+      ]),
+      [
+        'Query:select 1',
+        'Parse:s1:select $1',
+        'Bind:s1:2',
+        'Sync',
+        'Authentication:Ok',
+        'ParameterStatus:TimeZone=UTC',
+        'DataRow:alice,NULL',
+        'CommandComplete:SELECT 1',
+        'ErrorResponse:42501',
+        'ReadyForQuery:T',
+      ],
+    );
   });
 });
 

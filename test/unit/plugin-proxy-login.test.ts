@@ -3,28 +3,8 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import proxyLogin from '../../plugins/proxy-login/index.js';
-import { fe, PgError, SqlState, type BackendMessage } from '../../src/index.js';
-import { loadTestPlugins, startTestLogin, testTokenServices, type TestLoginOptions, type TestPlugins, type TestTokens } from '../../src/testing.js';
-
-/** `E:28000`, `Z:I`, `S:server_version`, `D:alice`…: what the client received, compactly. */
-function trace(messages: readonly BackendMessage[]): string[] {
-  return messages.map((m) => {
-    switch (m.type) {
-      case 'ErrorResponse':
-        return `E:${m.body().code}`;
-      case 'ReadyForQuery':
-        return `Z:${m.body().status}`;
-      case 'ParameterStatus':
-        return `S:${m.body().name}`;
-      case 'DataRow':
-        return `D:${m.body().values.map(String).join(',')}`;
-      case 'Authentication':
-        return `R:${m.body().kind}`;
-      default:
-        return m.type;
-    }
-  });
-}
+import { fe, PgError, SqlState } from '../../src/index.js';
+import { loadTestPlugins, startTestLogin, summarize, testTokenServices, type TestLoginOptions, type TestPlugins, type TestTokens } from '../../src/testing.js';
 
 describe('proxy-login (unit, with the plugin test kit)', () => {
   let plugins: TestPlugins;
@@ -40,8 +20,8 @@ describe('proxy-login (unit, with the plugin test kit)', () => {
     const l = login({}, { startup: { user: 'alice', database: 'app', application_name: 'psql' } });
     await l.settle();
     const sent = l.client.take();
-    assert.deepEqual(trace(sent).filter((t) => !t.startsWith('S:')), ['R:Ok', 'BackendKeyData', 'Z:I']);
-    assert.ok(trace(sent).includes('S:server_version') && trace(sent).includes('S:application_name'));
+    assert.deepEqual(summarize(sent).filter((t) => !t.startsWith('ParameterStatus:')), ['Authentication:Ok', 'BackendKeyData', 'ReadyForQuery:I']);
+    assert.ok(summarize(sent).includes('ParameterStatus:server_version=15.0') && summarize(sent).includes('ParameterStatus:application_name=psql'));
     const keyData = sent.find((m) => m.type === 'BackendKeyData')!;
     assert.ok(keyData.type === 'BackendKeyData');
     assert.equal(keyData.body().processId, l.cancelKey?.processId, 'the key it reserved');
@@ -58,7 +38,7 @@ describe('proxy-login (unit, with the plugin test kit)', () => {
     l.client.send(fe.query('select 1'), fe.query(' ; '));
     await l.settle();
     const replies = l.client.take();
-    assert.deepEqual(trace(replies), ['E:28000', 'Z:I', 'EmptyQueryResponse', 'Z:I']);
+    assert.deepEqual(summarize(replies), ['ErrorResponse:28000', 'ReadyForQuery:I', 'EmptyQueryResponse', 'ReadyForQuery:I']);
     const error = replies[0]!;
     assert.ok(error.type === 'ErrorResponse');
     assert.match(error.body().hint ?? '', /proxy_login/);
@@ -73,7 +53,7 @@ describe('proxy-login (unit, with the plugin test kit)', () => {
     const result = await l.result;
     assert.equal(result.identity, 'alice');
     assert.deepEqual([result.target.host, result.target.user, result.target.database], ['db.internal', 'alice', 'app']);
-    assert.deepEqual(trace(result.clientHandshake!.completion), ['RowDescription', 'D:alice', 'CommandComplete', 'Z:I']);
+    assert.deepEqual(summarize(result.clientHandshake!.completion), ['RowDescription', 'DataRow:alice', 'CommandComplete:SELECT 1', 'ReadyForQuery:I']);
     assert.equal(result.clientHandshake!.sentParameters.get('server_version'), '15.0');
     assert.deepEqual(l.logs.map((r) => r.event), ['proxy_login succeeded']);
   });
@@ -88,8 +68,8 @@ describe('proxy-login (unit, with the plugin test kit)', () => {
     );
     const result = await l.result;
     assert.equal(result.identity, 'alice');
-    assert.deepEqual(trace(result.clientHandshake!.completion), ['D:alice', 'CommandComplete'], "the client's Sync goes on to the backend");
-    assert.deepEqual(trace(l.client.received).slice(-3), ['ParseComplete', 'BindComplete', 'RowDescription']);
+    assert.deepEqual(summarize(result.clientHandshake!.completion), ['DataRow:alice', 'CommandComplete:SELECT 1'], "the client's Sync goes on to the backend");
+    assert.deepEqual(summarize(l.client.received).slice(-3), ['ParseComplete', 'BindComplete', 'RowDescription']);
   });
 
   it('refuses a forged token with an ERROR the client can retry after, and closes after maxAttempts', async () => {
@@ -100,7 +80,7 @@ describe('proxy-login (unit, with the plugin test kit)', () => {
     l.client.send(fe.query(`select proxy_login('${forged}')`));
     await l.settle();
     const first = l.client.take();
-    assert.deepEqual(trace(first), ['E:28P01', 'Z:I']);
+    assert.deepEqual(summarize(first), ['ErrorResponse:28P01', 'ReadyForQuery:I']);
     assert.ok(first[0]!.type === 'ErrorResponse' && first[0]!.body().severity === 'ERROR');
     l.client.send(fe.query(`select proxy_login('${forged}')`));
     await assert.rejects(l.result, (e: unknown) => e instanceof PgError && e.fatal && e.sqlstate === SqlState.InvalidPassword && /too many failed login attempts/.test(e.message));
