@@ -36,6 +36,54 @@ export interface TestLogin {
   settle(): Promise<void>;
 }
 
+/** The client's messages as `channel.read()` hands them out, and who waits for the provider to read. */
+class ScriptedClient {
+  private readonly queue: FrontendMessage[] = [];
+  private reader: { resolve(m: FrontendMessage): void; reject(err: unknown): void } | undefined;
+  private closed = false;
+  private waitingForRead: (() => void)[] = [];
+
+  /** Whether the provider waits for the client's next message. */
+  get reading(): boolean {
+    return this.reader !== undefined;
+  }
+
+  read(): Promise<FrontendMessage> {
+    const next = this.queue.shift();
+    if (next) return Promise.resolve(next);
+    if (this.closed) return Promise.reject(new ConnectionClosed('client'));
+    const waiting = new Promise<FrontendMessage>((resolve, reject) => (this.reader = { resolve, reject }));
+    this.wake();
+    return waiting;
+  }
+
+  send(m: FrontendMessage): void {
+    const decoded = frontendMessage(m.code, m.raw);
+    const r = this.reader;
+    this.reader = undefined;
+    if (r) r.resolve(decoded);
+    else this.queue.push(decoded);
+  }
+
+  end(): void {
+    this.closed = true;
+    const r = this.reader;
+    this.reader = undefined;
+    r?.reject(new ConnectionClosed('client'));
+  }
+
+  /** Resolves at the provider's next read (or `wake()`). */
+  nextRead(): Promise<void> {
+    return new Promise((resolve) => this.waitingForRead.push(resolve));
+  }
+
+  wake(): void {
+    const waiting = this.waitingForRead;
+    this.waitingForRead = [];
+    for (const fn of waiting) fn();
+  }
+}
+
 /**
  * Runs an auth provider's `authenticate` against a scripted client, through a `ClientChannel`
  * that behaves as the proxy's: `read()` hands over the client's messages in order (undecoded,
@@ -44,59 +92,32 @@ export interface TestLogin {
 export function startTestLogin(provider: AuthProvider, opts: TestLoginOptions = {}): TestLogin {
   const received: BackendMessage[] = [];
   const logs: LogRecord[] = [];
-  const queue: FrontendMessage[] = [];
-  let closed = false;
-  let reader: { resolve(m: FrontendMessage): void; reject(err: unknown): void } | undefined;
-  let idle: (() => void)[] = [];
+  const client = new ScriptedClient();
   let outcome: TestLoginOutcome | undefined;
   let handshakeCompleted = false;
   let cancelKey: { processId: number; secretKey: Buffer } | undefined;
-  const wakeSettlers = () => {
-    const waiting = idle;
-    idle = [];
-    for (const fn of waiting) fn();
-  };
-  const startup = opts.startup ?? { user: 'alice', database: 'alice' };
   const channel: ClientChannel = {
     client: { address: '127.0.0.1', port: 50_000, tls: false, ...opts.client },
-    startup: new Map(Object.entries(startup)),
+    startup: new Map(Object.entries(opts.startup ?? { user: 'alice', database: 'alice' })),
     log: recordingLogger(logs),
     send: (...messages) => void received.push(...messages),
-    read: () => {
-      const next = queue.shift();
-      if (next) return Promise.resolve(next);
-      if (closed) return Promise.reject(new ConnectionClosed('client'));
-      const waiting = new Promise<FrontendMessage>((resolve, reject) => (reader = { resolve, reject }));
-      wakeSettlers();
-      return waiting;
-    },
+    read: () => client.read(),
     reserveCancelKey: () => (cancelKey ??= { processId: randomInt(1, 0x7fffffff), secretKey: randomBytes(4) }),
     handshakeComplete: () => void (handshakeCompleted = true),
   };
   const result = provider.authenticate(channel);
-  result.then(
-    (r) => void (outcome = { result: r }),
-    (error: unknown) => void (outcome = { error, clientGone: error instanceof ConnectionClosed }),
-  ).finally(wakeSettlers);
+  result
+    .then(
+      (r) => void (outcome = { result: r }),
+      (error: unknown) => void (outcome = { error, clientGone: error instanceof ConnectionClosed }),
+    )
+    .finally(() => client.wake());
 
   let taken = 0;
   return {
     client: {
-      send(...messages) {
-        for (const m of messages) {
-          const decoded = frontendMessage(m.code, m.raw);
-          const r = reader;
-          reader = undefined;
-          if (r) r.resolve(decoded);
-          else queue.push(decoded);
-        }
-      },
-      end() {
-        closed = true;
-        const r = reader;
-        reader = undefined;
-        r?.reject(new ConnectionClosed('client'));
-      },
+      send: (...messages) => messages.forEach((m) => client.send(m)),
+      end: () => client.end(),
       received,
       take: () => received.slice(taken, (taken = received.length)),
     },
@@ -111,8 +132,7 @@ export function startTestLogin(provider: AuthProvider, opts: TestLoginOptions = 
       return cancelKey;
     },
     logs,
-    settle: () =>
-      outcome || (reader && queue.length === 0) ? Promise.resolve() : new Promise<void>((resolve) => idle.push(resolve)),
+    settle: () => (outcome || client.reading ? Promise.resolve() : client.nextRead()),
   };
 }
 
