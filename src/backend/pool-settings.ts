@@ -1,4 +1,4 @@
-import { parseDuration } from '../config/duration.js';
+import { parseDuration } from '../util/duration.js';
 
 /** `session`: backend connections are reused between sessions; `off`: one new connection per session. */
 export type PoolMode = 'session' | 'off';

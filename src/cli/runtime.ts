@@ -17,6 +17,7 @@ import type { Middleware } from '../pipeline/middleware.js';
 import type { LoadedPlugins } from '../plugins/loader.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import type { Logger } from '../telemetry/log.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /**
  * Everything a reload rebuilds: the auth provider (keys, backends), the pipeline and the TLS
@@ -202,7 +203,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
           credsOverride: a.credsOverride,
           ignoreUsername: a.ignoreUsername,
         }),
-        describe: () => [`backend: ${a.backend.host}:${a.backend.port} (sslmode ${a.backend.sslmode})${a.credsCmd ? `, credentials from ${a.credsCmd[0]}` : ''}`],
+        describe: () => [`backend: ${formatHostPort(a.backend.host, a.backend.port)} (sslmode ${a.backend.sslmode})${a.credsCmd ? `, credentials from ${a.credsCmd[0]}` : ''}`],
         dispose: () => {},
       };
   }

@@ -11,6 +11,7 @@ import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
 import type { ConnectionDeps } from './connection-deps.js';
 import { SessionLifecycle } from './session-lifecycle.js';
+import { formatHostPort } from '../util/host-port.js';
 
 export type { ConnectionDeps } from './connection-deps.js';
 
@@ -19,7 +20,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   raw.setNoDelay(true);
   guardSocket(raw);
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
-  let log = deps.log.child({ client: endpoint(client.address, client.port) });
+  let log = deps.log.child({ client: formatHostPort(client.address, client.port) });
   let socket: Duplex = raw;
   let session: Session | undefined;
   let span: SessionSpan | undefined;
@@ -59,7 +60,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
       if (header.command === 'PROXY') {
         client.address = header.source.address;
         client.port = header.source.port;
-        log = deps.log.child({ client: endpoint(client.address, client.port) });
+        log = deps.log.child({ client: formatHostPort(client.address, client.port) });
       }
       if (deps.clientAddressKnown?.(client.address) === false) return;
     }
@@ -122,11 +123,6 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
       deps.onSessionEnd?.(session);
     }
   }
-}
-
-/** `host:port` for logs, IPv6 in brackets (`[2001:db8::17]:40002`) so the port is unambiguous. */
-function endpoint(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 /** Reads the PROXY header and puts back what followed it, leaving the socket flowing. */
