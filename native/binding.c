@@ -106,7 +106,7 @@ static void finalize(napi_env env, void *data, void *hint) {
 }
 
 /*
- * start(self, clientFd, backendFd, wants, clientMaxAssembled, backendMaxAssembled, timing, reuse)
+ * start(self, clientFd, backendFd, wants, clientMaxAssembled, backendMaxAssembled, timing, keepBackend)
  * → handle. `wants`: 64 bytes, a bit per type byte, frontend types then backend types.
  */
 static napi_value start(napi_env env, napi_callback_info info) {
@@ -144,7 +144,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   c->dir[TO_BACKEND].max_assembled = (uint32_t)int_arg(env, argv[4]);
   c->dir[TO_CLIENT].max_assembled = (uint32_t)int_arg(env, argv[5]);
   c->timing = bool_arg(env, argv[6]);
-  c->reuse = bool_arg(env, argv[7]);
+  c->keep_backend = bool_arg(env, argv[7]);
   if (c->timing) c->timings = malloc(TIMINGS_SIZE * sizeof(double));
   if (c->timing && !c->timings) c->timing = 0;
   napi_create_reference(env, argv[0], 1, &c->self);

@@ -115,7 +115,7 @@ struct carrier {
   uint32_t violation_length;
   uint8_t violation_code, violation_kind;
   char tx_status;
-  uint8_t terminated, backend_said_fatal, batch_open, reuse, watch_idle, idle_due;
+  uint8_t terminated, backend_said_fatal, batch_open, keep_backend, watch_idle, idle_due;
   uint32_t unanswered;
   /* the head of an ErrorResponse from the backend that arrives over several reads */
   uint8_t *capture;

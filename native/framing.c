@@ -249,19 +249,14 @@ int frame_input(carrier_t *c, int d, const uint8_t *buf, size_t n, int *delivers
 /* The backend can be given back: idle, nothing unanswered, nothing half-read from it or half-written to it. */
 int reusable(const carrier_t *c) {
   const direction_t *tb = &c->dir[TO_BACKEND], *tc = &c->dir[TO_CLIENT];
-  return c->reuse && c->tx_status == 'I' && c->unanswered == 0 && !c->batch_open && !c->backend_said_fatal &&
+  return c->keep_backend && c->tx_status == 'I' && c->unanswered == 0 && !c->batch_open && !c->backend_said_fatal &&
          at_boundary(&tc->in) && tc->assembling.data == NULL && at_boundary(&tb->out) && tb->queue.len == 0 &&
          tb->deferred.len == 0 && !tb->write_error;
 }
 
 static void output_started(carrier_t *c, int d, framing_t *f) {
-  if (d != TO_BACKEND) return;
+  if (d != TO_BACKEND || f->marked) return;
   uint8_t flags = pgp_frontend_flags[f->code];
-  if ((flags & PGP_FE_TERMINATES) && reusable(c)) {
-    /* The backend goes back to the pool: it never sees this Terminate, and nothing follows it. */
-    f->marked = 1;
-    return;
-  }
   if (flags & PGP_FE_TERMINATES) c->terminated = 1;
   if (flags & PGP_FE_EXTENDED) c->batch_open = 1;
   if (flags & PGP_FE_CLOSES_BATCH) c->batch_open = 0;
@@ -281,6 +276,11 @@ static void output_ready(carrier_t *c, uint8_t status) {
 /* Passes `n` bytes of the output stream through its framing; returns how many it took (one message at most). */
 static size_t out_step(carrier_t *c, int d, framing_t *f, const uint8_t *p, size_t n) {
   size_t used = 0;
+  if (f->body_left == 0 && f->hlen == 0 && d == TO_BACKEND && (pgp_frontend_flags[p[0]] & PGP_FE_TERMINATES) && reusable(c)) {
+    /* The backend goes back to the pool: it sees nothing of this Terminate, and nothing follows it. */
+    f->marked = 1;
+    c->terminated = 1;
+  }
   if (f->body_left == 0) {
     size_t take = 5 - (size_t)f->hlen < n ? 5 - (size_t)f->hlen : n;
     memcpy(f->hdr + f->hlen, p, take);

@@ -30,6 +30,8 @@ export interface SessionView {
 export interface ConsoleHost {
   version: string;
   sessions(): SessionView[];
+  /** The backend pool's targets (`user@host:port/database`, never a password) and their connections. */
+  pools?(): { target: string; active: number; idle: number; waiting: number; maxSize: number }[];
   stats(): Promise<[string, number][]>;
   revocations: RevocationStore;
   /** Closes sessions matching `which` with FATAL 57P01; returns how many. */
@@ -158,10 +160,9 @@ const SHOW: Record<string, (host: ConsoleHost) => Plan> = {
         ]),
       ),
   }),
-  // pgward has no backend connection pooling yet (SPEC §8): no pools to list.
-  pools: () => ({
+  pools: (host) => ({
     columns: [...text('target'), ...['active', 'idle', 'waiting', 'max_size'].map((name) => ({ name, type: 'int8' as const }))],
-    run: async () => rowsOf([]),
+    run: async () => rowsOf((host.pools?.() ?? []).map((p) => [p.target, p.active, p.idle, p.waiting, p.maxSize])),
   }),
   stats: (host) => ({
     columns: [...text('name'), { name: 'value', type: 'int8' }],

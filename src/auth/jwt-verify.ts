@@ -159,7 +159,9 @@ function mapJoseError(err: unknown): TokenError {
         case 'aud':
           return new TokenError('audience mismatch', 'the token is not meant for this service (aud)');
         case 'iss':
-          return new TokenError('issuer mismatch', 'the token comes from an issuer this service does not accept (iss)');
+          return reason === 'missing'
+            ? new TokenError('issuer mismatch', 'the token names no issuer (iss); this service requires one')
+            : new TokenError('issuer mismatch', 'the token comes from an issuer this service does not accept (iss)');
         case 'exp':
           return reason === 'missing'
             ? new TokenError('missing exp claim', 'tokens must carry an expiry time (exp)')

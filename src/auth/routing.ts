@@ -31,11 +31,13 @@
  * route-template.ts.
  */
 import { readFileSync } from 'node:fs';
-import { parseDocument } from 'yaml';
+import { createHash } from 'node:crypto';
 import { redactUrl, type BackendTarget } from '../backend/url.js';
-import { parseDuration } from '../config/duration.js';
-import { jsonSyntaxProblem } from '../config/json-syntax.js';
-import { CachedCommandValue, splitCommandLine } from './command-runner.js';
+import { parsePoolOverride, type PoolOverride } from '../backend/pool-settings.js';
+import { parseDuration } from '../util/duration.js';
+import { parseYamlOrJson } from '../util/yaml-syntax.js';
+import { splitCommandLine } from '../util/command-line.js';
+import { CachedCommandValue } from './command-runner.js';
 import {
   RouteSubstitutionError,
   Values,
@@ -60,6 +62,13 @@ export interface RouteMatch {
   passwordCommand?: CachedCommandValue;
 }
 
+/** A route whose backend does not depend on the token or the startup packet (no substitutions). */
+export interface FixedRoute {
+  key: string;
+  /** Builds the route's target (with its password command, if any, still to run). */
+  build(): RouteMatch;
+}
+
 export interface BackendRoutes {
   /** The file (or other source) the routes came from. */
   readonly source: string;
@@ -72,6 +81,12 @@ export interface BackendRoutes {
   match(claimValue: string, ctx: RouteContext): RouteMatch | undefined;
   /** One line per route for `pgward check`, passwords redacted. */
   describe(): string[];
+  /** The routes that are not templates, for opening pooled connections ahead of time (`pool.warm`). */
+  fixed(): FixedRoute[];
+  /** The routes with pool settings of their own (`pool:` in the entry). */
+  poolOverrides(): { key: string; pool: PoolOverride }[];
+  /** Identifies every route as written (digests): a pooled target whose route is not here changed or went away. */
+  readonly routeIds: ReadonlySet<string>;
 }
 
 /** The backends file is invalid; `problems` lists each as `<source>: key "<key>": <problem>`. */
@@ -95,11 +110,11 @@ export const DEFAULT_PASSWORD_TTL_MS = 10 * 60_000;
 export const PASSWORD_COMMAND_TIMEOUT_MS = 30_000;
 export const PASSWORD_COMMAND_MAX_OUTPUT = 64 * 1024;
 
-const OBJECT_KEYS = ['url', 'user', 'database', 'options', 'application_name', 'passwordCommand', 'passwordTtl'];
+const OBJECT_KEYS = ['url', 'user', 'database', 'options', 'application_name', 'passwordCommand', 'passwordTtl', 'pool'];
 const TEMPLATE_FIELDS = ['user', 'database', 'options', 'application_name'] as const;
 type TemplateField = (typeof TEMPLATE_FIELDS)[number];
 
-/** Reads a YAML or JSON backends file (`.json` must be JSON; it is then read as YAML, which also catches duplicate keys). */
+/** Reads a YAML or JSON backends file (`.json` must be JSON; duplicate keys are refused in both). */
 export function loadBackendsFile(path: string): BackendRoutes {
   let text: string;
   try {
@@ -108,26 +123,9 @@ export function loadBackendsFile(path: string): BackendRoutes {
     const e = err as NodeJS.ErrnoException;
     throw new RoutingConfigError(path, [`${path}: cannot read the file (${e.code ?? e.message})`]);
   }
-  const notJson = jsonSyntaxProblem(path, text);
-  if (notJson) throw new RoutingConfigError(path, [notJson]);
-  const doc = parseDocument(text, { uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    // yaml's own messages quote the offending line, which may hold a password: position and code only.
-    throw new RoutingConfigError(
-      path,
-      doc.errors.map((e) => {
-        const pos = e.linePos?.[0];
-        const where = pos ? ` at line ${pos.line}, column ${pos.col}` : '';
-        return e.code === 'DUPLICATE_KEY' ? `${path}: duplicate key${where}` : `${path}: syntax error${where} (${e.code})`;
-      }),
-    );
-  }
-  let value: unknown;
-  try {
-    value = doc.toJS({ maxAliasCount: 100 });
-  } catch {
-    throw new RoutingConfigError(path, [`${path}: the document cannot be read (too many aliases?)`]);
-  }
+  // yaml's own messages quote the offending line, which may hold a password: positions only.
+  const { value, problems } = parseYamlOrJson(path, text);
+  if (problems.length > 0) throw new RoutingConfigError(path, problems);
   return parseBackends(value, path);
 }
 
@@ -169,6 +167,16 @@ export function parseBackends(doc: unknown, source: string): BackendRoutes {
     describe(): string[] {
       return [...exact.values(), ...regexes, ...(fallback ? [fallback] : [])].map((r) => r.description);
     },
+    fixed(): FixedRoute[] {
+      const ctx: RouteContext = { claims: {}, startupUser: '', startupDatabase: '' };
+      return [...exact.values(), ...(fallback ? [fallback] : [])]
+        .filter((r) => r.fixed)
+        .map((r) => ({ key: r.key, build: () => r.build(null, ctx) }));
+    },
+    poolOverrides() {
+      return [...exact.values(), ...regexes, ...(fallback ? [fallback] : [])].flatMap((r) => (r.pool ? [{ key: r.key, pool: r.pool }] : []));
+    },
+    routeIds: new Set([...exact.values(), ...regexes, ...(fallback ? [fallback] : [])].map((r) => r.id)),
   };
 }
 
@@ -176,7 +184,13 @@ export function parseBackends(doc: unknown, source: string): BackendRoutes {
 // Routes
 
 interface Route {
+  key: string;
   regex?: RegExp;
+  /** A digest of the route as written (key and value). */
+  id: string;
+  /** Nothing in it is substituted: the same target for every token. */
+  fixed: boolean;
+  pool?: PoolOverride;
   description: string;
   build(m: RegExpExecArray | null, ctx: RouteContext): RouteMatch;
 }
@@ -217,6 +231,7 @@ function compileRoute(key: string, value: unknown, report: (p: string) => void):
   const fields: Partial<Record<TemplateField, string>> = {};
   let commandArgv: string[] | undefined;
   let ttlMs = DEFAULT_PASSWORD_TTL_MS;
+  let pool: PoolOverride | undefined;
   if (typeof value === 'string') {
     urlTemplate = value;
   } else if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
@@ -247,6 +262,11 @@ function compileRoute(key: string, value: unknown, report: (p: string) => void):
         fail('"passwordCommand" must be a command line (string) or an argv list');
       }
       if (commandArgv && commandArgv.length === 0) fail('"passwordCommand" is empty');
+    }
+    if (obj.pool !== undefined) {
+      const found: string[] = [];
+      pool = parsePoolOverride(obj.pool, 'pool', found);
+      for (const p of found) fail(p);
     }
     const ttl = obj.passwordTtl;
     if (ttl !== undefined) {
@@ -291,9 +311,16 @@ function compileRoute(key: string, value: unknown, report: (p: string) => void):
   ];
   const description = `${kind} ${showKey(key)} → ${redactUrl(urlTemplate as string)}${extras.length ? ` (${extras.join(', ')})` : ''}`;
   const compiledUrl = url;
+  const literal = (t: string | undefined) => t === undefined || (tokenize(t, captures, () => {}) ?? []).every((p) => p.t === 'lit');
+  const fixed = !regex && literal(urlTemplate as string) && TEMPLATE_FIELDS.every((f) => literal(fields[f]));
+  const id = createHash('sha256').update(JSON.stringify([key, value])).digest('base64url').slice(0, 22);
 
   return {
+    key,
     regex,
+    id,
+    fixed,
+    pool,
     description,
     build(m, ctx) {
       const values = new Values(key, m, ctx);
@@ -321,8 +348,13 @@ function compileRoute(key: string, value: unknown, report: (p: string) => void):
             break;
         }
       }
+      target.routeId = id;
+      if (pool) target.pool = pool;
       const match: RouteMatch = { key, target };
-      if (passwordCommand) match.passwordCommand = passwordCommand;
+      if (passwordCommand) {
+        match.passwordCommand = passwordCommand;
+        target.passwordFromCommand = true;
+      }
       return match;
     },
   };

@@ -92,6 +92,12 @@ export function isBackendRefusal(err: unknown): boolean {
   return err instanceof PgError && refusedByServer.has(err);
 }
 
+/** Marks `err` as the backend's own refusal of the session (e.g. a startup parameter applied later). */
+export function asBackendRefusal(err: PgError): PgError {
+  refusedByServer.add(err);
+  return err;
+}
+
 function fallbackSslMode(mode: BackendTarget['sslmode'], usedTls: boolean | undefined): BackendTarget['sslmode'] | undefined {
   if (mode === 'allow' && usedTls === false) return 'require';
   if (mode === 'prefer' && usedTls === true) return 'disable';

@@ -7,7 +7,9 @@
  * its passwords replaced by `***` (see {@link redactUrl}) and never echoes anything that is not
  * also visible in that redacted rendering.
  */
+import { formatHostPort } from '../util/host-port.js';
 
+import type { PoolOverride } from './pool-settings.js';
 export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
 
 export interface BackendTarget {
@@ -33,6 +35,15 @@ export interface BackendTarget {
   maxProtocolMinor?: 0 | 2;
   /** Other startup parameters (GUC-style names given as query keys). */
   params: Record<string, string>;
+  /** Pool settings of the backends-file entry this target came from, over the global ones. */
+  pool?: PoolOverride;
+  /**
+   * Names the configuration entry the target came from (a digest, never its text): its pooled
+   * connections are closed when a reload changes or removes the entry.
+   */
+  routeId?: string;
+  /** The password comes from a command (a dynamic password, e.g. an RDS IAM token): pooled by that source, not by its value. */
+  passwordFromCommand?: boolean;
 }
 
 export class BackendUrlError extends Error {
@@ -365,8 +376,7 @@ export function redactUrl(url: string): string {
 
 /** `host:port/db (sslmode)` for logs; IPv6 hosts in brackets; no secrets. */
 export function describeTarget(t: Pick<BackendTarget, 'host' | 'port' | 'database' | 'sslmode'>): string {
-  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-  return `${host}:${t.port}/${t.database ?? ''} (${t.sslmode})`;
+  return `${formatHostPort(t.host, t.port)}/${t.database ?? ''} (${t.sslmode})`;
 }
 
 /** Whether the connection must be TLS (no plaintext fallback). */

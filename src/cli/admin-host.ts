@@ -1,14 +1,18 @@
 import { existsSync } from 'node:fs';
 import type { ConsoleHost, SessionView } from '../admin/commands.js';
 import { RevocationStore } from '../admin/revocations.js';
+import { consoleEnabled, type AdminConfig } from '../config/admin-config.js';
 import { ConfigError } from '../config/load.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Session } from '../pipeline/session.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import { tokenInfo, type AdminHook } from '../server/admin-session.js';
+import { statementsOf } from '../server/statement-telemetry.js';
+import type { ExpiryPolicy } from '../server/token-expiry.js';
 import { createAdminMetrics, type AdminMetrics } from '../telemetry/admin-metrics.js';
 import type { Logger } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { formatHostPort } from '../util/host-port.js';
 
 export interface AdminRuntime {
   hook: AdminHook;
@@ -17,6 +21,12 @@ export interface AdminRuntime {
   revoked(subject: string | undefined, tokenId: string | undefined): boolean;
   /** Re-reads the revocation file (keeping the last good list when it is broken) and closes what it now revokes. */
   refresh(trigger: string): void;
+  /** Takes a reloaded `admin:` (who may use the console, its database name) for new connections. */
+  reconfigure(admin: AdminConfig): void;
+  /** `policy` with its closes counted as `pgward_sessions_closed_total{reason="expired"}`. */
+  expiryPolicy(policy: Omit<ExpiryPolicy, 'closed'>): ExpiryPolicy;
+  /** A session closed for a shutdown (at its first idle point, or at the grace period): counted once. */
+  drainClosed(sessionId: string): void;
 }
 
 export interface AdminRuntimeOptions {
@@ -27,6 +37,8 @@ export interface AdminRuntimeOptions {
   log: Logger;
   /** What RELOAD does beyond re-reading revocations (SIGHUP's configuration reload under `pgward start`). */
   reload?(): Promise<void>;
+  /** SHOW POOLS: the backend pool's targets now. */
+  pools?: ConsoleHost['pools'];
 }
 
 function stateOf(s: Session): string {
@@ -42,7 +54,7 @@ function viewOf(s: Session): SessionView {
     user: s.user,
     database: s.database,
     clientAddr: s.client.address,
-    backend: s.backend ? `${s.backend.address}:${s.backend.port}` : undefined,
+    backend: s.backend ? formatHostPort(s.backend.address, s.backend.port) : undefined,
     state: info?.console ? 'active' : stateOf(s),
     tls: s.client.tls,
     relay: info?.relay,
@@ -50,6 +62,7 @@ function viewOf(s: Session): SessionView {
     tokenExpires: info?.expiresAt !== undefined ? new Date(info.expiresAt) : undefined,
     bytesIn: info?.traffic?.bytesToBackend,
     bytesOut: info?.traffic?.bytesToClient,
+    statements: statementsOf(s),
   };
 }
 
@@ -64,6 +77,36 @@ async function stats(metrics: Metrics): Promise<[string, number][]> {
     }
   }
   return rows;
+}
+
+/** The console's hook, reading `admin:` as it was last reloaded. */
+function reloadableHook(initial: AdminConfig, host: ConsoleHost): Pick<AdminRuntime, 'hook' | 'reconfigure'> {
+  let admin = initial;
+  return {
+    hook: {
+      get enabled() {
+        return consoleEnabled(admin);
+      },
+      get database() {
+        return admin.database;
+      },
+      host,
+    },
+    reconfigure: (next) => void (admin = next),
+  };
+}
+
+/** Counting of the closes that happen outside the console: token expiry and a shutdown. */
+function closeCounters(metrics: AdminMetrics): Pick<AdminRuntime, 'expiryPolicy' | 'drainClosed'> {
+  const drained = new Set<string>();
+  return {
+    expiryPolicy: (policy) => ({ ...policy, closed: () => metrics.sessionClosed('expired') }),
+    drainClosed: (id) => {
+      if (drained.has(id)) return;
+      drained.add(id);
+      metrics.sessionClosed('drain');
+    },
+  };
 }
 
 /** The revocation list, the console's host and the admin metrics of one proxy. */
@@ -117,6 +160,7 @@ export function createAdminRuntime(opts: AdminRuntimeOptions): AdminRuntime {
   const host: ConsoleHost = {
     version: opts.version,
     sessions: () => [...opts.sessions()].map(viewOf),
+    pools: opts.pools,
     stats: () => stats(opts.metrics),
     revocations,
     kill: ({ session, subject }) =>
@@ -132,7 +176,8 @@ export function createAdminRuntime(opts: AdminRuntimeOptions): AdminRuntime {
     },
   };
   return {
-    hook: { database: config.admin.database, host },
+    ...reloadableHook(config.admin, host),
+    ...closeCounters(metrics),
     revocations,
     metrics,
     revoked: (subject, tokenId) => revocations.match(subject, tokenId) !== undefined,

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseRevocations } from '../admin/revocations.js';
-import { RoutingConfigError } from '../auth/routing.js';
+import { RoutingConfigError, type BackendRoutes } from '../auth/routing.js';
+import { describePoolSettings, poolSettings } from '../backend/pool-settings.js';
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig, type ProxyConfig } from '../config/proxy-config.js';
 import { BehaviorSubject } from 'rxjs';
@@ -10,25 +11,27 @@ import { silentLogger } from '../telemetry/log.js';
 import { BUILTIN_PROVIDERS, buildRuntime } from './runtime.js';
 import { configPathOf } from './config-path.js';
 import { nativeRelayAvailability } from '../pipeline/native-relay.js';
-import { pgwardVersion } from './start.js';
+import { pgwardVersion } from '../util/version.js';
+import { formatDuration } from '../util/duration.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /** Text for `pgward check`: what would run, with no secrets. */
-export function describeConfig(config: ProxyConfig, sources: string[]): string[] {
+function describeConfig(config: ProxyConfig, sources: string[]): string[] {
   return [
-    `listen: ${config.listen.host}:${config.listen.port} (${config.tls ? `TLS from ${config.tls.certPath}` : 'no TLS, --insecure'})`,
+    `listen: ${formatHostPort(config.listen.host, config.listen.port)} (${config.tls ? `TLS from ${config.tls.certPath}` : 'no TLS, --insecure'})`,
     `auth provider: ${config.auth.provider}`,
     `pipeline: auth${config.pipelineNames.length ? ' → ' + config.pipelineNames.join(' → ') : ''}`,
     ...(config.plugins.length ? [`plugins: ${config.plugins.join(', ')}`] : []),
     ...sources,
     `relay: ${relayDescription(config)}`,
-    `limits: maxConnections ${config.maxConnections}, maxPendingLogins ${config.maxPendingLogins} (${config.maxPendingLoginsPerAddress || 'no limit'} per address), maxMessageSize ${config.maxMessageSize} bytes, authTimeout ${config.authTimeoutMs} ms, gracePeriod ${config.gracePeriodMs} ms`,
+    `limits: maxConnections ${config.maxConnections}, maxPendingLogins ${config.maxPendingLogins} (${config.maxPendingLoginsPerAddress || 'no limit'} per address), maxMessageSize ${config.maxMessageSize} bytes, authTimeout ${formatDuration(config.authTimeoutMs)}, gracePeriod ${formatDuration(config.gracePeriodMs)}`,
     ...(config.peers
       ? [
-          `peers: this is instance ${config.peers.id}, accepting forwarded cancels on ${config.peers.listen.host}:${config.peers.listen.port}; ` +
-            `instances ${[...config.peers.instances].map(([id, a]) => `${id}=${a.host}:${a.port}`).join(', ')}; secret from ${config.peers.secretSource}`,
+          `peers: this is instance ${config.peers.id}, accepting forwarded cancels on ${formatHostPort(config.peers.listen.host, config.peers.listen.port)}; ` +
+            `instances ${[...config.peers.instances].map(([id, a]) => `${id}=${formatHostPort(a.host, a.port)}`).join(', ')}; secret from ${config.peers.secretSource}`,
         ]
       : []),
-    `token expiry: ${config.expiry.mode}${config.refreshMs > 0 ? `; reload every ${config.refreshMs / 1000} s` : '; no periodic reload'}`,
+    `token expiry: ${config.expiry.mode}${config.refreshMs > 0 ? `; reload every ${formatDuration(config.refreshMs)}` : '; no periodic reload'}`,
   ];
 }
 
@@ -61,7 +64,7 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
     const runtime = await buildRuntime(config, { plugins, draining$: new BehaviorSubject(false), log: silentLogger });
     try {
       if (early.length > 0) return fail(early, err);
-      out.write([...describeConfig(config, runtime.describe()), ...admin].join('\n') + '\n');
+      out.write([...describeConfig(config, runtime.describe()), ...describePools(config, runtime.routes), ...admin].join('\n') + '\n');
       out.write('configuration OK\n');
       return 0;
     } finally {
@@ -71,6 +74,14 @@ export async function runCheck(argv: string[], out = process.stdout, err = proce
     if (e instanceof RoutingConfigError || e instanceof ConfigError) return fail([...early, ...e.problems], err);
     return fail([...early, (e as Error).message], err);
   }
+}
+
+/** The pool settings every target gets, and those of the backends-file entries that set their own. */
+function describePools(config: ProxyConfig, routes: BackendRoutes | undefined): string[] {
+  return [
+    `backend ${describePoolSettings(config.pool)}`,
+    ...(routes?.poolOverrides() ?? []).map(({ key, pool }) => `backend ${JSON.stringify(key)}: ${describePoolSettings(poolSettings(config.pool, pool))}`),
+  ];
 }
 
 function fail(problems: string[], err: NodeJS.WritableStream): number {
@@ -90,7 +101,11 @@ function relayDescription(config: ProxyConfig): string {
 function checkAdmin(config: ProxyConfig): string[] {
   const a = config.admin;
   const who = [a.subjects.length > 0 ? `subjects ${a.subjects.join(', ')}` : '', a.claim ? `claim ${a.claim} = ${a.value}` : ''].filter(Boolean);
-  const lines = [`admin console: database "${a.database}", ${who.length > 0 ? who.join('; ') : 'no administrators (every client is refused)'}`];
+  const lines = [
+    who.length > 0
+      ? `admin console: database "${a.database}", ${who.join('; ')}`
+      : `admin console: off (no admin.subjects or admin.claim); database "${a.database}" is routed like any other`,
+  ];
   const path = config.revocationsPath;
   if (!path) return lines;
   if (!existsSync(path)) return [...lines, `revocations: ${path} (not there yet; REVOKE creates it)`];

@@ -8,15 +8,16 @@ import { DEFAULT_OAUTH_SCOPE } from '../config/client-auth-config.js';
 import { loadKeySet, type KeySet } from '../auth/key-sources.js';
 import { passthroughProvider } from '../auth/passthrough.js';
 import type { AuthProvider } from '../auth/provider.js';
-import { loadBackendsFile } from '../auth/routing.js';
+import { loadBackendsFile, type BackendRoutes } from '../auth/routing.js';
 import { ConfigError } from '../config/load.js';
-import { isAdmin } from '../config/admin-config.js';
+import { consoleEnabled, isAdmin } from '../config/admin-config.js';
 import type { JwtAuthConfig, PipelineEntry, ProxyConfig } from '../config/proxy-config.js';
 import { builtinMiddleware } from '../middleware/registry.js';
 import type { Middleware } from '../pipeline/middleware.js';
 import type { LoadedPlugins } from '../plugins/loader.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import type { Logger } from '../telemetry/log.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /**
  * Everything a reload rebuilds: the auth provider (keys, backends), the pipeline and the TLS
@@ -28,6 +29,8 @@ export interface Runtime {
   oauth?: AuthProvider;
   middleware: Middleware[];
   secureContext?: tls.SecureContext;
+  /** The backends file's routes, when the provider routes by token (for pooling: warm targets, reload). */
+  routes?: BackendRoutes;
   /** Human-readable sources (keys, backends) for the banner and `pgward check`; no secrets. */
   describe(): string[];
   dispose(): void;
@@ -40,12 +43,15 @@ export interface RuntimeServices {
   log: Logger;
   /** True when a subject or token id is revoked now (SPEC §10). */
   revoked?(subject: string | undefined, tokenId: string | undefined): boolean;
+  /** `drain-gate` closed a session for a shutdown (counted in `pgward_sessions_closed_total`). */
+  drainClosed?(sessionId: string): void;
 }
 
 export const BUILTIN_PROVIDERS = new Set(['jwt', 'passthrough', 'command']);
 
 interface TokenSetup {
   resolve: TokenResolver;
+  routes: BackendRoutes;
   provider: AuthProvider;
   oauth?: AuthProvider;
   describe(): string[];
@@ -79,21 +85,25 @@ async function tokenSetup(a: JwtAuthConfig, config: ProxyConfig, services: Runti
     throw routesError;
   }
   const admin = config.admin;
+  // Without --issuer, tokens must carry the discovery document's issuer (as OAuth logins do).
+  const issuer = a.verify.issuer ?? keys.issuer;
   const opts = {
     current: () => ({ keys, routes: routes! }),
     jwtField: a.jwtField,
-    verify: a.verify,
+    verify: { ...a.verify, issuer },
     requireUserMatch: a.requireUserMatch,
-    admin: { database: admin.database, allows: (claims: Record<string, unknown>) => isAdmin(admin, claims) },
+    admin: consoleEnabled(admin) ? { database: admin.database, allows: (claims: Record<string, unknown>) => isAdmin(admin, claims) } : undefined,
     revoked: services.revoked,
   };
   const oauth = config.clientAuth?.some((r) => r.method === 'oauth') ? oauthSetup(config, opts, keys.issuer) : undefined;
   return {
     resolve: tokenResolver(opts),
+    routes,
     provider: jwtProvider(opts),
     oauth: oauth?.provider,
     describe: () => [
       ...keys.describe().map((k) => `key source: ${k}`),
+      `issuer: ${issuer === undefined ? 'not checked (set --issuer)' : `${issuer}${a.verify.issuer === undefined ? ' (from the --oidcDiscovery document)' : ''}`}`,
       ...routes.describe().map((r) => `backend: ${r}`),
       ...(oauth ? [`oauth: issuer ${oauth.settings.issuer}, scope "${oauth.settings.scope}"`] : []),
     ],
@@ -111,7 +121,7 @@ function oauthSetup(config: ProxyConfig, opts: JwtProviderOptions, discovered: s
 }
 
 function buildPipeline(entries: readonly PipelineEntry[], services: RuntimeServices): Middleware[] {
-  const builtins = builtinMiddleware({ draining$: services.draining$, log: services.log });
+  const builtins = builtinMiddleware({ draining$: services.draining$, log: services.log, drainClosed: services.drainClosed });
   const problems: string[] = [];
   const chain: Middleware[] = [];
   for (const { name, options } of entries) {
@@ -163,6 +173,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
     return {
       ...base,
       auth,
+      routes: tokens?.routes,
       describe: () => [`auth provider from plugin "${registered.plugin}"`, ...(tokens?.describe() ?? [])],
       dispose: () => tokens?.dispose(),
     };
@@ -170,7 +181,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
   switch (a.provider) {
     case 'jwt': {
       const tokens = await tokenSetup(a, config, services);
-      return { ...base, auth: tokens.provider, oauth: tokens.oauth, describe: tokens.describe, dispose: tokens.dispose };
+      return { ...base, auth: tokens.provider, oauth: tokens.oauth, routes: tokens.routes, describe: tokens.describe, dispose: tokens.dispose };
     }
     case 'command':
       return {
@@ -192,7 +203,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
           credsOverride: a.credsOverride,
           ignoreUsername: a.ignoreUsername,
         }),
-        describe: () => [`backend: ${a.backend.host}:${a.backend.port} (sslmode ${a.backend.sslmode})${a.credsCmd ? `, credentials from ${a.credsCmd[0]}` : ''}`],
+        describe: () => [`backend: ${formatHostPort(a.backend.host, a.backend.port)} (sslmode ${a.backend.sslmode})${a.credsCmd ? `, credentials from ${a.credsCmd[0]}` : ''}`],
         dispose: () => {},
       };
   }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { pgwardVersion } from '../util/version.js';
 import { BehaviorSubject } from 'rxjs';
 import { CancelRegistry } from '../backend/cancel.js';
 import { PeerCancelChannel } from '../backend/peers.js';
@@ -19,14 +19,12 @@ import { startMetricsServer } from '../telemetry/http.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { startTracing } from '../telemetry/tracing.js';
 import { createAdminRuntime } from './admin-host.js';
+import { startPool } from './pool-runtime.js';
+import { consoleEnabled } from '../config/admin-config.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
-export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
-
-export function pgwardVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
 
 export interface RunningProxy {
   server: ProxyServer;
@@ -93,6 +91,8 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     },
   }));
   undo.push(() => plugins.runHook('preClose'));
+  const pools = startPool(config.pool, metrics.registry, log);
+  undo.push(() => pools.close());
   const admin = createAdminRuntime({
     config,
     version: pgwardVersion(),
@@ -100,11 +100,14 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     metrics,
     log,
     reload: async () => opts.onReload?.(),
+    pools: () => pools.pool.stats(),
   });
-  const services = { plugins, draining$, log, revoked: admin.revoked };
+  const services = { plugins, draining$, log, revoked: admin.revoked, drainClosed: admin.drainClosed };
   const extra = opts.middleware ?? [];
-  // With no metrics endpoint and no tracing nobody could see statement accounting: skip it.
-  const observed = Boolean(config.metricsListen) || opts.tracing === true;
+  // With no metrics endpoint, no tracing and no console nobody could see statement accounting: skip it.
+  const telemetry = statementTelemetry(metrics);
+  const observer = (c: ProxyConfig) =>
+    Boolean(config.metricsListen) || opts.tracing === true || consoleEnabled(c.admin) ? telemetry : undefined;
   let runtime: Runtime = await asConfigProblem(buildRuntime(config, services));
   undo.push(() => runtime.dispose());
   const { cancels, peers } = cancelForwarding(config, log, metrics);
@@ -122,19 +125,20 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     oauth: runtime.oauth,
     clientAuth: config.clientAuth,
     middleware: [...runtime.middleware, ...extra],
-    expiry: config.expiry,
+    expiry: admin.expiryPolicy(config.expiry),
     cancels,
     log,
     authTimeoutMs: config.authTimeoutMs,
     reservedParams: RESERVED_PARAMS,
     allowReplication: false,
     metrics,
-    observeStatements: observed ? statementTelemetry(metrics) : undefined,
+    observeStatements: observer(config),
     nativeRelay: config.nativeRelay,
     proxyProtocol: config.proxyProtocol,
     throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
     userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
     admin: admin.hook,
+    pool: pools.pool,
     onSessionStart: (s) => void plugins.runHook('onSessionStart', s),
     onAuthenticated: (s) => void plugins.runHook('onAuthenticated', s),
     onSessionEnd: (s) => void plugins.runHook('onSessionEnd', s),
@@ -146,8 +150,11 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     : undefined;
   if (metricsServer) undo.push(() => metricsServer.close());
   await plugins.runHook('onReady');
+  // In the background: a backend that is slow or down must not hold the listener back.
+  void pools.warm(runtime.routes);
   const shutdown = new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command');
   const closeAll = async () => {
+    pools.close();
     await server.close();
     await peers?.close();
     await metricsServer?.close();
@@ -176,6 +183,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
         throw err;
       }
       metrics.configReload(true);
+      admin.reconfigure(next.admin);
       const was = config.peers;
       const now = next.peers;
       if (peers && now) peers.update(now);
@@ -189,7 +197,8 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
         middleware: [...built.middleware, ...extra],
         secureContext: built.secureContext,
         requireTls: Boolean(built.secureContext) && !next.insecure,
-        expiry: next.expiry,
+        expiry: admin.expiryPolicy(next.expiry),
+        observeStatements: observer(next),
         nativeRelay: next.nativeRelay,
         authTimeoutMs: next.authTimeoutMs,
         maxConnections: next.maxConnections,
@@ -201,9 +210,12 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
       const old = runtime;
       runtime = built;
       old.dispose();
+      void pools.reload(next.pool, built.routes);
     },
     async drain() {
       await server.stopListening();
+      // Idle backend connections first; the others close as their sessions end.
+      pools.close();
       draining$.next(true);
       metrics.setDraining(true);
       const all = [...server.sessions];
@@ -211,7 +223,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
       await Promise.race([Promise.all(all.map((s) => s.closed)), grace]);
       for (const s of server.sessions) {
         s.close(shutdown);
-        admin.metrics.sessionClosed('drain');
+        admin.drainClosed(s.id);
       }
       await closeAll();
     },
@@ -270,18 +282,18 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
   };
   const native = nativeRelayAvailability();
   log.info('pgward listening', {
-    address: `${proxy.address.host}:${proxy.address.port}`,
+    address: formatHostPort(proxy.address.host, proxy.address.port),
     tls: Boolean(config.tls),
     auth: config.auth.provider,
     pipeline: ['auth', ...config.pipelineNames].join(' → '),
     plugins: proxy.plugins.plugins.map((p) => `${p.name}@${p.version}`).join(', ') || undefined,
     max_connections: config.maxConnections,
-    metrics: proxy.metricsAddress ? `http://${proxy.metricsAddress.host}:${proxy.metricsAddress.port}/metrics` : undefined,
+    metrics: proxy.metricsAddress ? `http://${formatHostPort(proxy.metricsAddress.host, proxy.metricsAddress.port)}/metrics` : undefined,
     tracing: tracing ? 'on' : 'off',
     native_relay: !config.nativeRelay ? 'off' : native.available ? 'on' : 'unavailable',
     proxy_protocol: config.proxyProtocol || undefined,
     peers: proxy.peerAddress && config.peers
-      ? `instance ${config.peers.id} on ${proxy.peerAddress.host}:${proxy.peerAddress.port}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
+      ? `instance ${config.peers.id} on ${formatHostPort(proxy.peerAddress.host, proxy.peerAddress.port)}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
       : undefined,
   });
   for (const line of proxy.describe()) log.info('source', { detail: line });

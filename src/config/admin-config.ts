@@ -39,6 +39,14 @@ export function parseAdmin(raw: unknown, problems: string[]): AdminConfig {
   });
 }
 
+/**
+ * Whether the console is on: only when someone can reach it (`admin.subjects` or `admin.claim`).
+ * Without that the console's database name is an ordinary database, routed like any other.
+ */
+export function consoleEnabled(admin: AdminConfig): boolean {
+  return admin.subjects.length > 0 || admin.claim !== undefined;
+}
+
 /** Whether verified claims make an administrator under `admin`. */
 export function isAdmin(admin: AdminConfig, claims: Record<string, unknown>): boolean {
   if (typeof claims.sub === 'string' && admin.subjects.includes(claims.sub)) return true;

@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { parse as parseYaml } from 'yaml';
-import { parseDuration } from './duration.js';
-import { jsonSyntaxProblem } from './json-syntax.js';
+import { parseDuration } from '../util/duration.js';
+import { parseYamlOrJson } from '../util/yaml-syntax.js';
 import { envName, kebab, START_FLAGS, type FlagSpec } from './flags.js';
 
 export type RawValue = string | boolean | number | string[];
@@ -94,22 +93,21 @@ function fromEnv(env: NodeJS.ProcessEnv): Settings {
 
 /** Reads a YAML/JSON config file; keys may be camelCase or kebab-case. */
 export function readConfigFile(path: string, problems: string[]): { settings: Settings; extra: Record<string, unknown> } {
-  let doc: unknown;
+  let text: string;
   try {
-    const text = readFileSync(path, 'utf8');
-    const notJson = jsonSyntaxProblem(path, text);
-    if (notJson) {
-      problems.push(notJson);
-      return { settings: {}, extra: {} };
-    }
-    doc = parseYaml(text);
+    text = readFileSync(path, 'utf8');
   } catch (err) {
-    // yaml's messages quote the offending line, which may hold a password: give only the position.
-    const e = err as { code?: string; linePos?: { line: number; col: number }[] };
-    const pos = e.linePos?.[0] ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
-    problems.push(`${path}: ${e.code ? `invalid YAML/JSON (${e.code})` : (err as Error).message}${pos}`);
+    const e = err as NodeJS.ErrnoException;
+    problems.push(`${path}: cannot read the file (${e.code ?? e.message})`);
     return { settings: {}, extra: {} };
   }
+  // yaml's own messages quote the offending line, which may hold a password: positions only.
+  const parsed = parseYamlOrJson(path, text);
+  if (parsed.problems.length > 0) {
+    problems.push(...parsed.problems);
+    return { settings: {}, extra: {} };
+  }
+  const doc = parsed.value;
   if (doc === null || doc === undefined) return { settings: {}, extra: {} };
   if (typeof doc !== 'object' || Array.isArray(doc)) {
     problems.push(`${path}: expected a mapping of settings at the top level`);
@@ -190,14 +188,6 @@ export function loadSettings(argv: readonly string[], env: NodeJS.ProcessEnv = p
     values[spec.name] = raw === undefined ? undefined : coerce(spec, raw, found?.[1] ?? 'default', problems);
   }
   return { values, extra: file.extra, verbosity: args.verbosity, problems };
-}
-
-export function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
-  if (!m) throw new Error(`invalid address "${text}" (use HOST:PORT)`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new Error(`invalid port in "${text}"`);
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
 export function isLoopback(host: string): boolean {

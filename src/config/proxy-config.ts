@@ -6,9 +6,12 @@ import { parsePipeline, type PipelineEntry } from './pipeline-config.js';
 import { parseClientAuthSettings, type OAuthConfig } from './client-auth-config.js';
 import type { ClientAuthRule } from '../auth/client-auth.js';
 import { parseAdmin, type AdminConfig } from './admin-config.js';
-import { splitCommandLine } from '../auth/command-runner.js';
-import { parseDuration } from './duration.js';
-import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
+import { parsePoolConfig } from './pool-config.js';
+import type { PoolSettings } from '../backend/pool-settings.js';
+import { splitCommandLine } from '../util/command-line.js';
+import { parseDuration } from '../util/duration.js';
+import { parseHostPort } from '../util/host-port.js';
+import { ConfigError, isLoopback, loadSettings, type LoadedSettings } from './load.js';
 
 export interface PassthroughConfig {
   provider: 'passthrough';
@@ -49,7 +52,7 @@ export interface PluginAuthConfig {
   jwt?: JwtAuthConfig;
 }
 
-export { DEFAULT_PIPELINE, type PipelineEntry } from './pipeline-config.js';
+export type { PipelineEntry } from './pipeline-config.js';
 
 export type AuthConfig = PassthroughConfig | CommandAuthConfig | JwtAuthConfig | PluginAuthConfig;
 
@@ -88,6 +91,8 @@ export interface ProxyConfig {
   readonly admin: AdminConfig;
   /** The revocation file, when set. */
   readonly revocationsPath?: string;
+  /** Backend connection reuse (SPEC §8): the global settings; backends-file entries may override them. */
+  readonly pool: PoolSettings;
 }
 
 const AVAILABLE_PROVIDERS = ['jwt', 'passthrough', 'command'];
@@ -186,8 +191,9 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     problems,
   );
   const admin = parseAdmin(extra.admin, problems);
+  const pool = parsePoolConfig(extra.pool, v, problems);
   for (const k of Object.keys(extra)) {
-    if (!['pipeline', 'plugins', 'auth', 'peers', 'clientAuth', 'oauth', 'admin'].includes(k)) problems.push(`${k}: unknown setting`);
+    if (!['pipeline', 'plugins', 'auth', 'peers', 'clientAuth', 'oauth', 'admin', 'pool'].includes(k)) problems.push(`${k}: unknown setting`);
   }
   if (!auth) throw new ConfigError(problems);
   const config: ProxyConfig = Object.freeze({
@@ -221,6 +227,7 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     oauth,
     admin,
     revocationsPath: str('revocations'),
+    pool,
   });
   if (problems.length > 0) throw new ConfigError(problems, config);
   return config;

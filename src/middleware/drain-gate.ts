@@ -8,7 +8,7 @@ import { PgError, SqlState } from '../protocol/index.js';
  * pipelined batch in flight finishes first. What is still open at the grace period is closed by
  * the process.
  */
-export function drainGate(draining$: Observable<boolean>): Middleware {
+export function drainGate(draining$: Observable<boolean>, closed?: (sessionId: string) => void): Middleware {
   return {
     name: 'drain-gate',
     session(ctx) {
@@ -17,6 +17,7 @@ export function drainGate(draining$: Observable<boolean>): Middleware {
         ctx.state.whenIdle(() => {
           ctx.log.info('closing idle session for shutdown');
           ctx.close(new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command'));
+          closed?.(ctx.id);
         });
       });
       return { onClose: () => sub.unsubscribe() };

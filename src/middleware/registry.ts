@@ -9,6 +9,8 @@ export const BUILTIN_MIDDLEWARE_NAMES: ReadonlySet<string> = new Set([...Object.
 export interface BuiltinServices {
   draining$: Observable<boolean>;
   log: Logger;
+  /** Told when `drain-gate` closes a session. */
+  drainClosed?(sessionId: string): void;
 }
 
 /** Every built-in middleware factory by pipeline name, bound to the process's services. */
@@ -18,7 +20,7 @@ export function builtinMiddleware(services: BuiltinServices): Map<string, (optio
     if (options !== undefined && options !== null && (typeof options !== 'object' || Object.keys(options).length > 0)) {
       throw new Error('drain-gate: takes no options (the grace period is --gracePeriod)');
     }
-    return drainGate(services.draining$);
+    return drainGate(services.draining$, services.drainClosed);
   });
   return map;
 }

@@ -16,7 +16,7 @@ export interface CarrierStatus {
   readonly transactionStatus: 'I' | 'T' | 'E';
   /** Query, Sync and FunctionCall messages read from the client with no ReadyForQuery written back yet. */
   readonly unanswered: number;
-  /** Terminate reached the backend. */
+  /** The client's Terminate went on to the backend (or was kept from a backend given back). */
   readonly terminated: boolean;
   /** The backend's last message (notices and ReadyForQuery aside) was an ErrorResponse saying it leaves. */
   readonly backendSaidFatal: boolean;
@@ -25,7 +25,7 @@ export interface CarrierStatus {
   /** What the client was written stops inside a message: nothing else may follow. */
   readonly clientMidMessage: boolean;
   readonly backendMidMessage: boolean;
-  /** The backend could be given back now (with `reuseBackend`): idle, and nothing half-read or half-written. */
+  /** The backend could be given back now (with `keepBackend`): idle, and nothing half-read or half-written. */
   readonly reusable: boolean;
 }
 
@@ -78,7 +78,7 @@ export interface CarrierOptions {
   /** Time statements (from the table's meanings) and hand each duration here. */
   timings?: StatementTimings;
   /** End with `released` instead of passing the client's Terminate (or EOF) on, when the backend is reusable. */
-  reuseBackend?: boolean;
+  keepBackend?: boolean;
   events: CarrierEvents;
 }
 

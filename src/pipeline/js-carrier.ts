@@ -229,6 +229,7 @@ export class JsCarrier implements Carrier {
   /** A Terminate for a backend that can be reused is kept from it: the carrier ends, giving the backend back. */
   private releasing(code: number): boolean {
     if (!(frontendFlags[code]! & FE_TERMINATES) || !this.reusable()) return false;
+    this.book.terminated = true;
     this.end('released');
     return true;
   }
@@ -236,7 +237,7 @@ export class JsCarrier implements Carrier {
   private reusable(): boolean {
     const b = this.book;
     return (
-      this.opts.reuseBackend === true &&
+      this.opts.keepBackend === true &&
       b.idle &&
       !b.batchOpen &&
       !b.backendSaidFatal &&

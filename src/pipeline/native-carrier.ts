@@ -216,7 +216,7 @@ export class NativeCarrier implements Carrier {
     const { client, backend, opts, lib } = this;
     client.socket.pause();
     backend.socket.pause();
-    this.handle = lib.start(this, this.clientFd, this.backendFd, opts.wants.bits(), opts.maxMessageSize, opts.maxMessageSize, opts.timings !== undefined, opts.reuseBackend === true);
+    this.handle = lib.start(this, this.clientFd, this.backendFd, opts.wants.bits(), opts.maxMessageSize, opts.maxMessageSize, opts.timings !== undefined, opts.keepBackend === true);
     if (opts.timings) this.stopPulling = opts.timings.pull(() => this.drainTimings());
     // What login read ahead is carried first, as if just read.
     for (const [endpoint, direction] of [[client, TO_BACKEND], [backend, TO_CLIENT]] as const) {

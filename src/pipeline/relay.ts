@@ -19,7 +19,6 @@ import {
   type CarrierKind,
   type CarrierOptions,
   type CarrierStatus,
-  type ReleasedBackend,
 } from './carrier.js';
 import { composeChain, type Chain } from './chain.js';
 import { JsCarrier } from './js-carrier.js';
@@ -42,8 +41,11 @@ export interface RelayEnd extends RelayTraffic {
   reason: RelayEndReason;
   /** The error sent to the client, if any. */
   error?: PgError;
-  /** With `reuseBackend`: the backend connection, given back idle and untouched (no Terminate sent). */
-  backend?: ReleasedBackend;
+  /**
+   * With `keepBackend`: the backend connection was left open, idle and at a message boundary,
+   * paused and with none of the relay's listeners, for the caller to keep or close.
+   */
+  backendKept: boolean;
 }
 
 /**
@@ -80,11 +82,12 @@ export interface RelayOptions {
    */
   maxMessageSize?: number;
   /**
-   * When the client leaves (Terminate or EOF) with the backend idle and nothing half-read or
-   * half-written on it, keep the backend: no Terminate is sent, nothing more is read from it, and
-   * `RelayEnd.backend` gives it back for the next session.
+   * Leave the backend connection open when the session ends cleanly — the client's Terminate or
+   * EOF, or a close, while the backend is idle with nothing unanswered, no extended-protocol batch
+   * open and nothing half-read or half-written: the client's Terminate is then not passed on,
+   * nothing past the backend's last message is read, and `RelayEnd.backendKept` says so.
    */
-  reuseBackend?: boolean;
+  keepBackend?: boolean;
 }
 
 const PARAMETER_STATUS = 'S'.charCodeAt(0);
@@ -98,12 +101,19 @@ export function relay(session: Session, middleware: readonly Middleware[], clien
   return new Promise<RelayEnd>((resolve) => new SessionRelay(session, client, backend, options, resolve).run(middleware));
 }
 
+/** A close asked for (by `ctx.close`, or a middleware's failure), and whether the grace period cut it short. */
+interface Closing {
+  reason: 'closed' | 'error';
+  error?: PgError;
+  aborted: boolean;
+}
+
 /** One session's relay: what the carrier hands up goes through the chain, what comes out is written. */
 class SessionRelay implements CarrierEvents {
   private carrier: Carrier | undefined;
   private chain: Chain | undefined;
   private done = false;
-  private closing: { reason: 'closed' | 'error'; error?: PgError; aborted?: boolean } | undefined;
+  private closing: Closing | undefined;
   private abortTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -136,7 +146,7 @@ class SessionRelay implements CarrierEvents {
         wants,
         maxMessageSize: options.maxMessageSize ?? Limits.assembledMessage,
         timings: observer?.timings,
-        reuseBackend: options.reuseBackend,
+        keepBackend: options.keepBackend,
         events: this,
       };
       let carrier: Carrier = (options.native ? NativeCarrier.open(this.client, this.backend, carrierOptions) : undefined) ?? new JsCarrier(this.client, this.backend, carrierOptions);
@@ -195,7 +205,8 @@ class SessionRelay implements CarrierEvents {
     const { status } = end;
     switch (end.reason) {
       case 'stopped':
-        return this.finish(this.closing?.reason ?? 'closed', this.closing?.error);
+        // A close of an idle session (drain, token expiry) leaves a clean backend too.
+        return this.finish(this.closing?.reason ?? 'closed', this.closing?.error, this.closing?.reason === 'closed' && !this.closing.aborted && status.reusable);
       case 'released':
         return this.finish(status.terminated ? 'client-terminate' : 'client-eof', undefined, true);
       case 'client-eof':
@@ -222,7 +233,7 @@ class SessionRelay implements CarrierEvents {
   /** A close that waits for both directions to reach a message boundary, for at most the grace period. */
   private requestClose(reason: 'closed' | 'error', error?: PgError): void {
     if (this.done || this.closing) return;
-    const closing: NonNullable<SessionRelay['closing']> = (this.closing = { reason, error, aborted: false });
+    const closing: Closing = (this.closing = { reason, error, aborted: false });
     const carrier = this.carrier;
     if (!carrier) return this.finish(reason, error);
     // Peers that neither read nor write (a client that stopped reading mid-result) never reach
@@ -242,7 +253,9 @@ class SessionRelay implements CarrierEvents {
     const { session, carrier } = this;
     session.state.phase = 'closing';
     this.chain?.close();
-    let released: ReleasedBackend | undefined;
+    // Only a backend connection still open both ways can serve another session.
+    const backendSocket = this.backend.socket;
+    keepBackend &&= !backendSocket.destroyed && !backendSocket.readableEnded && !backendSocket.writableEnded;
     if (carrier) {
       session.state.detach();
       // Nothing can follow half a message: the peer sees the close instead.
@@ -250,7 +263,7 @@ class SessionRelay implements CarrierEvents {
       error &&= error.fatal ? error : new PgError('FATAL', error.sqlstate, error.message, error);
       const terminate = !keepBackend && reason !== 'backend-eof' && !carrier.status().terminated;
       carrier.close({ toClient: error && be.errorResponse(error.toFields()), toBackend: terminate ? fe.terminate() : undefined, keepBackend });
-      if (keepBackend) released = carrier.takeBackend();
+      if (keepBackend) carrier.takeBackend();
     }
     if (!carrier || this.closing?.aborted) {
       this.client.socket.destroy();
@@ -264,7 +277,7 @@ class SessionRelay implements CarrierEvents {
       }
     }
     const status = carrier?.status();
-    this.resolve({ reason, error, bytesToClient: status?.bytesToClient ?? 0, bytesToBackend: status?.bytesToBackend ?? 0, backend: released });
+    this.resolve({ reason, error, bytesToClient: status?.bytesToClient ?? 0, bytesToBackend: status?.bytesToBackend ?? 0, backendKept: keepBackend && carrier !== undefined });
   }
 }
 

@@ -18,6 +18,30 @@ import type { SessionSpan, StatementSpan } from '../telemetry/spans.js';
 /** Where a session keeps its span for the telemetry middleware. */
 export const SESSION_SPAN = 'pgward.session-span';
 
+const STATEMENT_COUNT = 'pgward.statement-count';
+const NOTHING_TO_SYNC = (): void => {};
+
+/** A session's statements so far; `sync` first hands in what the native carrier measured but has not reported yet. */
+interface StatementCount {
+  n: number;
+  sync(): void;
+}
+
+/** The session's statement counter, made on first use (the relay's observer and the console count into it). */
+export function statementCounter(session: Session): StatementCount {
+  let c = session.attributes.get(STATEMENT_COUNT) as StatementCount | undefined;
+  if (!c) session.attributes.set(STATEMENT_COUNT, (c = { n: 0, sync: NOTHING_TO_SYNC }));
+  return c;
+}
+
+/** How many statements the session ran, or undefined when nothing counts them (no metrics, tracing or console). */
+export function statementsOf(session: Session): number | undefined {
+  const c = session.attributes.get(STATEMENT_COUNT) as StatementCount | undefined;
+  if (!c) return undefined;
+  c.sync();
+  return c.n;
+}
+
 /** The backend messages that end statements (and ReadyForQuery, which ends those skipped), from the protocol table. */
 const STATEMENT_ENDS = (Object.keys(BACKEND_MEANINGS) as BackendType[]).filter((t) => BACKEND_MEANINGS[t].endsStatement || BACKEND_MEANINGS[t].ready);
 
@@ -36,8 +60,26 @@ interface Pending {
 export function statementTelemetry(metrics: Metrics): (session: Session) => RelayObserver {
   return (session) => {
     const span = session.attributes.get(SESSION_SPAN) as SessionSpan | undefined;
+    const count = statementCounter(session);
     if (span?.recording !== true) {
-      return { timings: { statement: (seconds, ok) => metrics.query(seconds, ok), pull: (drain) => metrics.beforeStatementScrape(drain) } };
+      return {
+        timings: {
+          statement: (seconds, ok) => {
+            count.n++;
+            metrics.query(seconds, ok);
+          },
+          pull: (drain) => {
+            // The console reads one session's count between scrapes: it drains that session first.
+            count.sync = drain;
+            const stop = metrics.beforeStatementScrape(drain);
+            return () => {
+              // A module-level no-op: one made here would keep this scope, and the carrier, alive.
+              count.sync = NOTHING_TO_SYNC;
+              stop();
+            };
+          },
+        },
+      };
     }
     const pending: Pending[] = [];
     let head = 0;
@@ -48,6 +90,7 @@ export function statementTelemetry(metrics: Metrics): (session: Session) => Rela
       const p = pending[head];
       if (!p) return;
       pending[head++] = undefined as unknown as Pending;
+      count.n++;
       metrics.query((performance.now() - p.started) / 1000, ok);
       if (m.type === 'ErrorResponse') p.span.end({ sqlstate: m.body().code });
       else if (m.type === 'CommandComplete') p.span.end({ rows: parseCommandTag(m.body().tag).rows });

@@ -7,6 +7,8 @@ export interface ExpiryPolicy {
   toleranceMs: number;
   /** How long before expiry the client is warned with a NoticeResponse (0: no warning). */
   warningMs: number;
+  /** Told each time expiry closes a session (`pgward_sessions_closed_total{reason="expired"}`). */
+  closed?(): void;
 }
 
 /** Largest delay setTimeout accepts; later deadlines are re-armed in steps. */
@@ -51,9 +53,12 @@ export function watchExpiry(session: Session, expiresAt: number, policy: ExpiryP
   cancels.push(
     at(expiresAt + policy.toleranceMs, () => {
       session.log.info('token expired', { identity: session.identity });
-      session.state.whenIdle(() =>
-        session.close(new PgError('FATAL', SqlState.InvalidPassword, 'token expired', { hint: 'Reconnect with a fresh token.' })),
-      );
+      session.state.whenIdle(() => {
+        // The client may have left while the session waited to become idle: nothing to close then.
+        if (session.state.phase === 'closed') return;
+        session.close(new PgError('FATAL', SqlState.InvalidPassword, 'token expired', { hint: 'Reconnect with a fresh token.' }));
+        policy.closed?.();
+      });
     }),
   );
   return () => cancels.forEach((c) => c());

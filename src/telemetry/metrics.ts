@@ -14,11 +14,12 @@ import { AUTH_RESULTS, boundedName, normalizeAuthReason, type AuthOutcome } from
 /** Histogram buckets in seconds, from the OpenTelemetry database client conventions. */
 export const DURATION_BUCKETS: readonly number[] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10];
 
-export const CONNECTION_RESULTS = ['accepted', 'refused', 'abandoned', 'failed', 'draining', 'other'] as const;
+export const CONNECTION_RESULTS = ['accepted', 'refused', 'abandoned', 'discovery', 'failed', 'draining', 'other'] as const;
 /**
- * How a client connection ended its startup: `accepted` (relaying), `refused` (authentication,
- * policy, protocol or the backend said no), `abandoned` (the client closed before the login was
- * done, e.g. psql's password-less first try), `failed` (backend unreachable or internal error),
+ * How a client connection ended its startup: `accepted` (relaying, or the admin console),
+ * `refused` (authentication, policy, protocol or the backend said no), `abandoned` (the client
+ * closed before the login was done, e.g. psql's password-less first try), `discovery` (an OAuth
+ * client asked where to get a token; it reconnects with one), `failed` (backend unreachable or internal error),
  * `draining` (turned away during drain), `other` (a result this version does not name).
  */
 export type ConnectionResult = (typeof CONNECTION_RESULTS)[number];

@@ -69,13 +69,51 @@ describe('revocation in a real pgward process', () => {
     }
   });
 
+  it('SIGHUP turns the console on and off: "pgward" is the console, then an ordinary database again', async () => {
+    await cluster.sql('create database pgward');
+    const url = (u: string) => `postgres://${u}@127.0.0.1:${cluster.port}?sslmode=disable`;
+    await writeFile(join(dir, 'any-db.json'), JSON.stringify({ alice: url('alice'), root: url('bob') }));
+    const config = join(dir, 'reload.yaml');
+    await writeFile(config, '{}\n');
+    await writeFile(revocations, '[]\n');
+    const args = [...base, '--backends', join(dir, 'any-db.json'), '--config', config, '--refresh', '0'];
+    await using proxy = await startPgwardProcess(args);
+    const database = async (user: string) => {
+      const c = new pg.Client({ connectionString: `postgres://${user}:${await mint(key, user)}@127.0.0.1:${proxy.port}/pgward?sslmode=disable` });
+      try {
+        await c.connect();
+        return (await c.query('SHOW VERSION').then((r) => r.rows[0].version as string, () => undefined)) ?? 'backend';
+      } catch (err) {
+        return (err as { code?: string }).code;
+      } finally {
+        await c.end().catch(() => {});
+      }
+    };
+    const reload = async (text: string) => {
+      await writeFile(config, text);
+      const mark = proxy.events.length;
+      proxy.signal('SIGHUP');
+      await proxy.waitFor('configuration reloaded', 10_000, mark);
+    };
+    assert.equal(await database('alice'), 'backend', 'no admin: configured, pgward is a backend database');
+    await reload('admin:\n  subjects: [root]\n');
+    assert.equal(await database('alice'), '28000');
+    assert.match(await database('root') ?? '', /^pgward \d/);
+    await reload('{}\n');
+    assert.equal(await database('root'), 'backend');
+  });
+
   it('pgward check validates the admin settings and the revocation file', async () => {
     const check = (...extra: string[]) => spawnSync(process.execPath, [BIN, 'check', ...base, ...extra], { encoding: 'utf8' });
     await writeFile(revocations, '- sub: alice\n- jti: t-1\n  until: 2099-01-01T00:00:00Z\n');
     const ok = check();
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /revocations: 2 entries/);
-    assert.match(ok.stdout, /admin console: database "pgward"/);
+    assert.match(ok.stdout, /admin console: off \(no admin.subjects or admin.claim\); database "pgward" is routed like any other/);
+    await writeFile(join(dir, 'admin.yaml'), 'admin:\n  subjects: [root]\n');
+    const on = check('--config', join(dir, 'admin.yaml'));
+    assert.equal(on.status, 0, on.stderr);
+    assert.match(on.stdout, /admin console: database "pgward", subjects root/);
     await writeFile(revocations, '- sub: alice\n  color: red\n');
     const bad = check();
     assert.equal(bad.status, 2);

@@ -195,6 +195,14 @@ function openFds(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/** Idle backend connections the pool keeps, over all targets. */
+async function pooledIdle(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(metricsUrl)).text();
+  let n = 0;
+  for (const m of text.matchAll(/^pgward_pool_connections\{[^}]*state="idle"[^}]*\} (\d+)$/gm)) n += Number(m[1]);
+  return n;
+}
+
 for (const relayKind of RELAYS) {
   describe(`chaos on the ${relayKind.name}`, () => {
     it('no session, however it ends, ends the process or leaves a socket behind', { timeout: 180_000 }, async () => {
@@ -214,6 +222,7 @@ for (const relayKind of RELAYS) {
       const rig: Rig = { cluster, proxy, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` };
       await assertServing(rig, 'start');
       const fdsAtStart = openFds(proxy.child.pid!);
+      const idleAtStart = await pooledIdle(rig.metricsUrl);
 
       let n = 0;
       for (let round = 0; round < 2; round++) {
@@ -233,15 +242,18 @@ for (const relayKind of RELAYS) {
       await sleep(500);
       await assertServing(rig, `random cases from seed ${seed}`);
 
-      // Nothing is kept: no session, no client or backend socket beyond the listener's and metrics'.
+      // Nothing is kept: no session, no client or backend socket beyond the listener's, metrics'
+      // and the idle backend connections the pool keeps (clean: idle, no transaction).
       await until(async () => (await scrapeMetric(rig.metricsUrl, 'pgward_connections_active')) === 0, 15_000, 'no connection left active');
+      let idle = 0;
       await until(async () => {
-        const r = await cluster.sql<{ n: string }>(
-          "SELECT count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        idle = await pooledIdle(rig.metricsUrl);
+        const r = await cluster.sql<{ n: string; busy: string }>(
+          "SELECT count(*) AS n, count(*) FILTER (WHERE state <> 'idle') AS busy FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
         );
-        return Number(r.rows[0]!.n) === 0;
-      }, 15_000, 'no backend connection left');
-      await until(() => openFds(proxy.child.pid!) <= fdsAtStart + 1, 15_000, `open descriptors back to ${fdsAtStart}`);
+        return Number(r.rows[0]!.n) === idle && Number(r.rows[0]!.busy) === 0;
+      }, 15_000, 'no backend connection left but the idle pooled ones');
+      await until(() => openFds(proxy.child.pid!) <= fdsAtStart - idleAtStart + idle + 1, 15_000, `open descriptors back to ${fdsAtStart} (pooled: ${idleAtStart} then ${idle})`);
       assert.ok(
         !proxy.events.some((e) => e.level === 'error' && /uncaught|unhandled/i.test(String(e.msg))),
         'no uncaught error was logged',

@@ -157,11 +157,12 @@ describe('command line', () => {
     assert.equal(keygen.code, 0, keygen.stderr);
     const backends = await pgward(['check', '--insecure', '--backends', join(dir, 'comma.json'), '--signingKeys', join(dir, 'k', 'public.pem')]);
     assert.equal(backends.code, 2);
-    assert.match(backends.stderr, /comma\.json: invalid JSON at line 3, column 1/);
+    // At the comma (line 2), not at the "}" after it where JSON.parse gives up.
+    assert.match(backends.stderr, /comma\.json: invalid JSON at line 2, column 45: a trailing comma/);
     assert.doesNotMatch(backends.stderr, /PW/, 'the file text is not echoed');
     const config = await pgward(['check', '--config', join(dir, 'comma-config.json')]);
     assert.equal(config.code, 2);
-    assert.match(config.stderr, /comma-config\.json: invalid JSON at line 3, column 1/);
+    assert.match(config.stderr, /comma-config\.json: invalid JSON at line 2, column 19: a trailing comma/);
 
     const version = await pgward(['version']);
     assert.equal(version.code, 0);

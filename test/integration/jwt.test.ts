@@ -181,7 +181,9 @@ describe('jwt provider: remote JWKS and OIDC discovery', () => {
       await using oidc = await startTestProxy([
         '--insecure', '--backends', backends, '--oidcDiscovery', `http://127.0.0.1:${port}/.well-known/openid-configuration`,
       ]);
-      assert.equal((await login(oidc, 'alice', await mint(k1, 'ES256', { sub: 'alice' }, { kid: 'k1' }))).user, 'alice');
+      // The discovery document's issuer is required as iss (no --issuer given).
+      assert.equal((await login(oidc, 'alice', await mint(k1, 'ES256', { sub: 'alice', iss: 'http://127.0.0.1' }, { kid: 'k1' }))).user, 'alice');
+      assert.equal((await login(oidc, 'alice', await mint(k1, 'ES256', { sub: 'alice' }, { kid: 'k1' }))).code, '28P01');
     } finally {
       server.close();
       await rm(dir, { recursive: true, force: true });

@@ -10,6 +10,7 @@ import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess } from '../helpers/pgward-process.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
+import { metricValue } from '../helpers/scrape.js';
 import { until } from '../helpers/wait.js';
 
 // SASL OAUTHBEARER as PostgreSQL 18 speaks it, byte by byte from a raw client, beside a password
@@ -98,6 +99,9 @@ describe('clientAuth rules and OAUTHBEARER', () => {
   });
 
   it('answers discovery with the error JSON, reads the 0x01, then FATAL 28000; not counted as a failure', async () => {
+    const connections = async (result: string) =>
+      metricValue(await proxy.proxy.metrics.registry.metrics(), 'pgward_connections_total', { result });
+    const [discoveryBefore, refusedBefore] = [await connections('discovery'), await connections('refused')];
     await using c = await startOAuth(proxy, 'alice', 'oauth_reports');
     c.write(initialResponse('n,,\x01auth=\x01\x01'));
     await until(() => auths(c).length === 2, 5_000, 'the error challenge');
@@ -114,6 +118,9 @@ describe('clientAuth rules and OAUTHBEARER', () => {
     assert.equal(c.errors()[0]?.code, '28000');
     assert.equal(c.errors()[0]?.message, 'OAuth bearer authentication failed for user "alice"');
     assert.ok(logEvents(proxy.logs, 'OAuth discovery answered').length >= 1);
+    // The first half of a login, counted as such: not as a refused connection.
+    await until(async () => (await connections('discovery')) === discoveryBefore + 1, 2_000, 'counted as discovery');
+    assert.equal(await connections('refused'), refusedBefore);
   });
 
   it('answers the empty challenge when the client sent no initial response', async () => {

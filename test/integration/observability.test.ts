@@ -118,7 +118,10 @@ describe('observability end to end (a real pgward process)', () => {
         const lag = Number(new RegExp(`^pgward_nodejs_eventloop_lag_${stat}_seconds (\\S+)$`, 'm').exec(idle)?.[1]);
         assert.ok(lag >= 0 && lag < 0.05, `idle event-loop lag ${stat} ${lag} s is well below 0.1 s`);
       }
-      assert.ok(!m.includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');
+      // SPEC §8 names a pool's target `user@host:port/database` (the backend role, as in SHOW POOLS); nothing else carries a name.
+      const [pooled, other] = partition(m.split('\n'), (line) => line.startsWith('pgward_pool_'));
+      assert.ok(!other.join('\n').includes('alice') && !m.includes(token), 'no user names or tokens in metric labels');
+      assert.ok(pooled.every((line) => !/alice/.test(line) || /target="alice@127\.0\.0\.1:\d+\/postgres"/.test(line)), 'the pool target label only');
       // Every metric the shipped Grafana dashboard and Prometheus alerts query is served.
       for (const [file, exprs] of dashboardAndAlertExprs()) {
         assert.ok(exprs.length > 0, `${file} has queries`);
@@ -173,4 +176,8 @@ function dashboardAndAlertExprs(): [string, string[]][] {
     ['grafana/pgward.json', dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr))],
     ['prometheus/alerts.yml', alerts.groups.flatMap((g) => g.rules.map((r) => r.expr))],
   ];
+}
+
+function partition<T>(items: T[], test: (item: T) => boolean): [T[], T[]] {
+  return [items.filter(test), items.filter((i) => !test(i))];
 }

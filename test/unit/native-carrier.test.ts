@@ -13,7 +13,7 @@ import { until } from '../helpers/wait.js';
 interface Options {
   wants?: MessageWants;
   maxMessageSize?: number;
-  reuseBackend?: boolean;
+  keepBackend?: boolean;
   /** What to do with a message handed up (default: write it on, as an empty pipeline would). */
   onClient?: (m: FrontendMessage, carrier: NativeCarrier) => void;
   onBackend?: (m: BackendMessage, carrier: NativeCarrier) => void;
@@ -54,7 +54,7 @@ async function carried(opts: Options = {}, existingBackend?: { socket: net.Socke
   const options: CarrierOptions = {
     wants: opts.wants ?? new MessageWants(),
     maxMessageSize: opts.maxMessageSize ?? 64 * 1024 * 1024,
-    reuseBackend: opts.reuseBackend,
+    keepBackend: opts.keepBackend,
     events: {
       fromClient: (m) => {
         delivered.push(`client:${m.type}`);
@@ -290,7 +290,7 @@ describe('native carrier (real loopback sockets)', () => {
   });
 
   it('gives an idle backend back on Terminate, without it, and a new carrier runs on the same backend socket', async () => {
-    const first = await carried({ reuseBackend: true });
+    const first = await carried({ keepBackend: true });
     const query = fe.query('select 1').raw;
     first.client.peer.write(query);
     await until(() => first.atBackend().length === query.length, 5000, 'the query');
@@ -317,8 +317,35 @@ describe('native carrier (real loopback sockets)', () => {
     }
   });
 
+  it('keeps every byte of a Terminate split across reads from a reusable backend', async () => {
+    const t = await carried({ keepBackend: true });
+    try {
+      await trickle(t.client.peer, fe.terminate().raw);
+      await until(() => t.ends.length === 1, 5000, 'the carrier to end');
+      assert.equal(t.ends[0]!.reason, 'released');
+      assert.equal(t.ends[0]!.status.terminated, true, 'the client did say Terminate');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(t.atBackend().length, 0, 'nothing of it reached the backend');
+    } finally {
+      t.close();
+    }
+  });
+
+  it('passes the Terminate on while an extended-protocol batch is open (Parse with no Sync yet)', async () => {
+    const t = await carried({ keepBackend: true });
+    try {
+      const parse = fe.parse({ name: '', sql: 'select 1', paramTypes: [] }).raw;
+      t.client.peer.write(Buffer.concat([parse, fe.terminate().raw]));
+      await until(() => t.atBackend().length === parse.length + 5, 5000, 'the Parse and the Terminate');
+      assert.equal(t.carrier.status().reusable, false);
+      assert.equal(t.ends.length, 0);
+    } finally {
+      t.close();
+    }
+  });
+
   it('keeps a busy backend: a Terminate in a transaction goes on to it', async () => {
-    const t = await carried({ reuseBackend: true });
+    const t = await carried({ keepBackend: true });
     try {
       t.client.peer.write(fe.query('begin').raw);
       t.backend.peer.write(be.readyForQuery('T').raw);

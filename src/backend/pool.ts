@@ -1,0 +1,411 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { fe, Limits, PgError, SqlState } from '../protocol/index.js';
+import { BackendLost, exchange, query, setConfigQuery, sync } from './exchange.js';
+import { asBackendRefusal, connectBackend, type BackendConnection, type LoginOptions } from './login.js';
+import { poolSettings, type PoolSettings } from './pool-settings.js';
+import type { BackendTarget } from './url.js';
+import { formatHostPort } from '../util/host-port.js';
+
+/** What a session asks the pool for. */
+export interface PoolRequest {
+  /** The startup parameters a new connection logs in with: the target's own, never a client's. */
+  params: Map<string, string>;
+  /** The session's own parameters, applied with `set_config` to whichever connection it gets. */
+  apply: ReadonlyMap<string, string>;
+  password?: string;
+  signal?: AbortSignal;
+}
+
+/** A connection lent to one session. */
+export interface Lease {
+  readonly connection: BackendConnection;
+  /** Logged in for this session (else reused from an earlier one). */
+  readonly fresh: boolean;
+  /**
+   * Gives the connection back: when `reusable` (the session ended with it idle and at a message
+   * boundary) it is reset and kept for the next session, else closed. `parameters`: the values
+   * the backend last reported to the session.
+   */
+  release(reusable: boolean, parameters?: ReadonlyMap<string, string>): void;
+}
+
+export type AcquireResult = 'reused' | 'new' | 'timeout';
+
+export interface PoolStats {
+  /** `user@host:port/database`: never a password. */
+  target: string;
+  active: number;
+  idle: number;
+  waiting: number;
+  maxSize: number;
+}
+
+export interface PoolEvents {
+  acquired?(target: string, result: AcquireResult, waitedSeconds: number): void;
+  /** A pooled connection was closed (why: `idle timeout`, `reset failed`, …). */
+  closed?(target: string, why: string): void;
+}
+
+export interface PoolOptions {
+  settings: PoolSettings;
+  events?: PoolEvents;
+  /** How a new connection is made (tests may wrap it). */
+  connect?: (target: BackendTarget, opts: LoginOptions) => Promise<BackendConnection>;
+  /** How long the reset, or applying a session's parameters, may take. */
+  exchangeTimeoutMs?: number;
+}
+
+const DEFAULT_EXCHANGE_TIMEOUT_MS = 10_000;
+
+/**
+ * Logged-in backend connections kept per target and handed to the next session for the same
+ * target (SPEC §8). A target is everything that decides who a connection is on the backend: host,
+ * port, user, database, TLS settings, the target's own startup parameters, and the credential's
+ * source. The pool knows nothing of clients or tokens.
+ */
+export class BackendPool {
+  private readonly pools = new Map<string, TargetPool>();
+  private settings: PoolSettings;
+  private closing = false;
+
+  constructor(private readonly opts: PoolOptions) {
+    this.settings = opts.settings;
+  }
+
+  /** The settings that apply to `target` (the global ones with its backends-file entry's on top). */
+  settingsFor(target: BackendTarget): PoolSettings {
+    return poolSettings(this.settings, target.pool);
+  }
+
+  /** A connection for `target`: an idle one if there is one, else a new one (waiting while the target is full). */
+  acquire(target: BackendTarget, request: PoolRequest): Promise<Lease> {
+    if (this.closing) return Promise.reject(new PgError('FATAL', SqlState.AdminShutdown, 'pgward is shutting down'));
+    const key = targetKey(target);
+    let pool = this.pools.get(key);
+    if (!pool || pool.isRetired) {
+      const made: TargetPool = new TargetPool(target, this.settingsFor(target), this.opts, () => {
+        if (this.pools.get(key) === made) this.pools.delete(key);
+      });
+      this.pools.set(key, made);
+      pool = made;
+    }
+    return pool.acquire(request);
+  }
+
+  /** Opens idle connections until `target` has `count` (at most its maxIdle), as `warm` asks. */
+  async warm(target: BackendTarget, request: PoolRequest, count: number): Promise<number> {
+    let opened = 0;
+    const leases: Lease[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        const lease = await this.acquire(target, request);
+        leases.push(lease);
+        if (lease.fresh) opened++;
+      }
+    } finally {
+      for (const lease of leases) lease.release(true);
+    }
+    return opened;
+  }
+
+  stats(): PoolStats[] {
+    return [...this.pools.values()].map((p) => p.stats());
+  }
+
+  /**
+   * A reload: new global settings; targets whose backends-file entry changed or vanished
+   * (`keeps(routeId)` false), or whose settings changed, have their idle connections closed and
+   * are not reused again (their live sessions are untouched; their connections close at the end).
+   */
+  reconfigure(settings: PoolSettings, keeps: (routeId: string | undefined) => boolean): void {
+    this.settings = settings;
+    for (const pool of this.pools.values()) {
+      const same = keeps(pool.routeId) && samePoolSettings(pool.settings, poolSettings(settings, pool.override));
+      if (!same) pool.retire('configuration changed');
+    }
+  }
+
+  /** SIGTERM: idle connections are closed now, and every connection when its session ends. */
+  close(): void {
+    this.closing = true;
+    for (const pool of this.pools.values()) pool.retire('shutting down');
+  }
+}
+
+interface Pooled {
+  connection: BackendConnection;
+  born: number;
+  /** Undoes what watches an idle connection (listeners, its expiry timer). */
+  unwatch?: () => void;
+}
+
+interface Waiter {
+  wake(): void;
+}
+
+/** The connections of one target. */
+class TargetPool {
+  readonly label: string;
+  readonly routeId: string | undefined;
+  readonly override: BackendTarget['pool'];
+  private readonly idle: Pooled[] = [];
+  private readonly waiters: Waiter[] = [];
+  /** Every connection of this target: idle, lent, being opened or reset. */
+  private size = 0;
+  /** Connections being reset: each will be idle in a moment (or closed). */
+  private resetting = 0;
+  private retired = false;
+
+  constructor(
+    private readonly target: BackendTarget,
+    readonly settings: PoolSettings,
+    private readonly opts: PoolOptions,
+    private readonly forget: () => void,
+  ) {
+    this.label = targetLabel(target);
+    this.routeId = target.routeId;
+    this.override = target.pool;
+  }
+
+  get isRetired(): boolean {
+    return this.retired;
+  }
+
+  stats(): PoolStats {
+    const idle = this.idle.length;
+    return { target: this.label, active: this.size - idle, idle, waiting: this.waiters.length, maxSize: this.settings.maxSize };
+  }
+
+  async acquire(request: PoolRequest): Promise<Lease> {
+    const started = performance.now();
+    const deadline = Date.now() + this.settings.waitTimeoutMs;
+    for (;;) {
+      const pooled = this.takeIdle();
+      if (pooled) {
+        if (await this.prepare(pooled, request.apply, true)) return this.lend(pooled, false, started);
+        continue;
+      }
+      // A connection being reset is ready sooner than a new login would be.
+      const soonIdle = this.resetting > this.waiters.length;
+      if (this.size < this.settings.maxSize && !soonIdle) {
+        const fresh = await this.open(request);
+        if (await this.prepare(fresh, request.apply, false)) return this.lend(fresh, true, started);
+        throw new PgError('FATAL', SqlState.ConnectionFailure, 'backend connection closed during login');
+      }
+      if (!(await this.waitForSlot(deadline, request.signal))) {
+        this.opts.events?.acquired?.(this.label, 'timeout', (performance.now() - started) / 1000);
+        throw new PgError('FATAL', SqlState.TooManyConnections, `too many backend connections for ${this.label}`, {
+          detail: `All ${this.settings.maxSize} connections of this target were in use for ${this.settings.waitTimeoutMs} ms.`,
+          hint: 'Try again later, or raise pool.maxSize (and the backend\'s max_connections).',
+        });
+      }
+    }
+  }
+
+  private async open(request: PoolRequest): Promise<Pooled> {
+    this.size++;
+    try {
+      const connect = this.opts.connect ?? connectBackend;
+      const connection = await connect(this.target, { params: request.params, password: request.password, signal: request.signal });
+      return { connection, born: Date.now() };
+    } catch (err) {
+      this.dropped();
+      throw err;
+    }
+  }
+
+  /**
+   * Applies the session's parameters (`set_config`); on a reused connection always a round trip,
+   * which also proves it alive. False: the connection was lost (and is closed). A refusal of the
+   * parameters is thrown as the session's FATAL error; the connection, still clean, is kept.
+   */
+  private async prepare(pooled: Pooled, apply: ReadonlyMap<string, string>, reused: boolean): Promise<boolean> {
+    const { connection } = pooled;
+    const changes = differing(apply, connection.parameters);
+    if (changes.size === 0 && !reused) return true;
+    const request = changes.size === 0 ? sync() : query(setConfigQuery(changes));
+    let result;
+    try {
+      result = await exchange(connection, [request], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS);
+    } catch (err) {
+      if (!(err instanceof BackendLost)) throw err;
+      this.close(pooled, reused ? 'lost while idle' : err.why);
+      return false;
+    }
+    if (result.error) {
+      this.keep(pooled);
+      const e = result.error;
+      throw asBackendRefusal(new PgError('FATAL', e.sqlstate, e.message, { detail: e.detail, hint: e.hint }));
+    }
+    if (result.status === 'I') return true;
+    this.close(pooled, `not idle after applying parameters (${result.status})`);
+    return false;
+  }
+
+  private lend(pooled: Pooled, fresh: boolean, started: number): Lease {
+    this.opts.events?.acquired?.(this.label, fresh ? 'new' : 'reused', (performance.now() - started) / 1000);
+    let returned = false;
+    return {
+      connection: pooled.connection,
+      fresh,
+      release: (reusable, parameters) => {
+        if (returned) return;
+        returned = true;
+        if (parameters) for (const [k, v] of parameters) pooled.connection.parameters.set(k, v);
+        if (reusable && this.reusable(pooled)) void this.reset(pooled);
+        else this.close(pooled, reusable ? 'not reused' : 'session did not end cleanly');
+      },
+    };
+  }
+
+  private reusable(pooled: Pooled): boolean {
+    return !this.retired && this.settings.mode === 'session' && Date.now() - pooled.born < this.settings.maxLifetimeMs;
+  }
+
+  /** Runs the reset statement; a connection it does not leave idle and clean is closed. */
+  private async reset(pooled: Pooled): Promise<void> {
+    const { connection } = pooled;
+    // What the last session's relay set up for its reads (streaming to its client) goes with it.
+    connection.framer.bound({ maxAssembled: Limits.assembledMessage });
+    connection.leftover.length = 0;
+    this.resetting++;
+    try {
+      const result = await exchange(connection, [query(this.settings.reset)], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS);
+      if (result.error || result.status !== 'I') return this.close(pooled, `reset failed${result.error ? `: ${result.error.sqlstate}` : ''}`);
+    } catch (err) {
+      return this.close(pooled, `lost during reset (${(err as BackendLost).why ?? 'error'})`);
+    } finally {
+      this.resetting--;
+    }
+    // Nothing may be left over from the reset for the next session to see.
+    connection.leftover.length = 0;
+    this.keep(pooled);
+  }
+
+  /** Puts a clean connection back among the idle ones, or closes it when there are enough. */
+  private keep(pooled: Pooled): void {
+    if (this.retired || !this.reusable(pooled) || this.idle.length >= this.settings.maxIdle) {
+      return this.close(pooled, this.retired ? 'retired' : 'idle pool full or too old');
+    }
+    this.idle.push(pooled);
+    this.watch(pooled);
+    this.wakeOne();
+  }
+
+  /** The most recently used idle connection still fit for use. */
+  private takeIdle(): Pooled | undefined {
+    for (let pooled = this.idle.pop(); pooled; pooled = this.idle.pop()) {
+      pooled.unwatch?.();
+      pooled.unwatch = undefined;
+      if (this.reusable(pooled) && !pooled.connection.socket.destroyed) return pooled;
+      this.close(pooled, 'too old');
+    }
+    return undefined;
+  }
+
+  /** An idle connection that says anything, closes or fails is gone; one unused too long is closed. */
+  private watch(pooled: Pooled): void {
+    const { socket } = pooled.connection;
+    const gone = () => this.close(pooled, 'closed by the backend while idle');
+    socket.on('data', gone);
+    socket.on('end', gone);
+    socket.on('close', gone);
+    socket.on('error', gone);
+    socket.resume();
+    const expiresIn = Math.min(this.settings.idleTimeoutMs, pooled.born + this.settings.maxLifetimeMs - Date.now());
+    const timer = setTimeout(() => this.close(pooled, 'idle timeout'), Math.max(0, expiresIn));
+    timer.unref();
+    pooled.unwatch = () => {
+      clearTimeout(timer);
+      socket.pause();
+      socket.off('data', gone);
+      socket.off('end', gone);
+      socket.off('close', gone);
+      socket.off('error', gone);
+    };
+  }
+
+  private close(pooled: Pooled, why: string): void {
+    const at = this.idle.indexOf(pooled);
+    if (at >= 0) this.idle.splice(at, 1);
+    pooled.unwatch?.();
+    pooled.unwatch = undefined;
+    const { socket } = pooled.connection;
+    if (!socket.destroyed) {
+      if (socket.writable && !socket.writableEnded) socket.end(fe.terminate().raw);
+      setTimeout(() => socket.destroy(), 1000).unref();
+    }
+    this.opts.events?.closed?.(this.label, why);
+    this.dropped();
+  }
+
+  /** One connection fewer: a waiter may open one now. */
+  private dropped(): void {
+    this.size--;
+    this.wakeOne();
+    if (this.size === 0 && this.waiters.length === 0 && this.retired) this.forget();
+  }
+
+  private wakeOne(): void {
+    this.waiters.shift()?.wake();
+  }
+
+  /** Waits until a connection is kept or closed; false at the deadline. */
+  private waitForSlot(deadline: number, signal?: AbortSignal): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = { wake: () => resolve(settle(true)) };
+      const timer = setTimeout(() => resolve(settle(false)), Math.max(0, deadline - Date.now()));
+      const onAbort = () => reject(settle(signal?.reason ?? new Error('aborted')));
+      const settle = <T>(outcome: T): T => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const at = this.waiters.indexOf(waiter);
+        if (at >= 0) this.waiters.splice(at, 1);
+        return outcome;
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Closes the idle connections now; lent ones close when their sessions end. */
+  retire(why: string): void {
+    this.retired = true;
+    for (const pooled of [...this.idle]) this.close(pooled, why);
+    if (this.size === 0) this.forget();
+  }
+}
+
+/** The parameters of `wanted` whose value differs from what the backend last reported (names case-insensitive). */
+function differing(wanted: ReadonlyMap<string, string>, reported: ReadonlyMap<string, string>): Map<string, string> {
+  const current = new Map<string, string>();
+  for (const [k, v] of reported) current.set(k.toLowerCase(), v);
+  const out = new Map<string, string>();
+  for (const [k, v] of wanted) if (current.get(k.toLowerCase()) !== v) out.set(k, v);
+  return out;
+}
+
+function samePoolSettings(a: PoolSettings, b: PoolSettings): boolean {
+  return (Object.keys(a) as (keyof PoolSettings)[]).every((k) => a[k] === b[k]);
+}
+
+/** Keeps passwords out of pool keys (a digest with a per-process salt, never printed). */
+const SALT = randomBytes(16);
+
+/** Everything that decides who a connection is on the backend, and how it was reached. */
+export function targetKey(t: BackendTarget): string {
+  const credential = t.passwordFromCommand
+    ? 'command'
+    : createHash('sha256').update(SALT).update(t.password ?? '').update('\0').update(t.sslpassword ?? '').digest('base64');
+  const params = Object.entries(t.params ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([
+    t.host, t.port, t.user, t.database, t.sslmode, t.sslrootcert, t.sslcert, t.sslkey,
+    t.applicationName, t.options, t.maxProtocolMinor, params, t.routeId, credential,
+  ]);
+}
+
+/** `user@host:port/database`, as metrics and the console show a target. */
+export function targetLabel(t: BackendTarget): string {
+  const user = t.user ?? '';
+  return `${user}@${formatHostPort(t.host, t.port)}/${t.database ?? user}`;
+}

@@ -1,0 +1,285 @@
+import type { Duplex } from 'node:stream';
+import { asPgError, be, frontendMessage, Limits, PgError, SqlState, type BackendMessage } from '../protocol/index.js';
+import type { Session } from '../pipeline/session.js';
+import { relay } from '../pipeline/relay.js';
+import { SocketSink, type FrameReader } from '../pipeline/socket-io.js';
+import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
+import type { CancelKey } from '../backend/cancel.js';
+import type { Logger } from '../telemetry/log.js';
+import type { SessionSpan } from '../telemetry/spans.js';
+import { recordLogin, serveAdminSession, type TokenInfo } from './admin-session.js';
+import { AuthOutcome } from './auth-outcome.js';
+import { obtainBackend, type BackendHandle } from './backend-phase.js';
+import { chooseAuthProvider } from './client-auth-phase.js';
+import type { ConnectionDeps } from './connection-deps.js';
+import type { StartupMessage } from './negotiate.js';
+import { asClientClosed } from './refusal.js';
+import { backendStartupParams, replicationRefusal } from './startup-params.js';
+import { watchExpiry } from './token-expiry.js';
+
+export interface LifecycleInit {
+  session: Session;
+  socket: Duplex;
+  reader: FrameReader;
+  startup: StartupMessage;
+  deps: ConnectionDeps;
+  /** Bounds startup and login (`--authTimeout`); cleared once the backend is there. */
+  authTimer: NodeJS.Timeout;
+  signal: AbortSignal;
+  span: SessionSpan;
+  log: Logger;
+}
+
+/**
+ * One session from its startup packet to its close, as named steps in order — startup checks,
+ * authenticate, the console or the limits, backend (pool hand-out or a new login), handshake,
+ * relay — each owning the session's phase while it runs. `run` returns the error to send when the
+ * session ended before the relay; it never leaves a cancel key, user slot or backend behind.
+ */
+export class SessionLifecycle {
+  private readonly clientSink: SocketSink;
+  private readonly channel: ClientChannel;
+  private readonly keyLength: number;
+  private reservedKey: CancelKey | undefined;
+  private provider: AuthProvider | undefined;
+  private outcome: AuthOutcome | undefined;
+
+  constructor(private readonly init: LifecycleInit) {
+    const { session, reader, startup, deps, authTimer, log } = init;
+    this.clientSink = new SocketSink(init.socket);
+    this.keyLength = startup.minor >= 2 ? 32 : 4;
+    this.channel = {
+      client: session.client,
+      startup: startup.params,
+      log,
+      send: (...msgs: BackendMessage[]) => msgs.forEach((m) => this.clientSink.write(m.raw)),
+      read: async () => {
+        const f = await reader.read().catch((err: unknown) => {
+          throw asClientClosed(err);
+        });
+        return frontendMessage(f.code, f.raw);
+      },
+      reserveCancelKey: () => (this.reservedKey ??= deps.cancels.reserve(this.keyLength)),
+      handshakeComplete: () => clearTimeout(authTimer),
+    };
+  }
+
+  async run(): Promise<PgError | undefined> {
+    const refusal = this.checkStartup();
+    if (refusal) return refusal;
+    try {
+      const auth = await this.authenticate();
+      const login = recordLogin(this.init.session, auth);
+      if (this.wantsConsole(auth)) {
+        const { deps, session, socket, reader } = this.init;
+        return await serveAdminSession(deps.admin!, session, auth, this.channel, socket, reader, deps);
+      }
+      const limited = this.claimUserSlot(auth);
+      if (limited) return limited;
+      const handle = await this.connectBackend(auth);
+      if (!handle) return undefined;
+      return await this.handshakeAndRelay(auth, handle, login);
+    } finally {
+      // Unregistered on every path; once bound to a backend, the relay's end unregisters it first.
+      if (this.reservedKey) this.init.deps.cancels.unregister(this.reservedKey);
+    }
+  }
+
+  /** What PostgreSQL refuses before asking for a password: no user, no TLS where required, replication. */
+  private checkStartup(): PgError | undefined {
+    const { startup, deps, session } = this.init;
+    const user = startup.params.get('user');
+    if (!user) {
+      return new PgError('FATAL', SqlState.InvalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet');
+    }
+    if (deps.requireTls && !session.client.tls) {
+      return new PgError('FATAL', SqlState.InvalidAuthorizationSpecification, 'TLS required', {
+        hint: 'Connect with sslmode=require (or stronger).',
+      });
+    }
+    return replicationRefusal(startup.params, deps.allowReplication);
+  }
+
+  private async authenticate(): Promise<AuthResult> {
+    const { startup, deps, session, span, log } = this.init;
+    const params = startup.params;
+    const user = params.get('user')!;
+    const provider = (this.provider = chooseAuthProvider(deps, session.client, user, params.get('database') ?? user));
+    deps.onSessionStart?.(session);
+    // Clients get at most 3.2 (whatever the backend speaks: cancel keys are mapped); _pq_ options are negotiated down.
+    const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
+    if (startup.minor > 2 || unsupported.length > 0) {
+      // The field is the whole version (3 << 16 | minor), as PostgreSQL sends it and libpq checks.
+      this.channel.send(be.negotiateProtocolVersion((3 << 16) | Math.min(startup.minor, 2), unsupported));
+    }
+    session.state.phase = 'authenticating';
+    this.outcome = new AuthOutcome(provider.name, session.client, deps, log, span);
+    let auth: AuthResult;
+    try {
+      auth = await provider.authenticate(this.channel);
+    } catch (err) {
+      this.outcome.failed(asPgError(err));
+      throw err;
+    }
+    if (!auth.checkedByBackend) this.outcome.succeeded();
+    span.identify({ identity: auth.identity, database: auth.target.database });
+    return auth;
+  }
+
+  private wantsConsole(auth: AuthResult): boolean {
+    const { deps, startup } = this.init;
+    const user = startup.params.get('user')!;
+    return deps.admin?.enabled === true && (auth.console === true || (startup.params.get('database') ?? user) === deps.admin.database);
+  }
+
+  /** `--maxConnectionsPerUser`: takes a slot for the session's identity, given back when it closes. */
+  private claimUserSlot(auth: AuthResult): PgError | undefined {
+    const { deps, session } = this.init;
+    const limit = deps.userLimit;
+    if (!limit || limit.max <= 0) return undefined;
+    const n = limit.counts.get(auth.identity) ?? 0;
+    if (n >= limit.max) {
+      return new PgError('FATAL', SqlState.TooManyConnections, `too many connections for user "${auth.target.user ?? auth.identity}"`, {
+        hint: `At most ${limit.max} sessions per user are allowed through this proxy.`,
+      });
+    }
+    limit.counts.set(auth.identity, n + 1);
+    void session.closed.then(() => {
+      const left = (limit.counts.get(auth.identity) ?? 1) - 1;
+      if (left > 0) limit.counts.set(auth.identity, left);
+      else limit.counts.delete(auth.identity);
+    });
+    return undefined;
+  }
+
+  /** A pooled connection or a new login; undefined when the login timed out meanwhile (already answered). */
+  private async connectBackend(auth: AuthResult): Promise<BackendHandle | undefined> {
+    const { session, deps, startup, span, signal, authTimer, log } = this.init;
+    session.identity = auth.identity;
+    session.user = auth.target.user ?? startup.params.get('user')!;
+    session.database = auth.target.database ?? session.user;
+    session.state.phase = 'connecting';
+    const params = backendStartupParams(startup.params, auth.target, session.user, session.database, deps);
+    for (const mw of deps.middleware) await mw.beforeBackendStartup?.({ params, ctx: session });
+    const started = Date.now();
+    const connectSpan = span.backendConnect(auth.target.host, auth.target.port, { tls: auth.target.sslmode !== 'disable' });
+    let handle: BackendHandle;
+    try {
+      handle = await obtainBackend(deps.pool, { target: auth.target, params, user: session.user, database: session.database, reserved: deps, signal });
+    } catch (err) {
+      connectSpan.end({ error: err });
+      if (auth.checkedByBackend) this.outcome!.failed(asPgError(err), 'backend_refused');
+      throw err;
+    }
+    const backend = handle.connection;
+    connectSpan.end({ authMethod: backend.authMethod });
+    if (auth.checkedByBackend) this.outcome!.succeeded();
+    deps.metrics?.backendConnected((Date.now() - started) / 1000);
+    clearTimeout(authTimer);
+    if (signal.aborted) {
+      // Nothing of this session reached the backend: a pooled connection is as clean as it was.
+      if (handle.lease) handle.lease.release(true);
+      else backend.socket.destroy();
+      return undefined;
+    }
+    session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
+    deps.metrics?.connectionResult('accepted');
+    log.info('session started', {
+      user: session.user,
+      database: session.database,
+      identity: session.identity,
+      backend: `${auth.target.host}:${auth.target.port}`,
+      backend_tls: backend.tls,
+      backend_auth: backend.authMethod,
+      backend_protocol: `3.${backend.protocolMinor}`,
+      backend_pool: handle.source,
+      connect_ms: Date.now() - started,
+    });
+    return handle;
+  }
+
+  private async handshakeAndRelay(auth: AuthResult, handle: BackendHandle, login: TokenInfo): Promise<undefined> {
+    const { deps } = this.init;
+    const backend = handle.connection;
+    // The client gets its backend's own pid (see CancelRegistry), unless the key was reserved earlier.
+    const reserved = this.reservedKey;
+    this.reservedKey = undefined;
+    if (reserved && backend.key) deps.cancels.bind(reserved, backend.key, auth.target, backend.tls);
+    const proxyKey = reserved ?? (backend.key ? deps.cancels.register(backend.key, auth.target, backend.tls, this.keyLength) : undefined);
+    let backendKept = false;
+    try {
+      this.handshake(auth, handle, proxyKey);
+      backendKept = await this.relay(auth, handle, login);
+      return undefined;
+    } finally {
+      // The key goes first: a late cancel must not reach the connection's next session.
+      if (proxyKey) deps.cancels.unregister(proxyKey);
+      handle.lease?.release(backendKept, this.init.session.serverParams);
+    }
+  }
+
+  /** AuthenticationOk, the backend's ParameterStatus set, BackendKeyData, ReadyForQuery: one write. */
+  private handshake(auth: AuthResult, handle: BackendHandle, proxyKey: CancelKey | undefined): void {
+    const { session, reader } = this.init;
+    const backend = handle.connection;
+    const done = auth.clientHandshake;
+    if (!done) this.channel.send(be.authOk());
+    // A reused connection's login notices were its first session's.
+    if (handle.source !== 'reused') this.channel.send(...backend.notices);
+    for (const [name, value] of backend.parameters) {
+      session.serverParams.set(name, value);
+      if (done?.sentParameters.get(name) !== value) this.channel.send(be.parameterStatus(name, value));
+    }
+    if (done) this.channel.send(...done.completion);
+    else {
+      if (proxyKey) this.channel.send(be.backendKeyData(proxyKey.processId, proxyKey.secretKey));
+      this.channel.send(be.readyForQuery('I'));
+    }
+    this.clientSink.flush();
+    this.clientSink.dispose();
+    reader.framer.maxLength = Limits.message;
+  }
+
+  /** Relays until the session ends; true when the backend was left idle and clean for the pool. */
+  private async relay(auth: AuthResult, handle: BackendHandle, login: TokenInfo): Promise<boolean> {
+    const { session, deps, socket, reader, log } = this.init;
+    const backend = handle.connection;
+    session.state.phase = 'relay';
+    deps.onAuthenticated?.(session);
+    const stopExpiry = auth.expiresAt !== undefined && deps.expiry ? watchExpiry(session, auth.expiresAt, deps.expiry) : () => {};
+    let stopCountingBytes = () => {};
+    let relayKind = 'js';
+    const end = await relay(
+      session,
+      deps.middleware,
+      { socket, framer: reader.framer, leftover: reader.release() },
+      { socket: backend.socket, framer: backend.framer, leftover: backend.leftover },
+      {
+        observer: deps.observeStatements?.(session),
+        onTraffic: (traffic) => {
+          if (deps.metrics) stopCountingBytes = deps.metrics.trackBytes(traffic);
+          login.traffic = traffic;
+        },
+        native: deps.nativeRelay,
+        maxMessageSize: deps.maxMessageSize,
+        onRelayKind: (kind) => {
+          deps.metrics?.relaySession(kind);
+          relayKind = kind;
+          login.relay = kind;
+        },
+        keepBackend: handle.lease !== undefined,
+      },
+    );
+    stopExpiry();
+    stopCountingBytes();
+    log.info('session ended', {
+      reason: end.reason,
+      relay: relayKind,
+      sqlstate: end.error?.sqlstate,
+      bytes_to_client: end.bytesToClient,
+      bytes_to_backend: end.bytesToBackend,
+      backend_kept: handle.lease ? end.backendKept : undefined,
+    });
+    return end.backendKept;
+  }
+}
