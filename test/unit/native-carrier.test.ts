@@ -156,6 +156,26 @@ describe('native carrier (real loopback sockets)', () => {
     });
   }
 
+  it('frames the same traffic split at every point, two reads each time, without losing its place', async () => {
+    const t = await carried({ wants: new MessageWants().addFrontend(['Bind', 'Sync']) });
+    try {
+      const traffic = frontendTraffic();
+      for (let k = 1; k < traffic.length; k++) {
+        t.client.peer.write(traffic.subarray(0, k));
+        await new Promise((r) => setTimeout(r, 2));
+        t.client.peer.write(traffic.subarray(k));
+        await until(() => t.atBackend().length === traffic.length * k, 5000, `the traffic split at ${k}`);
+      }
+      const rounds = traffic.length - 1;
+      assert.deepEqual(t.atBackend(), Buffer.concat(Array.from({ length: rounds }, () => traffic)), 'intact and in order');
+      assert.equal(t.delivered.length, rounds * 2);
+      assert.ok(t.delivered.every((d, i) => d === (i % 2 === 0 ? 'client:Bind' : 'client:Sync')));
+      assert.equal(t.carrier.status().unanswered, rounds * 2, 'a Sync and a Query each time');
+    } finally {
+      t.close();
+    }
+  });
+
   it('hands up a message that spans many reads whole, and one that a middleware changes takes its place', async () => {
     const big = 'x'.repeat(300 * 1024);
     const t = await carried({
