@@ -36,13 +36,13 @@ const DATA_ROW = 0x44;
 /** A socket's reading, stopped by its peer's backpressure or by the carrier's user; it reads when neither holds it. */
 class ReadGate implements Pausable {
   private byPressure = false;
-  byUser = false;
+  private byUser = false;
 
   constructor(private readonly socket: Duplex) {}
 
   pause(): void {
     this.byPressure = true;
-    this.socket.pause();
+    this.stop();
   }
 
   resume(): void {
@@ -52,9 +52,19 @@ class ReadGate implements Pausable {
 
   hold(held: boolean): void {
     this.byUser = held;
-    if (held) this.socket.pause();
+    if (held) this.stop();
     else if (!this.byPressure) this.socket.resume();
   }
+
+  /** A pause right after a resume is undone by the resume's own next tick (Node starts the read there): pause again after it. */
+  private stop(): void {
+    this.socket.pause();
+    process.nextTick(this.again);
+  }
+
+  private readonly again = (): void => {
+    if (this.byPressure || this.byUser) this.socket.pause();
+  };
 }
 
 export class JsCarrier implements Carrier {

@@ -3,7 +3,8 @@ import net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { describe, it } from 'node:test';
-import type { CarrierEnd, CarrierOptions } from '../../src/pipeline/carrier.js';
+import type { Carrier, CarrierEnd, CarrierOptions } from '../../src/pipeline/carrier.js';
+import { JsCarrier } from '../../src/pipeline/js-carrier.js';
 import { liveNativeCarriers, NativeCarrier } from '../../src/pipeline/native-carrier.js';
 import { connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
 import { MessageWants } from '../../src/pipeline/wants.js';
@@ -11,12 +12,13 @@ import { be, fe, Framer, type BackendMessage, type FrontendMessage } from '../..
 import { until } from '../helpers/wait.js';
 
 interface Options {
+  kind?: 'native' | 'js';
   wants?: MessageWants;
   maxMessageSize?: number;
   keepBackend?: boolean;
   /** What to do with a message handed up (default: write it on, as an empty pipeline would). */
-  onClient?: (m: FrontendMessage, carrier: NativeCarrier) => void;
-  onBackend?: (m: BackendMessage, carrier: NativeCarrier) => void;
+  onClient?: (m: FrontendMessage, carrier: Carrier) => void;
+  onBackend?: (m: BackendMessage, carrier: Carrier) => void;
 }
 
 async function listening(): Promise<{ server: net.Server; port: number }> {
@@ -34,10 +36,10 @@ async function connection(server: net.Server, port: number): Promise<{ socket: n
 }
 
 /**
- * The native carrier between two real loopback connections: `clientPeer`/`backendPeer` are the
- * far ends a test writes and reads.
+ * A carrier (native by default) between two real loopback connections: `client.peer` and
+ * `backend.peer` are the far ends a test writes and reads.
  */
-async function carried(opts: Options = {}, existingBackend?: { socket: net.Socket; peer: net.Socket }) {
+async function carriedBy(opts: Options, existingBackend?: { socket: net.Socket; peer: net.Socket }) {
   const { server, port } = await listening();
   const c = await connection(server, port);
   const b = existingBackend ?? (await connection(server, port));
@@ -50,7 +52,7 @@ async function carried(opts: Options = {}, existingBackend?: { socket: net.Socke
   const delivered: string[] = [];
   const ends: CarrierEnd[] = [];
   let idles = 0;
-  let carrier: NativeCarrier;
+  let carrier: Carrier;
   const options: CarrierOptions = {
     wants: opts.wants ?? new MessageWants(),
     maxMessageSize: opts.maxMessageSize ?? 64 * 1024 * 1024,
@@ -70,8 +72,13 @@ async function carried(opts: Options = {}, existingBackend?: { socket: net.Socke
       ended: (e) => ends.push(e),
     },
   };
-  carrier = NativeCarrier.open({ socket: c.socket, framer: new Framer() }, { socket: b.socket, framer: new Framer() }, options)!;
-  assert.ok(carrier, 'the native carrier takes plain TCP sockets');
+  const endpoints = [{ socket: c.socket, framer: new Framer() }, { socket: b.socket, framer: new Framer() }] as const;
+  if (opts.kind === 'js') carrier = new JsCarrier(...endpoints, options);
+  else {
+    const native = NativeCarrier.open(...endpoints, options);
+    assert.ok(native, 'the native carrier takes plain TCP sockets');
+    carrier = native;
+  }
   carrier.start();
   return {
     carrier,
@@ -110,7 +117,9 @@ const frontendTraffic = () =>
     ].map((m) => m.raw),
   );
 
-describe('native carrier (real loopback sockets)', () => {
+for (const kind of ['native', 'js'] as const) describe(`${kind} carrier (real loopback sockets)`, () => {
+  const carried = (opts: Options = {}, backend?: { socket: net.Socket; peer: net.Socket }) => carriedBy({ kind, ...opts }, backend);
+
   it('forwards byte for byte and keeps the state, with every message split at every byte', async () => {
     const t = await carried();
     try {
@@ -194,6 +203,7 @@ describe('native carrier (real loopback sockets)', () => {
     }
   });
 
+  if (kind === 'native')
   it('writes a message from JavaScript after the forwarded message in flight, never inside it', async () => {
     const t = await carried();
     try {
@@ -213,6 +223,7 @@ describe('native carrier (real loopback sockets)', () => {
     }
   });
 
+  if (kind === 'native')
   it('stops only at a message boundary, and reads nothing past it', async () => {
     const t = await carried();
     try {
@@ -236,6 +247,40 @@ describe('native carrier (real loopback sockets)', () => {
       t.close();
     }
   });
+
+  it('stops reading a paused side until it is resumed', async () => {
+    const t = await carried();
+    try {
+      t.carrier.pause('client');
+      await new Promise((r) => setTimeout(r, 20));
+      const query = fe.query('select 1').raw;
+      t.client.peer.write(query);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(t.atBackend().length, 0, 'nothing read while paused');
+      t.carrier.resume('client');
+      await until(() => t.atBackend().length === query.length, 5000, 'the query after resume');
+    } finally {
+      t.close();
+    }
+  });
+
+  if (kind === 'js')
+    it('writes a message from JavaScript whole, between messages (a message read in part is not yet forwarded)', async () => {
+      const t = await carried();
+      try {
+        const row = be.dataRow([Buffer.from('y'.repeat(1000))]).raw;
+        t.backend.peer.write(row.subarray(0, 300));
+        await new Promise((r) => setTimeout(r, 50));
+        const notice = be.noticeResponse({ severity: 'NOTICE', code: '00000', message: 'in between' });
+        t.carrier.toClient(notice);
+        t.backend.peer.write(Buffer.concat([row.subarray(300), be.readyForQuery('I').raw]));
+        const expected = Buffer.concat([notice.raw, row, be.readyForQuery('I').raw]);
+        await until(() => t.atClient().length === expected.length, 5000, 'everything');
+        assert.deepEqual(t.atClient(), expected);
+      } finally {
+        t.close();
+      }
+    });
 
   it('stops at once when both directions are at a boundary', async () => {
     const t = await carried();
@@ -392,6 +437,7 @@ describe('native carrier (real loopback sockets)', () => {
     }
   });
 
+  if (kind === 'native')
   it('frees every carrier once it has ended and nothing holds it', async () => {
     v8.setFlagsFromString('--expose-gc');
     const gc = vm.runInNewContext('gc') as () => void;
