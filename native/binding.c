@@ -196,25 +196,30 @@ static napi_value write_bytes(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* feed(handle, direction, bytes): bytes read before the carrier started, taken as if just read. */
+/* feed(handle, direction, bytes): bytes read before the carrier started, taken as if just read (a read's worth at a time). */
 static napi_value feed(napi_env env, napi_callback_info info) {
   ARGS(3);
   carrier_t *c = handle_of(env, argv[0]);
   size_t len;
   uint8_t *data = c ? bytes_arg(env, argv[2], &len) : NULL;
-  if (!data || c->state != R_RUNNING || len == 0) return NULL;
+  if (!data) return NULL;
   int d = int_arg(env, argv[1]) == TO_CLIENT ? TO_CLIENT : TO_BACKEND;
-  size_t room;
-  uint8_t *buf = read_region(len, &room);
-  if (!buf || room < len) {
-    napi_throw_error(env, NULL, "feed: no room");
-    return NULL;
-  }
-  memcpy(buf, data, len);
   c->in_js = 1;
-  c->busy = 1;
-  process_read(c, d, buf, len);
-  c->busy = 0;
+  while (len > 0 && c->state == R_RUNNING) {
+    size_t room;
+    uint8_t *buf = read_region(len < READ_MAX ? len : READ_MAX, &room);
+    if (!buf) {
+      c->in_js = 0;
+      napi_throw_error(env, NULL, "feed: out of memory");
+      return NULL;
+    }
+    memcpy(buf, data, room);
+    c->busy = 1;
+    process_read(c, d, buf, room);
+    c->busy = 0;
+    data += room;
+    len -= room;
+  }
   settle(c);
   c->in_js = 0;
   return NULL;

@@ -20,8 +20,11 @@
 
 /* Most bytes one read takes. */
 #define READ_MAX (64 * 1024)
-/* The read region shared by every session, and the least room a read gets before a new one is made. */
-#define SLAB_SIZE (256 * 1024)
+/*
+ * The read region shared by every session, and the least room a read gets before a new one is
+ * made. A message JavaScript keeps keeps its region alive: small regions bound what that costs.
+ */
+#define SLAB_SIZE (64 * 1024)
 #define READ_MIN (8 * 1024)
 /* A batch never has more entries than this: one per message at most, plus the forwarded runs between. */
 #define TAPE_ENTRIES (2 * (READ_MAX / 5) + 4)

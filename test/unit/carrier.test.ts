@@ -16,6 +16,9 @@ interface Options {
   wants?: MessageWants;
   maxMessageSize?: number;
   keepBackend?: boolean;
+  /** Frames the login read ahead from the client, and bytes of a frame begun (fed to the client's framer). */
+  leftover?: Buffer[];
+  partial?: Buffer;
   /** What to do with a message handed up (default: write it on, as an empty pipeline would). */
   onClient?: (m: FrontendMessage, carrier: Carrier) => void;
   onBackend?: (m: BackendMessage, carrier: Carrier) => void;
@@ -72,7 +75,10 @@ async function carriedBy(opts: Options, existingBackend?: { socket: net.Socket; 
       ended: (e) => ends.push(e),
     },
   };
-  const endpoints = [{ socket: c.socket, framer: new Framer() }, { socket: b.socket, framer: new Framer() }] as const;
+  const clientFramer = new Framer();
+  if (opts.partial) clientFramer.push(opts.partial, () => assert.fail('a part of a frame only'));
+  const leftover = (opts.leftover ?? []).map((raw) => ({ code: raw[0]!, raw }));
+  const endpoints = [{ socket: c.socket, framer: clientFramer, leftover }, { socket: b.socket, framer: new Framer() }] as const;
   if (opts.kind === 'js') carrier = new JsCarrier(...endpoints, options);
   else {
     const native = NativeCarrier.open(...endpoints, options);
@@ -180,6 +186,26 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier (real lo
       assert.equal(t.delivered.length, rounds * 2);
       assert.ok(t.delivered.every((d, i) => d === (i % 2 === 0 ? 'client:Bind' : 'client:Sync')));
       assert.equal(t.carrier.status().unanswered, rounds * 2, 'a Sync and a Query each time');
+    } finally {
+      t.close();
+    }
+  });
+
+  it('carries what login read ahead first: whole frames, a frame begun, then what the socket brings', async () => {
+    const big = fe.query('y'.repeat(200 * 1024)).raw;
+    const sync = fe.sync().raw;
+    const t = await carried({
+      wants: new MessageWants().addFrontend(['Query']),
+      leftover: [fe.query('select 1').raw, big],
+      partial: sync.subarray(0, 3),
+    });
+    try {
+      t.client.peer.write(sync.subarray(3));
+      const expected = Buffer.concat([fe.query('select 1').raw, big, sync]);
+      await until(() => t.atBackend().length === expected.length, 5000, 'everything');
+      assert.deepEqual(t.atBackend(), expected);
+      assert.deepEqual(t.delivered, ['client:Query', 'client:Query']);
+      assert.equal(t.carrier.status().unanswered, 3);
     } finally {
       t.close();
     }
