@@ -10,8 +10,9 @@
  *   LOGIN_BUILDS=/tmp/pgward-base,. LOGIN_REPEATS=5 node dist/bench/login-profile.js
  *
  * Env: LOGIN_SECONDS (10, per measurement), LOGIN_REPEATS (3), LOGIN_CLIENTS (4, pgbench -c; -j 2),
+ * LOGIN_WARMUP (1500 connections through each pgward before measuring),
  * LOGIN_VARIANTS (tls,plain; also tls-rsa: pgward's client certificate is RSA-2048 instead of
- * ECDSA P-256), LOGIN_BUILDS (comma-separated repository roots, default this one), LOGIN_PGWARD_ARGS (more `pgward start` flags), LOGIN_NODE_ARGS (Node options for pgward,
+ * ECDSA P-256, client-tls and backend-tls: TLS on one hop only), LOGIN_BUILDS (comma-separated repository roots, default this one), LOGIN_PGWARD_ARGS (more `pgward start` flags), LOGIN_NODE_ARGS (Node options for pgward,
  * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": the profile is written when pgward exits at the end),
  * LOGIN_PERF_DIR (`perf record -g` of pgward during each measurement, into this directory; with
  * LOGIN_NODE_ARGS=--perf-basic-prof perf names the JavaScript functions too), LOGIN_OUTPUT_DIR
@@ -44,12 +45,17 @@ const VARIANTS: readonly Variant[] = [
   { name: 'tls', clientTls: 'ec', backendTls: true },
   { name: 'tls-rsa', clientTls: 'rsa', backendTls: true },
   { name: 'plain', backendTls: false },
+  // One hop with TLS each: their differences from `plain` split the cost of `tls` by hop.
+  { name: 'client-tls', clientTls: 'ec', backendTls: false },
+  { name: 'backend-tls', backendTls: true },
 ];
 
 interface Settings {
   seconds: number;
   repeats: number;
   clients: number;
+  /** Connections through each pgward before measuring. */
+  warmup: number;
   variants: Variant[];
   builds: string[];
   pgwardArgs: string[];
@@ -92,13 +98,16 @@ async function main(): Promise<void> {
       for (const variant of settings.variants) pgwards.push({ build, variant, proc: await startPgward(build, variant, fixture, settings) });
     }
     console.log(`pgbench -n -S -C -c ${settings.clients} -j 2 -T ${settings.seconds}; ${settings.repeats} repeats; builds: ${settings.builds.join(', ')}`);
-    for (const p of pgwards) await runPgbench(p.proc.port, p.variant, fixture, settings.clients, 2); // warm-up (JIT, caches)
+    // V8 compiles the login path as it gets hot, connection after connection: measured before it
+    // has, at a few dozen connections a second, a tenth of the CPU is the compiler's.
+    console.log(`warming up: ${settings.warmup} connections through each pgward`);
+    for (const p of pgwards) await runPgbench(p.proc.port, p.variant, fixture, settings.clients, { connections: settings.warmup });
     const results: Measurement[] = [];
     for (let r = 1; r <= settings.repeats; r++) {
       for (const { build, variant, proc } of pgwards) {
         const m = await measure(proc, build, variant, fixture, settings);
         results.push(m);
-        console.log(`#${r} ${pad(variant.name, 8)} ${pad(shortBuild(build), 22)} ${m.perSecond.toFixed(0).padStart(5)} conn/s  ` +
+        console.log(`#${r} ${pad(variant.name, 11)} ${pad(shortBuild(build), 22)} ${m.perSecond.toFixed(0).padStart(5)} conn/s  ` +
           `${m.cpuMs.toFixed(3)} ms CPU/conn  (${m.connections} connections, ${m.failed} failed)`);
       }
     }
@@ -107,7 +116,7 @@ async function main(): Promise<void> {
       const mine = results.filter((m) => m.build === build && m.variant === variant.name);
       const cpu = mine.map((m) => m.cpuMs).sort((a, b) => a - b);
       const rate = mine.map((m) => m.perSecond).sort((a, b) => a - b);
-      console.log(`${pad(variant.name, 8)} ${pad(shortBuild(build), 22)} ${median(cpu).toFixed(3)} ms [${cpu[0]!.toFixed(3)} – ${cpu.at(-1)!.toFixed(3)}]` +
+      console.log(`${pad(variant.name, 11)} ${pad(shortBuild(build), 22)} ${median(cpu).toFixed(3)} ms [${cpu[0]!.toFixed(3)} – ${cpu.at(-1)!.toFixed(3)}]` +
         `   ${median(rate).toFixed(0)} conn/s [${rate[0]!.toFixed(0)} – ${rate.at(-1)!.toFixed(0)}]`);
     }
   } finally {
@@ -133,6 +142,7 @@ function readSettings(): Settings {
     seconds: int('LOGIN_SECONDS', 10),
     repeats: int('LOGIN_REPEATS', 3),
     clients: int('LOGIN_CLIENTS', 4),
+    warmup: int('LOGIN_WARMUP', 1500),
     variants,
     builds: list('LOGIN_BUILDS', thisRoot).map((b) => resolve(b)),
     pgwardArgs: (process.env.LOGIN_PGWARD_ARGS ?? '').split(' ').filter(Boolean),
@@ -226,7 +236,7 @@ async function measure(proc: Pgward, build: string, variant: Variant, fixture: F
   const perf = settings.perfDir ? startPerf(proc.pid, join(settings.perfDir, `${variant.name}-${proc.pid}.data`)) : undefined;
   const before = await cpuSeconds(proc.pid);
   const started = process.hrtime.bigint();
-  const out = await runPgbench(proc.port, variant, fixture, settings.clients, settings.seconds);
+  const out = await runPgbench(proc.port, variant, fixture, settings.clients, { seconds: settings.seconds });
   await perf?.stop();
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = (await cpuSeconds(proc.pid)) - before;
@@ -236,10 +246,12 @@ async function measure(proc: Pgward, build: string, variant: Variant, fixture: F
   return { build, variant: variant.name, connections, failed, perSecond: connections / elapsed, cpuMs: (cpu * 1000) / connections };
 }
 
-async function runPgbench(port: number, variant: Variant, fixture: Fixture, clients: number, seconds: number): Promise<string> {
+/** pgbench -C: each transaction on a new connection, for a time or a number of connections. */
+async function runPgbench(port: number, variant: Variant, fixture: Fixture, clients: number, run: { seconds: number } | { connections: number }): Promise<string> {
   const env = { ...process.env, PGPASSWORD: fixture.token, PGSSLMODE: variant.clientTls ? 'require' : 'disable', PGCONNECT_TIMEOUT: '10' };
-  const args = ['-n', '-S', '-C', '-c', String(clients), '-j', '2', '-T', String(seconds), '-h', '127.0.0.1', '-p', String(port), '-U', 'app', 'postgres'];
-  const { stdout } = await execFileAsync('pgbench', args, { env, maxBuffer: 16 << 20, timeout: (seconds + 60) * 1000 });
+  const amount = 'seconds' in run ? ['-T', String(run.seconds)] : ['-t', String(Math.ceil(run.connections / clients))];
+  const args = ['-n', '-S', '-C', '-c', String(clients), '-j', '2', ...amount, '-h', '127.0.0.1', '-p', String(port), '-U', 'app', 'postgres'];
+  const { stdout } = await execFileAsync('pgbench', args, { env, maxBuffer: 16 << 20, timeout: 600_000 });
   return stdout;
 }
 
