@@ -9,16 +9,29 @@ import { createLogger } from '../../src/telemetry/log.js';
 
 const LOG_MODULE = fileURLToPath(new URL('../../src/telemetry/log.js', import.meta.url));
 
+interface RunOptions {
+  destination?: string;
+  /** Reading of the child's stdout stops for this long once it starts (a slow log collector). */
+  stallMs?: number;
+  /** The child's stdout is closed at once (a collector that went away). */
+  closeStdout?: boolean;
+}
+
 /** Runs a Node process that logs with pgward's logger (`body` uses `log`), with its stdout piped here. */
-function run(body: string, destination?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(body: string, opts: RunOptions = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const script = `
     const { createLogger } = await import(${JSON.stringify(LOG_MODULE)});
-    const log = createLogger({ format: 'json', level: 'debug', destination: ${JSON.stringify(destination)} });
+    const log = createLogger({ format: 'json', level: 'debug', destination: ${JSON.stringify(opts.destination)} });
     ${body}`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+  if (opts.closeStdout) child.stdout.destroy();
+  else child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+  if (opts.stallMs) {
+    child.stdout.pause();
+    setTimeout(() => child.stdout.resume(), opts.stallMs);
+  }
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
   return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
 }
@@ -30,7 +43,7 @@ function numbers(text: string): number[] {
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-// Lines logged in one turn, over several turns (awaits), and more than one batch (64 KiB) in one go.
+// Lines logged in one turn, over several turns (awaits), and well over a pipe's 64 KiB in one go.
 const LOG_20000 = `
   for (let i = 0; i < 5000; i++) log.info('line', { n: i });
   await new Promise((r) => setImmediate(r));
@@ -38,7 +51,7 @@ const LOG_20000 = `
   await new Promise((r) => setTimeout(r, 5));
   for (let i = 10000; i < 20000; i++) log.info('line', { n: i });`;
 
-describe('log lines are batched per event-loop turn and never lost on exit', () => {
+describe('log lines are all written, in order, however the process ends', () => {
   let dir: string;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'pgward-log-'));
@@ -63,7 +76,7 @@ describe('log lines are batched per event-loop turn and never lost on exit', () 
     assert.deepEqual(numbers(crash.stdout), range(20001));
   });
 
-  it('the same for --logDestination, and a reopen sends later lines to a new file', async () => {
+  it('the same for --logDestination (appended synchronously), and a reopen sends later lines to a new file', async () => {
     const file = join(dir, 'pgward.log');
     const r = await run(
       `for (let i = 0; i < 3000; i++) log.info('line', { n: i });
@@ -72,7 +85,7 @@ describe('log lines are batched per event-loop turn and never lost on exit', () 
        log.reopen();
        for (let i = 3000; i < 6000; i++) log.info('line', { n: i });
        process.exit(0);`,
-      file,
+      { destination: file },
     );
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, '');
@@ -81,25 +94,79 @@ describe('log lines are batched per event-loop turn and never lost on exit', () 
     await rename(file, join(dir, 'done.log'));
   });
 
-  it('lines of one turn leave together, after the turn', async () => {
-    const writes: string[] = [];
-    // A custom output is written to directly (tests and embedders see each line at once) …
-    const direct = createLogger({ format: 'json' }, {}, { write: (l) => void writes.push(l) });
-    direct.info('a');
-    assert.equal(writes.length, 1);
-    // … stdout is written once per turn.
-    const r = await run(`
-      const { writeSync } = await import('node:fs');
-      const real = process.stdout.write.bind(process.stdout);
-      let calls = 0;
-      process.stdout.write = (chunk, ...rest) => { calls++; return real(chunk, ...rest); };
-      for (let i = 0; i < 3; i++) log.info('line', { n: i });
-      writeSync(2, 'writes during the turn: ' + calls + '\\n');
-      await new Promise((r) => setImmediate(r));
-      writeSync(2, 'writes after it: ' + calls + '\\n');`);
+  it('a log reader that stalls neither stops the event loop nor loses or reorders lines', async () => {
+    const r = await run(
+      `let ticks = 0;
+       const timer = setInterval(() => ticks++, 10);
+       for (let i = 0; i < 20000; i++) log.info('line', { n: i });
+       await new Promise((done) => setTimeout(done, 400));
+       process.stderr.write('ticks while the pipe was full: ' + ticks + '\\n');
+       clearInterval(timer);
+       for (let i = 20000; i < 21000; i++) log.info('line', { n: i });`,
+      { stallMs: 600 },
+    );
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /writes during the turn: 0\nwrites after it: 1\n/);
+    const ticks = Number(/ticks while the pipe was full: (\d+)/.exec(r.stderr)?.[1]);
+    assert.ok(ticks >= 10, `timers ran while nobody read the log (${ticks} ticks)`);
+    assert.deepEqual(numbers(r.stdout), range(21000));
+  });
+
+  it('past 8 MiB waiting for a stalled reader, lines are dropped, counted and reported', async () => {
+    const r = await run(
+      `const pad = 'x'.repeat(200);
+       for (let i = 0; i < 60000; i++) log.info('line', { n: i, pad });
+       await new Promise((done) => setTimeout(done, 1500));
+       log.info('line', { n: 60000 });`,
+      { stallMs: 1000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { n?: number; msg: string; lines?: number });
+    const report = lines.find((l) => l.msg === 'log lines dropped: the log output was not read fast enough');
+    assert.ok(report && report.lines! > 0, 'the drop is reported');
+    const kept = lines.filter((l) => l.n !== undefined).map((l) => l.n!);
+    assert.equal(kept.length + report.lines!, 60001, 'every line is either written or counted');
+    assert.deepEqual(kept, [...kept].sort((a, b) => a - b), 'in order');
+    assert.equal(kept.at(-1), 60000, 'lines after the drain are written again');
+  });
+
+  it('a reader that goes away leaves the process running, said once on stderr', async () => {
+    const r = await run(
+      `for (let i = 0; i < 20000; i++) log.info('line', { n: i });
+       await new Promise((done) => setTimeout(done, 200));
+       for (let i = 0; i < 100; i++) log.info('line', { n: i });
+       process.stderr.write('still running\\n');`,
+      { closeStdout: true },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /still running/);
+    assert.equal(r.stderr.match(/cannot write the log to stdout \(EPIPE/g)?.length, 1, r.stderr);
+  });
+
+  it('a log file that cannot be written (ENOSPC) is said once on stderr, and its lines go to stdout', async () => {
+    const r = await run(`for (let i = 0; i < 3; i++) log.info('line', { n: i });`, { destination: '/dev/full' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr.match(/cannot write the log file \/dev\/full \(.*ENOSPC.*\); logging to stdout/g)?.length, 1, r.stderr);
     assert.deepEqual(numbers(r.stdout), [0, 1, 2]);
+  });
+
+  it('text, json and fluent lines: base fields first, a line field overrides a base one, undefined left out', () => {
+    const lines: string[] = [];
+    const sink = { write: (l: string) => void lines.push(l) };
+    for (const format of ['text', 'json', 'fluent'] as const) {
+      const log = createLogger({ format }, { client: '10.0.0.1:5', session: 's1' }, sink).child({ session: 's2', user: 'alice' });
+      log.warn('session started', { note: 'two words', quote: 'a"b', user: 'bob', n: 3, ok: true, gone: undefined, obj: { a: 1 } });
+    }
+    assert.match(
+      lines[0]!,
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARN  session started client=10\.0\.0\.1:5 session=s2 user=bob note="two words" quote="a\\"b" n=3 ok=true obj=\{"a":1\}\n$/,
+    );
+    const json = JSON.parse(lines[1]!) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(json), ['time', 'level', 'msg', 'client', 'session', 'user', 'note', 'quote', 'n', 'ok', 'obj']);
+    assert.deepEqual([json.level, json.msg, json.session, json.user], ['warn', 'session started', 's2', 'bob']);
+    const [tag, at, body] = JSON.parse(lines[2]!) as [string, number, Record<string, unknown>];
+    assert.equal(tag, 'pgward');
+    assert.ok(Math.abs(at - Date.now() / 1000) < 5);
+    assert.deepEqual([body.level, body.msg, body.user, body.client], ['warn', 'session started', 'bob', '10.0.0.1:5']);
   });
 
   it('redacts secret field names given to a child logger or a line', () => {
