@@ -63,6 +63,9 @@ describe('cheap logins: what is kept between logins, and what is still checked a
     args = [
       '--insecure', '--config', join(dir, 'pgward.yaml'), '--backends', join(dir, 'backends.json'),
       '--signingKeys', join(dir, 'key.pem'), '--revocations', join(dir, 'revocations.yaml'), '--clockTolerance', '0s',
+      // Each login must open a backend connection of its own here: these cases are about what a
+      // new backend login reuses (the pool would hand the second login the first one's backend).
+      '--poolMode', 'off',
     ];
     proxy = await startTestProxy(args);
   });
