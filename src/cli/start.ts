@@ -22,6 +22,7 @@ import { createAdminRuntime } from './admin-host.js';
 import { startPool } from './pool-runtime.js';
 import { consoleEnabled } from '../config/admin-config.js';
 import { formatHostPort } from '../util/host-port.js';
+import { forgetBackendTlsContexts } from '../backend/dial.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
@@ -210,6 +211,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
       const old = runtime;
       runtime = built;
       old.dispose();
+      forgetBackendTlsContexts();
       void pools.reload(next.pool, built.routes);
     },
     async drain() {
