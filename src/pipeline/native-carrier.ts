@@ -63,6 +63,8 @@ const EV_TIMINGS_FULL = 3;
 const W_IDLE = 1;
 const W_ENDED = 2;
 
+const NOTHING = (): void => {};
+
 let loaded: Addon | null | undefined;
 let loadError: string | undefined;
 let tape: Uint32Array;
@@ -163,7 +165,6 @@ class NativeWriter {
     this.run = undefined;
     this.carrier.write(this.direction, run, this.runStart, this.runEnd - this.runStart, this.continues);
   }
-
 }
 
 // Writers with something to write outside a batch, flushed together in one microtask.
@@ -191,7 +192,7 @@ export class NativeCarrier implements Carrier {
   private final: CarrierStatus | undefined;
   private unsent: Ended | undefined;
   private idleDue = false;
-  private stopPulling = () => {};
+  private stopPulling = NOTHING;
 
   private constructor(
     private readonly lib: Addon,
@@ -347,6 +348,8 @@ export class NativeCarrier implements Carrier {
     if (this.final || !this.handle) return;
     this.drainTimings();
     this.stopPulling();
+    // A closure of the metrics' would keep this carrier alive with a session someone retains.
+    this.stopPulling = NOTHING;
     const ended = this.lib.ended(this.handle);
     this.final = this.lib.status(this.handle);
     this.unsent = ended;
