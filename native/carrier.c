@@ -216,7 +216,7 @@ void update_polls(carrier_t *c) {
     endpoint_t *ep = &c->ep[e];
     int reader = e == CLIENT ? TO_BACKEND : TO_CLIENT;
     int writer = e == CLIENT ? TO_CLIENT : TO_BACKEND;
-    int events = (wants_read(c, reader) ? UV_READABLE : 0) | (wants_write(c, writer) ? UV_WRITABLE : 0);
+    int events = ep->io.ops->poll_events(&ep->io, wants_read(c, reader), wants_write(c, writer));
     if (events == ep->events) continue;
     ep->events = events;
     if (events) uv_poll_start(&ep->poll, events, on_poll);
@@ -300,9 +300,10 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   if (status < 0) {
     end(c, e == CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, -status);
   } else {
-    if (events & UV_WRITABLE) flush_queue(c, e == CLIENT ? TO_CLIENT : TO_BACKEND);
+    int ready = ep->io.ops->ready(&ep->io, events);
+    if (ready & IO_READY_WRITE) flush_queue(c, e == CLIENT ? TO_CLIENT : TO_BACKEND);
     int d = e == CLIENT ? TO_BACKEND : TO_CLIENT;
-    if ((events & UV_READABLE) && wants_read(c, d)) pump(c, d);
+    if ((ready & IO_READY_READ) && wants_read(c, d)) pump(c, d);
   }
   c->busy = 0;
   settle(c);

@@ -12,6 +12,8 @@
 
 /* Returned by read and write besides a byte count. */
 enum { IO_AGAIN = -1, IO_ERROR = -2 };
+/* What descriptor events unblock (see `ready`). */
+enum { IO_READY_READ = 1, IO_READY_WRITE = 2 };
 
 typedef struct io io_t;
 
@@ -20,6 +22,13 @@ typedef struct {
   ssize_t (*read)(io_t *io, uint8_t *buf, size_t len);
   /* Up to `len` bytes from `buf`: how many were taken, IO_AGAIN when none fit, IO_ERROR (errno set). */
   ssize_t (*write)(io_t *io, const uint8_t *buf, size_t len);
+  /*
+   * The descriptor events (UV_READABLE, UV_WRITABLE) to poll for so that a read, a write or both
+   * can go on: the same for plain TCP; TLS may need to write to read, or read to write.
+   */
+  int (*poll_events)(io_t *io, int want_read, int want_write);
+  /* Which operations the polled `events` unblock (IO_READY_*); TLS also reports plaintext it holds already. */
+  int (*ready)(io_t *io, int events);
   /* Lets go of the endpoint: the connection itself stays, for Node's socket to go on with. */
   void (*release)(io_t *io);
 } io_ops_t;
