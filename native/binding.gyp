@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "pgward_relay",
-      "sources": ["relay.c"],
+      "sources": ["binding.c", "carrier.c", "framing.c", "io.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

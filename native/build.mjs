@@ -1,15 +1,15 @@
-// Builds the native relay addon (native/relay.c) with node-gyp, which npm ships and puts on the
+// Builds the native carrier addon (native/*.c) with node-gyp, which npm ships and puts on the
 // PATH of package scripts. pgward runs without it (every session then relays in JavaScript), so a
 // machine without a C toolchain still builds and starts: the failure is reported, not fatal,
-// unless PGWARD_NATIVE_REQUIRED=1 (CI sets it, so the native relay's tests always run there).
+// unless PGWARD_NATIVE_REQUIRED=1 (CI sets it, so the native carrier's tests always run there).
 import { spawnSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const output = join(here, 'build', 'Release', 'pgward_relay.node');
-const sources = ['relay.c', 'binding.gyp'].map((f) => join(here, f));
+const sources = readdirSync(here).filter((f) => /\.(c|h|gyp)$/.test(f)).map((f) => join(here, f));
 const required = process.env.PGWARD_NATIVE_REQUIRED === '1';
 
 const newest = Math.max(...sources.map((f) => statSync(f).mtimeMs));
@@ -26,5 +26,5 @@ const result = spawnSync(command, [...args, 'rebuild', '--loglevel=warn'], { cwd
 if (result.status === 0) process.exit(0);
 
 const why = result.error ? String(result.error) : `node-gyp exited with ${result.status}`;
-console.error(`pgward: the native relay was not built (${why}); sessions will relay in JavaScript.`);
+console.error(`pgward: the native carrier was not built (${why}); sessions will relay in JavaScript.`);
 process.exit(required ? 1 : 0);

@@ -78,7 +78,7 @@ export default definePlugin({
     // (at start and on each reload); `session` runs once per client session.
     api.registerMiddleware('deny-statements', (raw): Middleware => {
       const options = parseOptions(raw);
-      return { name: 'deny-statements', session: (ctx) => denySession(ctx, options) };
+      return { name: 'deny-statements', messages: { backend: ['ErrorResponse'] }, session: (ctx) => denySession(ctx, options) };
     });
   },
 });

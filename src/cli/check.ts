@@ -93,7 +93,7 @@ function relayDescription(config: ProxyConfig): string {
   if (!config.nativeRelay) return 'JavaScript for every session (--no-nativeRelay)';
   const native = nativeRelayAvailability();
   return native.available
-    ? 'native for sessions that no middleware, trace or TLS needs to see into; JavaScript for the rest'
+    ? 'native for sessions over plain TCP on both sides (middleware see the messages they declare); JavaScript for TLS sessions'
     : `JavaScript for every session (the native relay is not available: ${native.reason})`;
 }
 

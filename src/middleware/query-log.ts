@@ -1,6 +1,6 @@
 import { tap } from 'rxjs';
 import type { Middleware, MiddlewareContext, SessionHandlers } from '../pipeline/middleware.js';
-import type { BackendMessage, FrontendMessage } from '../protocol/index.js';
+import { FRONTEND_MEANINGS, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
 import { firstKeyword, parseCommandTag, redactSql, splitStatements } from '../sql/text.js';
 
 /** One finished statement, as `query-log` reports it (SPEC §5). */
@@ -54,6 +54,7 @@ export function queryLog(opts: QueryLogOptions = {}): Middleware {
   };
   return {
     name: 'query-log',
+    messages: MESSAGES,
     session(ctx: MiddlewareContext): SessionHandlers {
       const tracker = new QueryTracker(ctx, settings);
       return {
@@ -97,8 +98,40 @@ type Pending =
   | { kind: 'execute'; stmt: StatementInfo | undefined; params: number; start: number; rows: number }
   | { kind: 'describe' | 'close' | 'sync' | 'call' };
 
-/** Requests answered by a ReadyForQuery. */
-const TERMINATORS = new Set<Pending['kind']>(['sync', 'query', 'call']);
+/** The request each kind stands for; those the protocol table says await a ReadyForQuery end at one. */
+const REQUESTS: Record<Pending['kind'], FrontendType> = {
+  query: 'Query',
+  parse: 'Parse',
+  bind: 'Bind',
+  execute: 'Execute',
+  describe: 'Describe',
+  close: 'Close',
+  sync: 'Sync',
+  call: 'FunctionCall',
+};
+const TERMINATORS = new Set((Object.keys(REQUESTS) as Pending['kind'][]).filter((k) => FRONTEND_MEANINGS[REQUESTS[k]].awaitsReady));
+
+/**
+ * What the tracker reads (`fromClient`, `fromBackend`); every other message passes it by, on the
+ * native carrier without leaving C. DataRow is read to count the rows of a result whose command
+ * tag has no count (a suspended portal, SHOW).
+ */
+const MESSAGES = {
+  frontend: ['Query', 'Parse', 'Bind', 'Execute', 'Describe', 'Close', 'Sync', 'FunctionCall'],
+  backend: [
+    'DataRow',
+    'ParseComplete',
+    'BindComplete',
+    'CloseComplete',
+    'NoData',
+    'RowDescription',
+    'CommandComplete',
+    'EmptyQueryResponse',
+    'PortalSuspended',
+    'ErrorResponse',
+    'ReadyForQuery',
+  ],
+} as const;
 /** Bounds on what one session remembers (statements the client never closes, runaway pipelines). */
 const MAX_STATEMENTS = 10_000;
 const MAX_STATEMENT_CHARS = 1 << 20;

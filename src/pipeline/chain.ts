@@ -1,73 +1,272 @@
-import { Observable, Subject } from 'rxjs';
-import type { BackendMessage, FrontendMessage } from '../protocol/index.js';
+import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
+import { BackendSpecs, FrontendSpecs, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
+import { codesOf, MessageWants } from './wants.js';
+
+/** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
+export interface ChainOutputs {
+  toBackend(m: FrontendMessage): void;
+  toClient(m: BackendMessage): void;
+  /** A middleware's operator failed (in the direction named): the session ends with it. */
+  error(err: unknown, direction: Direction): void;
+}
+
+export type Direction = 'toBackend' | 'toClient';
 
 export interface Chain {
-  /** Client messages after every middleware, ready for the backend socket. */
-  readonly toBackend$: Observable<FrontendMessage>;
-  /** Backend messages after every middleware, ready for the client socket. */
-  readonly toClient$: Observable<BackendMessage>;
+  /** A client message (one the session wants, see `wants`) into the first middleware. */
+  fromClient(m: FrontendMessage): void;
+  /** A backend message into the last middleware. */
+  fromBackend(m: BackendMessage): void;
   readonly handlers: readonly SessionHandlers[];
+  /** What the session's operators must see; a carrier forwards everything else itself. */
+  readonly wants: MessageWants;
+  /** The source of a direction failed: the failure passes the operators on its way out. */
+  fail(direction: Direction, err: unknown): void;
+  /** The session ended: the streams stop, injections go nowhere. */
+  close(): void;
 }
 
 /**
  * Composes the configured middleware into two streams: frontend messages pass them first to last,
  * backend messages last to first. Each middleware's injections enter right after it in the
- * direction they travel. With no middleware the sources come out untouched.
+ * direction they travel. An operator sees only the message types its middleware declared
+ * (`Middleware.messages`); others pass it by. A direction where no middleware has an operator
+ * is no stream at all: messages and injections go straight to the output.
  */
-export function buildChain(
-  middleware: readonly Middleware[],
-  ctx: SessionContext,
-  fromClient$: Observable<FrontendMessage>,
-  fromBackend$: Observable<BackendMessage>,
-): Chain {
-  const toBackendInjections: Subject<FrontendMessage>[] = [];
-  const toClientInjections: Subject<BackendMessage>[] = [];
+export function composeChain(middleware: readonly Middleware[], session: SessionContext, outputs: ChainOutputs): Chain {
+  const directions = {
+    toBackend: new Lane<FrontendMessage>(outputs.toBackend, (err) => outputs.error(err, 'toBackend')),
+    toClient: new Lane<BackendMessage>(outputs.toClient, (err) => outputs.error(err, 'toClient')),
+  };
   const handlers: SessionHandlers[] = [];
-
+  const contexts: StageContext[] = [];
   for (const mw of middleware) {
-    const toBackend = new Subject<FrontendMessage>();
-    const toClient = new Subject<BackendMessage>();
-    const mwCtx: MiddlewareContext = Object.assign(Object.create(ctx) as SessionContext, {
-      sendToClient: (...msgs: BackendMessage[]) => msgs.forEach((m) => toClient.next(m)),
-      sendToBackend: (...msgs: FrontendMessage[]) => msgs.forEach((m) => toBackend.next(m)),
-    });
+    const ctx = new StageContext(session, directions.toClient, directions.toBackend);
     try {
-      handlers.push(mw.session?.(mwCtx) ?? {});
+      handlers.push(mw.session?.(ctx) ?? {});
     } catch (err) {
       // Middleware already set up for this session still get their onClose.
       for (const h of handlers) h.onClose?.();
       throw err;
     }
-    toBackendInjections.push(toBackend);
-    toClientInjections.push(toClient);
+    contexts.push(ctx);
   }
 
-  // A stage with no operator for a direction passes messages through untouched, so its
-  // injections enter at the same point as those of the stage before it: stages share one merge
-  // point, and a message crosses one hop per operator plus one per merge point, not two per stage.
-  const toBackend$ = compose(fromClient$, handlers.map((h, i) => ({ op: h.frontend, injections: toBackendInjections[i]! })));
-  const toClient$ = compose(
-    fromBackend$,
-    handlers.map((h, i) => ({ op: h.backend, injections: toClientInjections[i]! })).reverse(),
-  );
-  return { toBackend$, toClient$, handlers };
+  const wants = new MessageWants();
+  const frontendStages: Stage<FrontendMessage>[] = [];
+  const backendStages: Stage<BackendMessage>[] = [];
+  handlers.forEach((h, i) => {
+    const declared = middleware[i]!.messages;
+    let { frontend, backend } = h;
+    if (frontend) {
+      wants.addFrontend(declared?.frontend ?? 'all');
+      if (declared?.frontend) frontend = declaredOnly(frontend, codesOf(declared.frontend, FrontendSpecs));
+    }
+    if (backend) {
+      wants.addBackend(declared?.backend ?? 'all');
+      if (declared?.backend) backend = declaredOnly(backend, codesOf(declared.backend, BackendSpecs));
+    }
+    frontendStages.push({ op: frontend, ctx: contexts[i]! });
+    backendStages.push({ op: backend, ctx: contexts[i]! });
+  });
+  directions.toBackend.build(frontendStages, 'toBackend');
+  directions.toClient.build(backendStages.reverse(), 'toClient');
+  return {
+    fromClient: directions.toBackend.input,
+    fromBackend: directions.toClient.input,
+    handlers,
+    wants,
+    fail: (direction, err) => directions[direction].fail(err),
+    close: () => {
+      directions.toBackend.close();
+      directions.toClient.close();
+    },
+  };
 }
 
-type Stage<M> = { op?: (source: Observable<M>) => Observable<M>; injections: Subject<M> };
+/** The chain as two Observables, for code that drives it with streams of its own (tests, the plugin test kit). */
+export interface ObservableChain {
+  /** Client messages after every middleware, ready for the backend. */
+  readonly toBackend$: Observable<FrontendMessage>;
+  /** Backend messages after every middleware, ready for the client. */
+  readonly toClient$: Observable<BackendMessage>;
+  readonly handlers: readonly SessionHandlers[];
+  readonly wants: MessageWants;
+}
 
-function compose<M>(source$: Observable<M>, stages: readonly Stage<M>[]): Observable<M> {
-  let out = source$;
-  let waiting: Subject<M>[] = [];
-  for (const { op, injections } of stages) {
-    if (op) {
-      if (waiting.length > 0) out = withInjections(out, waiting);
-      waiting = [];
-      out = out.pipe(op);
-    }
-    waiting.push(injections);
+/**
+ * `composeChain` over streams: every message of `fromClient$` goes in (wanted or not), each output
+ * completes when its source does and fails when its direction does.
+ */
+export function buildChain(
+  middleware: readonly Middleware[],
+  session: SessionContext,
+  fromClient$: Observable<FrontendMessage>,
+  fromBackend$: Observable<BackendMessage>,
+): ObservableChain {
+  const toBackend$ = new Subject<FrontendMessage>();
+  const toClient$ = new Subject<BackendMessage>();
+  const chain = composeChain(middleware, session, {
+    toBackend: (m) => toBackend$.next(m),
+    toClient: (m) => toClient$.next(m),
+    error: (err, direction) => (direction === 'toBackend' ? toBackend$ : toClient$).error(err),
+  });
+  const wire = <M>(source$: Observable<M>, direction: Direction, into: (m: M) => void, out: Subject<M>): Observable<M> =>
+    new Observable<M>((subscriber) => {
+      subscriber.add(out.subscribe(subscriber));
+      subscriber.add(source$.subscribe({ next: (m) => into(m), error: (err) => chain.fail(direction, err), complete: () => out.complete() }));
+    });
+  return {
+    toBackend$: wire(fromClient$, 'toBackend', chain.fromClient, toBackend$),
+    toClient$: wire(fromBackend$, 'toClient', chain.fromBackend, toClient$),
+    handlers: chain.handlers,
+    wants: chain.wants,
+  };
+}
+
+type Stage<M> = { op?: OperatorFunction<M, M>; ctx: StageContext };
+
+/**
+ * One direction of the chain. Without operators it is a plain function call to the output; with
+ * some, an RxJS stream: a stage with no operator passes messages through untouched, so its
+ * injections enter at the same point as those of the stage before it (stages share one merge
+ * point, and a message crosses one hop per operator plus one per merge point).
+ */
+class Lane<M extends Message> {
+  input: (m: M) => void;
+  private closed = false;
+  private source: Subject<M> | undefined;
+  private subscription: Subscription | undefined;
+
+  constructor(
+    private readonly output: (m: M) => void,
+    private readonly error: (err: unknown) => void,
+  ) {
+    this.input = this.direct;
   }
-  return waiting.length > 0 ? withInjections(out, waiting) : out;
+
+  /** Straight to the output (while the session lasts). */
+  readonly direct = (m: M): void => {
+    if (!this.closed) this.output(m);
+  };
+
+  build(stages: readonly Stage<M>[], direction: 'toBackend' | 'toClient'): void {
+    if (!stages.some((s) => s.op)) return;
+    const source = new Subject<M>();
+    let out: Observable<M> = source;
+    let waiting: Subject<M>[] = [];
+    for (const { op, ctx } of stages) {
+      if (op) {
+        if (waiting.length > 0) out = withInjections(out, waiting);
+        waiting = [];
+        out = out.pipe(op);
+      }
+      const injections = new Subject<M>();
+      ctx.inject[direction] = (m) => injections.next(m as never);
+      waiting.push(injections);
+    }
+    if (waiting.length > 0) out = withInjections(out, waiting);
+    this.source = source;
+    this.input = (m) => source.next(m);
+    this.subscription = out.subscribe({ next: this.output, error: this.error });
+  }
+
+  fail(err: unknown): void {
+    if (this.source) this.source.error(err);
+    else this.error(err);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.input = () => {};
+    this.subscription?.unsubscribe();
+    this.source?.complete();
+  }
+}
+
+/**
+ * The context a middleware gets: the session's facts and controls (read through, so they stay
+ * current) and injection at the middleware's own place in the chain. A class of its own, not an
+ * object on the session's prototype chain, so sessions keep one shape.
+ */
+class StageContext implements MiddlewareContext {
+  readonly inject: { toClient: (m: BackendMessage) => void; toBackend: (m: FrontendMessage) => void };
+
+  constructor(
+    private readonly session: SessionContext,
+    toClient: Lane<BackendMessage>,
+    toBackend: Lane<FrontendMessage>,
+  ) {
+    // A lane with operators gives the stage an entry point of its own; otherwise injections go straight out.
+    this.inject = { toClient: toClient.direct, toBackend: toBackend.direct };
+  }
+
+  get id() {
+    return this.session.id;
+  }
+  get client() {
+    return this.session.client;
+  }
+  get backend() {
+    return this.session.backend;
+  }
+  get user() {
+    return this.session.user;
+  }
+  get database() {
+    return this.session.database;
+  }
+  get identity() {
+    return this.session.identity;
+  }
+  get clientParams() {
+    return this.session.clientParams;
+  }
+  get serverParams() {
+    return this.session.serverParams;
+  }
+  get state() {
+    return this.session.state;
+  }
+  get log() {
+    return this.session.log;
+  }
+  get attributes() {
+    return this.session.attributes;
+  }
+  get closed() {
+    return this.session.closed;
+  }
+  get close(): (error?: PgError) => void {
+    return this.session.close;
+  }
+  // Own properties, like the session's own controls: they work detached from the context too.
+  readonly sendToClient = (...messages: BackendMessage[]): void => {
+    for (const m of messages) this.inject.toClient(m);
+  };
+  readonly sendToBackend = (...messages: FrontendMessage[]): void => {
+    for (const m of messages) this.inject.toBackend(m);
+  };
+}
+
+/**
+ * An operator that sees only the types in `codes`: every other message goes straight to its
+ * output, in its place (an operator that holds a message back can be overtaken by one passed by).
+ */
+function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array): OperatorFunction<M, M> {
+  return (source$) =>
+    new Observable<M>((subscriber) => {
+      const seen = new Subject<M>();
+      subscriber.add(op(seen).subscribe(subscriber));
+      subscriber.add(
+        source$.subscribe({
+          next: (m) => (codes[m.code] === 1 ? seen.next(m) : subscriber.next(m)),
+          error: (err) => seen.error(err),
+          complete: () => seen.complete(),
+        }),
+      );
+    });
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { OperatorFunction } from 'rxjs';
-import type { BackendMessage, FrontendMessage, PgError, TransactionStatus } from '../protocol/index.js';
+import type { BackendMessage, BackendType, FrontendMessage, FrontendType, PgError, TransactionStatus } from '../protocol/index.js';
 
-export type { BackendMessage, FrontendMessage };
+export type { BackendMessage, BackendType, FrontendMessage, FrontendType };
 
 /** Where a session is in its life; `relay` is the only phase middleware streams see. */
 export type SessionPhase = 'negotiating' | 'authenticating' | 'connecting' | 'relay' | 'closing' | 'closed';
@@ -86,6 +86,18 @@ export interface BackendStartup {
 }
 
 /**
+ * The message types a middleware's operators must see, by direction (type names as in
+ * `FrontendMessage['type']` and `BackendMessage['type']`). A direction not declared means every
+ * message of it; `[]` means none. Every other message passes this middleware by — on the native
+ * carrier it never leaves C — and keeps its place in the stream: only a message delayed inside an
+ * operator can be overtaken by one that passed by.
+ */
+export interface MessageInterest {
+  readonly frontend?: readonly FrontendType[];
+  readonly backend?: readonly BackendType[];
+}
+
+/**
  * A middleware: one instance per configured pipeline entry, shared by all sessions.
  * Hooks run in pipeline order:
  *  - `beforeBackendStartup` — after the client authenticated, before the backend is dialled;
@@ -95,6 +107,8 @@ export interface BackendStartup {
  */
 export interface Middleware {
   readonly name: string;
+  /** What its `frontend` and `backend` operators must see (see `MessageInterest`); omitted: everything. */
+  readonly messages?: MessageInterest;
   beforeBackendStartup?(startup: BackendStartup): void | Promise<void>;
   session?(ctx: MiddlewareContext): SessionHandlers | void;
 }

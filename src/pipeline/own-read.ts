@@ -5,9 +5,13 @@ import net, { type OnReadOpts, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { guardSocket } from './socket-guard.js';
 
-/** Each socket reads into a region of its own of this size, and takes a new one when less than `MIN_READ` is left. */
-const REGION_SIZE = 16 * 1024;
-const MIN_READ = 2 * 1024;
+/**
+ * A socket's region starts small and doubles (up to the largest) each time a read fills all the
+ * room it had, and halves after a read that used little of it: an idle socket keeps only a small
+ * region alive, a socket streaming a large result reads up to 64 KiB at a time.
+ */
+const SMALLEST_REGION = 2 * 1024;
+const LARGEST_REGION = 64 * 1024;
 
 /**
  * Reads into a buffer of our own, filled read after read from where the last read ended, instead
@@ -19,19 +23,24 @@ const MIN_READ = 2 * 1024;
  */
 function ownReadRegions(route: ChunkRoute): OnReadOpts {
   // Views are made from the ArrayBuffer directly: Buffer#subarray reads `.buffer`, a call into C++.
-  let region = new ArrayBuffer(REGION_SIZE);
+  let size = SMALLEST_REGION;
+  let region = new ArrayBuffer(size);
   let used = 0;
   return {
     buffer: () => {
-      if (REGION_SIZE - used < MIN_READ) {
-        region = new ArrayBuffer(REGION_SIZE);
+      const length = region.byteLength;
+      if (length - used < length / 4 || length >= size * 2) {
+        region = new ArrayBuffer(size);
         used = 0;
       }
       return new Uint8Array(region, used);
     },
     callback: (n) => {
+      const room = region.byteLength - used;
       const chunk = Buffer.from(region, used, n);
       used += n;
+      if (n === room) size = Math.min(size * 2, LARGEST_REGION);
+      else if (n < size / 8) size = Math.max(size / 2, SMALLEST_REGION);
       route.deliver(chunk);
       return true;
     },
@@ -45,13 +54,13 @@ function ownReadRegions(route: ChunkRoute): OnReadOpts {
  */
 export class ChunkRoute {
   direct: ((chunk: Buffer) => void) | undefined = undefined;
-
-  constructor(private readonly socket: () => Socket) {}
+  /** Set as soon as the socket exists (it is made with the route's reader). */
+  socket: Socket | undefined = undefined;
 
   deliver(chunk: Buffer): void {
     const direct = this.direct;
     if (direct !== undefined) direct(chunk);
-    else this.socket().emit('data', chunk);
+    else this.socket!.emit('data', chunk);
   }
 }
 
@@ -63,8 +72,9 @@ export function chunkRouteOf(socket: Duplex): ChunkRoute | undefined {
 }
 
 function withOwnReadRegions(make: (onread: OnReadOpts) => Socket): Socket {
-  const route = new ChunkRoute(() => socket);
+  const route = new ChunkRoute();
   const socket: Socket = guardSocket(make(ownReadRegions(route)));
+  route.socket = socket;
   routes.set(socket, route);
   return socket;
 }

@@ -1,110 +1,85 @@
 import { randomBytes } from 'node:crypto';
-import { readyStatus, type BackendMessage, type Message, type TransactionStatus, type PgError } from '../protocol/index.js';
+import { backendFlags, BE_READY, FE_AWAITS_READY, frontendFlags, readyStatus, type BackendMessage, type Message, type TransactionStatus, type PgError } from '../protocol/index.js';
 import type { Endpoint, SessionContext, SessionLogger, SessionPhase, SessionState } from './middleware.js';
 
-const Q = 'Q'.charCodeAt(0);
-const S = 'S'.charCodeAt(0);
-const F = 'F'.charCodeAt(0);
-const Z = 'Z'.charCodeAt(0);
-/** Extended-protocol messages that leave the backend waiting for a Sync. */
-const UNSYNCED = new Set(['P', 'B', 'D', 'E', 'C'].map((c) => c.charCodeAt(0)));
-
-/** Where the state lives while another relay (the native one) carries the session's bytes. */
-export interface ExternalStateSource {
-  read(): { transactionStatus: TransactionStatus; unanswered: number; unsynced: boolean };
-  /** Someone waits for idle: the source should hand the session back, where idle is seen as it happens. */
-  wantIdle(): void;
+/** Where the state lives while a carrier carries the session's bytes. */
+export interface StateSource {
+  readonly transactionStatus: TransactionStatus;
+  readonly unanswered: number;
+  /** Someone waits for idle: call `idleReached()` on the state at the next moment the session is idle. */
+  watchIdle(): void;
 }
 
 /**
- * Tracks what drain and expiry need to know, from message codes only (no decoding): requests
- * that expect a ReadyForQuery, and the transaction status of the last ReadyForQuery.
+ * What drain and expiry need to know: the transaction status of the last ReadyForQuery and the
+ * requests that await one. The carrier that moves the session's bytes keeps them (see
+ * `SessionBook` and native/framing.c); before the relay the session is idle, after it the last
+ * values stay.
  */
 export class SessionStateTracker implements SessionState {
   phase: SessionPhase = 'negotiating';
-  private status: TransactionStatus = 'I';
-  private waiting = 0;
-  private unsynced = false;
+  private source: StateSource | null = null;
+  private lastStatus: TransactionStatus = 'I';
+  private lastUnanswered = 0;
   private idleListeners: (() => void)[] = [];
-  private external: ExternalStateSource | null = null;
 
   get transactionStatus(): TransactionStatus {
-    this.pull();
-    return this.status;
+    return this.source ? this.source.transactionStatus : this.lastStatus;
   }
 
   get unanswered(): number {
-    this.pull();
-    return this.waiting;
+    return this.source ? this.source.unanswered : this.lastUnanswered;
   }
 
   get idle(): boolean {
-    this.pull();
-    return this.status === 'I' && this.waiting === 0;
-  }
-
-  /**
-   * Idle, and nothing of the extended protocol sent since the last Query, Sync or FunctionCall:
-   * the backend holds no unfinished request of this session (it may serve another one).
-   */
-  get settled(): boolean {
-    this.pull();
-    return this.status === 'I' && this.waiting === 0 && !this.unsynced;
-  }
-
-  /** Call for every message the client sends. */
-  fromClient(code: number): void {
-    if (code === Q || code === S || code === F) {
-      this.waiting++;
-      this.unsynced = false;
-    } else if (UNSYNCED.has(code)) this.unsynced = true;
-  }
-
-  /** Call for every message that reaches the client. */
-  toClient(message: Message): void {
-    if (message.code !== Z) return;
-    this.status = readyStatus(message);
-    if (this.waiting > 0) this.waiting--;
-    this.notifyIfIdle();
+    return this.transactionStatus === 'I' && this.unanswered === 0;
   }
 
   /** Runs `fn` now if idle, else at the next moment the session becomes idle. */
   whenIdle(fn: () => void): void {
-    // While an external source carries the session, idle is only known after the fact: the
-    // moment is taken where it can be seen, once the session is handed back.
-    if (this.external) {
-      this.idleListeners.push(fn);
-      this.external.wantIdle();
-    } else if (this.idle) fn();
-    else this.idleListeners.push(fn);
+    if (this.idle) return fn();
+    this.idleListeners.push(fn);
+    this.source?.watchIdle();
   }
 
-  /** The state is read from `source` until `detach`. */
-  attach(source: ExternalStateSource): void {
-    this.external = source;
+  /** The state is read from `source` (the carrier) until `detach`. */
+  attach(source: StateSource): void {
+    this.source = source;
+    if (this.idleListeners.length > 0) source.watchIdle();
   }
 
-  /** Takes the state back, as `source` last knew it, and runs what waited for idle if it is. */
+  /** Keeps the state as `source` last knew it. */
   detach(): void {
-    this.pull();
-    this.external = null;
-    this.notifyIfIdle();
+    const source = this.source;
+    if (!source) return;
+    this.lastStatus = source.transactionStatus;
+    this.lastUnanswered = source.unanswered;
+    this.source = null;
   }
 
-  private pull(): void {
-    if (this.external === null) return;
-    const { transactionStatus, unanswered, unsynced } = this.external.read();
-    this.status = transactionStatus;
-    this.waiting = unanswered;
-    this.unsynced = unsynced;
+  /** Without a carrier (tests, the plugin test kit): a message read from the client. */
+  fromClient(code: number): void {
+    if (frontendFlags[code]! & FE_AWAITS_READY) this.lastUnanswered++;
   }
 
-  private notifyIfIdle(): void {
-    if (this.status === 'I' && this.waiting === 0 && this.idleListeners.length > 0) {
-      const listeners = this.idleListeners;
-      this.idleListeners = [];
-      for (const l of listeners) l();
+  /** Without a carrier: a message written to the client. */
+  toClient(message: Message): void {
+    if (!(backendFlags[message.code]! & BE_READY)) return;
+    this.lastStatus = readyStatus(message);
+    if (this.lastUnanswered > 0) this.lastUnanswered--;
+    this.idleReached();
+  }
+
+  /** The carrier saw the session become idle: what waited for it runs now. */
+  idleReached(): void {
+    if (this.idleListeners.length === 0) return;
+    if (!this.idle) {
+      this.source?.watchIdle();
+      return;
     }
+    const listeners = this.idleListeners;
+    this.idleListeners = [];
+    for (const l of listeners) l();
   }
 }
 

@@ -1,7 +1,6 @@
 // The global `Buffer` is an accessor on globalThis: a getter call on every use.
 import { Buffer } from 'node:buffer';
 import type { Duplex } from 'node:stream';
-import { Observable } from 'rxjs';
 import { chunkRouteOf } from './own-read.js';
 import { Framer, frameView, LazyMessage, PgError, SqlState, type FrameSink, type Message } from '../protocol/index.js';
 
@@ -17,73 +16,49 @@ export class ConnectionClosed extends PgError {
   }
 }
 
-/** Brackets the handling of one incoming chunk, e.g. to write what it produced in one go. */
-export interface ChunkBatch {
-  begin(): void;
+/** What a socket reader is told. */
+export interface SocketReading {
+  /** One chunk, as read. */
+  chunk(chunk: Buffer): void;
+  /** EOF, or the socket closed. */
   end(): void;
-}
-
-export interface FromSocketOptions {
-  /** Frames read ahead during startup, emitted first. */
-  leftover?: readonly Frame[];
-  /** Called around the emissions of each chunk, also when the chunk fails to frame. */
-  batch?: ChunkBatch;
-  /** Wraps socket and framing errors (so consumers can tell this source's failures apart). */
-  failure?: (err: unknown) => unknown;
+  error(err: unknown): void;
 }
 
 /**
- * Messages read from a socket as an Observable, one emission per message, all the messages of one
- * chunk emitted synchronously in a row (so a batching sink sees them in one go).
- * Completes on EOF, errors on socket errors and protocol violations; unsubscribing removes every
- * listener it added. A socket with its own read regions (`own-read.ts`) hands its chunks to this reader
- * directly, not as 'data', while it is subscribed.
+ * Reads a socket until the returned function is called (which removes every listener it added).
+ * A socket with its own read regions (`own-read.ts`) hands its chunks to the reader directly, not
+ * as 'data'. A socket already at its end is reported so at once.
  */
-export function fromSocket<M>(
-  socket: Duplex,
-  framer: Framer,
-  wrap: (...frame: Parameters<FrameSink>) => M,
-  { leftover = [], batch, failure }: FromSocketOptions = {},
-): Observable<M> {
-  return new Observable<M>((subscriber) => {
-    const sink: FrameSink = (code, source, offset, length) => subscriber.next(wrap(code, source, offset, length));
-    const fail = (err: unknown) => subscriber.error(failure ? failure(err) : err);
-    const onData = (chunk: Buffer) => {
-      batch?.begin();
-      try {
-        framer.push(chunk, sink);
-      } catch (err) {
-        fail(err);
-      } finally {
-        batch?.end();
-      }
-    };
-    const onEnd = () => subscriber.complete();
-    const onClose = () => subscriber.complete();
-    for (const f of leftover) {
-      if (subscriber.closed) break;
-      sink(f.code, f.raw, 0, f.raw.length);
-    }
-    if (socket.destroyed || socket.readableEnded) {
-      subscriber.complete();
-      return;
-    }
-    const route = chunkRouteOf(socket);
-    const direct = route !== undefined && route.direct === undefined;
-    if (direct) route.direct = onData;
-    else socket.on('data', onData);
-    socket.on('end', onEnd);
-    socket.on('error', fail);
-    socket.on('close', onClose);
-    socket.resume();
-    return () => {
-      if (direct) route.direct = undefined;
-      else socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.off('error', fail);
-      socket.off('close', onClose);
-    };
-  });
+export function readSocket(socket: Duplex, reading: SocketReading): () => void {
+  if (socket.destroyed || socket.readableEnded) {
+    reading.end();
+    return () => {};
+  }
+  const route = chunkRouteOf(socket);
+  const direct = route !== undefined && route.direct === undefined;
+  const onChunk = reading.chunk;
+  const onEnd = () => reading.end();
+  const onError = (err: unknown) => reading.error(err);
+  if (direct) route.direct = onChunk;
+  else socket.on('data', onChunk);
+  socket.on('end', onEnd);
+  socket.on('error', onError);
+  socket.on('close', onEnd);
+  socket.resume();
+  return () => {
+    if (direct) route.direct = undefined;
+    else socket.off('data', onChunk);
+    socket.off('end', onEnd);
+    socket.off('error', onError);
+    socket.off('close', onEnd);
+  };
+}
+
+/** Whatever can stop and go on reading: a socket, or a gate in front of one. */
+export interface Pausable {
+  pause(): unknown;
+  resume(): unknown;
 }
 
 /**
@@ -113,7 +88,7 @@ export class SocketSink {
 
   constructor(
     private readonly socket: Duplex,
-    private readonly feeder?: Duplex,
+    private readonly feeder?: Pausable,
   ) {
     socket.on('drain', this.onDrain);
   }

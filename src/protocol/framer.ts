@@ -35,6 +35,8 @@ export interface FrameBounds {
   maxAssembled: number;
   /** Message types passed on in pieces rather than assembled, and who takes the pieces. */
   stream?: { codes: readonly number[]; sink: PieceSink };
+  /** The largest length field accepted per type byte (the protocol table's, e.g. `frontendMaxLength`). */
+  typeMaxLength?: Uint32Array;
 }
 
 /** Streamable messages longer than this (length field) are streamed when they span chunks. */
@@ -75,6 +77,7 @@ export class Framer {
   private pieces: PieceSink | null = null;
   private streamLeft = 0; // bytes of a streamed message still to come
   private streamCode = 0;
+  private typeMax: Uint32Array | null = null;
 
   constructor(opts: { maxLength?: number; untyped?: boolean; typedMaxLength?: number } = {}) {
     this.maxLength = opts.maxLength ?? Limits.message;
@@ -99,8 +102,9 @@ export class Framer {
    * chunks go to its sink in pieces (never held whole; the protocol's 1 GiB is their only limit),
    * every other message is assembled only up to `maxAssembled` (over it: FATAL 54000).
    */
-  bound({ maxAssembled, stream }: FrameBounds): void {
+  bound({ maxAssembled, stream, typeMaxLength }: FrameBounds): void {
     this.relayBounds = true;
+    this.typeMax = typeMaxLength ?? null;
     this.maxAssembled = Math.min(maxAssembled, Limits.message);
     this.streamed = null;
     this.pieces = null;
@@ -200,6 +204,7 @@ export class Framer {
       return len;
     }
     const len = int32At(buf, off + 1);
+    if (this.typeMax !== null && len > this.typeMax[buf[off]!]!) throw invalidMessageLength(String.fromCharCode(buf[off]!), len);
     if (len < 4 || len > this.maxLength) this.oversize(buf[off]!, len);
     return len + 1;
   }

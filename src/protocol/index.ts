@@ -6,3 +6,4 @@ export * from './frontend.js';
 export * from './backend.js';
 export * from './startup.js';
 export { decodeErrorFields, writeErrorFields } from './fields.js';
+export * from './meanings.js';

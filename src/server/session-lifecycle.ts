@@ -262,10 +262,10 @@ export class SessionLifecycle {
         },
         native: deps.nativeRelay,
         maxMessageSize: deps.maxMessageSize,
-        onRelayKind: (kind, moved) => {
-          deps.metrics?.relaySession(moved ? 'handover' : kind);
-          relayKind = moved ? 'native-then-js' : kind;
-          login.relay = relayKind;
+        onRelayKind: (kind) => {
+          deps.metrics?.relaySession(kind);
+          relayKind = kind;
+          login.relay = kind;
         },
         keepBackend: handle.lease !== undefined,
       },

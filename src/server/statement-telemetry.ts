@@ -1,5 +1,16 @@
 import type { RelayObserver, Session } from '../pipeline/index.js';
-import type { BackendMessage, FrontendMessage } from '../protocol/index.js';
+import {
+  BACKEND_MEANINGS,
+  backendFlags,
+  BE_ENDS_ERROR,
+  BE_ENDS_OK,
+  BE_READY,
+  FE_STARTS_STATEMENT,
+  frontendFlags,
+  type BackendMessage,
+  type BackendType,
+  type FrontendMessage,
+} from '../protocol/index.js';
 import { parseCommandTag, redactSql } from '../sql/text.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { SessionSpan, StatementSpan } from '../telemetry/spans.js';
@@ -10,7 +21,7 @@ export const SESSION_SPAN = 'pgward.session-span';
 const STATEMENT_COUNT = 'pgward.statement-count';
 const NOTHING_TO_SYNC = (): void => {};
 
-/** A session's statements so far; `sync` first hands in what the native relay measured but has not reported yet. */
+/** A session's statements so far; `sync` first hands in what the native carrier measured but has not reported yet. */
 interface StatementCount {
   n: number;
   sync(): void;
@@ -31,111 +42,80 @@ export function statementsOf(session: Session): number | undefined {
   return c.n;
 }
 
-const Q = 0x51; // Query
-const P = 0x50; // Parse
-const B = 0x42; // Bind
-const E = 0x45; // Execute (frontend) / ErrorResponse (backend)
-const C = 0x43; // CommandComplete
-const I = 0x49; // EmptyQueryResponse
-const s = 0x73; // PortalSuspended
-const Z = 0x5a; // ReadyForQuery
+/** The backend messages that end statements (and ReadyForQuery, which ends those skipped), from the protocol table. */
+const STATEMENT_ENDS = (Object.keys(BACKEND_MEANINGS) as BackendType[]).filter((t) => BACKEND_MEANINGS[t].endsStatement || BACKEND_MEANINGS[t].ready);
 
 interface Pending {
   started: number;
-  span?: StatementSpan;
+  span: StatementSpan;
 }
 
 /**
  * Statement metrics and spans for every session, whether or not `query-log` is configured. With
- * tracing off (or the session unsampled) it works from message codes alone; statement text is
- * decoded and redacted only for a recording span. It observes the relay rather than being a
- * chain stage: it sees what the backend is actually asked (after every middleware) and what it
- * answers, at the cost of a function call per message.
+ * tracing off (or the session unsampled) only each statement's duration and outcome count, and
+ * the carrier measures them (in C on the native carrier). For a recording span it sees the
+ * statements' messages: what the backend is actually asked (after every middleware) and what it
+ * answers; statement text is decoded and redacted for the span.
  */
 export function statementTelemetry(metrics: Metrics): (session: Session) => RelayObserver {
   return (session) => {
     const span = session.attributes.get(SESSION_SPAN) as SessionSpan | undefined;
-    const tracing = span?.recording === true;
+    const count = statementCounter(session);
+    if (span?.recording !== true) {
+      return {
+        timings: {
+          statement: (seconds, ok) => {
+            count.n++;
+            metrics.query(seconds, ok);
+          },
+          pull: (drain) => {
+            // The console reads one session's count between scrapes: it drains that session first.
+            count.sync = drain;
+            const stop = metrics.beforeStatementScrape(drain);
+            return () => {
+              // A module-level no-op: one made here would keep this scope, and the carrier, alive.
+              count.sync = NOTHING_TO_SYNC;
+              stop();
+            };
+          },
+        },
+      };
+    }
     const pending: Pending[] = [];
     let head = 0;
     const statements = new Map<string, string>();
     const portals = new Map<string, string>();
-    const count = statementCounter(session);
 
-    const start = (sql?: string) => pending.push({ started: performance.now(), span: sql !== undefined ? span!.statement(redactSql(sql)) : undefined });
     const finish = (m: BackendMessage, ok: boolean) => {
       const p = pending[head];
       if (!p) return;
       pending[head++] = undefined as unknown as Pending;
       count.n++;
       metrics.query((performance.now() - p.started) / 1000, ok);
-      if (p.span) {
-        if (m.type === 'ErrorResponse') p.span.end({ sqlstate: m.body().code });
-        else if (m.type === 'CommandComplete') p.span.end({ rows: parseCommandTag(m.body().tag).rows });
-        else p.span.end({});
-      }
+      if (m.type === 'ErrorResponse') p.span.end({ sqlstate: m.body().code });
+      else if (m.type === 'CommandComplete') p.span.end({ rows: parseCommandTag(m.body().tag).rows });
+      else p.span.end({});
     };
 
-    const onClient = (m: FrontendMessage) => {
-      switch (m.code) {
-        case Q:
-          start(tracing && m.type === 'Query' ? m.body().sql : undefined);
-          break;
-        case E:
-          start(tracing && m.type === 'Execute' ? portals.get(m.body().portal) ?? '' : undefined);
-          break;
-        case P:
-          if (tracing && m.type === 'Parse') statements.set(m.body().name, m.body().sql);
-          break;
-        case B:
-          if (tracing && m.type === 'Bind') portals.set(m.body().portal, statements.get(m.body().statement) ?? '');
-          break;
-      }
+    const toBackend = (m: FrontendMessage) => {
+      if (m.type === 'Parse') statements.set(m.body().name, m.body().sql);
+      else if (m.type === 'Bind') portals.set(m.body().portal, statements.get(m.body().statement) ?? '');
+      if (!(frontendFlags[m.code]! & FE_STARTS_STATEMENT)) return;
+      const sql = m.type === 'Query' ? m.body().sql : m.type === 'Execute' ? (portals.get(m.body().portal) ?? '') : '';
+      pending.push({ started: performance.now(), span: span.statement(redactSql(sql)) });
     };
 
-    const onBackend = (m: BackendMessage) => {
-      switch (m.code) {
-        case C:
-        case I:
-        case s:
-          finish(m, true);
-          break;
-        case E:
-          finish(m, false);
-          break;
-        case Z:
-          // Executes skipped after an error never ran: close their spans, count nothing.
-          for (let i = head; i < pending.length; i++) pending[i]!.span?.end({ error: new Error('not executed: an earlier message in the batch failed') });
-          pending.length = 0;
-          head = 0;
-          break;
+    const fromBackend = (m: BackendMessage) => {
+      const flags = backendFlags[m.code]!;
+      if (flags & BE_ENDS_OK) finish(m, true);
+      else if (flags & BE_ENDS_ERROR) finish(m, false);
+      else if (flags & BE_READY) {
+        // Executes skipped after an error never ran: close their spans, count nothing.
+        for (let i = head; i < pending.length; i++) pending[i]!.span.end({ error: new Error('not executed: an earlier message in the batch failed') });
+        pending.length = 0;
+        head = 0;
       }
     };
-    if (tracing) return { toBackend: onClient, fromBackend: onBackend };
-    // Without a recording span only durations and outcomes count: the native relay can measure those.
-    return {
-      toBackend: onClient,
-      fromBackend: onBackend,
-      timings: {
-        statement: (seconds, ok) => {
-          count.n++;
-          metrics.query(seconds, ok);
-        },
-        pull: (drain) => {
-          // The console reads one session's count between scrapes: it drains that session first.
-          count.sync = drain;
-          const stop = metrics.beforeStatementScrape(drain);
-          return () => {
-            // A module-level no-op: one made here would keep this scope, and the relay, alive.
-            count.sync = NOTHING_TO_SYNC;
-            stop();
-          };
-        },
-        adopt: (ages) => {
-          const now = performance.now();
-          for (const age of ages) pending.push({ started: now - age * 1000 });
-        },
-      },
-    };
+    return { messages: { frontend: ['Query', 'Parse', 'Bind', 'Execute'], backend: STATEMENT_ENDS }, toBackend, fromBackend };
   };
 }

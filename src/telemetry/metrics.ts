@@ -60,8 +60,7 @@ export interface Metrics {
   /** A client's CancelRequest, or a peer's forwarded one, by where it went. */
   cancelRequest(result: CancelResult): void;
   /**
-   * Which relay carries a session: `native` or `js` as it starts, `handover` when one that
-   * started native moves to the JavaScript relay.
+   * Which carrier carries a session (`native` or `js`), for its whole life.
    */
   relaySession(kind: RelayKind): void;
   /** Connections accepted and not yet in the relay (negotiating, authenticating, connecting), now. */
@@ -73,7 +72,7 @@ export interface Metrics {
 export const LIMIT_REASONS = ['max_connections', 'max_pending_logins', 'max_pending_logins_per_address'] as const;
 export type LimitReason = (typeof LIMIT_REASONS)[number];
 
-export const RELAY_KINDS = ['native', 'js', 'handover'] as const;
+export const RELAY_KINDS = ['native', 'js'] as const;
 export type RelayKind = (typeof RELAY_KINDS)[number];
 
 export const CANCEL_RESULTS = ['backend', 'peer', 'from_peer', 'unknown', 'rejected', 'failed'] as const;
@@ -203,7 +202,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   });
   const relays = new Counter({
     name: 'pgward_relay_sessions_total',
-    help: 'Sessions by the relay that carried them first (native, js), and native sessions handed over to the JavaScript relay (handover).',
+    help: 'Sessions by the carrier that carried them: native (the C addon) or js (JavaScript).',
     labelNames: ['relay'] as const,
     registers,
   });

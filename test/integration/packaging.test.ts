@@ -109,7 +109,7 @@ describe('npm pack, installed from the tarball', () => {
     const packed = npm(['pack', '--json', '--pack-destination', scratch], src);
     const [info] = JSON.parse(packed.slice(packed.indexOf('['))) as { filename: string; files: { path: string }[] }[];
     const paths = info!.files.map((f) => f.path);
-    for (const must of ['bin/pgward.js', 'dist/src/cli/main.js', 'dist/src/index.d.ts', 'dist/src/testing.js', 'dist/src/embed.js', 'dist/plugins/deny-statements/index.js', 'native/relay.c', 'native/build.mjs', 'LICENSE']) assert.ok(paths.includes(must), `the tarball has ${must}`);
+    for (const must of ['bin/pgward.js', 'dist/src/cli/main.js', 'dist/src/index.d.ts', 'dist/src/testing.js', 'dist/src/embed.js', 'dist/plugins/deny-statements/index.js', 'native/carrier.c', 'native/pg-protocol.h', 'native/build.mjs', 'LICENSE']) assert.ok(paths.includes(must), `the tarball has ${must}`);
     assert.ok(!paths.some((p) => p.startsWith('dist/test/') || p.startsWith('native/build/')), 'no tests or build output of this machine');
 
     const prefix = join(scratch, 'prefix');

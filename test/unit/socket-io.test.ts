@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import { firstValueFrom, toArray } from 'rxjs';
 import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
-import { fromSocket, SocketSink } from '../../src/pipeline/socket-io.js';
+import { readSocket, SocketSink } from '../../src/pipeline/socket-io.js';
 import { be, backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
+import { until } from '../helpers/wait.js';
 
 async function listening(options: net.ServerOpts = {}): Promise<{ server: net.Server; port: number }> {
   const server = net.createServer(options);
@@ -170,65 +170,49 @@ describe('SocketSink', () => {
   });
 });
 
-describe('fromSocket', () => {
-  it('emits every message of split chunks in order and completes on EOF', async () => {
+describe('readSocket', () => {
+  it('hands over every chunk as read, then the end, and removes its listeners when detached', async () => {
     const { a, b, close } = await socketPair();
     try {
-      const msgs = [be.parameterStatus('a', '1'), be.commandComplete('SELECT 1'), be.readyForQuery('I')];
-      const all = Buffer.concat(msgs.map((m) => m.raw));
-      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage).pipe(toArray()));
+      const chunks: Buffer[] = [];
+      let ended = 0;
+      const listeners = () => ['data', 'end', 'error', 'close'].map((e) => b.listenerCount(e));
+      const before = listeners();
+      const detach = readSocket(b, { chunk: (c) => chunks.push(c), end: () => ended++, error: () => assert.fail('no error expected') });
+      const all = Buffer.concat([be.parameterStatus('a', '1'), be.commandComplete('SELECT 1'), be.readyForQuery('I')].map((m) => m.raw));
       for (let i = 0; i < all.length; i += 3) {
         a.write(all.subarray(i, i + 3));
         await new Promise((r) => setImmediate(r));
       }
       a.end();
-      const got = await received;
-      assert.deepEqual(got.map((m) => m.type), ['ParameterStatus', 'CommandComplete', 'ReadyForQuery']);
-      assert.equal(b.listenerCount('data'), 0, 'listeners removed on completion');
+      while (ended === 0) await new Promise((r) => setImmediate(r));
+      assert.deepEqual(Buffer.concat(chunks), all);
+      detach();
+      assert.deepEqual(listeners(), before);
     } finally {
       close();
     }
   });
 
-  it('brackets the emissions of each chunk with the batch, also a chunk that fails to frame', async () => {
+  it('reports a socket already at its end at once', async () => {
     const { a, b, close } = await socketPair();
     try {
-      const events: string[] = [];
-      const batch = { begin: () => events.push('begin'), end: () => events.push('end') };
-      const source = fromSocket(b, new Framer(), backendMessage, { batch });
-      const done = new Promise<unknown>((resolve) =>
-        source.subscribe({ next: (m) => events.push(m.type), error: resolve, complete: () => resolve('complete') }),
-      );
-      a.write(Buffer.concat([be.commandComplete('SELECT 1').raw, be.readyForQuery('I').raw]));
-      while (!events.includes('end')) await new Promise((r) => setImmediate(r));
-      assert.deepEqual(events, ['begin', 'CommandComplete', 'ReadyForQuery', 'end']);
-      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
-      const err = (await done) as { sqlstate?: string };
-      assert.equal(err.sqlstate, '08P01');
-      assert.deepEqual(events.slice(4), ['begin', 'end']);
+      b.destroy();
+      let ended = 0;
+      readSocket(b, { chunk: () => assert.fail('nothing to read'), end: () => ended++, error: () => {} });
+      assert.equal(ended, 1);
+      void a;
     } finally {
       close();
     }
   });
 
-  it('passes socket and framing errors through `failure`', async () => {
+  it('passes socket errors on', async () => {
     const { a, b, close } = await socketPair();
     try {
-      const wrapped = (err: unknown) => ({ wrapped: err });
-      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage, { failure: wrapped }));
-      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
-      await assert.rejects(received, (e: { wrapped?: { sqlstate?: string } }) => e.wrapped?.sqlstate === '08P01');
-    } finally {
-      close();
-    }
-  });
-
-  it('errors with 08P01 on a malformed frame', async () => {
-    const { a, b, close } = await socketPair();
-    try {
-      const received = firstValueFrom(fromSocket(b, new Framer(), backendMessage).pipe(toArray()));
-      a.write(Buffer.from([0x5a, 0, 0, 0, 1]));
-      await assert.rejects(received, (e: { sqlstate?: string }) => e.sqlstate === '08P01');
+      const failed = new Promise<unknown>((resolve) => readSocket(b, { chunk: () => {}, end: () => {}, error: resolve }));
+      a.resetAndDestroy();
+      assert.match(String((await failed) as Error), /ECONNRESET/);
     } finally {
       close();
     }
@@ -281,8 +265,9 @@ for (const [name, ownBufferPair] of [
       client.resume();
       peer.write('first');
       await two;
-      // Node's own reads land in a fresh 64 KiB allocation each; ours follow one another in 16 KiB.
-      assert.equal(chunks[0]!.buffer.byteLength, 16 * 1024);
+      // Node's own reads land in a fresh 64 KiB allocation each; ours follow one another in a
+      // region that starts at 2 KiB (an idle socket holds no more).
+      assert.equal(chunks[0]!.buffer.byteLength, 2 * 1024);
       assert.equal(chunks[1]!.buffer, chunks[0]!.buffer);
       assert.equal(chunks[1]!.byteOffset, chunks[0]!.byteOffset + chunks[0]!.length);
       assert.equal(Buffer.concat(chunks).toString(), 'firstsecond');
@@ -291,16 +276,20 @@ for (const [name, ownBufferPair] of [
     }
   });
 
-  it('hands chunks to a fromSocket reader directly while it reads, and as data events otherwise', async () => {
+  it('hands chunks to a reader directly while it reads, and as data events otherwise', async () => {
     const { client, peer, close } = await ownBufferPair();
     try {
       const events: string[] = [];
       client.on('data', (c: Buffer) => events.push(`data:${c.toString('latin1', 5)}`));
       const first = new Promise<void>((resolve) => {
-        const sub = fromSocket(client, new Framer(), backendMessage).subscribe((m) => {
-          events.push(`read:${m.raw.toString('latin1', 5)}`);
-          sub.unsubscribe();
-          resolve();
+        const detach = readSocket(client, {
+          chunk: (c) => {
+            events.push(`read:${c.toString('latin1', 5)}`);
+            detach();
+            resolve();
+          },
+          end: () => {},
+          error: () => {},
         });
       });
       peer.write(be.commandComplete('ONE').raw);
@@ -347,6 +336,36 @@ for (const [name, ownBufferPair] of [
       client.resume();
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(Buffer.concat(got).toString(), 'sent before anyone listened');
+    } finally {
+      close();
+    }
+  });
+
+  it('grows its region while reads fill it, up to 64 KiB, and lets it shrink again for small reads', async () => {
+    const { client, peer, close } = await ownBufferPair();
+    try {
+      const sizes: number[] = [];
+      let received = 0;
+      const total = 4 * 1024 * 1024;
+      const done = new Promise<void>((resolve) =>
+        client.on('data', (c: Buffer) => {
+          sizes.push(c.buffer.byteLength);
+          received += c.length;
+          if (received === total) resolve();
+        }),
+      );
+      client.resume();
+      peer.write(Buffer.alloc(total, 7));
+      await done;
+      assert.equal(Math.max(...sizes), 64 * 1024);
+      const small: number[] = [];
+      client.removeAllListeners('data');
+      client.on('data', (c: Buffer) => small.push(c.buffer.byteLength));
+      for (let i = 0; i < 12; i++) {
+        peer.write('x');
+        await until(() => small.length === i + 1, 2000, 'a one-byte read');
+      }
+      assert.equal(small.at(-1), 2 * 1024, 'back to the smallest region');
     } finally {
       close();
     }

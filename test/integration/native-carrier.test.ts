@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { tap } from 'rxjs';
 import type { Middleware, MiddlewareContext } from '../../src/pipeline/index.js';
-import { NativeRelay, nativeRelayAvailability } from '../../src/pipeline/native-relay.js';
+import { liveNativeCarriers, nativeCarrierAvailability } from '../../src/pipeline/native-carrier.js';
 import { be, encodeStartupMessage, fe } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
@@ -13,7 +13,7 @@ import { RawClient } from '../helpers/raw-client.js';
 import { metricValue } from '../helpers/scrape.js';
 import { until } from '../helpers/wait.js';
 
-/** A middleware with no stream operator (so sessions may run natively) that keeps each session's context. */
+/** A middleware with no stream operator that keeps each session's context. */
 function passive(): Middleware & { contexts: MiddlewareContext[]; paramsAtClose: (string | undefined)[] } {
   const contexts: MiddlewareContext[] = [];
   const paramsAtClose: (string | undefined)[] = [];
@@ -28,7 +28,7 @@ function passive(): Middleware & { contexts: MiddlewareContext[]; paramsAtClose:
   };
 }
 
-describe('the native relay', () => {
+describe('the native carrier', () => {
   let cluster: PgCluster;
 
   before(async () => {
@@ -41,11 +41,11 @@ describe('the native relay', () => {
 
   const args = () => ['--insecure', '--auth', 'passthrough', '--backend', cluster.url('postgres', undefined, 'postgres') + '?sslmode=disable'];
 
-  it('is built and loads (the build step compiles native/relay.c)', () => {
-    assert.deepEqual(nativeRelayAvailability(), { available: true });
+  it('is built and loads (the build step compiles native/*.c)', () => {
+    assert.deepEqual(nativeCarrierAvailability(), { available: true });
   });
 
-  it('leaves a session to the JavaScript relay when a middleware has a stream operator', async () => {
+  it('carries a session whose middleware has a stream operator', async () => {
     const seen: string[] = [];
     const watcher: Middleware = { name: 'watcher', session: () => ({ frontend: (m$) => m$.pipe(tap((m) => seen.push(m.type))) }) };
     await using proxy = await startTestProxy(args(), { middleware: [watcher] });
@@ -54,11 +54,11 @@ describe('the native relay', () => {
     await client.query('select 1');
     await client.end();
     await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
-    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'js');
-    assert.ok(seen.includes('Query'), 'the operator saw the query');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native');
+    assert.deepEqual(seen, ['Query', 'Terminate'], 'the operator saw every message');
   });
 
-  it('keeps ParameterStatus, byte counts and the transaction state without handing the session over', async () => {
+  it('keeps ParameterStatus, byte counts and the transaction state', async () => {
     const mw = passive();
     await using proxy = await startTestProxy(args(), { middleware: [mw] });
     const client = new pg.Client({ connectionString: proxy.url('postgres') });
@@ -84,7 +84,7 @@ describe('the native relay', () => {
     assert.deepEqual(mw.paramsAtClose, ['native-relay-test']);
   });
 
-  it('hands the session to the JavaScript relay, at a message boundary, for a middleware that sends to the client', async () => {
+  it('writes what a middleware sends to the client, and stays native', async () => {
     const mw = passive();
     await using proxy = await startTestProxy(args(), { middleware: [mw] });
     const client = new pg.Client({ connectionString: proxy.url('postgres') });
@@ -95,12 +95,11 @@ describe('the native relay', () => {
     mw.contexts[0]!.sendToClient(be.noticeResponse({ severity: 'NOTICE', severityV: 'NOTICE', code: '00000', message: 'from the middleware' }));
     await until(() => notices.length === 1, 5000, 'the notice to arrive');
     assert.deepEqual(notices, ['from the middleware']);
-    // The session goes on, now in JavaScript.
     const r = await client.query('select count(*)::int as n from generate_series(1, 50000)');
     assert.equal(r.rows[0].n, 50000);
     await client.end();
     await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
-    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native-then-js');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native');
   });
 
   it('waits for the transaction to end before a close that waits for idle', async () => {
@@ -151,26 +150,7 @@ describe('the native relay', () => {
     await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
     text = await scrape();
     assert.equal(metricValue(text, 'pgward_queries_total', { result: 'ok' }), 7);
-    assert.equal(metricValue(text, 'pgward_relay_sessions_total', { relay: 'handover' }), 0);
     assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native');
-  });
-
-  it('hands a statement that is still running over to the JavaScript relay, which finishes timing it', async () => {
-    const mw = passive();
-    await using proxy = await startTestProxy([...args(), '--metricsAddr', '127.0.0.1:0'], { middleware: [mw] });
-    const address = proxy.proxy.metricsAddress!;
-    const scrape = async () => (await fetch(`http://${address.host}:${address.port}/metrics`)).text();
-    const client = new pg.Client({ connectionString: proxy.url('postgres') });
-    await client.connect();
-    const sleeping = client.query('select pg_sleep(0.5)');
-    await new Promise((r) => setTimeout(r, 150));
-    mw.contexts[0]!.sendToClient(be.noticeResponse({ severity: 'NOTICE', severityV: 'NOTICE', code: '00000', message: 'hello' }));
-    await sleeping;
-    const text = await scrape();
-    assert.equal(metricValue(text, 'pgward_relay_sessions_total', { relay: 'handover' }), 1);
-    assert.equal(metricValue(text, 'pgward_queries_total', { result: 'ok' }), 1);
-    assert.ok(metricValue(text, 'pgward_query_duration_seconds_sum') >= 0.5, 'timed from when it was sent, before the handover');
-    await client.end();
   });
 
   it('closes a session whose client stopped reading mid-result, after the close grace period', async () => {
@@ -191,7 +171,7 @@ describe('the native relay', () => {
     assert.ok(c.bytes < 200_000 * 1000, 'the result was cut off, not delivered');
   });
 
-  it('sends 08006 when the backend dies under the native relay, and keeps serving', async () => {
+  it('sends 08006 when the backend dies under the native carrier, and keeps serving', async () => {
     await using proxy = await startTestProxy(args());
     const victim = new pg.Client({ connectionString: proxy.url('postgres') });
     victim.on('error', () => {});
@@ -220,9 +200,9 @@ describe('the native relay', () => {
   });
 
   // Last: every case above ended its sessions, however they ended.
-  it('frees the native relay of every ended session', async () => {
+  it('frees the native carrier of every ended session', async () => {
     v8.setFlagsFromString('--expose-gc');
     const gc = vm.runInNewContext('gc') as () => void;
-    await until(() => (gc(), NativeRelay.live() === 0), 5000, 'every native relay to be freed');
+    await until(() => (gc(), liveNativeCarriers() === 0), 5000, 'every native carrier to be freed');
   });
 });

@@ -1,0 +1,391 @@
+/*
+ * The native carrier's N-API functions (see src/pipeline/native-carrier.ts). Every function but
+ * setup and live takes the carrier's handle first. Status crosses by name.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "carrier.h"
+
+#define ARGS(n)                                                         \
+  size_t argc = (n);                                                    \
+  napi_value argv[(n) > 0 ? (n) : 1];                                   \
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);                 \
+  if (argc < (n)) {                                                     \
+    napi_throw_type_error(env, NULL, "pgward carrier: missing arguments"); \
+    return NULL;                                                        \
+  }
+
+static carrier_t *handle_of(napi_env env, napi_value v) {
+  void *data = NULL;
+  if (napi_get_value_external(env, v, &data) != napi_ok || !data) {
+    napi_throw_type_error(env, NULL, "expected a native carrier handle");
+    return NULL;
+  }
+  return (carrier_t *)data;
+}
+
+static int32_t int_arg(napi_env env, napi_value v) {
+  int32_t out = 0;
+  napi_get_value_int32(env, v, &out);
+  return out;
+}
+
+static bool bool_arg(napi_env env, napi_value v) {
+  bool out = false;
+  napi_get_value_bool(env, v, &out);
+  return out;
+}
+
+static uint8_t *bytes_arg(napi_env env, napi_value v, size_t *len) {
+  void *data = NULL;
+  napi_typedarray_type type;
+  if (napi_get_typedarray_info(env, v, &type, len, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "expected a Uint8Array");
+    return NULL;
+  }
+  return (uint8_t *)data;
+}
+
+static napi_value number(napi_env env, double v) {
+  napi_value out;
+  napi_create_double(env, v, &out);
+  return out;
+}
+
+static napi_value boolean(napi_env env, int v) {
+  napi_value out;
+  napi_get_boolean(env, v != 0, &out);
+  return out;
+}
+
+static void set(napi_env env, napi_value obj, const char *name, napi_value v) { napi_set_named_property(env, obj, name, v); }
+
+/* setup(batch, event, tape): the callbacks every carrier calls, and the tape batches are written on. */
+static napi_value setup(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  size_t len;
+  void *data = NULL;
+  napi_typedarray_type type;
+  if (napi_get_typedarray_info(env, argv[2], &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint32_array ||
+      len < 3 * TAPE_ENTRIES) {
+    napi_throw_type_error(env, NULL, "expected a Uint32Array of 3 * tapeEntries");
+    return NULL;
+  }
+  if (g.env && g.env != env) {
+    napi_throw_error(env, NULL, "the native carrier serves one JavaScript environment");
+    return NULL;
+  }
+  if (g.batch_fn) {
+    napi_delete_reference(env, g.batch_fn);
+    napi_delete_reference(env, g.event_fn);
+    napi_delete_reference(env, g.tape_ref);
+  }
+  g.env = env;
+  napi_create_reference(env, argv[0], 1, &g.batch_fn);
+  napi_create_reference(env, argv[1], 1, &g.event_fn);
+  napi_create_reference(env, argv[2], 1, &g.tape_ref);
+  g.tape = (uint32_t *)data;
+  if (!g.async) {
+    napi_value name;
+    napi_create_string_utf8(env, "pgward.carrier", NAPI_AUTO_LENGTH, &name);
+    napi_async_init(env, NULL, name, &g.async);
+  }
+  return NULL;
+}
+
+static void finalize(napi_env env, void *data, void *hint) {
+  carrier_t *c = (carrier_t *)data;
+  if (c->self) napi_delete_reference(env, c->self);
+  c->self = NULL;
+  release_carrier(c);
+}
+
+/*
+ * start(self, clientFd, backendFd, wants, clientMaxAssembled, backendMaxAssembled, timing, keepBackend)
+ * → handle. `wants`: 64 bytes, a bit per type byte, frontend types then backend types.
+ */
+static napi_value start(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  if (!g.batch_fn) {
+    napi_throw_error(env, NULL, "setup() first");
+    return NULL;
+  }
+  size_t wants_len;
+  uint8_t *wants = bytes_arg(env, argv[3], &wants_len);
+  if (!wants) return NULL;
+  if (wants_len < 64) {
+    napi_throw_type_error(env, NULL, "wants: 64 bytes");
+    return NULL;
+  }
+  int fds[2];
+  for (int e = 0; e < 2; e++) {
+    fds[e] = dup(int_arg(env, argv[1 + e]));
+    if (fds[e] < 0) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "dup: %s", strerror(errno));
+      if (e == 1) close(fds[0]);
+      napi_throw_error(env, NULL, msg);
+      return NULL;
+    }
+  }
+  int uv_error = 0;
+  carrier_t *c = carrier_open(env, fds, &uv_error);
+  if (!c) {
+    napi_throw_error(env, NULL, uv_error ? uv_strerror(uv_error) : "out of memory");
+    return NULL;
+  }
+  memcpy(c->dir[TO_BACKEND].wants, wants, 32);
+  memcpy(c->dir[TO_CLIENT].wants, wants + 32, 32);
+  c->dir[TO_BACKEND].max_assembled = (uint32_t)int_arg(env, argv[4]);
+  c->dir[TO_CLIENT].max_assembled = (uint32_t)int_arg(env, argv[5]);
+  c->timing = bool_arg(env, argv[6]);
+  c->keep_backend = bool_arg(env, argv[7]);
+  if (c->timing) c->timings = malloc(TIMINGS_SIZE * sizeof(double));
+  if (c->timing && !c->timings) c->timing = 0;
+  napi_create_reference(env, argv[0], 1, &c->self);
+  napi_value handle;
+  napi_create_external(env, c, finalize, NULL, &handle);
+  update_polls(c);
+  return handle;
+}
+
+/* What JavaScript's call may have made due, now that nothing of the carrier is on the stack. */
+static int after_js(carrier_t *c) {
+  int flags = 0;
+  if (c->idle_due) {
+    c->idle_due = 0;
+    flags |= W_IDLE;
+  }
+  if (c->busy || c->state != R_RUNNING) return flags;
+  for (int d = 0; d < 2; d++) {
+    int err = c->dir[d].write_error;
+    if (err) {
+      halt_quietly(c, d == TO_CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, err);
+      return flags | W_ENDED;
+    }
+  }
+  if (c->release_due) {
+    halt_quietly(c, R_RELEASED, 0);
+    return flags | W_ENDED;
+  }
+  update_polls(c);
+  return flags;
+}
+
+/* write(handle, direction, bytes, offset, length, continues) → W_* flags: see carrier_put. */
+static napi_value write_bytes(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  carrier_t *c = handle_of(env, argv[0]);
+  size_t len;
+  uint8_t *data = c ? bytes_arg(env, argv[2], &len) : NULL;
+  if (!data) return NULL;
+  int d = int_arg(env, argv[1]) == TO_CLIENT ? TO_CLIENT : TO_BACKEND;
+  uint32_t offset = (uint32_t)int_arg(env, argv[3]), length = (uint32_t)int_arg(env, argv[4]);
+  if ((size_t)offset + length > len) {
+    napi_throw_range_error(env, NULL, "write: range outside the buffer");
+    return NULL;
+  }
+  if (c->state == R_RUNNING) carrier_put(c, d, data + offset, length, bool_arg(env, argv[5]));
+  napi_value out;
+  napi_create_int32(env, after_js(c), &out);
+  return out;
+}
+
+/* feed(handle, direction, bytes): bytes read before the carrier started, taken as if just read (a read's worth at a time). */
+static napi_value feed(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  carrier_t *c = handle_of(env, argv[0]);
+  size_t len;
+  uint8_t *data = c ? bytes_arg(env, argv[2], &len) : NULL;
+  if (!data) return NULL;
+  int d = int_arg(env, argv[1]) == TO_CLIENT ? TO_CLIENT : TO_BACKEND;
+  c->in_js = 1;
+  while (len > 0 && c->state == R_RUNNING) {
+    size_t room;
+    uint8_t *buf = read_region(len < READ_MAX ? len : READ_MAX, &room);
+    if (!buf) {
+      c->in_js = 0;
+      napi_throw_error(env, NULL, "feed: out of memory");
+      return NULL;
+    }
+    memcpy(buf, data, room);
+    c->busy = 1;
+    process_read(c, d, buf, room);
+    c->busy = 0;
+    data += room;
+    len -= room;
+  }
+  settle(c);
+  c->in_js = 0;
+  return NULL;
+}
+
+/* stop(handle) → true when it stopped at once; otherwise an end event (stopped, or whatever came first) follows. */
+static napi_value stop(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  int now = 0;
+  if (c->state == R_RUNNING) {
+    c->stopping = 1;
+    if (!c->busy) {
+      now = stop_settled(c);
+      if (now) halt_quietly(c, R_STOPPED, 0);
+      else update_polls(c);
+    }
+  }
+  return boolean(env, now);
+}
+
+/* abort(handle) → true when it was running: stops now, wherever each direction is. */
+static napi_value abort_carrier(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  int running = c->state == R_RUNNING && !c->busy;
+  if (running) {
+    for (int d = 0; d < 2; d++) bytes_free(&c->dir[d].queue);
+    halt_quietly(c, R_STOPPED, 0);
+  }
+  return boolean(env, running);
+}
+
+/* pause(handle, side, paused): stop or go on reading one side (0 client, 1 backend). */
+static napi_value pause_side(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  c->ep[int_arg(env, argv[1]) == BACKEND ? BACKEND : CLIENT].paused = bool_arg(env, argv[2]);
+  if (c->state == R_RUNNING && !c->busy) update_polls(c);
+  return NULL;
+}
+
+/* watchIdle(handle): the next ReadyForQuery that leaves the session idle raises EV_IDLE (or W_IDLE). */
+static napi_value watch_idle(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (c) c->watch_idle = 1;
+  return NULL;
+}
+
+static const char *reason_name(int state) {
+  switch (state) {
+    case R_RUNNING: return "running";
+    case R_STOPPED: return "stopped";
+    case R_RELEASED: return "released";
+    case R_CLIENT_EOF: return "client-eof";
+    case R_BACKEND_EOF: return "backend-eof";
+    case R_CLIENT_ERROR: return "client-error";
+    case R_BACKEND_ERROR: return "backend-error";
+    case R_CLIENT_VIOLATION: return "client-violation";
+    default: return "backend-violation";
+  }
+}
+
+/* status(handle) → what the carrier knows of the session now (or when it ended), by name. */
+static napi_value status(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  const direction_t *tc = &c->dir[TO_CLIENT], *tb = &c->dir[TO_BACKEND];
+  napi_value out, tx;
+  napi_create_object(env, &out);
+  napi_create_string_latin1(env, &c->tx_status, 1, &tx);
+  set(env, out, "transactionStatus", tx);
+  set(env, out, "unanswered", number(env, c->unanswered));
+  set(env, out, "terminated", boolean(env, c->terminated));
+  set(env, out, "backendSaidFatal", boolean(env, c->backend_said_fatal));
+  set(env, out, "bytesToClient", number(env, tc->bytes));
+  set(env, out, "bytesToBackend", number(env, tb->bytes));
+  set(env, out, "clientMidMessage", boolean(env, !at_boundary(&tc->out)));
+  set(env, out, "backendMidMessage", boolean(env, !at_boundary(&tb->out)));
+  set(env, out, "reusable", boolean(env, reusable(c)));
+  return out;
+}
+
+/* Takes the bytes a destination had not taken when the carrier halted (a Buffer, or undefined). */
+static napi_value take_unsent(napi_env env, direction_t *dir) {
+  napi_value out;
+  if (dir->queue.len == 0) {
+    napi_get_undefined(env, &out);
+  } else {
+    void *copy;
+    napi_create_buffer_copy(env, dir->queue.len, dir->queue.data + dir->queue.head, &copy, &out);
+  }
+  bytes_free(&dir->queue);
+  return out;
+}
+
+/* ended(handle) → how it ended: { reason, errno, violation?, unsentToClient?, unsentToBackend? }. */
+static napi_value ended(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  napi_value out, reason;
+  napi_create_object(env, &out);
+  napi_create_string_utf8(env, reason_name(c->state), NAPI_AUTO_LENGTH, &reason);
+  set(env, out, "reason", reason);
+  set(env, out, "errno", number(env, c->error));
+  if (c->state == R_CLIENT_VIOLATION || c->state == R_BACKEND_VIOLATION) {
+    napi_value v, code, kind;
+    napi_create_object(env, &v);
+    char ch = (char)c->violation_code;
+    napi_create_string_latin1(env, &ch, 1, &code);
+    napi_create_string_utf8(env, c->violation_kind == V_TOO_LONG ? "too-long" : "invalid-length", NAPI_AUTO_LENGTH, &kind);
+    set(env, v, "code", code);
+    set(env, v, "length", number(env, c->violation_length));
+    set(env, v, "kind", kind);
+    set(env, out, "violation", v);
+  }
+  if (c->state != R_RUNNING) {
+    set(env, out, "unsentToClient", take_unsent(env, &c->dir[TO_CLIENT]));
+    set(env, out, "unsentToBackend", take_unsent(env, &c->dir[TO_BACKEND]));
+  }
+  return out;
+}
+
+/* timings(handle) → Float64Array of the statements finished since the last call (seconds; -1 - seconds for a failure). */
+static napi_value timings(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  napi_value buffer, out;
+  void *data = NULL;
+  napi_create_arraybuffer(env, c->timings_len * sizeof(double), &data, &buffer);
+  napi_create_typedarray(env, napi_float64_array, c->timings_len, buffer, 0, &out);
+  if (c->timings_len) memcpy(data, c->timings, c->timings_len * sizeof(double));
+  c->timings_len = 0;
+  return out;
+}
+
+/* live() → carriers allocated (running, or ended and not yet released by JavaScript's GC). */
+static napi_value live(napi_env env, napi_callback_info info) {
+  napi_value out;
+  napi_create_int64(env, g.live, &out);
+  return out;
+}
+
+NAPI_MODULE_INIT() {
+  const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {
+      {"setup", setup},       {"start", start},   {"write", write_bytes}, {"feed", feed},
+      {"stop", stop},         {"abort", abort_carrier}, {"pause", pause_side}, {"watchIdle", watch_idle},
+      {"status", status},     {"ended", ended},   {"timings", timings},   {"live", live},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, fns[i].name, f);
+  }
+  napi_value entries;
+  napi_create_uint32(env, TAPE_ENTRIES, &entries);
+  napi_set_named_property(env, exports, "tapeEntries", entries);
+  return exports;
+}

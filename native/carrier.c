@@ -1,0 +1,361 @@
+/*
+ * The native carrier's life on the loop: polling both endpoints, reading into the region every
+ * session shares, writing and queueing what a destination does not take at once, stopping and
+ * ending. See carrier.h.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "carrier.h"
+
+globals_t g;
+
+/* ---- held bytes ---- */
+
+int bytes_append(bytes_t *b, const uint8_t *p, size_t n) {
+  if (n == 0) return 0;
+  if (b->head > 0 && b->head + b->len + n > b->cap) {
+    memmove(b->data, b->data + b->head, b->len);
+    b->head = 0;
+  }
+  if (b->head + b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n) cap *= 2;
+    uint8_t *grown = realloc(b->data, cap);
+    if (!grown) return -1;
+    b->data = grown;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->head + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
+void bytes_free(bytes_t *b) {
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}
+
+/* ---- the shared read region ---- */
+
+/* Room for a read of up to `want` bytes in the shared region (a new region when too little is left). */
+uint8_t *read_region(size_t want, size_t *room) {
+  size_t left = g.slab ? g.slab_size - g.slab_used : 0;
+  size_t need = want < READ_MIN ? want : READ_MIN;
+  if (left < need) {
+    size_t size = want > SLAB_SIZE ? want : SLAB_SIZE;
+    napi_value buffer;
+    void *data = NULL;
+    if (napi_create_arraybuffer(g.env, size, &data, &buffer) != napi_ok) return NULL;
+    /* The old region lives on as long as JavaScript holds a view of it. */
+    if (g.slab_ref) napi_delete_reference(g.env, g.slab_ref);
+    napi_create_reference(g.env, buffer, 1, &g.slab_ref);
+    g.slab = data;
+    g.slab_size = size;
+    g.slab_used = 0;
+    left = size;
+  }
+  *room = left < want ? left : want;
+  return g.slab + g.slab_used;
+}
+
+/* ---- calls into JavaScript ---- */
+
+static void call(carrier_t *c, napi_ref fn_ref, size_t argc, napi_value *argv) {
+  napi_env env = c->env;
+  napi_value fn, recv, result;
+  napi_get_reference_value(env, fn_ref, &fn);
+  napi_get_global(env, &recv);
+  napi_status status = c->in_js ? napi_call_function(env, recv, fn, argc, argv, &result)
+                                : napi_make_callback(env, g.async, recv, fn, argc, argv, &result);
+  if (status == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
+
+void emit(carrier_t *c, int event) {
+  napi_handle_scope scope;
+  if (!c->self || !g.event_fn || napi_open_handle_scope(c->env, &scope) != napi_ok) return;
+  napi_value argv[2];
+  napi_get_reference_value(c->env, c->self, &argv[0]);
+  napi_create_int32(c->env, event, &argv[1]);
+  call(c, g.event_fn, 2, argv);
+  napi_close_handle_scope(c->env, scope);
+}
+
+static void free_assembled(napi_env env, void *data, void *hint) { free(data); }
+
+/* Hands the batch on the tape to JavaScript: (carrier, direction, region, entries, assembled message). */
+static void call_batch(carrier_t *c, int d) {
+  uint8_t *assembled = g.assembled;
+  g.assembled = NULL;
+  napi_handle_scope scope;
+  if (!c->self || napi_open_handle_scope(c->env, &scope) != napi_ok) {
+    free(assembled);
+    return;
+  }
+  napi_value argv[5];
+  napi_get_reference_value(c->env, c->self, &argv[0]);
+  napi_create_int32(c->env, d, &argv[1]);
+  napi_get_reference_value(c->env, g.slab_ref, &argv[2]);
+  napi_create_uint32(c->env, g.tape_len, &argv[3]);
+  if (assembled) {
+    if (napi_create_external_arraybuffer(c->env, assembled, g.assembled_len, free_assembled, NULL, &argv[4]) != napi_ok) {
+      free(assembled);
+      napi_get_undefined(c->env, &argv[4]);
+    }
+  } else {
+    napi_get_undefined(c->env, &argv[4]);
+  }
+  call(c, g.batch_fn, 5, argv);
+  napi_close_handle_scope(c->env, scope);
+}
+
+/* ---- reading and writing ---- */
+
+void send_bytes(carrier_t *c, int d, const uint8_t *p, size_t n) {
+  direction_t *dir = &c->dir[d];
+  if (n == 0 || dir->write_error || c->state != R_RUNNING) return;
+  if (dir->queue.len == 0) {
+    io_t *io = &c->ep[dst_of(d)].io;
+    while (n > 0) {
+      ssize_t w = io->ops->write(io, p, n);
+      if (w == IO_AGAIN) break;
+      if (w < 0) {
+        dir->write_error = errno ? errno : EIO;
+        return;
+      }
+      dir->bytes += (double)w;
+      p += w;
+      n -= (size_t)w;
+    }
+  }
+  if (n > 0 && bytes_append(&dir->queue, p, n) < 0) dir->write_error = ENOMEM;
+}
+
+static void flush_queue(carrier_t *c, int d) {
+  direction_t *dir = &c->dir[d];
+  io_t *io = &c->ep[dst_of(d)].io;
+  while (dir->queue.len > 0 && !dir->write_error) {
+    ssize_t w = io->ops->write(io, dir->queue.data + dir->queue.head, dir->queue.len);
+    if (w == IO_AGAIN) return;
+    if (w < 0) {
+      dir->write_error = errno ? errno : EIO;
+      return;
+    }
+    dir->bytes += (double)w;
+    dir->queue.head += (size_t)w;
+    dir->queue.len -= (size_t)w;
+  }
+  /* Drained: per-session memory only while something waits. */
+  bytes_free(&dir->queue);
+}
+
+/* Frames what was read and forwards it, or hands it to JavaScript with what it must see. */
+void process_read(carrier_t *c, int d, uint8_t *buf, size_t n) {
+  int delivers = 0;
+  g.tape_len = 0;
+  if (frame_input(c, d, buf, n, &delivers) < 0) {
+    free(g.assembled);
+    g.assembled = NULL;
+    end(c, d == TO_BACKEND ? R_CLIENT_VIOLATION : R_BACKEND_VIOLATION, 0);
+    return;
+  }
+  if (!delivers) {
+    /* Nothing for JavaScript: the region is reused by the next read, whoever's it is. */
+    for (uint32_t e = 0; e < g.tape_len; e++) carrier_put(c, d, g.slab + g.tape[3 * e + 1], g.tape[3 * e + 2], 1);
+    return;
+  }
+  /* JavaScript may keep views of these bytes: they are never read over. */
+  g.slab_used = (size_t)(buf + n - g.slab);
+  call_batch(c, d);
+}
+
+static void pump(carrier_t *c, int d) {
+  direction_t *dir = &c->dir[d];
+  size_t want = READ_MAX;
+  if (c->stopping) {
+    /* Read no further than the end of the message in flight, so nothing is read past the boundary. */
+    if (at_boundary(&dir->in)) return;
+    size_t rest = dir->in.hlen > 0 ? (size_t)(5 - dir->in.hlen) : dir->in.body_left;
+    if (rest < want) want = rest;
+  }
+  size_t room;
+  uint8_t *buf = read_region(want, &room);
+  if (!buf) return end(c, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, ENOMEM);
+  io_t *io = &c->ep[src_of(d)].io;
+  ssize_t n = io->ops->read(io, buf, room);
+  if (n == IO_AGAIN) return;
+  if (n < 0) return end(c, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, errno);
+  if (n == 0) {
+    if (d == TO_BACKEND && reusable(c)) return end(c, R_RELEASED, 0);
+    return end(c, d == TO_BACKEND ? R_CLIENT_EOF : R_BACKEND_EOF, 0);
+  }
+  process_read(c, d, buf, (size_t)n);
+}
+
+/* ---- polling ---- */
+
+static int wants_read(const carrier_t *c, int d) {
+  const direction_t *dir = &c->dir[d];
+  if (c->state != R_RUNNING || c->release_due || c->ep[src_of(d)].paused || dir->queue.len > 0) return 0;
+  return !(c->stopping && at_boundary(&dir->in));
+}
+
+static int wants_write(const carrier_t *c, int d) {
+  return c->state == R_RUNNING && (c->dir[d].queue.len > 0 || c->dir[d].write_error);
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events);
+
+void update_polls(carrier_t *c) {
+  for (int e = 0; e < 2; e++) {
+    endpoint_t *ep = &c->ep[e];
+    int reader = e == CLIENT ? TO_BACKEND : TO_CLIENT;
+    int writer = e == CLIENT ? TO_CLIENT : TO_BACKEND;
+    int events = ep->io.ops->poll_events(&ep->io, wants_read(c, reader), wants_write(c, writer));
+    if (events == ep->events) continue;
+    ep->events = events;
+    if (events) uv_poll_start(&ep->poll, events, on_poll);
+    else uv_poll_stop(&ep->poll);
+  }
+}
+
+static void on_closed(uv_handle_t *handle) { release_carrier(((endpoint_t *)handle->data)->c); }
+
+/* Stops polling for good and lets go of the endpoints: Node's sockets take over from here. */
+void halt(carrier_t *c, int state) {
+  c->state = state;
+  for (int e = 0; e < 2; e++) {
+    /* uv_poll_stop takes the descriptor out of epoll before it is closed. */
+    uv_poll_stop(&c->ep[e].poll);
+    c->ep[e].events = 0;
+    c->ep[e].io.ops->release(&c->ep[e].io);
+    uv_close((uv_handle_t *)&c->ep[e].poll, on_closed);
+  }
+  /* Whole messages that waited for a stream to finish a message can follow it no more. */
+  for (int d = 0; d < 2; d++) bytes_free(&c->dir[d].deferred);
+  bytes_free(&c->dir[TO_BACKEND].assembling);
+  bytes_free(&c->dir[TO_CLIENT].assembling);
+}
+
+/* The callbacks hold the session's objects: they must not outlive the carrier (a reference from here is a GC root). */
+static void drop_self(carrier_t *c) {
+  if (c->self) napi_delete_reference(c->env, c->self);
+  c->self = NULL;
+}
+
+void end(carrier_t *c, int state, int error) {
+  if (c->state != R_RUNNING) return;
+  c->error = error;
+  halt(c, state);
+  emit(c, EV_END);
+  drop_self(c);
+}
+
+/* Halts for a JavaScript call that learns of the end from its own result, with no event. */
+void halt_quietly(carrier_t *c, int state, int error) {
+  c->error = error;
+  halt(c, state);
+  drop_self(c);
+}
+
+int stop_settled(const carrier_t *c) {
+  if (!c->stopping) return 0;
+  for (int d = 0; d < 2; d++) {
+    const direction_t *dir = &c->dir[d];
+    if (!at_boundary(&dir->in) || dir->queue.len > 0 || dir->deferred.len > 0) return 0;
+  }
+  return 1;
+}
+
+/* After a read, a write or a stop request: ends what must end, tells what must be told, polls for the rest. */
+void settle(carrier_t *c) {
+  if (c->state != R_RUNNING) return;
+  for (int d = 0; d < 2; d++) {
+    int err = c->dir[d].write_error;
+    if (err) return end(c, d == TO_CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, err);
+  }
+  if (c->release_due) return end(c, R_RELEASED, 0);
+  if (stop_settled(c)) return end(c, R_STOPPED, 0);
+  if (c->idle_due) {
+    c->idle_due = 0;
+    emit(c, EV_IDLE);
+    if (c->state != R_RUNNING) return;
+  }
+  update_polls(c);
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  endpoint_t *ep = (endpoint_t *)handle->data;
+  carrier_t *c = ep->c;
+  int e = ep == &c->ep[CLIENT] ? CLIENT : BACKEND;
+  if (c->state != R_RUNNING) return;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
+  c->busy = 1;
+  if (status < 0) {
+    end(c, e == CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, -status);
+  } else {
+    int ready = ep->io.ops->ready(&ep->io, events);
+    if (ready & IO_READY_WRITE) flush_queue(c, e == CLIENT ? TO_CLIENT : TO_BACKEND);
+    int d = e == CLIENT ? TO_BACKEND : TO_CLIENT;
+    if ((ready & IO_READY_READ) && wants_read(c, d)) pump(c, d);
+  }
+  c->busy = 0;
+  settle(c);
+  napi_close_handle_scope(c->env, scope);
+}
+
+void release_carrier(carrier_t *c) {
+  if (--c->refs > 0) return;
+  g.live--;
+  for (int d = 0; d < 2; d++) {
+    bytes_free(&c->dir[d].queue);
+    bytes_free(&c->dir[d].deferred);
+    bytes_free(&c->dir[d].assembling);
+  }
+  if (c->starts != c->starts_inline) free(c->starts);
+  free(c->capture);
+  free(c->timings);
+  free(c);
+}
+
+/* Starts polling two endpoints (descriptors the carrier now owns); NULL when libuv refuses. */
+carrier_t *carrier_open(napi_env env, int fds[2], int *uv_error) {
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  carrier_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->env = env;
+  c->tx_status = 'I';
+  c->starts = c->starts_inline;
+  c->starts_cap = INLINE_STARTS;
+  for (int e = 0; e < 2; e++) {
+    endpoint_t *ep = &c->ep[e];
+    ep->c = c;
+    io_plain(&ep->io, fds[e]);
+    int err = uv_poll_init(loop, &ep->poll, fds[e]);
+    if (err) {
+      *uv_error = err;
+      c->ep[0].io.ops->release(&c->ep[0].io);
+      c->ep[1].io.ops->release(&c->ep[1].io);
+      /* Only the handles already made need closing; each close releases one reference. */
+      c->refs = e;
+      if (e == 1) {
+        g.live++;
+        uv_close((uv_handle_t *)&c->ep[0].poll, on_closed);
+      } else {
+        free(c);
+      }
+      return NULL;
+    }
+    ep->poll.data = ep;
+  }
+  g.live++;
+  c->refs = 3;
+  return c;
+}

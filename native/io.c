@@ -1,0 +1,45 @@
+/* Plain TCP endpoints for the native carrier (see io.h). */
+#include "io.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+static ssize_t plain_read(io_t *io, uint8_t *buf, size_t len) {
+  for (;;) {
+    ssize_t n = read(io->fd, buf, len);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+  }
+}
+
+static ssize_t plain_write(io_t *io, const uint8_t *buf, size_t len) {
+  for (;;) {
+    ssize_t n = send(io->fd, buf, len, MSG_NOSIGNAL);
+    if (n >= 0) return n;
+    if (errno == EINTR) continue;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
+  }
+}
+
+static int plain_poll_events(io_t *io, int want_read, int want_write) {
+  return (want_read ? UV_READABLE : 0) | (want_write ? UV_WRITABLE : 0);
+}
+
+static int plain_ready(io_t *io, int events) {
+  return (events & UV_READABLE ? IO_READY_READ : 0) | (events & UV_WRITABLE ? IO_READY_WRITE : 0);
+}
+
+static void plain_release(io_t *io) {
+  if (io->fd >= 0) close(io->fd);
+  io->fd = -1;
+}
+
+static const io_ops_t plain_ops = {plain_read, plain_write, plain_poll_events, plain_ready, plain_release};
+
+void io_plain(io_t *io, int fd) {
+  io->ops = &plain_ops;
+  io->fd = fd;
+}

@@ -1,0 +1,45 @@
+/*
+ * One endpoint's byte I/O for the native carrier. Plain TCP here; TLS (issue 20: SSL_read and
+ * SSL_write over the same descriptor, with Node's OpenSSL) slots in as another set of these calls,
+ * so the carrier itself never touches a descriptor.
+ */
+#ifndef PGWARD_IO_H
+#define PGWARD_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Returned by read and write besides a byte count. */
+enum { IO_AGAIN = -1, IO_ERROR = -2 };
+/* What descriptor events unblock (see `ready`). */
+enum { IO_READY_READ = 1, IO_READY_WRITE = 2 };
+
+typedef struct io io_t;
+
+typedef struct {
+  /* Up to `len` bytes into `buf`: how many, 0 at EOF, IO_AGAIN when none are there, IO_ERROR (errno set). */
+  ssize_t (*read)(io_t *io, uint8_t *buf, size_t len);
+  /* Up to `len` bytes from `buf`: how many were taken, IO_AGAIN when none fit, IO_ERROR (errno set). */
+  ssize_t (*write)(io_t *io, const uint8_t *buf, size_t len);
+  /*
+   * The descriptor events (UV_READABLE, UV_WRITABLE) to poll for so that a read, a write or both
+   * can go on: the same for plain TCP; TLS may need to write to read, or read to write.
+   */
+  int (*poll_events)(io_t *io, int want_read, int want_write);
+  /* Which operations the polled `events` unblock (IO_READY_*); TLS also reports plaintext it holds already. */
+  int (*ready)(io_t *io, int events);
+  /* Lets go of the endpoint: the connection itself stays, for Node's socket to go on with. */
+  void (*release)(io_t *io);
+} io_ops_t;
+
+struct io {
+  const io_ops_t *ops;
+  /* The descriptor libuv polls: the carrier's own duplicate of the socket's. */
+  int fd;
+};
+
+/* A plain TCP endpoint over `fd`, which the io layer owns from here on. */
+void io_plain(io_t *io, int fd);
+
+#endif

@@ -1,0 +1,362 @@
+// The native carrier (native/*.c): a session's bytes moved inside libuv's loop. It frames every
+// message in C and forwards those the pipeline did not ask for, with no JavaScript per read; the
+// ones asked for come here in one batch per read, and what the pipeline writes goes back to C.
+// The global `Buffer` is an accessor on globalThis: a getter call on every use.
+import { Buffer } from 'node:buffer';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import {
+  backendMessage,
+  frontendMessage,
+  invalidMessageLength,
+  LazyMessage,
+  messageTooLong,
+  type Message,
+  type TransactionStatus,
+} from '../protocol/index.js';
+import {
+  closeSockets,
+  type Carrier,
+  type CarrierEndpoint,
+  type CarrierEndReason,
+  type CarrierFinals,
+  type CarrierOptions,
+  type CarrierStatus,
+  type ReleasedBackend,
+} from './carrier.js';
+import { chunkRouteOf } from './own-read.js';
+
+interface Ended {
+  reason: CarrierEndReason | 'running';
+  errno: number;
+  violation?: { code: string; length: number; kind: 'invalid-length' | 'too-long' };
+  unsentToClient?: Buffer;
+  unsentToBackend?: Buffer;
+}
+
+/** The addon's functions (native/binding.c). */
+interface Addon {
+  tapeEntries: number;
+  setup(batch: typeof onBatch, event: typeof onEvent, tape: Uint32Array): void;
+  start(self: NativeCarrier, clientFd: number, backendFd: number, wants: Uint8Array, clientMax: number, backendMax: number, timing: boolean, reuse: boolean): object;
+  write(handle: object, direction: number, bytes: Uint8Array, offset: number, length: number, continues: boolean): number;
+  feed(handle: object, direction: number, bytes: Uint8Array): void;
+  stop(handle: object): boolean;
+  abort(handle: object): boolean;
+  pause(handle: object, side: number, paused: boolean): void;
+  watchIdle(handle: object): void;
+  status(handle: object): CarrierStatus;
+  ended(handle: object): Ended;
+  timings(handle: object): Float64Array;
+  live(): number;
+}
+
+// Mirrors of native/carrier.h.
+const TO_BACKEND = 0;
+const TO_CLIENT = 1;
+const T_FORWARD = 1;
+const T_DELIVER = 2;
+const EV_END = 1;
+const EV_IDLE = 2;
+const EV_TIMINGS_FULL = 3;
+const W_IDLE = 1;
+const W_ENDED = 2;
+
+const NOTHING = (): void => {};
+
+let loaded: Addon | null | undefined;
+let loadError: string | undefined;
+let tape: Uint32Array;
+
+function addon(): Addon | null {
+  if (loaded !== undefined) return loaded;
+  try {
+    // dist/src/pipeline → the repository root.
+    const require = createRequire(import.meta.url);
+    const lib = require('../../../native/build/Release/pgward_relay.node') as Addon;
+    tape = new Uint32Array(3 * lib.tapeEntries);
+    lib.setup(onBatch, onEvent, tape);
+    loaded = lib;
+  } catch (err) {
+    loaded = null;
+    loadError = err instanceof Error ? err.message.split('\n')[0] : String(err);
+  }
+  return loaded;
+}
+
+/** Whether the addon is built and loads here; when not, why (for the operator's log). */
+export function nativeCarrierAvailability(): { available: true } | { available: false; reason: string } {
+  return addon() ? { available: true } : { available: false, reason: loadError ?? 'not built' };
+}
+
+/** How many native carriers are allocated in this process (for leak checks). */
+export function liveNativeCarriers(): number {
+  return addon()?.live() ?? 0;
+}
+
+// The shared read region as a Buffer, made again only when C starts a new region.
+let regionSeen: ArrayBuffer | undefined;
+let regionBuffer: Buffer = Buffer.alloc(0);
+
+function onBatch(carrier: NativeCarrier, direction: number, region: ArrayBuffer, count: number, assembled: ArrayBuffer | undefined): void {
+  if (region !== regionSeen) {
+    regionSeen = region;
+    regionBuffer = Buffer.from(region);
+  }
+  carrier.batch(direction, regionBuffer, count, assembled);
+}
+
+function onEvent(carrier: NativeCarrier, event: number): void {
+  if (event === EV_END) carrier.onEnded();
+  else if (event === EV_IDLE) carrier.opts.events.idle();
+  else if (event === EV_TIMINGS_FULL) carrier.drainTimings();
+}
+
+/** The descriptor of a plain TCP socket that reads through `own-read.ts` (so nothing reads it behind C's back) and holds nothing. */
+function carriableFd(socket: Duplex): number | undefined {
+  if (chunkRouteOf(socket) === undefined) return undefined;
+  const s = socket as Socket & { _handle?: { fd?: unknown } | null; encrypted?: boolean };
+  if (s.encrypted || s.destroyed || s.writableLength > 0 || s.writableCorked > 0 || s.readableLength > 0) return undefined;
+  const fd = s._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * What the pipeline writes to one side, joined into runs of adjacent ranges: within a batch, a
+ * read whose messages all pass untouched goes back to C as one range. Outside a batch a write
+ * leaves in a microtask, with whatever else was written meanwhile.
+ */
+class NativeWriter {
+  private run: Buffer | undefined = undefined;
+  private runStart = 0;
+  private runEnd = 0;
+  private continues = false;
+  scheduled = false;
+  held = 0;
+
+  constructor(
+    private readonly carrier: NativeCarrier,
+    private readonly direction: number,
+  ) {}
+
+  /** `continues`: forwarded bytes, which carry the stream on where it is (maybe inside a message). */
+  put(source: Buffer, offset: number, length: number, continues: boolean): void {
+    if (source === this.run && offset === this.runEnd) {
+      this.runEnd += length;
+      return;
+    }
+    this.flush();
+    this.run = source;
+    this.runStart = offset;
+    this.runEnd = offset + length;
+    this.continues = continues;
+    if (this.held === 0 && !this.scheduled) schedule(this);
+  }
+
+  message(m: Message): void {
+    if (m instanceof LazyMessage) this.put(m.source, m.offset, m.length, false);
+    else this.put(m.raw, 0, m.raw.length, false);
+  }
+
+  flush(): void {
+    const run = this.run;
+    if (run === undefined) return;
+    this.run = undefined;
+    this.carrier.write(this.direction, run, this.runStart, this.runEnd - this.runStart, this.continues);
+  }
+}
+
+// Writers with something to write outside a batch, flushed together in one microtask.
+let due: NativeWriter[] = [];
+
+function schedule(writer: NativeWriter): void {
+  writer.scheduled = true;
+  if (due.push(writer) === 1) queueMicrotask(flushDue);
+}
+
+function flushDue(): void {
+  const writers = due;
+  due = [];
+  for (const w of writers) {
+    w.scheduled = false;
+    w.flush();
+  }
+}
+
+export class NativeCarrier implements Carrier {
+  readonly kind = 'native';
+  private handle: object | undefined;
+  private readonly toClientWriter = new NativeWriter(this, TO_CLIENT);
+  private readonly toBackendWriter = new NativeWriter(this, TO_BACKEND);
+  private final: CarrierStatus | undefined;
+  private unsent: Ended | undefined;
+  private idleDue = false;
+  private stopPulling = NOTHING;
+
+  private constructor(
+    private readonly lib: Addon,
+    private readonly client: CarrierEndpoint,
+    private readonly backend: CarrierEndpoint,
+    private readonly clientFd: number,
+    private readonly backendFd: number,
+    readonly opts: CarrierOptions,
+  ) {}
+
+  /** A native carrier for these endpoints, or undefined when it cannot carry them (no addon, TLS, bytes held in Node). */
+  static open(client: CarrierEndpoint, backend: CarrierEndpoint, opts: CarrierOptions): NativeCarrier | undefined {
+    const lib = addon();
+    if (!lib) return undefined;
+    const clientFd = carriableFd(client.socket);
+    const backendFd = carriableFd(backend.socket);
+    if (clientFd === undefined || backendFd === undefined) return undefined;
+    return new NativeCarrier(lib, client, backend, clientFd, backendFd, opts);
+  }
+
+  start(): void {
+    const { client, backend, opts, lib } = this;
+    client.socket.pause();
+    backend.socket.pause();
+    this.handle = lib.start(this, this.clientFd, this.backendFd, opts.wants.bits(), opts.maxMessageSize, opts.maxMessageSize, opts.timings !== undefined, opts.keepBackend === true);
+    if (opts.timings) this.stopPulling = opts.timings.pull(() => this.drainTimings());
+    // What login read ahead is carried first, as if just read.
+    for (const [endpoint, direction] of [[client, TO_BACKEND], [backend, TO_CLIENT]] as const) {
+      const parts = (endpoint.leftover ?? []).map((f) => f.raw);
+      if (endpoint.framer.buffered > 0) parts.push(endpoint.framer.takeBuffered());
+      if (parts.length > 0 && !this.final) lib.feed(this.handle, direction, Buffer.concat(parts));
+    }
+  }
+
+  get transactionStatus(): TransactionStatus {
+    return this.status().transactionStatus;
+  }
+
+  get unanswered(): number {
+    return this.status().unanswered;
+  }
+
+  watchIdle(): void {
+    if (this.handle && !this.final) this.lib.watchIdle(this.handle);
+  }
+
+  toClient(m: Message): void {
+    if (!this.final) this.toClientWriter.message(m);
+  }
+
+  toBackend(m: Message): void {
+    if (!this.final) this.toBackendWriter.message(m);
+  }
+
+  pause(side: 'client' | 'backend'): void {
+    if (this.handle) this.lib.pause(this.handle, side === 'client' ? 0 : 1, true);
+  }
+
+  resume(side: 'client' | 'backend'): void {
+    if (this.handle) this.lib.pause(this.handle, side === 'client' ? 0 : 1, false);
+  }
+
+  /** Now, or as it ended; pending writes go to C first, so the status counts them. */
+  status(): CarrierStatus {
+    if (this.final) return this.final;
+    this.toClientWriter.flush();
+    this.toBackendWriter.flush();
+    return this.final ?? this.lib.status(this.handle!);
+  }
+
+  stop(): void {
+    if (this.handle && !this.final && this.lib.stop(this.handle)) this.onEnded();
+  }
+
+  abort(): void {
+    if (this.handle && !this.final && this.lib.abort(this.handle)) this.onEnded();
+  }
+
+  close({ toClient, toBackend, keepBackend }: CarrierFinals): void {
+    const status = this.final!;
+    const unsent = this.unsent;
+    const client = this.client.socket;
+    const backend = this.backend.socket;
+    if (unsent?.unsentToClient) client.write(unsent.unsentToClient);
+    if (toClient && !status.clientMidMessage) client.write(toClient.raw);
+    if (!keepBackend) {
+      if (unsent?.unsentToBackend) backend.write(unsent.unsentToBackend);
+      if (toBackend && !status.backendMidMessage) backend.write(toBackend.raw);
+    }
+    this.unsent = undefined;
+    closeSockets(client, keepBackend ? undefined : backend);
+  }
+
+  takeBackend(): ReleasedBackend {
+    return { socket: this.backend.socket, framer: this.backend.framer, leftover: [] };
+  }
+
+  /** A batch from C: the tape's entries, in the order read, for one direction. */
+  batch(direction: number, region: Buffer, count: number, assembled: ArrayBuffer | undefined): void {
+    const forward = direction === TO_BACKEND ? this.toBackendWriter : this.toClientWriter;
+    const events = this.opts.events;
+    const writers = [this.toClientWriter, this.toBackendWriter];
+    for (const w of writers) w.held++;
+    try {
+      for (let i = 0; i < count && !this.final; i++) {
+        const head = tape[3 * i]!;
+        const offset = tape[3 * i + 1]!;
+        const length = tape[3 * i + 2]!;
+        const kind = head >>> 8;
+        if (kind === T_FORWARD) {
+          forward.put(region, offset, length, true);
+          continue;
+        }
+        const source = kind === T_DELIVER ? region : Buffer.from(assembled!);
+        if (direction === TO_BACKEND) events.fromClient(frontendMessage(head & 0xff, source, offset, length));
+        else events.fromBackend(backendMessage(head & 0xff, source, offset, length));
+      }
+    } finally {
+      for (const w of writers) {
+        w.held--;
+        w.flush();
+      }
+    }
+    if (this.idleDue) {
+      this.idleDue = false;
+      events.idle();
+    }
+  }
+
+  /** Hands C what the pipeline wrote; learns whether that made the session idle or ended the carrier. */
+  write(direction: number, source: Buffer, offset: number, length: number, continues: boolean): void {
+    if (this.final || !this.handle) return;
+    const flags = this.lib.write(this.handle, direction, source, offset, length, continues);
+    if (flags & W_ENDED) this.onEnded();
+    else if (flags & W_IDLE) {
+      if (this.toClientWriter.held > 0) this.idleDue = true;
+      else this.opts.events.idle();
+    }
+  }
+
+  /** Hands the statements finished since the last call to the timings. */
+  drainTimings(): void {
+    const timings = this.opts.timings;
+    if (!timings || !this.handle) return;
+    for (const v of this.lib.timings(this.handle)) {
+      if (v >= 0) timings.statement(v, true);
+      else timings.statement(-1 - v, false);
+    }
+  }
+
+  /** C halted: take how it ended (and what it could not send) and tell the session. */
+  onEnded(): void {
+    if (this.final || !this.handle) return;
+    this.drainTimings();
+    this.stopPulling();
+    // A closure of the metrics' would keep this carrier alive with a session someone retains.
+    this.stopPulling = NOTHING;
+    const ended = this.lib.ended(this.handle);
+    this.final = this.lib.status(this.handle);
+    this.unsent = ended;
+    const reason = ended.reason === 'running' ? 'stopped' : ended.reason;
+    const v = ended.violation;
+    const error = v ? (v.kind === 'too-long' ? messageTooLong(v.code, v.length, this.opts.maxMessageSize) : invalidMessageLength(v.code, v.length)) : undefined;
+    const cause = reason.endsWith('-error') ? new Error(`${reason} (errno ${ended.errno})`) : undefined;
+    this.opts.events.ended({ reason, status: this.final, error, cause });
+  }
+}
