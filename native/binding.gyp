@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "pgward_relay",
-      "sources": ["relay.c"],
+      "sources": ["relay.c", "tls.c", "tls-context.c", "tls-endpoint.c", "tls-binding.c"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }
   ]

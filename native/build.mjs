@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const output = join(here, 'build', 'Release', 'pgward_relay.node');
-const sources = ['relay.c', 'binding.gyp'].map((f) => join(here, f));
+const sources = ['relay.c', 'tls.c', 'tls-context.c', 'tls-endpoint.c', 'tls-binding.c', 'tls.h', 'tls-internal.h', 'tls-endpoint.h', 'binding.gyp'].map((f) => join(here, f));
 const required = process.env.PGWARD_NATIVE_REQUIRED === '1';
 
 const newest = Math.max(...sources.map((f) => statSync(f).mtimeMs));

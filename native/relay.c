@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "tls.h"
+
 #define BUF_SIZE (16 * 1024)
 /* A ParameterStatus is captured whole up to this size (a bigger one is not reported); an ErrorResponse only up to ERROR_HEAD, for its severity. */
 #define MAX_CAPTURE (64 * 1024)
@@ -706,5 +708,7 @@ NAPI_MODULE_INIT() {
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
     napi_set_named_property(env, exports, fns[i].name, f);
   }
+  /* The native TLS layer lives in the same addon (tls*.c). */
+  pgward_tls_register(env, exports);
   return exports;
 }
