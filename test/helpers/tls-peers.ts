@@ -1,8 +1,15 @@
 // Real loopback peers for the native TLS layer's tests: a server whose accepted sockets become
 // native TLS endpoints, a native client, and a relay that cuts a byte stream into given pieces.
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { NativeTlsContext } from '../../src/transport/native-tls.js';
 import { NativeTlsSocket, type NativeTlsOptions } from '../../src/transport/native-tls-socket.js';
+import type { CertPaths, TestCA } from './certs.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface NativeServer extends AsyncDisposable {
   port: number;
@@ -145,4 +152,30 @@ export async function splitRelay(targetPort: number, pieces: readonly number[]):
       await new Promise((r) => server.close(r));
     },
   };
+}
+
+/** A server certificate of `ca` for localhost whose validity ended yesterday (openssl's -days cannot go back, so `ca` signs it with explicit dates). */
+export async function issueExpired(ca: TestCA, name: string): Promise<CertPaths> {
+  const key = join(ca.dir, `${name}.key`);
+  const csr = join(ca.dir, `${name}.csr`);
+  const cert = join(ca.dir, `${name}.crt`);
+  const conf = join(ca.dir, `${name}.cnf`);
+  const db = join(ca.dir, `${name}.index`);
+  const serial = join(ca.dir, `${name}.serial`);
+  await execFileAsync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost']);
+  await writeFile(db, '');
+  await writeFile(serial, '1000\n');
+  await writeFile(
+    conf,
+    [
+      '[ca]', 'default_ca = test', '[test]', `database = ${db}`, `serial = ${serial}`, `new_certs_dir = ${ca.dir}`, 'default_md = sha256', 'policy = any',
+      'unique_subject = no', 'copy_extensions = none', 'x509_extensions = leaf', '[any]', 'commonName = supplied',
+      '[leaf]', 'basicConstraints = critical, CA:FALSE', 'keyUsage = critical, digitalSignature', 'extendedKeyUsage = serverAuth',
+      'subjectAltName = DNS:localhost',
+    ].join('\n') + '\n',
+  );
+  const day = (offset: number) => new Date(Date.now() + offset * 86_400_000).toISOString().slice(2, 10).replace(/-/g, '') + '000000Z';
+  await execFileAsync('openssl', ['ca', '-batch', '-config', conf, '-cert', ca.cert, '-keyfile', ca.key, '-in', csr, '-out', cert,
+    '-startdate', day(-3), '-enddate', day(-1), '-notext']);
+  return { cert, key };
 }

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { NativeTlsContext } from '../../src/transport/native-tls.js';
 import { TestCA, type CertPaths } from '../helpers/certs.js';
-import { nativeClient } from '../helpers/tls-peers.js';
+import { issueExpired, nativeClient } from '../helpers/tls-peers.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -138,30 +138,3 @@ describe('native TLS endpoints (client side): verification as libpq does it', ()
     assert.throws(() => NativeTlsContext.client({ roots: Buffer.from('no roots here') }), /root certificates/);
   });
 });
-
-/** A certificate of `ca` whose validity ended yesterday (openssl's -days cannot go back, so `ca` signs it with explicit dates). */
-async function issueExpired(ca: TestCA, name: string): Promise<CertPaths> {
-  const key = join(ca.dir, `${name}.key`);
-  const csr = join(ca.dir, `${name}.csr`);
-  const cert = join(ca.dir, `${name}.crt`);
-  const conf = join(ca.dir, `${name}.cnf`);
-  const db = join(ca.dir, `${name}.index`);
-  const serial = join(ca.dir, `${name}.serial`);
-  await execFileAsync('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', '/CN=localhost']);
-  const { writeFile } = await import('node:fs/promises');
-  await writeFile(db, '');
-  await writeFile(serial, '1000\n');
-  await writeFile(
-    conf,
-    [
-      '[ca]', 'default_ca = test', '[test]', `database = ${db}`, `serial = ${serial}`, `new_certs_dir = ${ca.dir}`, 'default_md = sha256', 'policy = any',
-      'unique_subject = no', 'copy_extensions = none', 'x509_extensions = leaf', '[any]', 'commonName = supplied',
-      '[leaf]', 'basicConstraints = critical, CA:FALSE', 'keyUsage = critical, digitalSignature', 'extendedKeyUsage = serverAuth',
-      'subjectAltName = DNS:localhost',
-    ].join('\n') + '\n',
-  );
-  const day = (offset: number) => new Date(Date.now() + offset * 86_400_000).toISOString().slice(2, 10).replace(/-/g, '') + '000000Z';
-  await execFileAsync('openssl', ['ca', '-batch', '-config', conf, '-cert', ca.cert, '-keyfile', ca.key, '-in', csr, '-out', cert,
-    '-startdate', day(-3), '-enddate', day(-1), '-notext']);
-  return { cert, key };
-}
