@@ -219,6 +219,91 @@ static napi_value endpoint_error(napi_env env, napi_callback_info info) {
   return string_value(env, ep->conn ? tls_error(ep->conn) : "closed");
 }
 
+/*
+ * The lending contract of tls.h, as native code (the carrier) uses it, for JavaScript's tests of
+ * it: lend(endpoint) → loan | undefined; loanRead(loan) → Buffer, or 0 at EOF, TLS_AGAIN,
+ * TLS_ERROR; loanWrite(loan, bytes) → bytes taken, TLS_AGAIN, TLS_ERROR; loanEvents(loan,
+ * wantRead, wantWrite) → the UV_* events to poll for; giveBack(loan).
+ */
+typedef struct {
+  tls_conn_t *conn;
+} loan_t;
+
+static const napi_type_tag LOAN_TAG = {0x7067776172645f74ULL, 0x6c735f6c6f616e73ULL};
+
+static void finalize_loan(napi_env env, void *data, void *hint) {
+  loan_t *loan = data;
+  /* Collected without giveBack: the endpoint would stay lent for good. */
+  if (loan->conn) tls_endpoint_give_back(loan->conn);
+  free(loan);
+}
+
+static loan_t *loan_arg(napi_env env, napi_value v) {
+  bool tagged = false;
+  void *data = NULL;
+  if (napi_check_object_type_tag(env, v, &LOAN_TAG, &tagged) != napi_ok || !tagged || napi_get_value_external(env, v, &data) != napi_ok ||
+      !((loan_t *)data)->conn) {
+    napi_throw_type_error(env, NULL, "expected a TLS loan not given back");
+    return NULL;
+  }
+  return data;
+}
+
+static napi_value lend(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  tls_conn_t *conn = tls_endpoint_lend(env, argv[0]);
+  loan_t *loan = conn ? malloc(sizeof *loan) : NULL;
+  if (!loan) {
+    if (conn) tls_endpoint_give_back(conn);
+    return NULL;
+  }
+  loan->conn = conn;
+  napi_value out;
+  napi_create_external(env, loan, finalize_loan, NULL, &out);
+  napi_type_tag_object(env, out, &LOAN_TAG);
+  return out;
+}
+
+static napi_value loan_read(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  loan_t *loan = loan_arg(env, argv[0]);
+  if (!loan) return NULL;
+  uint8_t buf[16 * 1024];
+  ssize_t n = tls_read(loan->conn, buf, sizeof buf);
+  if (n <= 0) return int_value(env, n);
+  napi_value out;
+  void *copy;
+  napi_create_buffer_copy(env, (size_t)n, buf, &copy, &out);
+  return out;
+}
+
+static napi_value loan_write(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  loan_t *loan = loan_arg(env, argv[0]);
+  size_t len;
+  const uint8_t *p = bytes_arg(env, argv[1], &len);
+  return loan ? int_value(env, tls_write(loan->conn, p, len)) : NULL;
+}
+
+static napi_value loan_events(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  loan_t *loan = loan_arg(env, argv[0]);
+  bool want_read = false, want_write = false;
+  napi_get_value_bool(env, argv[1], &want_read);
+  napi_get_value_bool(env, argv[2], &want_write);
+  return loan ? int_value(env, tls_poll_events(loan->conn, want_read, want_write)) : NULL;
+}
+
+static napi_value give_back(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  loan_t *loan = loan_arg(env, argv[0]);
+  if (!loan) return NULL;
+  tls_conn_t *conn = loan->conn;
+  loan->conn = NULL;
+  tls_endpoint_give_back(conn);
+  return NULL;
+}
+
 /* live() → endpoints allocated (open, or closed and not yet collected) */
 static napi_value live(napi_env env, napi_callback_info info) { return int_value(env, live_endpoints); }
 
@@ -228,7 +313,8 @@ void pgward_tls_register(napi_env env, napi_value exports) {
     napi_callback fn;
   } fns[] = {{"serverContext", server_context}, {"clientContext", client_context}, {"open", open_endpoint}, {"setReading", set_reading},
              {"write", write_plain},            {"end", end_endpoint},            {"close", close_endpoint}, {"info", endpoint_info},
-             {"peerCertificate", peer_certificate}, {"error", endpoint_error}, {"live", live}};
+             {"peerCertificate", peer_certificate}, {"error", endpoint_error}, {"live", live},
+             {"lend", lend}, {"loanRead", loan_read}, {"loanWrite", loan_write}, {"loanEvents", loan_events}, {"giveBack", give_back}};
   napi_value tls;
   napi_create_object(env, &tls);
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -203,9 +203,13 @@ endpoint_t *endpoint_of(napi_env env, napi_value v) {
   return data;
 }
 
+/*
+ * Also from inside one of this endpoint's callbacks (a login that completes on the backend's last
+ * message starts the relay there): on_poll then sees the state change and stops touching it.
+ */
 tls_conn_t *tls_endpoint_lend(napi_env env, napi_value handle) {
   endpoint_t *ep = endpoint_of(env, handle);
-  if (!ep || ep->state != EP_OPEN || ep->busy || ep->qlen > 0 || ep->ending) return NULL;
+  if (!ep || ep->state != EP_OPEN || ep->qlen > 0 || ep->ending) return NULL;
   uv_poll_stop(&ep->poll);
   ep->events = 0;
   ep->state = EP_LENT;
@@ -216,10 +220,11 @@ tls_conn_t *tls_endpoint_lend(napi_env env, napi_value handle) {
 void tls_endpoint_give_back(tls_conn_t *conn) {
   endpoint_t *ep = tls_owner(conn);
   ep->state = EP_OPEN;
-  if (ep->close_due) close_now(ep);
-  else {
-    if (tls_pending(conn)) ep->kick = 1;
-    update_poll(ep);
+  if (tls_pending(conn)) ep->kick = 1;
+  /* Inside on_poll, its end closes or polls. */
+  if (!ep->busy) {
+    if (ep->close_due) close_now(ep);
+    else update_poll(ep);
   }
   release(ep);
 }

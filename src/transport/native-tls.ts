@@ -37,6 +37,15 @@ export interface TlsAddon {
   peerCertificate(endpoint: object): Buffer | undefined;
   error(endpoint: object): string;
   live(): number;
+  /**
+   * The lending contract of native/tls.h (`tls_endpoint_lend`, `tls_read`, `tls_write`,
+   * `tls_poll_events`, `tls_endpoint_give_back`) as native code uses it, for tests of it.
+   */
+  lend(endpoint: object): object | undefined;
+  loanRead(loan: object): Buffer | number;
+  loanWrite(loan: object, bytes: Uint8Array): number;
+  loanEvents(loan: object, wantRead: boolean, wantWrite: boolean): number;
+  giveBack(loan: object): void;
   /** OPENSSL_VERSION_TEXT of the headers it was built with. */
   openssl: string;
 }

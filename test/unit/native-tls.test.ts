@@ -7,7 +7,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { liveNativeTlsEndpoints, NativeTlsContext, nativeTlsAvailability } from '../../src/transport/native-tls.js';
+import { liveNativeTlsEndpoints, nativeTlsAddon, NativeTlsContext, nativeTlsAvailability } from '../../src/transport/native-tls.js';
 import { stopReading } from '../../src/transport/native-tls-socket.js';
 import { TestCA } from '../helpers/certs.js';
 import { collect, nativeServer, readBytes, splitRelay } from '../helpers/tls-peers.js';
@@ -211,6 +211,51 @@ describe('native TLS endpoints (server side)', () => {
     assert.deepEqual((await back).subarray(0, sent.length), sent);
     assert.ok(relay.forwarded.toServer > sent.length && relay.forwarded.toClient > sent.length, 'everything went byte by byte through the relay');
     client.destroy();
+  });
+
+  it('lends an open endpoint to native code and takes it back (the contract the carrier adopts)', async () => {
+    const lib = nativeTlsAddon()!;
+    await using server = await nativeServer(context);
+    const client = nodeClient(server.port);
+    const endpoint = await server.next();
+    await Promise.all([secured(client), endpoint.handshake()]);
+    const seenByJs: string[] = [];
+    endpoint.on('data', (d: Buffer) => seenByJs.push(d.toString()));
+    assert.equal(lib.lend({}), undefined, 'only an endpoint handle can be lent');
+    const loan = lib.lend(endpoint.nativeHandle!)!;
+    assert.ok(loan, 'an open endpoint with nothing queued is lent');
+    assert.equal(lib.lend(endpoint.nativeHandle!), undefined, 'not twice');
+    assert.equal(lib.loanEvents(loan, true, false), 1 /* UV_READABLE */);
+    assert.equal(lib.loanEvents(loan, true, true), 3 /* UV_READABLE | UV_WRITABLE */);
+
+    // While lent the borrower reads and writes; JavaScript sees nothing.
+    client.write('to the borrower');
+    let got: Buffer | number = -1;
+    await until(() => (got = lib.loanRead(loan)) instanceof Buffer, 3000, 'the borrower to read');
+    assert.equal(String(got), 'to the borrower');
+    assert.equal(lib.loanRead(loan), -1, 'TLS_AGAIN: nothing more yet');
+    assert.equal(lib.loanWrite(loan, Buffer.from('from the borrower')), 17);
+    assert.equal((await readBytes(client, 17)).toString(), 'from the borrower');
+    assert.deepEqual(seenByJs, []);
+
+    // Given back, the endpoint reads and writes for JavaScript again.
+    lib.giveBack(loan);
+    assert.throws(() => lib.loanRead(loan), /not given back/);
+    client.write('to JavaScript');
+    await until(() => seenByJs.join('') === 'to JavaScript', 3000, 'JavaScript to read again');
+    endpoint.write('from JavaScript');
+    assert.equal((await readBytes(client, 15)).toString(), 'from JavaScript');
+
+    // Destroyed while lent, it closes only when given back.
+    const again = lib.lend(endpoint.nativeHandle!)!;
+    const clientClosed = new Promise((r) => client.once('close', r));
+    endpoint.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(client.destroyed, false, 'the borrower still holds the connection');
+    assert.equal(lib.loanWrite(again, Buffer.from('last words')), 10);
+    assert.equal((await readBytes(client, 10)).toString(), 'last words');
+    lib.giveBack(again);
+    await clientClosed;
   });
 
   it('frees every endpoint once closed and collected', async () => {
