@@ -71,6 +71,22 @@ for (const layer of ['node', 'native'] as const) describe(`TLS on both hops, ${l
     assert.match(String(started.backend_tls_cipher), /^TLS_/);
   });
 
+  it('reuses a TLS backend connection for the next session, and notices the backend closing it while idle', async () => {
+    const pid = async () => {
+      const r = await runPsql([clientUrl(proxy), '-c', 'select pg_backend_pid()']);
+      assert.equal(r.code, 0, r.stderr);
+      return Number(r.stdout.trim());
+    };
+    const ended = logEvents(proxy.logs, 'session ended').length;
+    const first = await pid();
+    await until(() => logEvents(proxy.logs, 'session ended').length > ended, 5000, 'the session to end');
+    assert.equal(await pid(), first, 'the same backend served the next session');
+    assert.equal(logEvents(proxy.logs, 'session started').at(-1)!.backend_pool, 'reused');
+    await cluster.sql(`select pg_terminate_backend(${first})`);
+    await until(() => logEvents(proxy.logs, 'backend connection closed').some((e) => e.why === 'closed by the backend while idle'), 5000, 'the pool to see the idle connection go');
+    assert.notEqual(await pid(), first, 'a new connection serves the next session');
+  });
+
   it('moves a 40 MB COPY out and a 10 MB COPY in, intact', async () => {
     const out = await runPsql([clientUrl(proxy), '-c', "copy (select repeat(md5(i::text), 25) from generate_series(1, 50000) i) to stdout"], {}, undefined, { timeoutMs: 60_000 });
     assert.equal(out.code, 0, out.stderr);
