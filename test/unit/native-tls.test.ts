@@ -121,6 +121,29 @@ describe('native TLS endpoints (server side)', () => {
     }
   });
 
+  it('stops Node reading a socket at once, handing over what it read and nobody took', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+      const peer = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      const socket = await accepted;
+      // Paused, but Node goes on reading into the stream's buffer.
+      socket.pause();
+      peer.write('before');
+      await until(() => socket.readableLength === 6, 3000, 'Node to buffer what came');
+      assert.equal(stopReading(socket).toString(), 'before');
+      peer.write('after');
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(socket.readableLength, 0, 'nothing more was read');
+      assert.equal(stopReading(socket).length, 0);
+      peer.destroy();
+      socket.destroy();
+    } finally {
+      server.close();
+    }
+  });
+
   it('moves 8 MiB each way through a slow reader: writes queue in C, drain, and nothing is lost', async () => {
     await using server = await nativeServer(context);
     const client = nodeClient(server.port);
