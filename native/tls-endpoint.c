@@ -245,10 +245,13 @@ endpoint_t *endpoint_open(napi_env env, tls_ctx_t *ctx, int fd, const tls_conn_o
     napi_async_init(env, NULL, name, &async_context);
   }
   endpoint_t *ep = calloc(1, sizeof *ep);
-  tls_conn_t *conn = ep ? tls_conn_new(ctx, fd, o, err, errlen) : NULL;
+  if (!ep) {
+    snprintf(err, errlen, "out of memory");
+    close(fd);
+    return NULL;
+  }
+  tls_conn_t *conn = tls_conn_new(ctx, fd, o, err, errlen);
   if (!conn) {
-    if (!ep) snprintf(err, errlen, "out of memory");
-    if (!ep) close(fd);
     free(ep);
     return NULL;
   }

@@ -158,10 +158,12 @@ tls_conn_t *tls_conn_new(tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, ch
     tls_set_error(err, errlen, "cannot create a TLS connection");
     SSL_free(ssl);
     free(c);
+    close(fd);
     return NULL;
   }
   c->ssl = ssl;
   c->ctx = ctx;
+  tls_ctx_ref(ctx);
   c->fd = fd;
   c->deferred = 1;
   c->need[OP_READ] = UV_READABLE;
@@ -181,13 +183,11 @@ tls_conn_t *tls_conn_new(tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, ch
   if (ok && o->servername) ok = SSL_set_tlsext_host_name(ssl, o->servername) == 1;
   if (!ok) {
     tls_set_error(err, errlen, "cannot set up the TLS connection");
-    c->fd = -1;
     tls_conn_free(c);
     return NULL;
   }
   if (o->server) SSL_set_accept_state(ssl);
   else SSL_set_connect_state(ssl);
-  tls_ctx_ref(ctx);
   return c;
 }
 

@@ -62,7 +62,7 @@ typedef struct {
   int require_alpn;
 } tls_conn_options_t;
 
-/* A connection over `fd` (non-blocking; the connection owns it and closes it when freed). */
+/* A connection over `fd` (non-blocking; the connection owns it from here — closes it when freed, or at once when this fails). */
 tls_conn_t *tls_conn_new(tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, char *err, size_t errlen);
 void tls_conn_free(tls_conn_t *c);
 
