@@ -69,6 +69,8 @@ export interface BenchConfig {
   clients: Record<'select' | 'tls' | 'querylog', number[]>;
   /** pgbench -c of the churn cell (`-C`: every transaction on a new connection). */
   churnClients: number;
+  /** Unmeasured connections through each target before the first churn cell (BENCH_CHURN_WARMUP). */
+  churnWarmup: number;
   targets: TargetName[];
   scripts: Script[];
   scale: number;
@@ -104,6 +106,7 @@ export function readConfig(env: Env = process.env): BenchConfig {
     seconds: positiveInt(env.BENCH_SECONDS ?? '15', 'BENCH_SECONDS'),
     clients: { select: given ?? [1, 8, 32], tls: given ?? [8, 32], querylog: given ?? [8, 32] },
     churnClients: positiveInt(env.BENCH_CHURN_CLIENTS ?? '4', 'BENCH_CHURN_CLIENTS'),
+    churnWarmup: Number(env.BENCH_CHURN_WARMUP ?? '1500') || 0,
     targets: TARGETS.filter((t) => targets.includes(t)),
     scripts: SCRIPTS.filter((s) => scriptNames.includes(s.name)),
     scale: positiveInt(env.BENCH_SCALE ?? '10', 'BENCH_SCALE'),

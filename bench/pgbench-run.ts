@@ -76,3 +76,14 @@ export async function runPgbench(pgbench: string, target: Target, cell: PgbenchC
     : undefined;
   return { ...row, tps, cpuUsPerTxn, stealPct: stealPercent(machineBefore, machineAfter) };
 }
+
+/**
+ * Unmeasured connections through a target before its first churn cell: a fresh Node process
+ * spends a tenth or more of its CPU compiling the login path for its first ~1 500 connections.
+ */
+export async function warmUp(pgbench: string, target: Target, cell: PgbenchCell, connections: number): Promise<void> {
+  if (connections <= 0) return;
+  const perClient = Math.max(1, Math.ceil(connections / cell.clients));
+  const args = [...cell.flags, '-t', String(perClient), '-c', String(cell.clients), '-j', String(Math.min(2, cell.clients)), '-M', 'simple', ...connArgs(target.port)];
+  await runProcess(pgbench, args, 300_000, target.clientEnv);
+}

@@ -20,7 +20,7 @@ import { nativeRelayAvailability } from '../src/pipeline/native-relay.js';
 import { familyTargets, longLivedTargets, readConfig, type BenchConfig, type Family, type TargetName } from './config.js';
 import { evaluateGoal, formatGoal, goalsFor } from './goals.js';
 import { measureIdleMemory } from './memory.js';
-import { initTables, pgbenchCells, pgbenchPath, runPgbench, type PgbenchCell } from './pgbench-run.js';
+import { initTables, pgbenchCells, pgbenchPath, runPgbench, warmUp, type PgbenchCell } from './pgbench-run.js';
 import { familyHeader, familyTable, formatRoundRatios, formatRow, roundRatios } from './report.js';
 import type { Row } from './rows.js';
 import { setUp, type BenchContext } from './setup.js';
@@ -52,6 +52,7 @@ async function main(): Promise<void> {
         const [title, ...columns] = familyHeader(family);
         console.log(title + (config.rounds > 1 ? `  (round ${round})` : ''));
         for (const line of columns) console.log(line);
+        if (family === 'churn' && round === 1) await warmChurn(pgbench, targets, config);
         if (family === 'memory') rows.push(...(await memoryRound(ctx, round, unavailable)));
         else for (const cell of pgbenchCells(config, family)) rows.push(...(await measureCell(pgbench, cell, round, targets, unavailable, config)));
       }
@@ -132,6 +133,17 @@ async function measureCell(
     }
     if (noisy) console.log(`  steal still above ${config.maxSteal} % after ${MAX_ATTEMPTS} attempts: keeping the last`);
     return measured;
+  }
+}
+
+/** Warms every churn target's login path once, before the first churn cell is measured. */
+async function warmChurn(pgbench: string, targets: Map<TargetName, Target>, config: BenchConfig): Promise<void> {
+  const [cell] = pgbenchCells(config, 'churn');
+  if (!cell || config.churnWarmup <= 0) return;
+  console.log(`  warming up: ${config.churnWarmup} unmeasured connections through each churn target`);
+  for (const name of familyTargets(config, 'churn')) {
+    const target = targets.get(name);
+    if (target) await warmUp(pgbench, target, cell, config.churnWarmup).catch(() => undefined);
   }
 }
 

@@ -1,6 +1,8 @@
 /**
- * The public API of pgward (`pgward` and `pgward/plugin`): the types middleware and plugin
- * authors write against, message encoders, errors, and the embedding entry point.
+ * The plugin API (`pgward/plugin`, also `pgward`): what middleware, auth providers and plugins
+ * are written against, and nothing of pgward's insides. Its version is PLUGIN_API_VERSION.
+ * The test kit is `pgward/plugin/testing` (src/testing.ts); embedding the whole proxy is
+ * `pgward/embed` (src/embed.ts).
  */
 export type {
   Middleware,
@@ -27,10 +29,13 @@ export type {
   Severity,
 } from './protocol/index.js';
 export { fe, be, PgError, SqlState, decodePassword } from './protocol/index.js';
+export { splitStatements, withoutComments, redactSql, firstKeyword, parseCommandTag, type SqlTextOptions } from './sql/text.js';
 export type { AuthProvider, AuthResult, ClientChannel, ClientHandshakeDone } from './auth/provider.js';
+export type { BackendTarget, SslMode } from './backend/url.js';
 export {
   definePlugin,
   HOOK_NAMES,
+  PLUGIN_API_VERSION,
   type Plugin,
   type PluginApi,
   type PluginHooks,
@@ -39,4 +44,3 @@ export {
   type AuthProviderFactory,
   type AuthServices,
 } from './plugins/api.js';
-export { startProxy, type RunningProxy } from './cli/start.js';

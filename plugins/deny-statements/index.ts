@@ -28,7 +28,9 @@ import {
   definePlugin,
   fe,
   PgError,
+  splitStatements,
   SqlState,
+  withoutComments,
   type BackendMessage,
   type FrontendMessage,
   type Middleware,
@@ -70,6 +72,7 @@ export default definePlugin({
   name: 'deny-statements',
   version: '0.1.0',
   pgward: '>=0.1',
+  pluginApi: 1,
   setup(api) {
     // Registration is only possible here, during setup. The factory runs once per pipeline entry
     // (at start and on each reload); `session` runs once per client session.
@@ -81,7 +84,11 @@ export default definePlugin({
 });
 
 function denySession(ctx: MiddlewareContext, options: { pattern: RegExp; message: string }): SessionHandlers {
-  const denied = (sql: string) => splitStatements(sql).some((s) => options.pattern.test(s));
+  /** pgward's own splitter reads the SQL as PostgreSQL will (quotes, dollar quotes, nested comments…). */
+  const denied = (sql: string) => {
+    const text = { standardConformingStrings: ctx.serverParams.get('standard_conforming_strings') !== 'off' };
+    return splitStatements(sql, text).some((s) => options.pattern.test(withoutComments(s, text)));
+  };
   const error = () => be.errorResponse(new PgError('ERROR', SqlState.InsufficientPrivilege, options.message).toFields());
   // What PostgreSQL runs instead of a denied statement when it must raise the error itself.
   const raiseSql = `DO $deny$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = ${quoteLiteral(options.message)}; END$deny$`;
@@ -176,24 +183,4 @@ function denySession(ctx: MiddlewareContext, options: { pattern: RegExp; message
 /** A string literal that reads the same whatever `standard_conforming_strings` is. */
 function quoteLiteral(s: string): string {
   return `E'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
-}
-
-/**
- * Splits SQL at top-level semicolons and removes comments, keeping quoted strings, quoted
- * identifiers and dollar-quoted bodies whole. Good enough for a policy pattern; not a parser.
- */
-const TOKEN = /--[^\n]*|\/\*[\s\S]*?\*\/|[eE]'(?:[^'\\]|\\[\s\S]|'')*'|'(?:[^']|'')*'|"(?:[^"]|"")*"|(\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$)[\s\S]*?\1|[^;'"$\-\/eE]+|[\s\S]/g;
-
-export function splitStatements(sql: string): string[] {
-  const statements: string[] = [];
-  let current = '';
-  for (const [token] of sql.matchAll(TOKEN)) {
-    if (token === ';') {
-      statements.push(current.trim());
-      current = '';
-    } else if (token.startsWith('--') || token.startsWith('/*')) current += ' ';
-    else current += token;
-  }
-  statements.push(current.trim());
-  return statements.filter((s) => s !== '');
 }

@@ -208,6 +208,7 @@ export default definePlugin({
   name: 'proxy-login',
   version: '0.1.0',
   pgward: '>=0.1.0',
+  pluginApi: 1,
   setup(api) {
     api.registerAuthProvider('proxy-login', (services, raw) => provider(services, parseOptions(raw)));
   },

@@ -21,6 +21,8 @@ export interface CheckedJwks {
   count: number;
   /** Keys left out, with why (remote documents only; a local file with a bad key is an error). */
   skipped: string[];
+  /** The usable keys as text: equal fingerprints, equal keys. */
+  fingerprint: string;
 }
 
 /**
@@ -84,7 +86,7 @@ export async function checkJwks(doc: unknown, label: string, allowed: readonly s
   } catch (err) {
     throw new Error(`${label}: invalid key set: ${(err as Error).message}`);
   }
-  return { set, kids, count: usable.length, skipped };
+  return { set, kids, count: usable.length, skipped, fingerprint: JSON.stringify(usable) };
 }
 
 /** The algorithms a JWK can verify (its own `alg` when it names one). */

@@ -1,6 +1,7 @@
 import { be, decodePassword, PgError, SqlState } from '../protocol/index.js';
 import { verifyToken, type VerifyOptions } from './jwt-verify.js';
 import type { KeySet } from './key-sources.js';
+import { VerifiedTokenCache } from './token-cache.js';
 import type { BackendRoutes } from './routing.js';
 import type { AuthProvider, AuthResult, ClientChannel } from './provider.js';
 
@@ -16,6 +17,11 @@ export interface JwtProviderOptions {
   admin?: { database: string; allows(claims: Record<string, unknown>): boolean };
   /** True when this subject or token id is revoked now. */
   revoked?(subject: string | undefined, tokenId: string | undefined): boolean;
+  /**
+   * Verified tokens kept until their `exp` (a new cache per resolver by default; null: verify
+   * every time). Revocation and routing still run at every login.
+   */
+  tokenCache?: VerifiedTokenCache | null;
 }
 
 const stringClaim = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
@@ -35,9 +41,12 @@ export type TokenResolver = (
  * shared by the `jwt` provider and by plugins (statement login). Throws PgError 28P01/28000.
  */
 export function tokenResolver(opts: JwtProviderOptions): TokenResolver {
+  const cache = opts.tokenCache === undefined ? new VerifiedTokenCache() : opts.tokenCache;
+  const verify = async (token: string, keys: KeySet) =>
+    cache ? (cache.get(token, keys) ?? cache.keep(token, keys, await verifyToken(token, keys, opts.verify))) : verifyToken(token, keys, opts.verify);
   return async (token, channel, { matchStartupUser = true } = {}) => {
     const { keys, routes } = opts.current();
-    const { claims, expiresAt } = await verifyToken(token, keys, opts.verify);
+    const { claims, expiresAt } = await verify(token, keys);
     const subject = stringClaim(claims.sub);
     const tokenId = stringClaim(claims.jti);
     if (opts.revoked?.(subject, tokenId)) {

@@ -32,6 +32,11 @@ export interface KeySet {
   close?(): void;
   /** The `issuer` of the OIDC discovery document, when keys come from one. */
   readonly issuer?: string;
+  /**
+   * Changes whenever the keys change after loading (a remote JWKS refetched with other keys), so
+   * that what was verified with the old keys is not trusted any longer; undefined: never changes.
+   */
+  readonly version?: number;
 }
 
 export interface LoadKeySetOptions {
@@ -228,6 +233,11 @@ export async function loadKeySet(opts: LoadKeySetOptions): Promise<KeySet> {
   return {
     resolve,
     issuer,
+    get version() {
+      let n = 0;
+      for (const r of remotes) n += r.generation;
+      return n;
+    },
     describe() {
       const lines = [`algorithms: ${allowed.join(', ')}${ignored.length ? ` (ignored, never accepted: ${ignored.join(', ')})` : ''}`];
       for (const s of statics) lines.push(s.description);

@@ -14,6 +14,8 @@ export class RemoteJwks extends JwksHolder {
   private lastAttempt = Number.NEGATIVE_INFINITY;
   private fetchedAt: number | undefined;
   private lastError: string | undefined;
+  /** Counts the times a fetch brought keys different from those held before it. */
+  generation = 0;
 
   constructor(
     private readonly url: URL,
@@ -40,7 +42,9 @@ export class RemoteJwks extends JwksHolder {
       this.lastAttempt = Date.now();
       try {
         const doc = await fetchJson(this.url, this.fetchOpts);
-        this.current = await checkJwks(doc, 'the document', this.allowed, false);
+        const next = await checkJwks(doc, 'the document', this.allowed, false);
+        if (next.fingerprint !== this.current?.fingerprint) this.generation++;
+        this.current = next;
         this.fetchedAt = Date.now();
         this.lastError = undefined;
       } catch (err) {

@@ -34,9 +34,10 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { redactUrl, type BackendTarget } from '../backend/url.js';
 import { parsePoolOverride, type PoolOverride } from '../backend/pool-settings.js';
-import { parseDuration } from '../config/duration.js';
-import { parseYamlOrJson } from '../config/yaml-syntax.js';
-import { CachedCommandValue, splitCommandLine } from './command-runner.js';
+import { parseDuration } from '../util/duration.js';
+import { parseYamlOrJson } from '../util/yaml-syntax.js';
+import { splitCommandLine } from '../util/command-line.js';
+import { CachedCommandValue } from './command-runner.js';
 import {
   RouteSubstitutionError,
   Values,

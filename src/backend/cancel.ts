@@ -1,13 +1,10 @@
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import { encodeCancelRequest } from '../protocol/index.js';
 import { dialBackend } from './dial.js';
-import { ownedProcessId, ownerOf, RANDOM_PROCESS_ID_LIMIT } from './peers.js';
+import { ownedProcessId, ownerOf, RANDOM_PROCESS_ID_LIMIT, type CancelKey } from './cancel-key.js';
 import type { BackendTarget } from './url.js';
 
-export interface CancelKey {
-  processId: number;
-  secretKey: Buffer;
-}
+export type { CancelKey };
 
 interface Entry {
   proxyKey: CancelKey;
@@ -125,7 +122,7 @@ export class CancelRegistry {
 }
 
 /** Sends a CancelRequest to a backend the way the session connected to it (TLS or not). */
-export async function sendCancel(target: BackendTarget, tls: boolean, key: CancelKey): Promise<void> {
+async function sendCancel(target: BackendTarget, tls: boolean, key: CancelKey): Promise<void> {
   const cancelTarget: BackendTarget = tls
     ? { ...target, sslmode: target.sslmode === 'prefer' || target.sslmode === 'allow' ? 'require' : target.sslmode }
     : { ...target, sslmode: 'disable' };

@@ -2,7 +2,6 @@
 // Node path — require, verify-ca, verify-full with libpq's host-name rules, sslrootcert (a file,
 // or "system": Node's own roots, as the Node path trusts), client certificates, SNI for host
 // names — with the handshake done by the addon.
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -24,26 +23,30 @@ export function nativeBackendTls(): boolean {
   return enabled && nativeTlsAddon() !== null;
 }
 
-/** Contexts by what they were made of: every connection to a target shares one, and a changed file makes a new one. */
+/**
+ * Contexts per (roots, certificate, key, key password), built once as dial.ts builds Node's: every
+ * connection to a target shares one (sessions hold theirs while they live). Emptied with Node's
+ * at every reload, so rotated files are read again.
+ */
 const contexts = new Map<string, NativeTlsContext>();
-const MAX_CONTEXTS = 64;
+const MAX_CONTEXTS = 256;
 
-/** The target's client context; the files are read on every call, as the Node path reads them. */
+export function forgetNativeBackendTlsContexts(): void {
+  contexts.clear();
+}
+
 function clientContext(target: BackendTarget): NativeTlsContext {
-  const roots = !sslmodeVerifiesChain(target.sslmode, target.sslrootcert)
-    ? undefined
-    : target.sslrootcert === 'system'
-      ? Buffer.from(tls.rootCertificates.join('\n'))
-      : readFileSync(target.sslrootcert!);
-  const chain = target.sslcert ? readFileSync(target.sslcert) : undefined;
-  const key = target.sslkey ? readFileSync(target.sslkey) : undefined;
-  const hash = createHash('sha256');
-  for (const part of [roots, chain, key, target.sslpassword]) hash.update(part === undefined ? '\0absent' : `\0${part.length}\0`).update(part ?? '');
-  const id = hash.digest('base64');
+  const rootcert = sslmodeVerifiesChain(target.sslmode, target.sslrootcert) ? target.sslrootcert : undefined;
+  const id = JSON.stringify([rootcert, target.sslcert, target.sslkey, target.sslpassword]);
   let context = contexts.get(id);
   if (!context) {
-    context = NativeTlsContext.client({ roots, chain, key, passphrase: target.sslpassword });
-    if (contexts.size >= MAX_CONTEXTS) contexts.delete(contexts.keys().next().value!);
+    context = NativeTlsContext.client({
+      roots: rootcert === 'system' ? Buffer.from(tls.rootCertificates.join('\n')) : rootcert ? readFileSync(rootcert) : undefined,
+      chain: target.sslcert ? readFileSync(target.sslcert) : undefined,
+      key: target.sslkey ? readFileSync(target.sslkey) : undefined,
+      passphrase: target.sslpassword,
+    });
+    if (contexts.size >= MAX_CONTEXTS) contexts.clear();
     contexts.set(id, context);
   }
   return context;
@@ -64,7 +67,7 @@ export async function startNativeBackendTls(
   try {
     context = clientContext(target);
   } catch (err) {
-    throw fail(`cannot use the TLS files: ${(err as Error).message}`, err);
+    throw fail(`cannot read TLS files: ${(err as Error).message}`, err);
   }
   // Bytes after the 'S' and before the handshake would be taken as the server's: a man-in-the-middle sign.
   if (stopReading(socket).length > 0) throw fail('unexpected data after the TLS answer (possible man-in-the-middle)');

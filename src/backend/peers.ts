@@ -1,7 +1,8 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { guardSocket } from '../pipeline/socket-guard.js';
-import type { CancelKey } from './cancel.js';
+import { ownerOf, type CancelKey } from './cancel-key.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /**
  * Cancel forwarding between pgward instances behind one load balancer.
@@ -14,21 +15,6 @@ import type { CancelKey } from './cancel.js';
  * network in the clear, and a timestamp plus a nonce cache refuse replays. A frame is delivered
  * to the owner's own sessions only, never forwarded again, so there are no loops.
  */
-
-/** Peer ids fit in the 7 bits above the 24 random bits of a positive int32 process id. */
-export const MAX_PEER_ID = 127;
-const ID_SHIFT = 24;
-export const RANDOM_PROCESS_ID_LIMIT = 1 << ID_SHIFT;
-
-/** The instance a process id was issued by (0 when issued without peers). */
-export function ownerOf(processId: number): number {
-  return (processId >>> ID_SHIFT) & MAX_PEER_ID;
-}
-
-/** A process id owned by `instanceId`, from 24 random bits. */
-export function ownedProcessId(instanceId: number, random24: number): number {
-  return ((instanceId << ID_SHIFT) | (random24 & (RANDOM_PROCESS_ID_LIMIT - 1))) >>> 0;
-}
 
 export interface PeerAddress {
   host: string;
@@ -177,7 +163,7 @@ export class PeerCancelChannel {
   private exchange(address: PeerAddress, frame: Buffer): Promise<number> {
     return new Promise((resolve, reject) => {
       const socket = guardSocket(net.connect(address.port, address.host));
-      const timer = setTimeout(() => socket.destroy(new Error(`peer ${address.host}:${address.port} did not answer in time`)), this.timeoutMs);
+      const timer = setTimeout(() => socket.destroy(new Error(`peer ${formatHostPort(address.host, address.port)} did not answer in time`)), this.timeoutMs);
       socket.once('connect', () => socket.write(frame));
       socket.once('data', (d: Buffer) => {
         clearTimeout(timer);
@@ -190,7 +176,7 @@ export class PeerCancelChannel {
       });
       socket.once('close', () => {
         clearTimeout(timer);
-        reject(new Error(`peer ${address.host}:${address.port} closed without answering`));
+        reject(new Error(`peer ${formatHostPort(address.host, address.port)} closed without answering`));
       });
     });
   }

@@ -1,4 +1,4 @@
-import { parseDuration } from '../config/duration.js';
+import { formatDuration, parseDuration } from '../util/duration.js';
 
 /** `session`: backend connections are reused between sessions; `off`: one new connection per session. */
 export type PoolMode = 'session' | 'off';
@@ -112,9 +112,9 @@ export function poolSettings(base: PoolSettings, override?: PoolOverride): PoolS
 /** One line for `pgward check` and the listening log. */
 export function describePoolSettings(s: PoolSettings): string {
   if (s.mode === 'off') return 'pool off (a new backend connection per session)';
-  const sec = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+  const d = formatDuration;
   return (
-    `pool session: maxSize ${s.maxSize}, waitTimeout ${sec(s.waitTimeoutMs)}, maxIdle ${s.maxIdle}, ` +
-    `idleTimeout ${sec(s.idleTimeoutMs)}, maxLifetime ${sec(s.maxLifetimeMs)}, reset ${JSON.stringify(s.reset)}, warm ${s.warm}`
+    `pool session: maxSize ${s.maxSize}, waitTimeout ${d(s.waitTimeoutMs)}, maxIdle ${s.maxIdle}, ` +
+    `idleTimeout ${d(s.idleTimeoutMs)}, maxLifetime ${d(s.maxLifetimeMs)}, reset ${JSON.stringify(s.reset)}, warm ${s.warm}`
   );
 }

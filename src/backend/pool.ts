@@ -4,6 +4,7 @@ import { BackendLost, exchange, query, setConfigQuery, sync } from './exchange.j
 import { asBackendRefusal, connectBackend, type BackendConnection, type LoginOptions } from './login.js';
 import { poolSettings, type PoolSettings } from './pool-settings.js';
 import type { BackendTarget } from './url.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /** What a session asks the pool for. */
 export interface PoolRequest {
@@ -405,7 +406,6 @@ export function targetKey(t: BackendTarget): string {
 
 /** `user@host:port/database`, as metrics and the console show a target. */
 export function targetLabel(t: BackendTarget): string {
-  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
   const user = t.user ?? '';
-  return `${user}@${host}:${t.port}/${t.database ?? user}`;
+  return `${user}@${formatHostPort(t.host, t.port)}/${t.database ?? user}`;
 }

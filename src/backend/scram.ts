@@ -7,6 +7,7 @@
  * Error messages never contain the password, the salted password, keys, proofs or signatures.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { ScramKeyCache, type ScramKeys } from './scram-keys.js';
 import { saslprep } from './saslprep.js';
 
 export type ScramMechanism = 'SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS';
@@ -40,7 +41,15 @@ export interface ScramClientOptions {
   username?: string;
   /** Upper bound for the server's iteration count (default {@link MAX_ITERATIONS}). */
   maxIterations?: number;
+  /**
+   * Where the keys derived from the password are kept between logins (default: the process-wide
+   * {@link scramKeys}); null derives them every time.
+   */
+  keyCache?: ScramKeyCache | null;
 }
+
+/** The keys of the logins of this process, so that a new backend login skips PBKDF2. */
+export const scramKeys = new ScramKeyCache();
 
 /**
  * Highest iteration count accepted from a server. PBKDF2 runs synchronously (~0.25 s per million
@@ -66,6 +75,7 @@ export class ScramClient {
   private readonly clientNonce: string;
   private readonly clientFirstBare: string;
   private readonly maxIterations: number;
+  private readonly keyCache: ScramKeyCache | null;
   private state: 'initial' | 'first-sent' | 'final-sent' | 'done' | 'failed' = 'initial';
   private expectedServerSignature: Buffer | undefined;
 
@@ -89,6 +99,7 @@ export class ScramClient {
     const max = opts.maxIterations ?? MAX_ITERATIONS;
     if (!Number.isSafeInteger(max) || max < 1) throw new ScramError('maxIterations must be a positive integer');
     this.maxIterations = max;
+    this.keyCache = opts.keyCache === undefined ? scramKeys : opts.keyCache;
   }
 
   /** `gs2-header client-first-message-bare`, e.g. `n,,n=,r=…`. */
@@ -120,10 +131,8 @@ export class ScramClient {
       throw this.fail(`SCRAM iteration count ${iterations} exceeds the allowed maximum ${this.maxIterations}`);
     }
 
-    const saltedPassword = pbkdf2Sync(Buffer.from(saslprep(this.password), 'utf8'), salt, iterations, 32, 'sha256');
-    const clientKey = hmac(saltedPassword, 'Client Key');
-    const storedKey = createHash('sha256').update(clientKey).digest();
-    const serverKey = hmac(saltedPassword, 'Server Key');
+    const derive = () => deriveKeys(this.password, salt, iterations);
+    const { clientKey, storedKey, serverKey } = this.keyCache ? this.keyCache.get(this.password, salt, iterations, derive) : derive();
 
     const channelBinding = Buffer.concat([Buffer.from(this.gs2Header, 'utf8'), this.cbindData]).toString('base64');
     const finalWithoutProof = `c=${channelBinding},r=${nonce}`;
@@ -197,6 +206,14 @@ export function chooseMechanism(offered: string[], channelBinding: Buffer | unde
 }
 
 // --- helpers ---------------------------------------------------------------------------------------
+
+/** RFC 5802 §3: SaltedPassword by PBKDF2 (the costly part), and the keys made from it. */
+function deriveKeys(password: string, salt: Buffer, iterations: number): ScramKeys {
+  const saltedPassword = pbkdf2Sync(Buffer.from(saslprep(password), 'utf8'), salt, iterations, 32, 'sha256');
+  const clientKey = hmac(saltedPassword, 'Client Key');
+  const serverKey = hmac(saltedPassword, 'Server Key');
+  return { clientKey, storedKey: createHash('sha256').update(clientKey).digest(), serverKey };
+}
 
 function hmac(key: Buffer, data: string): Buffer {
   return createHmac('sha256', key).update(data, 'utf8').digest();

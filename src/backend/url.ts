@@ -7,6 +7,7 @@
  * its passwords replaced by `***` (see {@link redactUrl}) and never echoes anything that is not
  * also visible in that redacted rendering.
  */
+import { formatHostPort } from '../util/host-port.js';
 
 import type { PoolOverride } from './pool-settings.js';
 export type SslMode = 'disable' | 'allow' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
@@ -375,8 +376,7 @@ export function redactUrl(url: string): string {
 
 /** `host:port/db (sslmode)` for logs; IPv6 hosts in brackets; no secrets. */
 export function describeTarget(t: Pick<BackendTarget, 'host' | 'port' | 'database' | 'sslmode'>): string {
-  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-  return `${host}:${t.port}/${t.database ?? ''} (${t.sslmode})`;
+  return `${formatHostPort(t.host, t.port)}/${t.database ?? ''} (${t.sslmode})`;
 }
 
 /** Whether the connection must be TLS (no plaintext fallback). */

@@ -12,6 +12,7 @@ import type { ExpiryPolicy } from '../server/token-expiry.js';
 import { createAdminMetrics, type AdminMetrics } from '../telemetry/admin-metrics.js';
 import type { Logger } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { formatHostPort } from '../util/host-port.js';
 
 export interface AdminRuntime {
   hook: AdminHook;
@@ -53,7 +54,7 @@ function viewOf(s: Session): SessionView {
     user: s.user,
     database: s.database,
     clientAddr: s.client.address,
-    backend: s.backend ? `${s.backend.address}:${s.backend.port}` : undefined,
+    backend: s.backend ? formatHostPort(s.backend.address, s.backend.port) : undefined,
     state: info?.console ? 'active' : stateOf(s),
     tls: s.client.tls,
     relay: info?.relay,

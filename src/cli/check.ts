@@ -11,25 +11,27 @@ import { silentLogger } from '../telemetry/log.js';
 import { BUILTIN_PROVIDERS, buildRuntime } from './runtime.js';
 import { configPathOf } from './config-path.js';
 import { nativeRelayAvailability } from '../pipeline/native-relay.js';
-import { pgwardVersion } from './start.js';
+import { pgwardVersion } from '../util/version.js';
+import { formatDuration } from '../util/duration.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /** Text for `pgward check`: what would run, with no secrets. */
-export function describeConfig(config: ProxyConfig, sources: string[]): string[] {
+function describeConfig(config: ProxyConfig, sources: string[]): string[] {
   return [
-    `listen: ${config.listen.host}:${config.listen.port} (${config.tls ? `TLS from ${config.tls.certPath}` : 'no TLS, --insecure'})`,
+    `listen: ${formatHostPort(config.listen.host, config.listen.port)} (${config.tls ? `TLS from ${config.tls.certPath}` : 'no TLS, --insecure'})`,
     `auth provider: ${config.auth.provider}`,
     `pipeline: auth${config.pipelineNames.length ? ' → ' + config.pipelineNames.join(' → ') : ''}`,
     ...(config.plugins.length ? [`plugins: ${config.plugins.join(', ')}`] : []),
     ...sources,
     `relay: ${relayDescription(config)}`,
-    `limits: maxConnections ${config.maxConnections}, maxPendingLogins ${config.maxPendingLogins} (${config.maxPendingLoginsPerAddress || 'no limit'} per address), maxMessageSize ${config.maxMessageSize} bytes, authTimeout ${config.authTimeoutMs} ms, gracePeriod ${config.gracePeriodMs} ms`,
+    `limits: maxConnections ${config.maxConnections}, maxPendingLogins ${config.maxPendingLogins} (${config.maxPendingLoginsPerAddress || 'no limit'} per address), maxMessageSize ${config.maxMessageSize} bytes, authTimeout ${formatDuration(config.authTimeoutMs)}, gracePeriod ${formatDuration(config.gracePeriodMs)}`,
     ...(config.peers
       ? [
-          `peers: this is instance ${config.peers.id}, accepting forwarded cancels on ${config.peers.listen.host}:${config.peers.listen.port}; ` +
-            `instances ${[...config.peers.instances].map(([id, a]) => `${id}=${a.host}:${a.port}`).join(', ')}; secret from ${config.peers.secretSource}`,
+          `peers: this is instance ${config.peers.id}, accepting forwarded cancels on ${formatHostPort(config.peers.listen.host, config.peers.listen.port)}; ` +
+            `instances ${[...config.peers.instances].map(([id, a]) => `${id}=${formatHostPort(a.host, a.port)}`).join(', ')}; secret from ${config.peers.secretSource}`,
         ]
       : []),
-    `token expiry: ${config.expiry.mode}${config.refreshMs > 0 ? `; reload every ${config.refreshMs / 1000} s` : '; no periodic reload'}`,
+    `token expiry: ${config.expiry.mode}${config.refreshMs > 0 ? `; reload every ${formatDuration(config.refreshMs)}` : '; no periodic reload'}`,
   ];
 }
 

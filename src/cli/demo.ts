@@ -20,7 +20,7 @@ import { parseFlags, runKeygen, UsageError, wantsHelp } from './keygen.js';
 import { startProxy, type RunningProxy } from './start.js';
 import { runToken } from './token.js';
 
-export const DEMO_USAGE = `Usage: pgward demo [--port N] [--data DIR] [--backend URL]
+const DEMO_USAGE = `Usage: pgward demo [--port N] [--data DIR] [--backend URL]
 
 Starts everything needed to try pgward on this machine, with nothing else installed:
   - an embedded PostgreSQL (PGlite, in this process) on a free loopback port, with a table "demo";
@@ -41,10 +41,10 @@ Example:
 `;
 
 /** The user the demo token is minted for (and the startup user clients log in as). */
-export const DEMO_USER = 'demo';
-export const DEFAULT_DEMO_PORT = 13013;
+const DEMO_USER = 'demo';
+const DEFAULT_DEMO_PORT = 13013;
 /** The rows seeded into the `demo` table when it is missing. */
-export const DEMO_ROWS: readonly (readonly [number, string, string])[] = [
+const DEMO_ROWS: readonly (readonly [number, string, string])[] = [
   [1, 'alpha', 'the first row'],
   [2, 'bravo', 'reached through pgward'],
   [3, 'charlie', 'authenticated with a JWT'],

@@ -14,7 +14,7 @@ export function canonicalAlg(text: string): KeyAlg | undefined {
   return KEY_ALGS.find((a) => a.toLowerCase() === t);
 }
 
-export const KEYGEN_USAGE = `Usage: pgward keygen [--alg EdDSA|ES256|ES384|RS256|PS256] [--out DIR] [--force]
+const KEYGEN_USAGE = `Usage: pgward keygen [--alg EdDSA|ES256|ES384|RS256|PS256] [--out DIR] [--force]
 
 Creates a signing key pair for pgward tokens and writes, into DIR (default ".", created if missing):
   private.pem   the private key, PKCS#8 PEM, mode 0600 — keep it secret (pgward token --key)

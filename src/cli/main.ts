@@ -1,7 +1,8 @@
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig } from '../config/proxy-config.js';
 import { START_FLAGS, kebab } from '../config/flags.js';
-import { pgwardVersion, runStart } from './start.js';
+import { pgwardVersion } from '../util/version.js';
+import { runStart } from './start.js';
 import { runKeygen } from './keygen.js';
 import { runToken } from './token.js';
 import { runCheck } from './check.js';

@@ -18,6 +18,7 @@ import type { LoadedPlugins } from '../plugins/loader.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import { NativeTlsContext, nativeTlsAvailability } from '../transport/native-tls.js';
 import type { Logger } from '../telemetry/log.js';
+import { formatHostPort } from '../util/host-port.js';
 
 /**
  * Everything a reload rebuilds: the auth provider (keys, backends), the pipeline and the TLS
@@ -208,7 +209,7 @@ async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServic
           credsOverride: a.credsOverride,
           ignoreUsername: a.ignoreUsername,
         }),
-        describe: () => [`backend: ${a.backend.host}:${a.backend.port} (sslmode ${a.backend.sslmode})${a.credsCmd ? `, credentials from ${a.credsCmd[0]}` : ''}`],
+        describe: () => [`backend: ${formatHostPort(a.backend.host, a.backend.port)} (sslmode ${a.backend.sslmode})${a.credsCmd ? `, credentials from ${a.credsCmd[0]}` : ''}`],
         dispose: () => {},
       };
   }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { pgwardVersion } from '../util/version.js';
 import { BehaviorSubject } from 'rxjs';
 import { CancelRegistry } from '../backend/cancel.js';
 import { PeerCancelChannel } from '../backend/peers.js';
@@ -23,14 +23,11 @@ import { startTracing } from '../telemetry/tracing.js';
 import { createAdminRuntime } from './admin-host.js';
 import { startPool } from './pool-runtime.js';
 import { consoleEnabled } from '../config/admin-config.js';
+import { formatHostPort } from '../util/host-port.js';
+import { forgetBackendTlsContexts } from '../backend/dial.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
-export const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
-
-export function pgwardVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
+const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
 
 export interface RunningProxy {
   server: ProxyServer;
@@ -220,6 +217,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
       const old = runtime;
       runtime = built;
       old.dispose();
+      forgetBackendTlsContexts();
       void pools.reload(next.pool, built.routes);
     },
     async drain() {
@@ -293,19 +291,19 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
   const native = nativeRelayAvailability();
   const nativeTls = nativeTlsAvailability();
   log.info('pgward listening', {
-    address: `${proxy.address.host}:${proxy.address.port}`,
+    address: formatHostPort(proxy.address.host, proxy.address.port),
     tls: Boolean(config.tls),
     auth: config.auth.provider,
     pipeline: ['auth', ...config.pipelineNames].join(' → '),
     plugins: proxy.plugins.plugins.map((p) => `${p.name}@${p.version}`).join(', ') || undefined,
     max_connections: config.maxConnections,
-    metrics: proxy.metricsAddress ? `http://${proxy.metricsAddress.host}:${proxy.metricsAddress.port}/metrics` : undefined,
+    metrics: proxy.metricsAddress ? `http://${formatHostPort(proxy.metricsAddress.host, proxy.metricsAddress.port)}/metrics` : undefined,
     tracing: tracing ? 'on' : 'off',
     native_relay: !config.nativeRelay ? 'off' : native.available ? 'on' : 'unavailable',
     native_tls: !config.nativeTls ? 'off' : nativeTls.available ? 'on' : 'unavailable',
     proxy_protocol: config.proxyProtocol || undefined,
     peers: proxy.peerAddress && config.peers
-      ? `instance ${config.peers.id} on ${proxy.peerAddress.host}:${proxy.peerAddress.port}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
+      ? `instance ${config.peers.id} on ${formatHostPort(proxy.peerAddress.host, proxy.peerAddress.port)}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
       : undefined,
   });
   for (const line of proxy.describe()) log.info('source', { detail: line });

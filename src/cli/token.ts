@@ -2,10 +2,10 @@ import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { calculateJwkThumbprint, importPKCS8, SignJWT, type JWK, type JWTPayload } from 'jose';
-import { parseDuration } from '../config/duration.js';
+import { parseDuration } from '../util/duration.js';
 import { KEY_ALGS, UsageError, canonicalAlg, parseFlags, wantsHelp, type KeyAlg } from './keygen.js';
 
-export const TOKEN_USAGE = `Usage: pgward token --key PRIVATE.pem --sub SUBJECT [--ttl 1h] [--claim k=v]… [--kid ID]
+const TOKEN_USAGE = `Usage: pgward token --key PRIVATE.pem --sub SUBJECT [--ttl 1h] [--claim k=v]… [--kid ID]
                     [--iss ISSUER] [--aud AUDIENCE]… [--nbf DURATION] [--alg PS256]
 
 Mints a signed JWT and prints it (and only it) on stdout, so $(pgward token …) works.

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { parseDuration } from './duration.js';
-import { parseYamlOrJson } from './yaml-syntax.js';
+import { parseDuration } from '../util/duration.js';
+import { parseYamlOrJson } from '../util/yaml-syntax.js';
 import { envName, kebab, START_FLAGS, type FlagSpec } from './flags.js';
 
 export type RawValue = string | boolean | number | string[];
@@ -188,14 +188,6 @@ export function loadSettings(argv: readonly string[], env: NodeJS.ProcessEnv = p
     values[spec.name] = raw === undefined ? undefined : coerce(spec, raw, found?.[1] ?? 'default', problems);
   }
   return { values, extra: file.extra, verbosity: args.verbosity, problems };
-}
-
-export function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
-  if (!m) throw new Error(`invalid address "${text}" (use HOST:PORT)`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new Error(`invalid port in "${text}"`);
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }
 
 export function isLoopback(host: string): boolean {

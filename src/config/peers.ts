@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { MAX_PEER_ID, type PeerAddress } from '../backend/peers.js';
-import { parseHostPort } from './load.js';
+import { MAX_PEER_ID } from '../backend/cancel-key.js';
+import type { PeerAddress } from '../backend/peers.js';
+import { parseHostPort } from '../util/host-port.js';
 
 /** `peers:` — several instances behind one load balancer forwarding cancels to each other. */
 export interface PeersConfig {
@@ -16,9 +17,9 @@ export interface PeersConfig {
 }
 
 /** The environment variable holding the peers' shared secret when `peers.secretFile` is not set. */
-export const PEER_SECRET_ENV = 'PGWARD_PEER_SECRET';
+const PEER_SECRET_ENV = 'PGWARD_PEER_SECRET';
 /** The environment variable giving this instance's peer id when `peers.id` is not set. */
-export const PEER_ID_ENV = 'PGWARD_PEER_ID';
+const PEER_ID_ENV = 'PGWARD_PEER_ID';
 const MIN_PEER_SECRET_BYTES = 32;
 
 /**

@@ -5,7 +5,7 @@ export interface PipelineEntry {
 }
 
 /** The pipeline used when the config names none: graceful drain on SIGTERM/SIGINT. */
-export const DEFAULT_PIPELINE: readonly PipelineEntry[] = [{ name: 'drain-gate', options: {} }];
+const DEFAULT_PIPELINE: readonly PipelineEntry[] = [{ name: 'drain-gate', options: {} }];
 
 /** `pipeline:` entries are a name or a one-key mapping `{ name: options }`; auth may lead. */
 export function parsePipeline(raw: unknown, problems: string[]): PipelineEntry[] {

@@ -8,9 +8,10 @@ import type { ClientAuthRule } from '../auth/client-auth.js';
 import { parseAdmin, type AdminConfig } from './admin-config.js';
 import { parsePoolConfig } from './pool-config.js';
 import type { PoolSettings } from '../backend/pool-settings.js';
-import { splitCommandLine } from '../auth/command-runner.js';
-import { parseDuration } from './duration.js';
-import { ConfigError, isLoopback, loadSettings, parseHostPort, type LoadedSettings } from './load.js';
+import { splitCommandLine } from '../util/command-line.js';
+import { parseDuration } from '../util/duration.js';
+import { parseHostPort } from '../util/host-port.js';
+import { ConfigError, isLoopback, loadSettings, type LoadedSettings } from './load.js';
 
 export interface PassthroughConfig {
   provider: 'passthrough';
@@ -51,7 +52,7 @@ export interface PluginAuthConfig {
   jwt?: JwtAuthConfig;
 }
 
-export { DEFAULT_PIPELINE, type PipelineEntry } from './pipeline-config.js';
+export type { PipelineEntry } from './pipeline-config.js';
 
 export type AuthConfig = PassthroughConfig | CommandAuthConfig | JwtAuthConfig | PluginAuthConfig;
 

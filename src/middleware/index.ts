@@ -2,13 +2,6 @@ import type { Middleware } from '../pipeline/middleware.js';
 import { queryLog } from './query-log.js';
 import { checkRemoteAddrParam, remoteAddr } from './remote-addr.js';
 
-export { queryLog } from './query-log.js';
-export { redactSql, splitStatements, parseCommandTag } from '../sql/text.js';
-export type { QueryEvent, QueryLogOptions } from './query-log.js';
-export type { RedactOptions } from '../sql/text.js';
-export { remoteAddr, formatHostPort, DEFAULT_REMOTE_ADDR_PARAM } from './remote-addr.js';
-export type { RemoteAddrOptions } from './remote-addr.js';
-
 type OptionType = 'boolean' | 'non-negative number' | 'positive integer' | 'string';
 
 /** What each option of a built-in accepts; anything else is a configuration error. */

@@ -271,7 +271,7 @@ class QueryTracker {
 
   /** One statement of a simple query finished; the next one is timed from here. */
   private queryStep(q: Extract<Pending, { kind: 'query' }>, outcome: { tag?: string; sqlstate?: string }): void {
-    q.pieces ??= splitStatements(q.sql, this.scs());
+    q.pieces ??= splitStatements(q.sql, { standardConformingStrings: this.scs() });
     const text = q.pieces[q.idx] ?? q.sql.trim();
     q.idx++;
     const stmt = statementInfo(text, q.sensitive, this.s.maxLength);

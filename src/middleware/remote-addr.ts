@@ -1,4 +1,5 @@
 import type { BackendStartup, Middleware } from '../pipeline/middleware.js';
+import { formatHostPort as hostPort } from '../util/host-port.js';
 
 export interface RemoteAddrOptions {
   /**
@@ -66,5 +67,5 @@ export function formatHostPort(address: string, port: number): string {
   if (zone >= 0) host = host.slice(0, zone);
   const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(host);
   if (mapped) host = mapped[1]!;
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  return hostPort(host, port);
 }

@@ -1,6 +1,16 @@
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
 import type { Middleware, SessionContext } from '../pipeline/middleware.js';
 
+/**
+ * The version of the plugin API: what `pgward/plugin` and `pgward/plugin/testing` promise plugin
+ * authors, counted apart from pgward's own version. It goes up by one with a change that could
+ * break a plugin written against the one before (an export removed or renamed, a type or a
+ * behaviour changed in meaning); additions leave it as it is. A plugin names the API versions it
+ * works with in `pluginApi`, and the loader refuses it (PGWARD_ERR_PLUGIN_API) when this one is
+ * not among them.
+ */
+export const PLUGIN_API_VERSION = 1;
+
 /** Moments a plugin may hook, in the order they happen. */
 export interface PluginHooks {
   /** The listener is open and the proxy serves. */
@@ -37,6 +47,8 @@ export type AuthProviderFactory = (services: AuthServices, options: Readonly<Rec
 export interface PluginApi {
   /** pgward's version. */
   readonly version: string;
+  /** The plugin API version this pgward offers ({@link PLUGIN_API_VERSION}). */
+  readonly apiVersion: number;
   /** Makes a middleware usable in `pipeline:` under `name`. */
   registerMiddleware(name: string, factory: MiddlewareFactory): void;
   /** Makes an auth provider usable as `auth: { provider: name }`. */
@@ -53,6 +65,11 @@ export interface Plugin {
   readonly version: string;
   /** The pgward versions it works with, e.g. ">=0.1". */
   readonly pgward?: string;
+  /**
+   * The plugin API versions it works with: a version (`1`) or a semver range over them
+   * (`"1 || 2"`, `">=1"`). Checked at load time, apart from `pgward`.
+   */
+  readonly pluginApi?: number | string;
   /** Names of plugins that must be loaded before this one. */
   readonly dependencies?: readonly string[];
   setup(api: PluginApi): void | Promise<void>;

@@ -10,7 +10,9 @@ import { startSessionSpan, type SessionSpan } from '../telemetry/spans.js';
 import { traceparentFromStartup } from '../telemetry/traceparent.js';
 import { SESSION_SPAN } from './statement-telemetry.js';
 import type { ConnectionDeps } from './connection-deps.js';
+import type { Logger } from '../telemetry/log.js';
 import { SessionLifecycle } from './session-lifecycle.js';
+import { formatHostPort } from '../util/host-port.js';
 
 export type { ConnectionDeps } from './connection-deps.js';
 
@@ -19,7 +21,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   raw.setNoDelay(true);
   guardSocket(raw);
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
-  let log = deps.log.child({ client: endpoint(client.address, client.port) });
+  let log = deps.log.child({ client: formatHostPort(client.address, client.port) });
   let socket: Duplex = raw;
   let session: Session | undefined;
   let span: SessionSpan | undefined;
@@ -47,33 +49,11 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
 
   try {
     if (deps.proxyProtocol) {
-      let header;
-      try {
-        ({ header } = await readProxyHeaderInto(raw, deps.authTimeoutMs));
-      } catch (err) {
-        log.warn('connection closed: no valid PROXY protocol header', { reason: (err as Error).message });
-        deps.metrics?.connectionResult('refused');
-        raw.destroy();
-        return;
-      }
-      if (header.command === 'PROXY') {
-        client.address = header.source.address;
-        client.port = header.source.port;
-        log = deps.log.child({ client: endpoint(client.address, client.port) });
-      }
-      if (deps.clientAddressKnown?.(client.address) === false) return;
+      const known = await takeProxyHeader(raw, deps, client, log);
+      if (!known) return;
+      log = known;
     }
-    const verdict = deps.throttle?.check(client.address) ?? { action: 'allow' as const };
-    if (verdict.action === 'refuse') {
-      deps.metrics?.authAttempt(deps.auth.name, 'failure', 'throttled');
-      throw new PgError('FATAL', SqlState.TooManyConnections, 'too many failed login attempts from this address', {
-        hint: `Try again in ${Math.ceil(verdict.retryAfterMs / 1000)} s.`,
-      });
-    }
-    if (verdict.action === 'delay') {
-      log.info('login delayed after repeated failures', { delay_ms: verdict.ms });
-      await new Promise((r) => setTimeout(r, verdict.ms));
-    }
+    await throttleGate(deps, client.address, log);
     timer = setTimeout(() => {
       startupAbort.abort();
       fail(new PgError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'));
@@ -81,14 +61,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     const negotiated = await negotiate(raw, deps);
     if (negotiated.kind === 'cancel') {
       clearTimeout(timer);
-      const { processId, secretKey } = negotiated.request;
-      const outcome = await deps.cancels.forward({ processId, secretKey }).catch((err) => {
-        log.warn('cancel forwarding failed', { reason: (err as Error).message });
-        return 'failed' as const;
-      });
-      deps.metrics?.cancelRequest(outcome);
-      if (outcome === 'unknown') log.debug('cancel request with unknown key ignored');
-      else if (outcome !== 'failed') log.debug('cancel request forwarded', { to: outcome });
+      await forwardCancel(negotiated.request, deps, log);
       raw.destroy();
       return;
     }
@@ -124,9 +97,52 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   }
 }
 
-/** `host:port` for logs, IPv6 in brackets (`[2001:db8::17]:40002`) so the port is unambiguous. */
-function endpoint(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+/**
+ * `--proxyProtocol`: the client address from the PROXY header. Returns the logger for that
+ * address, or undefined when the connection was closed (no valid header, or the address refused).
+ */
+async function takeProxyHeader(raw: net.Socket, deps: ConnectionDeps, client: { address: string; port: number }, log: Logger): Promise<Logger | undefined> {
+  let header;
+  try {
+    ({ header } = await readProxyHeaderInto(raw, deps.authTimeoutMs));
+  } catch (err) {
+    log.warn('connection closed: no valid PROXY protocol header', { reason: (err as Error).message });
+    deps.metrics?.connectionResult('refused');
+    raw.destroy();
+    return undefined;
+  }
+  if (header.command === 'PROXY') {
+    client.address = header.source.address;
+    client.port = header.source.port;
+    log = deps.log.child({ client: formatHostPort(client.address, client.port) });
+  }
+  return deps.clientAddressKnown?.(client.address) === false ? undefined : log;
+}
+
+/** Auth-failure throttling: an address past the limit is delayed, or refused with 53300. */
+async function throttleGate(deps: ConnectionDeps, address: string, log: Logger): Promise<void> {
+  const verdict = deps.throttle?.check(address) ?? { action: 'allow' as const };
+  if (verdict.action === 'refuse') {
+    deps.metrics?.authAttempt(deps.auth.name, 'failure', 'throttled');
+    throw new PgError('FATAL', SqlState.TooManyConnections, 'too many failed login attempts from this address', {
+      hint: `Try again in ${Math.ceil(verdict.retryAfterMs / 1000)} s.`,
+    });
+  }
+  if (verdict.action === 'delay') {
+    log.info('login delayed after repeated failures', { delay_ms: verdict.ms });
+    await new Promise((r) => setTimeout(r, verdict.ms));
+  }
+}
+
+/** A CancelRequest: to the backend of the session that holds the key, or a peer instance. */
+async function forwardCancel(key: { processId: number; secretKey: Buffer }, deps: ConnectionDeps, log: Logger): Promise<void> {
+  const outcome = await deps.cancels.forward(key).catch((err) => {
+    log.warn('cancel forwarding failed', { reason: (err as Error).message });
+    return 'failed' as const;
+  });
+  deps.metrics?.cancelRequest(outcome);
+  if (outcome === 'unknown') log.debug('cancel request with unknown key ignored');
+  else if (outcome !== 'failed') log.debug('cancel request forwarded', { to: outcome });
 }
 
 /** Reads the PROXY header and puts back what followed it, leaving the socket flowing. */

@@ -93,6 +93,7 @@ export class ProxyServer {
     if (this.established >= this.opts.maxConnections) return this.refuse(socket, 'max_connections');
     const pending = this.gate.enter(this.opts.proxyProtocol ? undefined : (socket.remoteAddress ?? ''));
     if (typeof pending === 'string') return this.refuse(socket, pending);
+    const opts = this.opts;
     let inSession = false;
     this.sockets.add(socket);
     this.opts.metrics?.connectionOpened();
@@ -102,28 +103,30 @@ export class ProxyServer {
       if (inSession) this.established--;
       this.opts.metrics?.connectionClosed();
     });
-    void handleConnection(socket, {
-      ...this.opts,
-      clientAddressKnown: (address) => {
+    // The settings as they are now, plus this connection's hooks, without copying ~35 properties
+    // per connection: a reload replaces `this.opts`, so a login in flight keeps what it started with.
+    const deps: ConnectionDeps = Object.assign(Object.create(this.opts) as ConnectionDeps, {
+      clientAddressKnown: (address: string) => {
         if (pending.from(address)) return true;
         this.refuse(socket, 'max_pending_logins_per_address');
         return false;
       },
-      onAuthenticated: (s) => {
+      onAuthenticated: (s: Session) => {
         pending.done();
         inSession = true;
         this.established++;
-        this.opts.onAuthenticated?.(s);
+        opts.onAuthenticated?.(s);
       },
-      onSessionStart: (s) => {
+      onSessionStart: (s: Session) => {
         this.sessions.add(s);
-        this.opts.onSessionStart?.(s);
+        opts.onSessionStart?.(s);
       },
-      onSessionEnd: (s) => {
+      onSessionEnd: (s: Session) => {
         this.sessions.delete(s);
-        this.opts.onSessionEnd?.(s);
+        opts.onSessionEnd?.(s);
       },
     });
+    void handleConnection(socket, deps);
   }
 
   /** Turns a connection away with 53300; counted, and logged at most once per interval and limit. */

@@ -1,7 +1,8 @@
 /**
- * The SQL text toolkit shared by the query log (`src/middleware/query-log.ts`) and statement
- * telemetry (`src/server/statement-telemetry.ts`): lexing by PostgreSQL's rules, literal
- * redaction, splitting multi-statement queries, and command tags.
+ * The SQL text toolkit shared by the query log (`src/middleware/query-log.ts`), statement
+ * telemetry (`src/server/statement-telemetry.ts`) and plugins (through the public entry point):
+ * lexing by PostgreSQL's rules, literal redaction, splitting multi-statement queries, comment
+ * removal, and command tags.
  */
 
 const ROW_COUNT_TAGS = new Set(['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'COPY', 'FETCH', 'MOVE', 'MERGE']);
@@ -149,10 +150,11 @@ function lex(sql: string, scs: boolean, visit: (kind: TokenKind, start: number, 
   }
 }
 
-export interface RedactOptions {
+export interface SqlTextOptions {
   /**
    * The session's `standard_conforming_strings` (default on, as since PostgreSQL 9.1): when off,
-   * backslashes escape quotes inside '…' literals too.
+   * backslashes escape quotes inside '…' literals too. A middleware reads it from
+   * `ctx.serverParams.get('standard_conforming_strings')`.
    */
   standardConformingStrings?: boolean;
 }
@@ -164,7 +166,7 @@ export interface RedactOptions {
  * operators and whitespace are kept; comments are removed. An unterminated literal or quoted
  * identifier hides everything up to the end.
  */
-export function redactSql(sql: string, opts: RedactOptions = {}): string {
+export function redactSql(sql: string, opts: SqlTextOptions = {}): string {
   let out = '';
   lex(sql, opts.standardConformingStrings ?? true, (kind, start, end) => {
     switch (kind) {
@@ -189,14 +191,14 @@ export function redactSql(sql: string, opts: RedactOptions = {}): string {
  * semicolons outside literals, comments and `BEGIN ATOMIC … END` bodies; empty statements
  * (nothing but whitespace and comments) are dropped, as the server skips them.
  */
-export function splitStatements(sql: string, scs = true): string[] {
+export function splitStatements(sql: string, opts: SqlTextOptions = {}): string[] {
   const out: string[] = [];
   let start = 0;
   let significant = false;
   let first: string | undefined;
   let prevWord: string | undefined;
   let atomicDepth = 0;
-  lex(sql, scs, (kind, s, e) => {
+  lex(sql, opts.standardConformingStrings ?? true, (kind, s, e) => {
     if (kind === 'space' || kind === 'comment') return;
     if (kind === 'punct' && sql.charCodeAt(s) === 59 /* ; */ && atomicDepth === 0) {
       if (significant) out.push(sql.slice(start, s).trim());
@@ -217,6 +219,20 @@ export function splitStatements(sql: string, scs = true): string[] {
   });
   if (significant) out.push(sql.slice(start).trim());
   return out;
+}
+
+/**
+ * `sql` with its comments removed and trimmed. A comment counts as the whitespace PostgreSQL
+ * reads it as, so one between two words leaves a space; literals and quoted identifiers are
+ * kept as written, comment-like text inside them too.
+ */
+export function withoutComments(sql: string, opts: SqlTextOptions = {}): string {
+  let out = '';
+  lex(sql, opts.standardConformingStrings ?? true, (kind, start, end) => {
+    if (kind !== 'comment') out += sql.slice(start, end);
+    else if (out.length > 0 && !isSpace(out.charCodeAt(out.length - 1))) out += ' ';
+  });
+  return out.trim();
 }
 
 /** The first keyword of a statement, upper-cased (`WITH`, `SELECT`…), skipping comments and parentheses. */

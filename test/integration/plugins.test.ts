@@ -158,6 +158,25 @@ describe('plugins in the pipeline: deny-statements (the template) and a failing 
     }
   });
 
+  it("reads statements as PostgreSQL does: $ in identifiers, name'\\' and nested comments neither hide nor invent a statement", async () => {
+    const client = await connect();
+    try {
+      // Each would have run the drop behind a splitter that took a$b$ for a dollar quote or name'\' for an E'' string.
+      for (const sql of ['select 1 as a$b$; drop table keep_me; select 1 as c$b$', "select name'\\'; drop table keep_me; --'"]) {
+        await assert.rejects(client.query(sql), (e: PgErr) => (assert.equal(e.code, '42501', `${sql}: ${e.message}`), true));
+        await tableStillThere();
+      }
+      // And these only look like a drop to a splitter that ends a comment at the first */ or knows ASCII tags only.
+      const nested = await client.query('/* a /* b */ ; drop table keep_me; */ select 1 as one');
+      assert.deepEqual(nested.rows, [{ one: 1 }]);
+      const tagged = await client.query('select $é$; drop table keep_me; $é$ as v');
+      assert.deepEqual(tagged.rows, [{ v: '; drop table keep_me; ' }]);
+      await tableStillThere();
+    } finally {
+      await client.end();
+    }
+  });
+
   it('pg: inside a transaction a denied statement fails the transaction (25P02 next) and rollback works', async () => {
     const client = await connect();
     try {

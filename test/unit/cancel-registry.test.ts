@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CancelRegistry } from '../../src/backend/cancel.js';
-import { ownerOf } from '../../src/backend/peers.js';
+import { ownerOf } from '../../src/backend/cancel-key.js';
 import type { BackendTarget } from '../../src/backend/url.js';
 
 const target = (port: number) => ({ host: '127.0.0.1', port }) as BackendTarget;

@@ -3,10 +3,10 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { parseDuration } from '../../src/config/duration.js';
+import { parseDuration } from '../../src/util/duration.js';
 import { ConfigError } from '../../src/config/load.js';
 import { buildProxyConfig, type CommandAuthConfig } from '../../src/config/proxy-config.js';
-import { splitCommandLine } from '../../src/auth/command-runner.js';
+import { splitCommandLine } from '../../src/util/command-line.js';
 
 const BACKEND = 'postgres://app:s3cret@db.internal:5432/app?sslmode=require';
 

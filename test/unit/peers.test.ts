@@ -4,7 +4,8 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import type { CancelKey } from '../../src/backend/cancel.js';
 import { CancelRegistry } from '../../src/backend/cancel.js';
-import { MAX_PEER_ID, openCancel, ownedProcessId, ownerOf, PeerCancelChannel, sealCancel, type PeerEvent } from '../../src/backend/peers.js';
+import { MAX_PEER_ID, ownedProcessId, ownerOf } from '../../src/backend/cancel-key.js';
+import { openCancel, PeerCancelChannel, sealCancel, type PeerEvent } from '../../src/backend/peers.js';
 
 const key = (secret: Buffer) => Buffer.from(hkdfSync('sha256', secret, 'pgward peers', 'cancel forwarding v1', 32));
 

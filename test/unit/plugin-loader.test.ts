@@ -10,7 +10,7 @@ import { BUILTIN_MIDDLEWARE_NAMES } from '../../src/middleware/registry.js';
 import { buildChain } from '../../src/pipeline/chain.js';
 import type { Middleware } from '../../src/pipeline/middleware.js';
 import { Session } from '../../src/pipeline/session.js';
-import type { PluginApi } from '../../src/plugins/api.js';
+import { PLUGIN_API_VERSION, type PluginApi } from '../../src/plugins/api.js';
 import { loadPlugins, PluginError, type LoadedPlugins, type PluginErrorCode } from '../../src/plugins/loader.js';
 import { be, fe, PgError, SqlState, type BackendMessage, type FrontendMessage } from '../../src/protocol/index.js';
 import { silentLogger } from '../../src/telemetry/log.js';
@@ -31,6 +31,7 @@ interface PluginFields {
   name?: unknown;
   version?: unknown;
   pgward?: unknown;
+  pluginApi?: unknown;
   dependencies?: unknown;
 }
 
@@ -212,6 +213,9 @@ describe('plugin loader: checks before setup', () => {
     ['a missing name', pluginSource({}), /name must be/],
     ['a version that is not semver', pluginSource({ name: 'v', version: 'one' }), /not a semver version/],
     ['an invalid pgward range', pluginSource({ name: 'r', pgward: 'not a range!' }), /pgward range/],
+    ['a pluginApi of 0', pluginSource({ name: 'a', pluginApi: 0 }), /pluginApi "0" is neither a version/],
+    ['a fractional pluginApi', pluginSource({ name: 'a', pluginApi: 1.5 }), /pluginApi "1.5" is neither/],
+    ['a pluginApi that is not a range', pluginSource({ name: 'a', pluginApi: 'one' }), /pluginApi "one" is neither/],
     ['dependencies that are not a list of names', pluginSource({ name: 'd', dependencies: 'other' }), /dependencies must be/],
     ['no setup function', 'export default { name: "nosetup", version: "1.0.0", setup: "yes" };', /setup must be a function/],
   ];
@@ -238,6 +242,33 @@ describe('plugin loader: checks before setup', () => {
     await writeFile(join(dir, 'future.mjs'), pluginSource({ name: 'future', pgward: '>=99.0.0' }));
     await assert.rejects(load(['./future.mjs'], dir, '0.1.0').loading, pluginError('PGWARD_ERR_PLUGIN_VERSION', 'future', /needs pgward >=99\.0\.0, this is 0\.1\.0/));
     assert.deepEqual(bridge.order, [], 'setup did not run');
+  });
+
+  it('refuses a plugin that needs another plugin API version (PGWARD_ERR_PLUGIN_API), whatever its pgward range says', async () => {
+    const dir = await caseDir();
+    bridge.order.length = 0;
+    await writeFile(join(dir, 'next.mjs'), pluginSource({ name: 'next', pgward: '>=0.1', pluginApi: PLUGIN_API_VERSION + 1 }));
+    await assert.rejects(
+      load(['./next.mjs'], dir, '0.1.0').loading,
+      pluginError('PGWARD_ERR_PLUGIN_API', 'next', new RegExp(`needs plugin API ${PLUGIN_API_VERSION + 1}, pgward 0\\.1\\.0 offers plugin API ${PLUGIN_API_VERSION}$`)),
+    );
+    await writeFile(join(dir, 'old.mjs'), pluginSource({ name: 'old', pluginApi: '>=2 <4' }));
+    await assert.rejects(load(['./old.mjs'], dir).loading, pluginError('PGWARD_ERR_PLUGIN_API', 'old', /needs plugin API >=2 <4/));
+    assert.deepEqual(bridge.order, [], 'setup did not run');
+  });
+
+  it('accepts a plugin API version or range this pgward offers, and checks the pgward range apart', async () => {
+    const dir = await caseDir();
+    let seen: number | undefined;
+    bridge.setups.set('exact', (api) => void (seen = api.apiVersion));
+    await writeFile(join(dir, 'exact.mjs'), pluginSource({ name: 'exact', pluginApi: PLUGIN_API_VERSION }));
+    await writeFile(join(dir, 'range.mjs'), pluginSource({ name: 'range', pluginApi: `${PLUGIN_API_VERSION} || ${PLUGIN_API_VERSION + 1}` }));
+    await writeFile(join(dir, 'open.mjs'), pluginSource({ name: 'open', pluginApi: '>=1' }));
+    const loaded = await load(['./exact.mjs', './range.mjs', './open.mjs'], dir).loading;
+    assert.deepEqual(loaded.plugins.map((p) => p.name), ['exact', 'range', 'open']);
+    assert.equal(seen, PLUGIN_API_VERSION, 'setup sees the API version');
+    await writeFile(join(dir, 'oldpgward.mjs'), pluginSource({ name: 'oldpgward', pgward: '<0.1', pluginApi: PLUGIN_API_VERSION }));
+    await assert.rejects(load(['./oldpgward.mjs'], dir, '0.1.0').loading, pluginError('PGWARD_ERR_PLUGIN_VERSION', 'oldpgward'));
   });
 
   it('accepts a satisfied range, also for a pre-release pgward version', async () => {

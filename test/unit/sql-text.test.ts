@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { parseCommandTag, redactSql, splitStatements } from '../../src/sql/text.js';
+import { parseCommandTag, redactSql, splitStatements, withoutComments } from '../../src/sql/text.js';
 
 describe('command tags', () => {
   it('reads row counts from the tags that carry them', () => {
@@ -131,5 +131,35 @@ describe('splitStatements', () => {
     const fn =
       'create function f(x int) returns int language sql begin atomic select case when x > 0 then 1 else 0 end; select 2; end';
     assert.deepEqual(splitStatements(`${fn}; select 3; begin; commit`), [fn, 'select 3', 'begin', 'commit']);
+  });
+});
+
+describe('splitStatements and withoutComments: cases a regex splitter gets wrong', () => {
+  it('reads $ inside identifiers as part of them, not as the start of a dollar quote', () => {
+    assert.deepEqual(splitStatements('select 1 as a$b$; drop table t; select 1 as c$b$'), ['select 1 as a$b$', 'drop table t', 'select 1 as c$b$']);
+  });
+
+  it("reads name'\\' as an identifier and a literal, not as an E'' string", () => {
+    assert.deepEqual(splitStatements("select name'\\'; drop table t; --'"), ["select name'\\'", 'drop table t']);
+  });
+
+  it('nests block comments as PostgreSQL does', () => {
+    assert.deepEqual(splitStatements('/* a /* b */ ; drop table t; */ select 1'), ['/* a /* b */ ; drop table t; */ select 1']);
+  });
+
+  it('takes non-ASCII dollar-quote tags', () => {
+    assert.deepEqual(splitStatements('select $é$; drop table t; $é$'), ['select $é$; drop table t; $é$']);
+  });
+
+  it('follows standard_conforming_strings off: a backslash escapes a quote', () => {
+    const sql = "select '\\'; drop table t; --'";
+    assert.deepEqual(splitStatements(sql, { standardConformingStrings: false }), [sql]);
+    assert.deepEqual(splitStatements(sql), ["select '\\'", 'drop table t']);
+  });
+
+  it('withoutComments removes comments (nested ones too) and keeps words apart', () => {
+    assert.equal(withoutComments('/* x */ drop/* y /* z */ */table t -- done'), 'drop table t');
+    assert.equal(withoutComments("select '-- kept', $$/* kept */$$, \"/*kept*/\""), "select '-- kept', $$/* kept */$$, \"/*kept*/\"");
+    assert.equal(withoutComments("select E'\\' -- kept' -- gone"), "select E'\\' -- kept'");
   });
 });

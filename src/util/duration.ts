@@ -1,3 +1,5 @@
+/** Durations as people write them in flags and config files. */
+
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** Parses "30s", "10m", "1h30m", "250ms" or a bare number of seconds into milliseconds. */
@@ -13,4 +15,12 @@ export function parseDuration(text: string): number {
   }
   if (matched === 0 || matched !== t.length) throw new Error(`invalid duration "${text}" (use e.g. 30s, 10m, 1h)`);
   return Math.round(total);
+}
+
+/** The shortest exact form of `ms` in the units parseDuration reads: `2h`, `90s`, `250ms`. */
+export function formatDuration(ms: number): string {
+  if (ms !== 0 && ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms !== 0 && ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
 }

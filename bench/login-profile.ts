@@ -1,0 +1,293 @@
+/**
+ * pgward's own CPU per new connection (issue 18, "a cheap login"): a real PostgreSQL with TLS
+ * and SCRAM, real `pgward start` processes (JWT login, TLS on both hops or plain TCP on both), and
+ * `pgbench -n -S -C` through them with a token as PGPASSWORD; each connection is one transaction.
+ * The CPU a pgward process spent (/proc/<pid>/stat utime + stime) is divided by the connections
+ * pgbench made. Several builds (repository roots with a built dist/) can be compared in one run:
+ * they are measured in turn, repeat after repeat, so a noisy machine hits them alike.
+ *
+ *   node dist/bench/login-profile.js
+ *   LOGIN_BUILDS=/tmp/pgward-base,. LOGIN_REPEATS=5 node dist/bench/login-profile.js
+ *
+ * Env: LOGIN_SECONDS (10, per measurement), LOGIN_REPEATS (3), LOGIN_CLIENTS (4, pgbench -c; -j 2),
+ * LOGIN_WARMUP (1500 connections through each pgward before measuring),
+ * LOGIN_VARIANTS (tls,plain; also tls-rsa: pgward's client certificate is RSA-2048 instead of
+ * ECDSA P-256, client-tls and backend-tls: TLS on one hop only), LOGIN_BUILDS (comma-separated repository roots, default this one), LOGIN_PGWARD_ARGS (more `pgward start` flags), LOGIN_NODE_ARGS (Node options for pgward,
+ * e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": the profile is written when pgward exits at the end),
+ * LOGIN_PERF_DIR (`perf record -g` of pgward during each measurement, into this directory; with
+ * LOGIN_NODE_ARGS=--perf-basic-prof perf names the JavaScript functions too), LOGIN_OUTPUT_DIR
+ * (pgward's stdout, its log and what Node options such as --trace-deopt print, into files there).
+ * `node dist/bench/login-profile.js summarize FILE.cpuprofile` prints where a profile's time went.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
+import { TestCA } from '../test/helpers/certs.js';
+import { PgCluster } from '../test/helpers/pg-cluster.js';
+import { summarizeProfile } from './cpuprofile-summary.js';
+
+const execFileAsync = promisify(execFile);
+const thisRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+interface Variant {
+  name: string;
+  /** TLS between the client and pgward, with this kind of certificate. */
+  clientTls?: 'ec' | 'rsa';
+  backendTls: boolean;
+}
+
+const VARIANTS: readonly Variant[] = [
+  { name: 'tls', clientTls: 'ec', backendTls: true },
+  { name: 'tls-rsa', clientTls: 'rsa', backendTls: true },
+  { name: 'plain', backendTls: false },
+  // One hop with TLS each: their differences from `plain` split the cost of `tls` by hop.
+  { name: 'client-tls', clientTls: 'ec', backendTls: false },
+  { name: 'backend-tls', backendTls: true },
+];
+
+interface Settings {
+  seconds: number;
+  repeats: number;
+  clients: number;
+  /** Connections through each pgward before measuring. */
+  warmup: number;
+  variants: Variant[];
+  builds: string[];
+  pgwardArgs: string[];
+  nodeArgs: string[];
+  /** pgward's stdout (its log, and whatever LOGIN_NODE_ARGS make Node print) goes to a file here. */
+  outputDir?: string;
+  /** `perf record` each measurement into this directory. */
+  perfDir?: string;
+}
+
+interface Measurement {
+  build: string;
+  variant: string;
+  connections: number;
+  failed: number;
+  perSecond: number;
+  /** pgward's CPU (user + system) per connection, milliseconds. */
+  cpuMs: number;
+}
+
+interface Fixture {
+  cluster: PgCluster;
+  dir: string;
+  keyPath: string;
+  backends: { tls: string; plain: string };
+  certs: { ec: { cert: string; key: string }; rsa: { cert: string; key: string } };
+  token: string;
+}
+
+async function main(): Promise<void> {
+  if (process.argv[2] === 'summarize') {
+    for (const file of process.argv.slice(3)) console.log(summarizeProfile(JSON.parse(await readFile(file, 'utf8'))));
+    return;
+  }
+  const settings = readSettings();
+  const fixture = await setUp();
+  const pgwards: { build: string; variant: Variant; proc: Pgward }[] = [];
+  try {
+    for (const build of settings.builds) {
+      for (const variant of settings.variants) pgwards.push({ build, variant, proc: await startPgward(build, variant, fixture, settings) });
+    }
+    console.log(`pgbench -n -S -C -c ${settings.clients} -j 2 -T ${settings.seconds}; ${settings.repeats} repeats; builds: ${settings.builds.join(', ')}`);
+    // V8 compiles the login path as it gets hot, connection after connection: measured before it
+    // has, at a few dozen connections a second, a tenth of the CPU is the compiler's.
+    console.log(`warming up: ${settings.warmup} connections through each pgward`);
+    for (const p of pgwards) await runPgbench(p.proc.port, p.variant, fixture, settings.clients, { connections: settings.warmup });
+    const results: Measurement[] = [];
+    for (let r = 1; r <= settings.repeats; r++) {
+      for (const { build, variant, proc } of pgwards) {
+        const m = await measure(proc, build, variant, fixture, settings);
+        results.push(m);
+        console.log(`#${r} ${pad(variant.name, 11)} ${pad(shortBuild(build), 22)} ${m.perSecond.toFixed(0).padStart(5)} conn/s  ` +
+          `${m.cpuMs.toFixed(3)} ms CPU/conn  (${m.connections} connections, ${m.failed} failed)`);
+      }
+    }
+    console.log('\nmedian [min – max] of pgward CPU per connection:');
+    for (const { build, variant } of pgwards) {
+      const mine = results.filter((m) => m.build === build && m.variant === variant.name);
+      const cpu = mine.map((m) => m.cpuMs).sort((a, b) => a - b);
+      const rate = mine.map((m) => m.perSecond).sort((a, b) => a - b);
+      console.log(`${pad(variant.name, 11)} ${pad(shortBuild(build), 22)} ${median(cpu).toFixed(3)} ms [${cpu[0]!.toFixed(3)} – ${cpu.at(-1)!.toFixed(3)}]` +
+        `   ${median(rate).toFixed(0)} conn/s [${rate[0]!.toFixed(0)} – ${rate.at(-1)!.toFixed(0)}]`);
+    }
+  } finally {
+    for (const p of pgwards) await p.proc.stop();
+    await fixture.cluster.stop();
+    await rm(fixture.dir, { recursive: true, force: true });
+  }
+}
+
+function readSettings(): Settings {
+  const int = (name: string, fallback: number) => {
+    const n = Number(process.env[name] ?? fallback);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}: expected a positive integer`);
+    return n;
+  };
+  const list = (name: string, fallback: string) => (process.env[name] ?? fallback).split(/[ ,]/).map((s) => s.trim()).filter(Boolean);
+  const variants = list('LOGIN_VARIANTS', 'tls,plain').map((name) => {
+    const v = VARIANTS.find((x) => x.name === name);
+    if (!v) throw new Error(`LOGIN_VARIANTS: unknown variant ${name} (known: ${VARIANTS.map((x) => x.name).join(', ')})`);
+    return v;
+  });
+  return {
+    seconds: int('LOGIN_SECONDS', 10),
+    repeats: int('LOGIN_REPEATS', 3),
+    clients: int('LOGIN_CLIENTS', 4),
+    warmup: int('LOGIN_WARMUP', 1500),
+    variants,
+    builds: list('LOGIN_BUILDS', thisRoot).map((b) => resolve(b)),
+    pgwardArgs: (process.env.LOGIN_PGWARD_ARGS ?? '').split(' ').filter(Boolean),
+    nodeArgs: (process.env.LOGIN_NODE_ARGS ?? '').split(' ').filter(Boolean),
+    perfDir: process.env.LOGIN_PERF_DIR,
+    outputDir: process.env.LOGIN_OUTPUT_DIR,
+  };
+}
+
+/** PostgreSQL with TLS and SCRAM (the default 4096 iterations), pgbench tables, keys, a token. */
+async function setUp(): Promise<Fixture> {
+  const dir = await mkdtemp(join(tmpdir(), 'pgward-login-'));
+  const ca = await TestCA.create(join(dir));
+  const pgCert = await ca.issue('postgres');
+  const cluster = await PgCluster.start({
+    ssl: pgCert,
+    hba: ['hostssl all app 127.0.0.1/32 scram-sha-256', 'hostnossl all app 127.0.0.1/32 scram-sha-256', 'host all all 127.0.0.1/32 trust'],
+    users: [{ name: 'app', password: 'app-password' }],
+    maxConnections: 60,
+  });
+  await execFileAsync('pgbench', ['-i', '-q', '-s', '1', '-h', cluster.socketDir, '-p', String(cluster.port), '-U', 'postgres', 'postgres']);
+  await cluster.sql('GRANT SELECT ON ALL TABLES IN SCHEMA public TO app');
+  const signer = await generateKeyPair('ES256', { extractable: true });
+  const keyPath = join(dir, 'signing.pem');
+  await writeFile(keyPath, await exportSPKI(signer.publicKey));
+  const token = await new SignJWT({ sub: 'app' }).setProtectedHeader({ alg: 'ES256' }).setIssuedAt().setExpirationTime('2h').sign(signer.privateKey);
+  const backend = (sslmode: string) => join(dir, `backends-${sslmode}.json`);
+  for (const sslmode of ['require', 'disable']) {
+    await writeFile(backend(sslmode), JSON.stringify({ app: `postgres://app:app-password@127.0.0.1:${cluster.port}/postgres?sslmode=${sslmode}` }));
+  }
+  const ec = { cert: join(dir, 'ec.crt'), key: join(dir, 'ec.key') };
+  const rsa = { cert: join(dir, 'rsa.crt'), key: join(dir, 'rsa.key') };
+  await selfSigned(ec, ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1']);
+  await selfSigned(rsa, ['-newkey', 'rsa:2048']);
+  return { cluster, dir, keyPath, backends: { tls: backend('require'), plain: backend('disable') }, certs: { ec, rsa }, token };
+}
+
+function selfSigned(paths: { cert: string; key: string }, keyArgs: string[]): Promise<unknown> {
+  return execFileAsync('openssl', ['req', '-x509', ...keyArgs, '-nodes', '-keyout', paths.key, '-out', paths.cert,
+    '-days', '7', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1']);
+}
+
+interface Pgward {
+  port: number;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function startPgward(build: string, variant: Variant, fixture: Fixture, settings: Settings): Promise<Pgward> {
+  const tls = variant.clientTls ? ['--bindCert', fixture.certs[variant.clientTls].cert, '--bindKey', fixture.certs[variant.clientTls].key] : ['--insecure'];
+  const args = [
+    ...settings.nodeArgs, join(build, 'bin', 'pgward.js'), 'start', '--bindAddr', '127.0.0.1:0', '--logFormat', 'json',
+    '--signingKeys', fixture.keyPath, '--algorithms', 'ES256',
+    '--backends', variant.backendTls ? fixture.backends.tls : fixture.backends.plain,
+    ...tls, ...settings.pgwardArgs,
+  ];
+  const child = spawn(process.execPath, args, { cwd: build, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  if (settings.outputDir) child.stdout!.pipe(createWriteStream(join(settings.outputDir, `pgward-${variant.name}-${child.pid}.log`)));
+  const port = await listeningPort(child);
+  return {
+    port,
+    pid: child.pid!,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Reads pgward's JSON log until "pgward listening", then keeps draining it (a full pipe would stall pgward). */
+function listeningPort(child: ChildProcess): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    let buf = '';
+    let found = false;
+    child.stdout!.on('data', (d: Buffer) => {
+      if (found) return;
+      buf += d.toString('utf8');
+      const m = /"msg":"pgward listening"[^\n]*"address":"[^"]*:(\d+)"/.exec(buf);
+      if (m) {
+        found = true;
+        resolvePort(Number(m[1]));
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`pgward exited (${code}) before listening: ${buf.slice(-2000)}`)));
+  });
+}
+
+async function measure(proc: Pgward, build: string, variant: Variant, fixture: Fixture, settings: Settings): Promise<Measurement> {
+  const perf = settings.perfDir ? startPerf(proc.pid, join(settings.perfDir, `${variant.name}-${proc.pid}.data`)) : undefined;
+  const before = await cpuSeconds(proc.pid);
+  const started = process.hrtime.bigint();
+  const out = await runPgbench(proc.port, variant, fixture, settings.clients, { seconds: settings.seconds });
+  await perf?.stop();
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = (await cpuSeconds(proc.pid)) - before;
+  const connections = Number(/^number of transactions actually processed: (\d+)/m.exec(out)?.[1] ?? NaN);
+  const failed = Number(/^number of failed transactions: (\d+)/m.exec(out)?.[1] ?? 0);
+  if (!(connections > 0)) throw new Error(`pgbench made no connections through ${variant.name}:\n${out}`);
+  return { build, variant: variant.name, connections, failed, perSecond: connections / elapsed, cpuMs: (cpu * 1000) / connections };
+}
+
+/** pgbench -C: each transaction on a new connection, for a time or a number of connections. */
+async function runPgbench(port: number, variant: Variant, fixture: Fixture, clients: number, run: { seconds: number } | { connections: number }): Promise<string> {
+  const env = { ...process.env, PGPASSWORD: fixture.token, PGSSLMODE: variant.clientTls ? 'require' : 'disable', PGCONNECT_TIMEOUT: '10' };
+  const amount = 'seconds' in run ? ['-T', String(run.seconds)] : ['-t', String(Math.ceil(run.connections / clients))];
+  const args = ['-n', '-S', '-C', '-c', String(clients), '-j', '2', ...amount, '-h', '127.0.0.1', '-p', String(port), '-U', 'app', 'postgres'];
+  const { stdout } = await execFileAsync('pgbench', args, { env, maxBuffer: 16 << 20, timeout: 600_000 });
+  return stdout;
+}
+
+/** Samples the process's CPU (user and kernel, with call graphs) until stopped; pair with LOGIN_NODE_ARGS=--perf-basic-prof. */
+function startPerf(pid: number, output: string): { stop(): Promise<void> } {
+  const child = spawn('perf', ['record', '-F', '997', '--call-graph', process.env.LOGIN_PERF_CALL_GRAPH ?? 'dwarf,16384', '-p', String(pid), '-o', output], { stdio: 'ignore' });
+  const exited = new Promise((r) => child.once('exit', r));
+  return {
+    stop: async () => {
+      child.kill('SIGINT');
+      await exited;
+    },
+  };
+}
+
+/** utime + stime of a process, in seconds. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of proc(5), counted from the state (field 3) at index 0.
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+const clockTicks = Number((await execFileAsync('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
+
+function median(sorted: readonly number[]): number {
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function pad(s: string, n: number): string {
+  return s.length >= n ? s : s + ' '.repeat(n - s.length);
+}
+
+function shortBuild(build: string): string {
+  return resolve(build) === resolve(thisRoot) ? 'this build' : build;
+}
+
+await main();

@@ -1,0 +1,180 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { createLogger } from '../../src/telemetry/log.js';
+
+const LOG_MODULE = fileURLToPath(new URL('../../src/telemetry/log.js', import.meta.url));
+
+interface RunOptions {
+  destination?: string;
+  /** Reading of the child's stdout stops for this long once it starts (a slow log collector). */
+  stallMs?: number;
+  /** The child's stdout is closed at once (a collector that went away). */
+  closeStdout?: boolean;
+}
+
+/** Runs a Node process that logs with pgward's logger (`body` uses `log`), with its stdout piped here. */
+function run(body: string, opts: RunOptions = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const script = `
+    const { createLogger } = await import(${JSON.stringify(LOG_MODULE)});
+    const log = createLogger({ format: 'json', level: 'debug', destination: ${JSON.stringify(opts.destination)} });
+    ${body}`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  if (opts.closeStdout) child.stdout.destroy();
+  else child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+  if (opts.stallMs) {
+    child.stdout.pause();
+    setTimeout(() => child.stdout.resume(), opts.stallMs);
+  }
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+/** The `n` field of every JSON line, in the order written. */
+function numbers(text: string): number[] {
+  return text.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { n: number }).n);
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+// Lines logged in one turn, over several turns (awaits), and well over a pipe's 64 KiB in one go.
+const LOG_20000 = `
+  for (let i = 0; i < 5000; i++) log.info('line', { n: i });
+  await new Promise((r) => setImmediate(r));
+  for (let i = 5000; i < 10000; i++) { log.info('line', { n: i }); if (i % 1000 === 0) await Promise.resolve(); }
+  await new Promise((r) => setTimeout(r, 5));
+  for (let i = 10000; i < 20000; i++) log.info('line', { n: i });`;
+
+describe('log lines are all written, in order, however the process ends', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'pgward-log-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a process that calls process.exit right after logging has written every line, in order', async () => {
+    const r = await run(`${LOG_20000}\nprocess.exit(3);`);
+    assert.equal(r.code, 3, r.stderr);
+    assert.deepEqual(numbers(r.stdout), range(20000));
+  });
+
+  it('…and one that ends by itself, or by an uncaught exception', async () => {
+    const natural = await run(LOG_20000);
+    assert.equal(natural.code, 0, natural.stderr);
+    assert.deepEqual(numbers(natural.stdout), range(20000));
+    const crash = await run(`${LOG_20000}\nsetTimeout(() => { log.error('last words', { n: 20000 }); throw new Error('boom'); }, 1);`);
+    assert.equal(crash.code, 1);
+    assert.match(crash.stderr, /boom/);
+    assert.deepEqual(numbers(crash.stdout), range(20001));
+  });
+
+  it('the same for --logDestination (appended synchronously), and a reopen sends later lines to a new file', async () => {
+    const file = join(dir, 'pgward.log');
+    const r = await run(
+      `for (let i = 0; i < 3000; i++) log.info('line', { n: i });
+       const { renameSync } = await import('node:fs');
+       renameSync(${JSON.stringify(file)}, ${JSON.stringify(`${file}.1`)});
+       log.reopen();
+       for (let i = 3000; i < 6000; i++) log.info('line', { n: i });
+       process.exit(0);`,
+      { destination: file },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.deepEqual(numbers(await readFile(`${file}.1`, 'utf8')), range(3000));
+    assert.deepEqual(numbers(await readFile(file, 'utf8')), range(3000).map((i) => i + 3000));
+    await rename(file, join(dir, 'done.log'));
+  });
+
+  it('a log reader that stalls neither stops the event loop nor loses or reorders lines', async () => {
+    const r = await run(
+      `let ticks = 0;
+       const timer = setInterval(() => ticks++, 10);
+       for (let i = 0; i < 20000; i++) log.info('line', { n: i });
+       await new Promise((done) => setTimeout(done, 400));
+       process.stderr.write('ticks while the pipe was full: ' + ticks + '\\n');
+       clearInterval(timer);
+       for (let i = 20000; i < 21000; i++) log.info('line', { n: i });`,
+      { stallMs: 600 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const ticks = Number(/ticks while the pipe was full: (\d+)/.exec(r.stderr)?.[1]);
+    assert.ok(ticks >= 10, `timers ran while nobody read the log (${ticks} ticks)`);
+    assert.deepEqual(numbers(r.stdout), range(21000));
+  });
+
+  it('past 8 MiB waiting for a stalled reader, lines are dropped, counted and reported', async () => {
+    const r = await run(
+      `const pad = 'x'.repeat(200);
+       for (let i = 0; i < 60000; i++) log.info('line', { n: i, pad });
+       await new Promise((done) => setTimeout(done, 1500));
+       log.info('line', { n: 60000 });`,
+      { stallMs: 1000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { n?: number; msg: string; lines?: number });
+    const report = lines.find((l) => l.msg === 'log lines dropped: the log output was not read fast enough');
+    assert.ok(report && report.lines! > 0, 'the drop is reported');
+    const kept = lines.filter((l) => l.n !== undefined).map((l) => l.n!);
+    assert.equal(kept.length + report.lines!, 60001, 'every line is either written or counted');
+    assert.deepEqual(kept, [...kept].sort((a, b) => a - b), 'in order');
+    assert.equal(kept.at(-1), 60000, 'lines after the drain are written again');
+  });
+
+  it('a reader that goes away leaves the process running, said once on stderr', async () => {
+    const r = await run(
+      `for (let i = 0; i < 20000; i++) log.info('line', { n: i });
+       await new Promise((done) => setTimeout(done, 200));
+       for (let i = 0; i < 100; i++) log.info('line', { n: i });
+       process.stderr.write('still running\\n');`,
+      { closeStdout: true },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /still running/);
+    assert.equal(r.stderr.match(/cannot write the log to stdout \(EPIPE/g)?.length, 1, r.stderr);
+  });
+
+  it('a log file that cannot be written (ENOSPC) is said once on stderr, and its lines go to stdout', async () => {
+    const r = await run(`for (let i = 0; i < 3; i++) log.info('line', { n: i });`, { destination: '/dev/full' });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr.match(/cannot write the log file \/dev\/full \(.*ENOSPC.*\); logging to stdout/g)?.length, 1, r.stderr);
+    assert.deepEqual(numbers(r.stdout), [0, 1, 2]);
+  });
+
+  it('text, json and fluent lines: base fields first, a line field overrides a base one, undefined left out', () => {
+    const lines: string[] = [];
+    const sink = { write: (l: string) => void lines.push(l) };
+    for (const format of ['text', 'json', 'fluent'] as const) {
+      const log = createLogger({ format }, { client: '10.0.0.1:5', session: 's1' }, sink).child({ session: 's2', user: 'alice' });
+      log.warn('session started', { note: 'two words', quote: 'a"b', user: 'bob', n: 3, ok: true, gone: undefined, obj: { a: 1 } });
+    }
+    assert.match(
+      lines[0]!,
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARN  session started client=10\.0\.0\.1:5 session=s2 user=bob note="two words" quote="a\\"b" n=3 ok=true obj=\{"a":1\}\n$/,
+    );
+    const json = JSON.parse(lines[1]!) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(json), ['time', 'level', 'msg', 'client', 'session', 'user', 'note', 'quote', 'n', 'ok', 'obj']);
+    assert.deepEqual([json.level, json.msg, json.session, json.user], ['warn', 'session started', 's2', 'bob']);
+    const [tag, at, body] = JSON.parse(lines[2]!) as [string, number, Record<string, unknown>];
+    assert.equal(tag, 'pgward');
+    assert.ok(Math.abs(at - Date.now() / 1000) < 5);
+    assert.deepEqual([body.level, body.msg, body.user, body.client], ['warn', 'session started', 'bob', '10.0.0.1:5']);
+  });
+
+  it('redacts secret field names given to a child logger or a line', () => {
+    const lines: string[] = [];
+    const log = createLogger({ format: 'json' }, { password: 'base-secret' }, { write: (l) => void lines.push(l) });
+    log.child({ token: 'child-secret', user: 'alice' }).info('x', { credential: 'line-secret', n: 1 });
+    const e = JSON.parse(lines[0]!) as Record<string, unknown>;
+    assert.deepEqual([e.password, e.token, e.credential, e.user, e.n], ['[redacted]', '[redacted]', '[redacted]', 'alice', 1]);
+    assert.ok(!lines[0]!.includes('secret'));
+  });
+});
