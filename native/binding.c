@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "carrier.h"
+#include "tls.h"
 
 #define ARGS(n)                                                         \
   size_t argc = (n);                                                    \
@@ -387,5 +388,7 @@ NAPI_MODULE_INIT() {
   napi_value entries;
   napi_create_uint32(env, TAPE_ENTRIES, &entries);
   napi_set_named_property(env, exports, "tapeEntries", entries);
+  /* The native TLS layer lives in the same addon (tls*.c). */
+  pgward_tls_register(env, exports);
   return exports;
 }

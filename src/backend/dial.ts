@@ -4,6 +4,8 @@ import tls from 'node:tls';
 import { connectWithOwnReadBuffer } from '../pipeline/own-read.js';
 import { guardSocket } from '../pipeline/socket-guard.js';
 import { encodeSSLRequest, PgError, SqlState } from '../protocol/index.js';
+import type { NativeTlsSocket } from '../transport/native-tls-socket.js';
+import { forgetNativeBackendTlsContexts, nativeBackendTls, startNativeBackendTls } from './native-tls-dial.js';
 import {
   describeTarget,
   sslmodeRequiresTls,
@@ -13,7 +15,7 @@ import {
 } from './url.js';
 
 export interface DialedBackend {
-  socket: net.Socket | tls.TLSSocket;
+  socket: net.Socket | tls.TLSSocket | NativeTlsSocket;
   tls: boolean;
 }
 
@@ -95,13 +97,14 @@ function readSslAnswer(socket: net.Socket, target: BackendTarget): Promise<'S' |
 /**
  * TLS settings per (CA, certificate, key, key password): built once, not per connection (Node
  * would otherwise read the files and build a context at every dial, ~0.2–0.5 ms). Emptied by
- * `forgetBackendTlsContexts` at every reload, so rotated files are read again.
+ * `forgetBackendTlsContexts` at every reload (the native TLS layer's too), so rotated files are read again.
  */
 const contexts = new Map<string, tls.SecureContext>();
 const MAX_CONTEXTS = 256;
 
 export function forgetBackendTlsContexts(): void {
   contexts.clear();
+  forgetNativeBackendTlsContexts();
 }
 
 function secureContextFor(target: BackendTarget): tls.SecureContext {
@@ -148,6 +151,10 @@ export async function dialBackend(target: BackendTarget, signal?: AbortSignal): 
     if (answer === 'N') {
       if (sslmodeRequiresTls(target.sslmode)) throw unreachable(target, 'the server does not accept TLS');
       return { socket, tls: false };
+    }
+    if (nativeBackendTls()) {
+      const native = await startNativeBackendTls(socket, target, (why, cause) => unreachable(target, why, cause), signal);
+      if (native) return { socket: native, tls: true };
     }
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
       let opts: tls.ConnectionOptions;

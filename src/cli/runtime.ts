@@ -16,6 +16,7 @@ import { builtinMiddleware } from '../middleware/registry.js';
 import type { Middleware } from '../pipeline/middleware.js';
 import type { LoadedPlugins } from '../plugins/loader.js';
 import { PgError, SqlState } from '../protocol/index.js';
+import { NativeTlsContext, nativeTlsAvailability } from '../transport/native-tls.js';
 import type { Logger } from '../telemetry/log.js';
 import { formatHostPort } from '../util/host-port.js';
 
@@ -29,6 +30,8 @@ export interface Runtime {
   oauth?: AuthProvider;
   middleware: Middleware[];
   secureContext?: tls.SecureContext;
+  /** The same certificate for the native TLS layer, with `--nativeTls` when the addon is built. */
+  nativeTlsContext?: NativeTlsContext;
   /** The backends file's routes, when the provider routes by token (for pooling: warm targets, reload). */
   routes?: BackendRoutes;
   /** Human-readable sources (keys, backends) for the banner and `pgward check`; no secrets. */
@@ -150,9 +153,12 @@ export async function buildRuntime(config: ProxyConfig, services: RuntimeService
 
 async function buildProviderRuntime(config: ProxyConfig, services: RuntimeServices): Promise<Runtime> {
   const secureContext = config.tls ? tls.createSecureContext({ cert: config.tls.cert, key: config.tls.key }) : undefined;
+  const nativeTlsContext = config.tls && config.nativeTls && nativeTlsAvailability().available
+    ? NativeTlsContext.server(config.tls.cert, config.tls.key)
+    : undefined;
   const middleware = buildPipeline(config.pipeline, services);
   const a = config.auth;
-  const base = { middleware, secureContext };
+  const base = { middleware, secureContext, nativeTlsContext };
   if ('plugin' in a) {
     const registered = services.plugins.authProviders.get(a.provider);
     if (!registered) {

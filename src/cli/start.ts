@@ -7,6 +7,8 @@ import { ConfigError } from '../config/load.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Middleware } from '../pipeline/index.js';
 import { nativeRelayAvailability } from '../pipeline/native-relay.js';
+import { nativeTlsAvailability } from '../transport/native-tls.js';
+import { useNativeBackendTls } from '../backend/native-tls-dial.js';
 import { defaultBaseDir, loadPlugins, type LoadedPlugins } from '../plugins/loader.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import { ProxyServer } from '../server/listener.js';
@@ -111,6 +113,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     Boolean(config.metricsListen) || opts.tracing === true || consoleEnabled(c.admin) ? telemetry : undefined;
   let runtime: Runtime = await asConfigProblem(buildRuntime(config, services));
   undo.push(() => runtime.dispose());
+  useNativeBackendTls(config.nativeTls);
   const { cancels, peers } = cancelForwarding(config, log, metrics);
   if (peers) undo.push(() => peers.close());
   const peerAddress = peers && config.peers ? await peers.listen(config.peers.listen.host, config.peers.listen.port) : undefined;
@@ -121,6 +124,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
     pendingLogins: { max: config.maxPendingLogins, perAddress: config.maxPendingLoginsPerAddress },
     maxMessageSize: config.maxMessageSize,
     secureContext: runtime.secureContext,
+    nativeTlsContext: runtime.nativeTlsContext,
     requireTls: Boolean(runtime.secureContext) && !config.insecure,
     auth: runtime.auth,
     oauth: runtime.oauth,
@@ -197,6 +201,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
         clientAuth: next.clientAuth,
         middleware: [...built.middleware, ...extra],
         secureContext: built.secureContext,
+        nativeTlsContext: built.nativeTlsContext,
         requireTls: Boolean(built.secureContext) && !next.insecure,
         expiry: admin.expiryPolicy(next.expiry),
         observeStatements: observer(next),
@@ -208,6 +213,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
         throttle: next.throttleAfter > 0 ? new AuthThrottle({ after: next.throttleAfter }) : undefined,
         userLimit: { max: next.maxConnectionsPerUser, counts: server.userCounts },
       });
+      useNativeBackendTls(next.nativeTls);
       const old = runtime;
       runtime = built;
       old.dispose();
@@ -283,6 +289,7 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
     await tracing?.shutdown().catch((err: Error) => log.warn('could not flush traces', { reason: err.message }));
   };
   const native = nativeRelayAvailability();
+  const nativeTls = nativeTlsAvailability();
   log.info('pgward listening', {
     address: formatHostPort(proxy.address.host, proxy.address.port),
     tls: Boolean(config.tls),
@@ -293,6 +300,7 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
     metrics: proxy.metricsAddress ? `http://${formatHostPort(proxy.metricsAddress.host, proxy.metricsAddress.port)}/metrics` : undefined,
     tracing: tracing ? 'on' : 'off',
     native_relay: !config.nativeRelay ? 'off' : native.available ? 'on' : 'unavailable',
+    native_tls: !config.nativeTls ? 'off' : nativeTls.available ? 'on' : 'unavailable',
     proxy_protocol: config.proxyProtocol || undefined,
     peers: proxy.peerAddress && config.peers
       ? `instance ${config.peers.id} on ${formatHostPort(proxy.peerAddress.host, proxy.peerAddress.port)}; peers ${[...config.peers.instances.keys()].filter((i) => i !== config.peers!.id).join(', ')}; secret from ${config.peers.secretSource}`
@@ -300,6 +308,7 @@ export async function runStart(config: ProxyConfig, rebuild: () => ProxyConfig, 
   });
   for (const line of proxy.describe()) log.info('source', { detail: line });
   if (config.nativeRelay && !native.available) log.warn('native relay not available: every session relays in JavaScript', { reason: native.reason });
+  if (config.nativeTls && !nativeTls.available) log.warn('native TLS not available: TLS runs on Node\'s TLS sockets', { reason: nativeTls.reason });
   if (!config.tls) log.warn('running without TLS (--insecure): credentials cross the network in the clear');
   let reloading = false;
   const reload = async (why: string) => {

@@ -16,6 +16,7 @@ export const START_FLAGS: readonly FlagSpec[] = [
   { name: 'bindCert', type: 'string', arg: 'FILE', help: 'PEM certificate chain presented to clients' },
   { name: 'bindKey', type: 'string', arg: 'FILE', help: 'PEM private key for --bindCert' },
   { name: 'nativeRelay', type: 'boolean', default: true, help: 'carry sessions whose pipeline looks at no message in the native relay, when it is built (--no-nativeRelay: always JavaScript)' },
+  { name: 'nativeTls', type: 'boolean', default: false, help: "run TLS (to clients and to backends) in the native addon with Node's own OpenSSL instead of Node's TLS sockets, when it is built; off by default until the native carrier carries TLS sessions (such sessions still relay in JavaScript)" },
   { name: 'insecure', type: 'boolean', default: false, help: 'allow running without TLS (passwords and tokens cross the network in the clear)' },
   { name: 'auth', type: 'string', default: 'jwt', arg: 'PROVIDER', help: 'auth provider: jwt, command, passthrough, or one a plugin registers' },
   { name: 'backends', type: 'string', arg: 'FILE', help: 'jwt: JSON/YAML file mapping claim values to backend URLs' },

@@ -63,6 +63,8 @@ export interface ProxyConfig {
   readonly insecure: boolean;
   /** Carry quiet sessions in the native relay when it is built. */
   readonly nativeRelay: boolean;
+  /** Run TLS on the native TLS layer (native/tls*.c) when it is built, instead of Node's TLS sockets. */
+  readonly nativeTls: boolean;
   readonly auth: AuthConfig;
   /** Middleware after auth, in order (frontend messages pass them first to last). */
   readonly pipeline: readonly PipelineEntry[];
@@ -201,6 +203,7 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     tls,
     insecure: bool('insecure'),
     nativeRelay: bool('nativeRelay'),
+    nativeTls: bool('nativeTls'),
     auth,
     pipeline,
     pipelineNames: pipeline.map((e) => e.name),

@@ -13,6 +13,8 @@ import {
 } from '../protocol/index.js';
 import { ConnectionClosed, FrameReader } from '../pipeline/socket-io.js';
 import { guardSocket } from '../pipeline/socket-guard.js';
+import type { NativeTlsContext } from '../transport/native-tls.js';
+import { canTakeOver, NativeTlsSocket, stopReading } from '../transport/native-tls-socket.js';
 
 export type StartupMessage = Extract<StartupPacket, { kind: 'StartupMessage' }>;
 export type CancelRequest = Extract<StartupPacket, { kind: 'CancelRequest' }>;
@@ -24,6 +26,8 @@ export type Negotiated =
 export interface NegotiateOptions {
   /** TLS offered to clients, if configured. */
   secureContext?: tls.SecureContext;
+  /** The same certificate for the native TLS layer (`--nativeTls`, when the addon is built): used instead of Node's. */
+  nativeTlsContext?: NativeTlsContext;
 }
 
 const ALPN = ['postgresql'];
@@ -38,7 +42,9 @@ export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promis
   const first = await firstChunk(raw);
   if (first[0] === TLS_HANDSHAKE_BYTE) {
     if (!opts.secureContext) throw protocolViolation('direct TLS is not configured on this server');
-    socket = await startTls(replayed(raw, first), opts.secureContext, true);
+    socket = opts.nativeTlsContext && canTakeOver(raw)
+      ? await startNativeTls(raw, opts.nativeTlsContext, Buffer.concat([first, stopReading(raw)]))
+      : await startTls(replayed(raw, first), opts.secureContext, true);
     secure = true;
   } else {
     raw.unshift(first);
@@ -71,8 +77,15 @@ export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promis
           continue;
         }
         reader.release();
-        socket.write('S');
-        socket = await startTls(socket, opts.secureContext, false);
+        if (opts.nativeTlsContext && canTakeOver(raw)) {
+          // Node reads no further from here: whatever it read already came before the handshake.
+          if (stopReading(raw).length > 0) throw protocolViolation('received unencrypted data after SSL request');
+          raw.write('S');
+          socket = await startNativeTls(raw, opts.nativeTlsContext);
+        } else {
+          socket.write('S');
+          socket = await startTls(socket, opts.secureContext, false);
+        }
         secure = true;
         reader = startupReader(socket);
         continue;
@@ -147,6 +160,22 @@ function replayed(socket: net.Socket, head: Buffer): Duplex {
   socket.on('error', (err) => d.destroy(err));
   socket.on('close', () => d.destroy());
   return d;
+}
+
+/** The server side of the handshake on the native TLS layer; `prefix` (the ClientHello read already) for direct TLS. */
+async function startNativeTls(raw: net.Socket, context: NativeTlsContext, prefix?: Buffer): Promise<NativeTlsSocket> {
+  const t = guardSocket(new NativeTlsSocket(raw, context, { server: true, prefix }));
+  try {
+    await t.handshake();
+  } catch (err) {
+    t.destroy();
+    throw protocolViolation(`TLS handshake failed: ${(err as Error).message}`);
+  }
+  if (prefix && t.alpnProtocol !== 'postgresql') {
+    t.destroy();
+    throw protocolViolation('direct TLS connection without ALPN "postgresql"');
+  }
+  return t;
 }
 
 function startTls(socket: Duplex, secureContext: tls.SecureContext, direct: boolean): Promise<tls.TLSSocket> {

@@ -3,6 +3,7 @@ import { asPgError, be, frontendMessage, Limits, PgError, SqlState, type Backend
 import type { Session } from '../pipeline/session.js';
 import { relay } from '../pipeline/relay.js';
 import { SocketSink, type FrameReader } from '../pipeline/socket-io.js';
+import { tlsLogFields } from '../transport/tls-info.js';
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
 import type { CancelKey } from '../backend/cancel.js';
 import type { Logger } from '../telemetry/log.js';
@@ -189,7 +190,9 @@ export class SessionLifecycle {
       database: session.database,
       identity: session.identity,
       backend: `${auth.target.host}:${auth.target.port}`,
+      ...tlsLogFields('tls', this.init.socket),
       backend_tls: backend.tls,
+      ...tlsLogFields('backend_tls', backend.socket),
       backend_auth: backend.authMethod,
       backend_protocol: `3.${backend.protocolMinor}`,
       backend_pool: handle.source,

@@ -58,8 +58,8 @@ for (const version of PG_VERSIONS) describe(`backend login: auth methods and ssl
   });
 
   /** Connects through a fresh proxy for `backendUrl`; returns who and how the backend session runs. */
-  async function through(backendUrl: string, clientUser = 'anyone') {
-    await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--ignoreUsername', '--backend', backendUrl]);
+  async function through(backendUrl: string, clientUser = 'anyone', flags: string[] = []) {
+    await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--ignoreUsername', '--backend', backendUrl, ...flags]);
     const client = new pg.Client({ connectionString: proxy.url(clientUser) });
     try {
       await client.connect();
@@ -67,14 +67,20 @@ for (const version of PG_VERSIONS) describe(`backend login: auth methods and ssl
         'select current_user as user, coalesce((select ssl from pg_stat_ssl where pid = pg_backend_pid()), false) as ssl',
       );
       const started = logEvents(proxy.logs, 'session started')[0]!;
-      return { user: rows[0].user as string, ssl: rows[0].ssl as boolean, method: started.backend_auth, logs: proxy.logs.join('\n') };
+      return {
+        user: rows[0].user as string,
+        ssl: rows[0].ssl as boolean,
+        method: started.backend_auth,
+        layer: started.backend_tls_layer,
+        logs: proxy.logs.join('\n'),
+      };
     } finally {
       await client.end().catch(() => {});
     }
   }
 
-  async function refused(backendUrl: string): Promise<{ code?: string; message: string; logs: string }> {
-    await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--ignoreUsername', '--backend', backendUrl]);
+  async function refused(backendUrl: string, flags: string[] = []): Promise<{ code?: string; message: string; logs: string }> {
+    await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--ignoreUsername', '--backend', backendUrl, ...flags]);
     const client = new pg.Client({ connectionString: proxy.url('anyone') });
     try {
       await client.connect();
@@ -88,6 +94,8 @@ for (const version of PG_VERSIONS) describe(`backend login: auth methods and ssl
   }
 
   const u = (user: string, password: string | undefined, query: string) => `${cluster.url(user, password)}?${query}`;
+  /** Whether the backend session runs over TLS, and on which layer. */
+  const pick = (r: { ssl: boolean; layer: unknown }) => [r.ssl, r.layer];
 
   each('trust', async () => {
     const r = await through(u('postgres', undefined, 'sslmode=disable'));
@@ -108,13 +116,6 @@ for (const version of PG_VERSIONS) describe(`backend login: auth methods and ssl
     assert.deepEqual([h.user, h.method], ['md5_user', 'md5']);
   });
 
-  each('SCRAM-SHA-256 without TLS, SCRAM-SHA-256-PLUS with TLS', async () => {
-    const plain = await through(u('scram_user', 'scräm pw', 'sslmode=disable'));
-    assert.deepEqual([plain.user, plain.ssl, plain.method], ['scram_user', false, 'SCRAM-SHA-256']);
-    const bound = await through(u('scram_user', 'scräm pw', 'sslmode=require'));
-    assert.deepEqual([bound.user, bound.ssl, bound.method], ['scram_user', true, 'SCRAM-SHA-256-PLUS']);
-  });
-
   it15("relays the backend's refusal of a wrong password with its own SQLSTATE", async () => {
     const r = await refused(u('scram_user', 'wrong', 'sslmode=disable'));
     assert.equal(r.code, '28P01');
@@ -122,40 +123,56 @@ for (const version of PG_VERSIONS) describe(`backend login: auth methods and ssl
     assert.ok(!r.logs.includes('wrong'));
   });
 
-  each('TLS client certificate', async () => {
-    const r = await through(u('certuser', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}&sslcert=${clientCert.cert}&sslkey=${clientCert.key}`));
-    assert.deepEqual([r.user, r.ssl], ['certuser', true]);
-  });
+  // The cases with TLS to the backend run on both TLS layers: Node's (the default) and the native one (--nativeTls).
+  for (const layer of ['node', 'native'] as const) {
+    const flags = layer === 'native' ? ['--nativeTls'] : [];
+    const via = (url: string) => through(url, 'anyone', flags);
+    const refusedVia = (url: string) => refused(url, flags);
 
-  it15('sslmode prefer and require use TLS; disable does not', async () => {
-    assert.equal((await through(u('ssl_only', undefined, 'sslmode=prefer'))).ssl, true);
-    assert.equal((await through(u('ssl_only', undefined, 'sslmode=require'))).ssl, true);
-    const r = await refused(u('ssl_only', undefined, 'sslmode=disable'));
-    assert.equal(r.code, '28000', 'the backend rejected the plaintext login itself');
-  });
+    each(`SCRAM-SHA-256 without TLS, SCRAM-SHA-256-PLUS with TLS (${layer} TLS)`, async () => {
+      const plain = await via(u('scram_user', 'scräm pw', 'sslmode=disable'));
+      assert.deepEqual([plain.user, plain.ssl, plain.method, plain.layer], ['scram_user', false, 'SCRAM-SHA-256', undefined]);
+      const bound = await via(u('scram_user', 'scräm pw', 'sslmode=require'));
+      assert.deepEqual([bound.user, bound.ssl, bound.method, bound.layer], ['scram_user', true, 'SCRAM-SHA-256-PLUS', layer]);
+    });
 
-  it15('sslmode allow and prefer fall back as libpq does when the server refuses the first try', async () => {
-    assert.equal((await through(u('postgres', undefined, 'sslmode=allow'))).ssl, false, 'allow tries without TLS first');
-    assert.equal((await through(u('ssl_only', undefined, 'sslmode=allow'))).ssl, true, 'allow retries with TLS after a refusal');
-    assert.equal((await through(u('plain_only', undefined, 'sslmode=prefer'))).ssl, false, 'prefer retries without TLS after a refusal');
-    const r = await refused(u('plain_only', undefined, 'sslmode=require'));
-    assert.equal(r.code, '28000', 'require never falls back');
-  });
+    each(`TLS client certificate (${layer} TLS)`, async () => {
+      const r = await via(u('certuser', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}&sslcert=${clientCert.cert}&sslkey=${clientCert.key}`));
+      assert.deepEqual([r.user, r.ssl, r.layer], ['certuser', true, layer]);
+    });
 
-  it15('verify-ca accepts the right CA and refuses another (08001)', async () => {
-    assert.equal((await through(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}`))).ssl, true);
-    const r = await refused(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${otherCa.cert}`));
-    assert.equal(r.code, '08001');
-    assert.match(r.message, /TLS handshake failed/);
-  });
+    it15(`sslmode prefer and require use TLS; disable does not (${layer} TLS)`, async () => {
+      assert.deepEqual(pick(await via(u('ssl_only', undefined, 'sslmode=prefer'))), [true, layer]);
+      assert.deepEqual(pick(await via(u('ssl_only', undefined, 'sslmode=require'))), [true, layer]);
+      const r = await refusedVia(u('ssl_only', undefined, 'sslmode=disable'));
+      assert.equal(r.code, '28000', 'the backend rejected the plaintext login itself');
+    });
 
-  each('verify-full checks the host name (08001 on a mismatch)', async () => {
-    const byName = `postgres://ssl_only@localhost:${cluster.port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`;
-    assert.equal((await through(byName)).ssl, true);
-    const r = await refused(u('ssl_only', undefined, `sslmode=verify-full&sslrootcert=${ca.cert}`));
-    assert.equal(r.code, '08001');
-    assert.match(r.message, /127\.0\.0\.1/);
-  });
+    it15(`sslmode allow and prefer fall back as libpq does when the server refuses the first try (${layer} TLS)`, async () => {
+      assert.equal((await via(u('postgres', undefined, 'sslmode=allow'))).ssl, false, 'allow tries without TLS first');
+      assert.deepEqual(pick(await via(u('ssl_only', undefined, 'sslmode=allow'))), [true, layer], 'allow retries with TLS after a refusal');
+      assert.equal((await via(u('plain_only', undefined, 'sslmode=prefer'))).ssl, false, 'prefer retries without TLS after a refusal');
+      const r = await refusedVia(u('plain_only', undefined, 'sslmode=require'));
+      assert.equal(r.code, '28000', 'require never falls back');
+    });
+
+    it15(`verify-ca accepts the right CA and refuses another (08001) (${layer} TLS)`, async () => {
+      assert.deepEqual(pick(await via(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${ca.cert}`))), [true, layer]);
+      const r = await refusedVia(u('ssl_only', undefined, `sslmode=verify-ca&sslrootcert=${otherCa.cert}`));
+      assert.equal(r.code, '08001');
+      assert.match(r.message, /TLS handshake failed/);
+    });
+
+    each(`verify-full checks the host name (08001 on a mismatch) (${layer} TLS)`, async () => {
+      const byName = `postgres://ssl_only@localhost:${cluster.port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`;
+      assert.deepEqual(pick(await via(byName)), [true, layer]);
+      const r = await refusedVia(u('ssl_only', undefined, `sslmode=verify-full&sslrootcert=${ca.cert}`));
+      assert.equal(r.code, '08001');
+      assert.match(r.message, /127\.0\.0\.1/);
+      // The native layer words it as libpq does (the CN counts as a name: there is no iPAddress).
+      if (layer === 'native') assert.match(r.message, /server certificate for "localhost" \(and 1 other name\) does not match host name "127\.0\.0\.1"/);
+    });
+  }
 
   it15('an unreachable backend is 08001 and the proxy keeps serving', async () => {
     const r = await refused(`postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2`);

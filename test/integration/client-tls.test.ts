@@ -36,7 +36,10 @@ function readUntilReady(stream: net.Socket | tls.TLSSocket): Promise<BackendMess
   });
 }
 
-describe('client-side TLS', () => {
+// Every case runs on both TLS layers: Node's TLS sockets (the default) and the native TLS layer
+// (--nativeTls), which must behave the same way to clients.
+for (const layer of ['node', 'native'] as const) describe(`client-side TLS, ${layer} TLS layer`, () => {
+  const layerFlags = layer === 'native' ? ['--nativeTls'] : [];
   let ca: TestCA;
   let cluster: PgCluster;
   let proxy: TestProxy;
@@ -47,7 +50,7 @@ describe('client-side TLS', () => {
     cluster = await PgCluster.start({});
     proxy = await startTestProxy([
       '--bindCert', server.cert, '--bindKey', server.key,
-      '--auth', 'passthrough', '--backend', `${cluster.url('postgres')}?sslmode=disable`,
+      '--auth', 'passthrough', '--backend', `${cluster.url('postgres')}?sslmode=disable`, ...layerFlags,
     ]);
   });
 
@@ -64,6 +67,12 @@ describe('client-side TLS', () => {
     // The native relay reads plain sockets only: a TLS session relays in JavaScript.
     await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the session to end');
     assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'js');
+    // The session log says how the client's TLS runs, and which layer runs it.
+    const started = logEvents(proxy.logs, 'session started')[0]!;
+    assert.equal(started.tls_layer, layer);
+    assert.equal(started.tls_version, 'TLSv1.3');
+    assert.match(String(started.tls_cipher), /^TLS_(AES|CHACHA20)_/);
+    assert.equal(started.backend_tls_version, undefined, 'a plain backend has no TLS fields');
   });
 
   it('refuses a plaintext client with 28000 "TLS required" before asking anything', async () => {
