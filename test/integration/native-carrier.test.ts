@@ -135,7 +135,7 @@ describe('the native carrier', () => {
     const client = new pg.Client({ connectionString: proxy.url('postgres') });
     await client.connect();
     for (let i = 0; i < 5; i++) await client.query('select $1::int as i', [i]);
-    await client.query('select pg_sleep(0.3)');
+    await client.query('select pg_sleep(0.6)');
     await client.query('select 1/0').catch(() => {});
     // Mid-session, from the live native relay.
     let text = await scrape();
@@ -143,8 +143,9 @@ describe('the native carrier', () => {
     assert.equal(metricValue(text, 'pgward_queries_total', { result: 'ok' }), 6);
     assert.equal(metricValue(text, 'pgward_queries_total', { result: 'error' }), 1);
     assert.equal(metricValue(text, 'pgward_query_duration_seconds_count'), 7);
-    assert.equal(metricValue(text, 'pgward_query_duration_seconds_bucket', { le: '0.1' }), 6, 'only pg_sleep took longer than 0.1 s');
-    assert.ok(metricValue(text, 'pgward_query_duration_seconds_sum') >= 0.3);
+    // 0.5 s, not less: a loaded machine (CI) can take a tenth of a second over a trivial statement.
+    assert.equal(metricValue(text, 'pgward_query_duration_seconds_bucket', { le: '0.5' }), 6, 'only pg_sleep took longer than 0.5 s');
+    assert.ok(metricValue(text, 'pgward_query_duration_seconds_sum') >= 0.6);
     await client.query('select 2');
     await client.end();
     await until(() => logEvents(proxy.logs, 'session ended').length === 1, 5000, 'the session to end');
