@@ -18,6 +18,7 @@ export const TARGETS = [
   'pgward-nopool',
   'pgward-tls',
   'pgward-tls-client',
+  'pgward-tls-node',
   'pgward-nopool-tls',
   'pgbouncer',
   'pgbouncer-tls',
@@ -38,6 +39,7 @@ export const TARGET_TLS: Record<TargetName, TlsHops> = {
   'pgward-nopool': 'none',
   'pgward-tls': 'both',
   'pgward-tls-client': 'client',
+  'pgward-tls-node': 'both',
   'pgward-nopool-tls': 'both',
   pgbouncer: 'none',
   'pgbouncer-tls': 'both',
@@ -49,10 +51,10 @@ export const TARGET_TLS: Record<TargetName, TlsHops> = {
  */
 export const FAMILY_TARGETS: Record<Family, readonly TargetName[]> = {
   select: ['direct', 'node-pipe', 'pgward', 'pgward-js', 'pgward-traced', 'pgbouncer'],
-  tls: ['pgbouncer-tls', 'direct-tls', 'pgward-tls', 'pgward-tls-client'],
+  tls: ['pgbouncer-tls', 'direct-tls', 'pgward-tls', 'pgward-tls-node', 'pgward-tls-client'],
   querylog: ['pgward', 'pgward-querylog'],
   churn: ['pgbouncer', 'direct', 'pgward', 'pgward-nopool', 'pgbouncer-tls', 'direct-tls', 'pgward-tls', 'pgward-nopool-tls'],
-  memory: ['pgbouncer', 'pgward', 'pgward-js', 'pgbouncer-tls', 'pgward-tls'],
+  memory: ['pgbouncer', 'pgward', 'pgward-js', 'pgbouncer-tls', 'pgward-tls', 'pgward-tls-node'],
 };
 
 /** `-S` is pgbench's built-in select-only script; no flag means the TPC-B-like default. */

@@ -30,6 +30,9 @@ export async function startTarget(name: TargetName, ctx: BenchContext, capacity:
       return startPgward(name, ctx, capacity);
     case 'pgward-js':
       return startPgward(name, ctx, capacity, ['--no-nativeRelay']);
+    case 'pgward-tls-node':
+      // The fallback: Node's TLS sockets, carried in JavaScript.
+      return startPgward(name, ctx, capacity, ['--no-nativeTls']);
     case 'pgward-nopool':
     case 'pgward-nopool-tls':
       if (!ctx.pgwardFlags.poolMode) {

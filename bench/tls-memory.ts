@@ -1,6 +1,6 @@
 /**
  * `node dist/bench/tls-memory.js`: pgward's RSS per idle TLS session (TLS on both hops), with
- * Node's TLS sockets and with the native TLS layer (--nativeTls), side by side — the bench's own
+ * the native TLS layer (the default) and with Node's TLS sockets (--no-nativeTls), side by side — the bench's own
  * memory cell (bench/memory.ts: a fresh proxy, BENCH_IDLE_SESSIONS sessions each past one
  * `SELECT 1`, RSS read BENCH_SETTLE_SECONDS and twice that after they opened) run once per layer,
  * and for PgBouncer with TLS on both hops when it is installed. Prints one line per target.
@@ -10,8 +10,8 @@ import { measureIdleMemory } from './memory.js';
 import { setUp } from './setup.js';
 
 const layers = [
-  { label: 'pgward-tls, Node TLS', target: 'pgward-tls' as const, args: [] as string[] },
-  { label: 'pgward-tls, native TLS (--nativeTls)', target: 'pgward-tls' as const, args: ['--nativeTls'] },
+  { label: 'pgward-tls, native TLS', target: 'pgward-tls' as const, args: [] as string[] },
+  { label: 'pgward-tls, Node TLS (--no-nativeTls)', target: 'pgward-tls' as const, args: ['--no-nativeTls'] },
   { label: 'pgbouncer-tls', target: 'pgbouncer-tls' as const, args: [] as string[] },
 ];
 

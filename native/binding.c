@@ -107,8 +107,39 @@ static void finalize(napi_env env, void *data, void *hint) {
 }
 
 /*
- * start(self, clientFd, backendFd, wants, clientMaxAssembled, backendMaxAssembled, timing, keepBackend)
- * → handle. `wants`: 64 bytes, a bit per type byte, frontend types then backend types.
+ * An endpoint from JavaScript: a plain socket's descriptor (a number), or a native TLS endpoint's
+ * handle (its connection is borrowed until the carrier halts). Either way the carrier polls a
+ * duplicate descriptor of its own. -1 with `msg` set when it cannot be carried.
+ */
+static int endpoint_arg(napi_env env, napi_value v, io_t *io, char *msg, size_t msglen) {
+  napi_valuetype type;
+  napi_typeof(env, v, &type);
+  tls_conn_t *conn = NULL;
+  int fd;
+  if (type == napi_number) {
+    fd = int_arg(env, v);
+  } else {
+    conn = tls_endpoint_lend(env, v);
+    if (!conn) {
+      snprintf(msg, msglen, "the TLS endpoint cannot be carried (closed, or plaintext waiting to be written)");
+      return -1;
+    }
+    fd = tls_fd(conn);
+  }
+  int own = dup(fd);
+  if (own < 0) {
+    snprintf(msg, msglen, "dup: %s", strerror(errno));
+    if (conn) tls_endpoint_give_back(conn);
+    return -1;
+  }
+  if (conn) io_tls(io, own, conn);
+  else io_plain(io, own);
+  return 0;
+}
+
+/*
+ * start(self, client, backend, wants, clientMaxAssembled, backendMaxAssembled, timing, keepBackend)
+ * → handle. client, backend: see endpoint_arg. `wants`: 64 bytes, a bit per type byte, frontend types then backend types.
  */
 static napi_value start(napi_env env, napi_callback_info info) {
   ARGS(8);
@@ -123,19 +154,17 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "wants: 64 bytes");
     return NULL;
   }
-  int fds[2];
+  io_t ios[2];
   for (int e = 0; e < 2; e++) {
-    fds[e] = dup(int_arg(env, argv[1 + e]));
-    if (fds[e] < 0) {
-      char msg[128];
-      snprintf(msg, sizeof msg, "dup: %s", strerror(errno));
-      if (e == 1) close(fds[0]);
+    char msg[160];
+    if (endpoint_arg(env, argv[1 + e], &ios[e], msg, sizeof msg) < 0) {
+      if (e == 1) ios[0].ops->release(&ios[0]);
       napi_throw_error(env, NULL, msg);
       return NULL;
     }
   }
   int uv_error = 0;
-  carrier_t *c = carrier_open(env, fds, &uv_error);
+  carrier_t *c = carrier_open(env, ios, &uv_error);
   if (!c) {
     napi_throw_error(env, NULL, uv_error ? uv_strerror(uv_error) : "out of memory");
     return NULL;

@@ -324,21 +324,25 @@ void release_carrier(carrier_t *c) {
   free(c);
 }
 
-/* Starts polling two endpoints (descriptors the carrier now owns); NULL when libuv refuses. */
-carrier_t *carrier_open(napi_env env, int fds[2], int *uv_error) {
+/* Starts polling two endpoints (which the carrier now owns); NULL when libuv refuses (the endpoints are released). */
+carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error) {
   uv_loop_t *loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
-  carrier_t *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
+  carrier_t *c = napi_get_uv_event_loop(env, &loop) == napi_ok ? calloc(1, sizeof *c) : NULL;
+  if (!c) {
+    for (int e = 0; e < 2; e++) ios[e].ops->release((io_t *)&ios[e]);
+    return NULL;
+  }
   c->env = env;
   c->tx_status = 'I';
   c->starts = c->starts_inline;
   c->starts_cap = INLINE_STARTS;
   for (int e = 0; e < 2; e++) {
+    c->ep[e].c = c;
+    c->ep[e].io = ios[e];
+  }
+  for (int e = 0; e < 2; e++) {
     endpoint_t *ep = &c->ep[e];
-    ep->c = c;
-    io_plain(&ep->io, fds[e]);
-    int err = uv_poll_init(loop, &ep->poll, fds[e]);
+    int err = uv_poll_init(loop, &ep->poll, ep->io.fd);
     if (err) {
       *uv_error = err;
       c->ep[0].io.ops->release(&c->ep[0].io);

@@ -4,7 +4,7 @@
  * for straight from C, and hands the ones asked for to JavaScript in one batch per read (see
  * src/pipeline/native-carrier.ts); what JavaScript writes back comes in through `carrier_write`.
  *
- * Files: io.c (an endpoint's reads and writes), framing.c (what crosses in each direction: input
+ * Files: io.c and io-tls.c (an endpoint's reads and writes, plain or TLS), framing.c (what crosses in each direction: input
  * framing, output framing, the session's bookkeeping), carrier.c (polling, queues, the shared read
  * region, ends), binding.c (the N-API functions).
  */
@@ -174,7 +174,7 @@ void end(carrier_t *c, int state, int error);
 void halt(carrier_t *c, int state);
 void halt_quietly(carrier_t *c, int state, int error);
 int stop_settled(const carrier_t *c);
-carrier_t *carrier_open(napi_env env, int fds[2], int *uv_error);
+carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error);
 void update_polls(carrier_t *c);
 void settle(carrier_t *c);
 void process_read(carrier_t *c, int d, uint8_t *buf, size_t n);

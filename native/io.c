@@ -42,4 +42,5 @@ static const io_ops_t plain_ops = {plain_read, plain_write, plain_poll_events, p
 void io_plain(io_t *io, int fd) {
   io->ops = &plain_ops;
   io->fd = fd;
+  io->tls = NULL;
 }

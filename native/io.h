@@ -1,7 +1,7 @@
 /*
- * One endpoint's byte I/O for the native carrier. Plain TCP here; TLS (issue 20: SSL_read and
- * SSL_write over the same descriptor, with Node's OpenSSL) slots in as another set of these calls,
- * so the carrier itself never touches a descriptor.
+ * One endpoint's byte I/O for the native carrier: plain TCP (io.c) or a TLS connection borrowed
+ * from the native TLS layer (io-tls.c), so the carrier itself never touches a descriptor or
+ * OpenSSL.
  */
 #ifndef PGWARD_IO_H
 #define PGWARD_IO_H
@@ -33,13 +33,22 @@ typedef struct {
   void (*release)(io_t *io);
 } io_ops_t;
 
+struct tls_conn;
+
 struct io {
   const io_ops_t *ops;
   /* The descriptor libuv polls: the carrier's own duplicate of the socket's. */
   int fd;
+  /* TLS: the connection borrowed from its endpoint (see tls.h), given back at release. */
+  struct tls_conn *tls;
 };
 
 /* A plain TCP endpoint over `fd`, which the io layer owns from here on. */
 void io_plain(io_t *io, int fd);
+/*
+ * A TLS endpoint: `conn` lent by tls_endpoint_lend, polled through `fd` (a duplicate of its
+ * descriptor that the io layer owns); release gives the connection back to its endpoint.
+ */
+void io_tls(io_t *io, int fd, struct tls_conn *conn);
 
 #endif

@@ -25,6 +25,7 @@ import {
   type CarrierStatus,
   type ReleasedBackend,
 } from './carrier.js';
+import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { chunkRouteOf } from './own-read.js';
 
 interface Ended {
@@ -39,7 +40,8 @@ interface Ended {
 interface Addon {
   tapeEntries: number;
   setup(batch: typeof onBatch, event: typeof onEvent, tape: Uint32Array): void;
-  start(self: NativeCarrier, clientFd: number, backendFd: number, wants: Uint8Array, clientMax: number, backendMax: number, timing: boolean, reuse: boolean): object;
+  /** client, backend: a plain socket's descriptor, or a native TLS endpoint's handle (lent to C until the carrier halts). */
+  start(self: NativeCarrier, client: number | object, backend: number | object, wants: Uint8Array, clientMax: number, backendMax: number, timing: boolean, reuse: boolean): object;
   write(handle: object, direction: number, bytes: Uint8Array, offset: number, length: number, continues: boolean): number;
   feed(handle: object, direction: number, bytes: Uint8Array): void;
   stop(handle: object): boolean;
@@ -113,13 +115,28 @@ function onEvent(carrier: NativeCarrier, event: number): void {
   else if (event === EV_TIMINGS_FULL) carrier.drainTimings();
 }
 
-/** The descriptor of a plain TCP socket that reads through `own-read.ts` (so nothing reads it behind C's back) and holds nothing. */
-function carriableFd(socket: Duplex): number | undefined {
+/**
+ * What C can carry for one endpoint: a plain TCP socket's descriptor (a socket that reads through
+ * `own-read.ts`, so nothing reads it behind C's back), or a native TLS endpoint's handle — in
+ * either case one that holds nothing unwritten.
+ */
+function carriable(socket: Duplex): number | object | undefined {
+  if (socket instanceof NativeTlsSocket) {
+    return socket.destroyed || socket.writableLength > 0 || socket.writableCorked > 0 ? undefined : socket.nativeHandle;
+  }
   if (chunkRouteOf(socket) === undefined) return undefined;
   const s = socket as Socket & { _handle?: { fd?: unknown } | null; encrypted?: boolean };
   if (s.encrypted || s.destroyed || s.writableLength > 0 || s.writableCorked > 0 || s.readableLength > 0) return undefined;
   const fd = s._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/** Plaintext a TLS endpoint handed to its stream and nobody read yet: once C holds the endpoint, nothing more arrives there. */
+function unreadPlaintext(socket: Duplex): Buffer[] {
+  const unread: Buffer[] = [];
+  if (!(socket instanceof NativeTlsSocket)) return unread;
+  for (let chunk: Buffer | null; (chunk = socket.read() as Buffer | null) !== null; ) unread.push(chunk);
+  return unread;
 }
 
 /**
@@ -198,31 +215,32 @@ export class NativeCarrier implements Carrier {
     private readonly lib: Addon,
     private readonly client: CarrierEndpoint,
     private readonly backend: CarrierEndpoint,
-    private readonly clientFd: number,
-    private readonly backendFd: number,
+    private readonly clientIo: number | object,
+    private readonly backendIo: number | object,
     readonly opts: CarrierOptions,
   ) {}
 
-  /** A native carrier for these endpoints, or undefined when it cannot carry them (no addon, TLS, bytes held in Node). */
+  /** A native carrier for these endpoints, or undefined when it cannot carry them (no addon, Node's own TLS, bytes held in Node). */
   static open(client: CarrierEndpoint, backend: CarrierEndpoint, opts: CarrierOptions): NativeCarrier | undefined {
     const lib = addon();
     if (!lib) return undefined;
-    const clientFd = carriableFd(client.socket);
-    const backendFd = carriableFd(backend.socket);
-    if (clientFd === undefined || backendFd === undefined) return undefined;
-    return new NativeCarrier(lib, client, backend, clientFd, backendFd, opts);
+    const clientIo = carriable(client.socket);
+    const backendIo = carriable(backend.socket);
+    if (clientIo === undefined || backendIo === undefined) return undefined;
+    return new NativeCarrier(lib, client, backend, clientIo, backendIo, opts);
   }
 
   start(): void {
     const { client, backend, opts, lib } = this;
     client.socket.pause();
     backend.socket.pause();
-    this.handle = lib.start(this, this.clientFd, this.backendFd, opts.wants.bits(), opts.maxMessageSize, opts.maxMessageSize, opts.timings !== undefined, opts.keepBackend === true);
+    this.handle = lib.start(this, this.clientIo, this.backendIo, opts.wants.bits(), opts.maxMessageSize, opts.maxMessageSize, opts.timings !== undefined, opts.keepBackend === true);
     if (opts.timings) this.stopPulling = opts.timings.pull(() => this.drainTimings());
     // What login read ahead is carried first, as if just read.
     for (const [endpoint, direction] of [[client, TO_BACKEND], [backend, TO_CLIENT]] as const) {
       const parts = (endpoint.leftover ?? []).map((f) => f.raw);
       if (endpoint.framer.buffered > 0) parts.push(endpoint.framer.takeBuffered());
+      parts.push(...unreadPlaintext(endpoint.socket));
       if (parts.length > 0 && !this.final) lib.feed(this.handle, direction, Buffer.concat(parts));
     }
   }

@@ -123,9 +123,9 @@ for (const version of PG_VERSIONS) describe(`backend login: auth methods and ssl
     assert.ok(!r.logs.includes('wrong'));
   });
 
-  // The cases with TLS to the backend run on both TLS layers: Node's (the default) and the native one (--nativeTls).
+  // The cases with TLS to the backend run on both TLS layers: the native one (the default) and Node's (--no-nativeTls).
   for (const layer of ['node', 'native'] as const) {
-    const flags = layer === 'native' ? ['--nativeTls'] : [];
+    const flags = layer === 'native' ? ['--nativeTls'] : ['--no-nativeTls'];
     const via = (url: string) => through(url, 'anyone', flags);
     const refusedVia = (url: string) => refused(url, flags);
 

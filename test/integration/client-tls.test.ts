@@ -39,7 +39,7 @@ function readUntilReady(stream: net.Socket | tls.TLSSocket): Promise<BackendMess
 // Every case runs on both TLS layers: Node's TLS sockets (the default) and the native TLS layer
 // (--nativeTls), which must behave the same way to clients.
 for (const layer of ['node', 'native'] as const) describe(`client-side TLS, ${layer} TLS layer`, () => {
-  const layerFlags = layer === 'native' ? ['--nativeTls'] : [];
+  const layerFlags = layer === 'native' ? ['--nativeTls'] : ['--no-nativeTls'];
   let ca: TestCA;
   let cluster: PgCluster;
   let proxy: TestProxy;
@@ -64,9 +64,9 @@ for (const layer of ['node', 'native'] as const) describe(`client-side TLS, ${la
     const r = await runPsql([`${proxy.url('postgres', undefined, 'postgres', `sslmode=verify-full&sslrootcert=${ca.cert}`)}`, '-c', 'select 7']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), '7');
-    // The native relay reads plain sockets only: a TLS session relays in JavaScript.
+    // The native carrier carries the native TLS layer's endpoints; Node's TLS sockets relay in JavaScript.
     await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the session to end');
-    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'js');
+    assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, layer === 'native' ? 'native' : 'js');
     // The session log says how the client's TLS runs, and which layer runs it.
     const started = logEvents(proxy.logs, 'session started')[0]!;
     assert.equal(started.tls_layer, layer);

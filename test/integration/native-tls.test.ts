@@ -24,7 +24,7 @@ import { until } from '../helpers/wait.js';
  * their handshake (garbage, a stall): closed, counted, and nothing else disturbed.
  */
 for (const layer of ['node', 'native'] as const) describe(`TLS on both hops, ${layer} TLS layer`, () => {
-  const layerFlags = layer === 'native' ? ['--nativeTls'] : [];
+  const layerFlags = layer === 'native' ? ['--nativeTls'] : ['--no-nativeTls'];
   let ca: TestCA;
   let proxyCert: CertPaths;
   let cluster: PgCluster;
@@ -66,6 +66,8 @@ for (const layer of ['node', 'native'] as const) describe(`TLS on both hops, ${l
     await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the session to end');
     const started = logEvents(proxy.logs, 'session started').at(-1)!;
     assert.deepEqual([started.tls_layer, started.backend_tls_layer], [layer, layer]);
+    // The native TLS layer's endpoints are carried by the native carrier; Node's TLS sockets by the JavaScript one.
+    assert.equal(logEvents(proxy.logs, 'session ended').at(-1)!.relay, layer === 'native' ? 'native' : 'js');
     assert.equal(started.tls_version, 'TLSv1.3');
     assert.equal(started.backend_tls_version, r.stdout.trim());
     assert.match(String(started.backend_tls_cipher), /^TLS_/);

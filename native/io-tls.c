@@ -1,0 +1,58 @@
+/*
+ * TLS endpoints for the native carrier (see io.h): plaintext through a connection borrowed from
+ * the native TLS layer (tls.h), polled through the carrier's own duplicate of its descriptor.
+ */
+#include <errno.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "io.h"
+#include "tls.h"
+
+_Static_assert((int)TLS_AGAIN == (int)IO_AGAIN && (int)TLS_ERROR == (int)IO_ERROR, "tls.h and io.h share their return codes");
+
+static ssize_t tls_io_read(io_t *io, uint8_t *buf, size_t len) {
+  errno = 0;
+  ssize_t n = tls_read(io->tls, buf, len);
+  if (n == TLS_ERROR && errno == 0) errno = EPROTO;
+  return n;
+}
+
+static ssize_t tls_io_write(io_t *io, const uint8_t *buf, size_t len) {
+  errno = 0;
+  ssize_t n = tls_write(io->tls, buf, len);
+  if (n == TLS_ERROR && errno == 0) errno = EPROTO;
+  return n;
+}
+
+/*
+ * Records OpenSSL read ahead wait inside it, and the descriptor will not say so: a socket is
+ * nearly always writable, so asking for that brings the carrier back at once to read them.
+ */
+static int tls_io_poll_events(io_t *io, int want_read, int want_write) {
+  int events = tls_poll_events(io->tls, want_read, want_write);
+  if (want_read && tls_pending(io->tls)) events |= UV_WRITABLE;
+  return events;
+}
+
+static int tls_io_ready(io_t *io, int events) {
+  int ready = tls_ready(io->tls, events);
+  int out = (ready & TLS_READY_READ ? IO_READY_READ : 0) | (ready & TLS_READY_WRITE ? IO_READY_WRITE : 0);
+  if (tls_pending(io->tls)) out |= IO_READY_READ;
+  return out;
+}
+
+static void tls_io_release(io_t *io) {
+  if (io->fd >= 0) close(io->fd);
+  io->fd = -1;
+  if (io->tls) tls_endpoint_give_back(io->tls);
+  io->tls = NULL;
+}
+
+static const io_ops_t tls_ops = {tls_io_read, tls_io_write, tls_io_poll_events, tls_io_ready, tls_io_release};
+
+void io_tls(io_t *io, int fd, struct tls_conn *conn) {
+  io->ops = &tls_ops;
+  io->fd = fd;
+  io->tls = conn;
+}

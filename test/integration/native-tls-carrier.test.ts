@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import tls from 'node:tls';
+import fc from 'fast-check';
+import pg from 'pg';
+import { backendMessage, encodeSSLRequest, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
+import { TestCA, type CertPaths } from '../helpers/certs.js';
+import { PgCluster } from '../helpers/pg-cluster.js';
+import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-process.js';
+import { logEvents, startTestProxy } from '../helpers/proxy.js';
+import { splitRelay } from '../helpers/tls-peers.js';
+import { until } from '../helpers/wait.js';
+
+/**
+ * TLS sessions on the native carrier (the default: the native TLS layer's endpoints lent to the
+ * carrier for the relay): a 100 MB result to a TLS client that reads slowly keeps the proxy's
+ * memory bounded and disturbs nobody else, and what crosses is intact however the TLS records on
+ * either hop are cut.
+ */
+const MiB = 1024 * 1024;
+
+function rssBytes(p: PgwardProcess): number {
+  const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p.child.pid}/status`, 'utf8'))![1]!;
+  return Number(kb) * 1024;
+}
+
+/** SSLRequest, the handshake, and a StartupMessage: a TLS socket with a Framer on its messages. */
+async function tlsSession(port: number, ca: string): Promise<tls.TLSSocket> {
+  const raw = net.connect(port, '127.0.0.1');
+  raw.on('error', () => {});
+  await new Promise<void>((resolve, reject) => raw.once('connect', resolve).once('error', reject));
+  raw.write(encodeSSLRequest());
+  const answer = await new Promise<Buffer>((resolve) => raw.once('data', resolve));
+  assert.equal(answer.toString('latin1'), 'S');
+  const socket = tls.connect({ socket: raw, ca: readFileSync(ca), servername: 'localhost' });
+  socket.on('error', () => {});
+  await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+  socket.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
+  return socket;
+}
+
+describe('TLS sessions on the native carrier', () => {
+  let ca: TestCA;
+  let proxyCert: CertPaths;
+  let cluster: PgCluster;
+
+  before(async () => {
+    ca = await TestCA.create();
+    proxyCert = await ca.issue('proxy', { cn: 'localhost' });
+    const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost'] });
+    cluster = await PgCluster.start({
+      ssl: { ...server, ca: ca.cert },
+      hba: ['hostssl all all 127.0.0.1/32 trust', 'hostnossl all all 127.0.0.1/32 reject'],
+    });
+  });
+
+  after(async () => {
+    await cluster?.stop();
+    await ca?.[Symbol.asyncDispose]();
+  });
+
+  const backendUrl = (port = cluster.port) => `postgres://postgres@localhost:${port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`;
+
+  it('sends a 100 MB result to a TLS client that reads slowly, with memory bounded and other sessions served', { timeout: 120_000 }, async () => {
+    await using proxy = await startPgwardProcess(['--bindCert', proxyCert.cert, '--bindKey', proxyCert.key, '--auth', 'passthrough', '--backend', backendUrl()]);
+    const other = () => {
+      const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'postgres', database: 'postgres', ssl: { ca: readFileSync(ca.cert), servername: 'localhost' } });
+      c.on('error', () => {});
+      return c;
+    };
+    const warm = other();
+    await warm.connect();
+    await warm.query('select 1');
+    await warm.end();
+    const before = rssBytes(proxy);
+
+    const socket = await tlsSession(proxy.port, ca.cert);
+    const framer = new Framer({ maxLength: 64 * MiB });
+    let rows = 0;
+    let rowBytes = 0;
+    let ready = 0;
+    let complete = '';
+    const errors: unknown[] = [];
+    let sinceBreak = 0;
+    socket.on('data', (chunk: Buffer) => {
+      framer.push(chunk, (code, source, offset, length) => {
+        if (code === 0x44) {
+          rows++;
+          rowBytes += length;
+          return;
+        }
+        const m = backendMessage(code, Buffer.from(source.subarray(offset, offset + length)));
+        if (m.type === 'ReadyForQuery') ready++;
+        else if (m.type === 'CommandComplete') complete = String((m.body() as { tag?: string }).tag ?? '');
+        else if (m.type === 'ErrorResponse') errors.push(m.body());
+      });
+      // About 20 MB/s: a pause of 50 ms after every MiB read.
+      sinceBreak += chunk.length;
+      if (sinceBreak >= MiB) {
+        sinceBreak = 0;
+        socket.pause();
+        setTimeout(() => socket.resume(), 50);
+      }
+    });
+    await until(() => ready === 1, 10_000, 'logged in');
+    socket.write(fe.query("select repeat('x', 1000) from generate_series(1, 100000)").raw);
+
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssBytes(proxy))), 20);
+    try {
+      // Served meanwhile: a session that starts while the slow one is mid-result.
+      await until(() => rowBytes > 10 * MiB, 30_000, 'the slow client to be 10 MB in');
+      const meanwhile = other();
+      await meanwhile.connect();
+      assert.equal((await meanwhile.query('select 42 as n')).rows[0].n, 42);
+      await meanwhile.end();
+      assert.ok(rows < 100_000, 'the other session was served while the slow client was still reading');
+      await until(() => ready === 2, 90_000, 'the whole result');
+    } finally {
+      clearInterval(sampler);
+    }
+    assert.deepEqual(errors, []);
+    assert.equal(rows, 100_000);
+    assert.equal(complete, 'SELECT 100000');
+    assert.ok(rowBytes > 100_000_000, `${rowBytes} bytes of rows`);
+    assert.ok(peak - before < 32 * MiB, `proxy RSS rose by ${((peak - before) / MiB).toFixed(1)} MiB while 100 MB went to a slow TLS client`);
+    socket.end(fe.terminate().raw);
+    const ended = () => proxy.events.filter((e) => e.msg === 'session ended');
+    await until(() => ended().length === 3, 10_000, 'the three sessions to end');
+    assert.deepEqual(ended().map((e) => e.relay), ['native', 'native', 'native'], 'every TLS session ran on the native carrier');
+  });
+
+  it('carries every message intact however the TLS records of either hop are cut (pieces down to a byte)', { timeout: 180_000 }, async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.integer({ min: 0, max: 40_000 }), { minLength: 1, maxLength: 4 }),
+        async (clientPieces, backendPieces, sizes) => {
+          await using toBackend = await splitRelay(cluster.port, backendPieces);
+          await using proxy = await startTestProxy(['--bindCert', proxyCert.cert, '--bindKey', proxyCert.key, '--auth', 'passthrough', '--backend', backendUrl(toBackend.port)]);
+          await using toProxy = await splitRelay(proxy.port, clientPieces);
+          const client = new pg.Client({ host: '127.0.0.1', port: toProxy.port, user: 'postgres', database: 'postgres', ssl: { ca: readFileSync(ca.cert), servername: 'localhost' } });
+          client.on('error', () => {});
+          await client.connect();
+          try {
+            for (const size of sizes) {
+              const text = randomBytes(Math.ceil(size / 2)).toString('hex').slice(0, size);
+              const r = await client.query('select $1::text as t, length($1::text) as n', [text]);
+              assert.equal(r.rows[0].n, size);
+              assert.equal(r.rows[0].t, text);
+            }
+          } finally {
+            await client.end();
+          }
+          await until(() => logEvents(proxy.logs, 'session ended').length === 1, 10_000, 'the session to end');
+          assert.equal(logEvents(proxy.logs, 'session ended')[0]!.relay, 'native');
+          assert.ok(toProxy.forwarded.toServer > 0 && toBackend.forwarded.toClient > 0);
+        },
+      ),
+      { numRuns: 8 },
+    );
+  });
+});
