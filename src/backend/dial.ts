@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { connectWithOwnReadBuffer } from '../pipeline/own-read.js';
-import { guardSocket } from '../pipeline/socket-guard.js';
+import { connectWithOwnReadBuffer } from '../transport/own-read.js';
+import { guardSocket } from '../transport/socket-guard.js';
 import { encodeSSLRequest, PgError, SqlState } from '../protocol/index.js';
 import type { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { forgetNativeBackendTlsContexts, nativeBackendTls, startNativeBackendTls } from './native-tls-dial.js';

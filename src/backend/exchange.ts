@@ -1,5 +1,5 @@
 import { backendMessage, fe, PgError, type TransactionStatus } from '../protocol/index.js';
-import { FrameReader } from '../pipeline/socket-io.js';
+import { FrameReader } from '../transport/socket-io.js';
 import type { BackendConnection } from './login.js';
 
 /** The backend connection cannot be used any more: it closed, failed, said FATAL or took too long. */

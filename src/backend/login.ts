@@ -11,7 +11,7 @@ import {
   SqlState,
   type BackendMessage,
 } from '../protocol/index.js';
-import { FrameReader, type Frame } from '../pipeline/socket-io.js';
+import { FrameReader, type Frame } from '../transport/socket-io.js';
 import { tlsServerEndPoint } from './channel-binding.js';
 import { dialBackend, unreachable } from './dial.js';
 import { md5Response } from './md5.js';

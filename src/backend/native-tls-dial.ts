@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { guardSocket } from '../pipeline/socket-guard.js';
+import { guardSocket } from '../transport/socket-guard.js';
 import type { PgError } from '../protocol/index.js';
 import { NativeTlsContext, nativeTlsAddon } from '../transport/native-tls.js';
 import { canTakeOver, NativeTlsSocket, stopReading } from '../transport/native-tls-socket.js';

@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { guardSocket } from '../pipeline/socket-guard.js';
+import { guardSocket } from '../transport/socket-guard.js';
 import { ownerOf, type CancelKey } from './cancel-key.js';
 import { formatHostPort } from '../util/host-port.js';
 

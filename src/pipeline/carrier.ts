@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { BackendMessage, Framer, FrontendMessage, Message, PgError } from '../protocol/index.js';
 import type { StateSource } from './session.js';
 import type { StatementTimings } from './session-book.js';
-import type { Frame } from './socket-io.js';
+import type { Frame } from '../transport/socket-io.js';
 import type { MessageWants } from './wants.js';
 
 export type CarrierKind = 'native' | 'js';

@@ -4,4 +4,3 @@ export * from './session.js';
 export * from './relay.js';
 export * from './carrier.js';
 export * from './wants.js';
-export * from './socket-io.js';

@@ -28,7 +28,7 @@ import {
   type ReleasedBackend,
 } from './carrier.js';
 import { SessionBook } from './session-book.js';
-import { readSocket, SocketSink, type Pausable } from './socket-io.js';
+import { readSocket, SocketSink, type Pausable } from '../transport/socket-io.js';
 
 const COPY_DATA = 0x64;
 const DATA_ROW = 0x44;

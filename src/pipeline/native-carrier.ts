@@ -26,7 +26,7 @@ import {
   type ReleasedBackend,
 } from './carrier.js';
 import { NativeTlsSocket } from '../transport/native-tls-socket.js';
-import { chunkRouteOf } from './own-read.js';
+import { chunkRouteOf } from '../transport/own-read.js';
 
 interface Ended {
   reason: CarrierEndReason | 'running';

@@ -4,7 +4,7 @@ import { tokenResolver } from '../auth/jwt-provider.js';
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
 import { parseBackends } from '../auth/routing.js';
 import type { Endpoint } from '../pipeline/middleware.js';
-import { ConnectionClosed } from '../pipeline/socket-io.js';
+import { ConnectionClosed } from '../transport/socket-io.js';
 import { frontendMessage, type BackendMessage, type FrontendMessage } from '../protocol/index.js';
 import type { AuthServices } from './api.js';
 import { recordingLogger, type LogRecord } from './test-log.js';

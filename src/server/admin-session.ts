@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { be, Limits, PgError, SqlState } from '../protocol/index.js';
 import type { Session } from '../pipeline/session.js';
-import type { FrameReader } from '../pipeline/socket-io.js';
+import type { FrameReader } from '../transport/socket-io.js';
 import type { AuthResult, ClientChannel } from '../auth/provider.js';
 import { serveConsole } from '../admin/responder.js';
 import type { ConsoleHost } from '../admin/commands.js';

@@ -2,7 +2,7 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { asPgError, be, PgError, SqlState } from '../protocol/index.js';
 import { newSessionId, Session } from '../pipeline/index.js';
-import { guardSocket } from '../pipeline/socket-guard.js';
+import { guardSocket } from '../transport/socket-guard.js';
 import { negotiate } from './negotiate.js';
 import { readProxyHeader } from './proxy-protocol.js';
 import { connectionResultOf } from './refusal.js';

@@ -1,8 +1,8 @@
 import net from 'node:net';
 import { be, PgError, SqlState } from '../protocol/index.js';
 import type { Session } from '../pipeline/index.js';
-import { adoptWithOwnReadBuffer } from '../pipeline/own-read.js';
-import { guardSocket } from '../pipeline/socket-guard.js';
+import { adoptWithOwnReadBuffer } from '../transport/own-read.js';
+import { guardSocket } from '../transport/socket-guard.js';
 import type { LimitReason } from '../telemetry/metrics.js';
 import { handleConnection, type ConnectionDeps } from './connection.js';
 import { LoginGate, type PendingLoginLimits } from './login-gate.js';

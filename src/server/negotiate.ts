@@ -11,8 +11,8 @@ import {
   TLS_HANDSHAKE_BYTE,
   type StartupPacket,
 } from '../protocol/index.js';
-import { ConnectionClosed, FrameReader } from '../pipeline/socket-io.js';
-import { guardSocket } from '../pipeline/socket-guard.js';
+import { ConnectionClosed, FrameReader } from '../transport/socket-io.js';
+import { guardSocket } from '../transport/socket-guard.js';
 import type { NativeTlsContext } from '../transport/native-tls.js';
 import { canTakeOver, NativeTlsSocket, stopReading } from '../transport/native-tls-socket.js';
 

@@ -1,5 +1,5 @@
 import { PgError, SqlState } from '../protocol/index.js';
-import { ConnectionClosed } from '../pipeline/socket-io.js';
+import { ConnectionClosed } from '../transport/socket-io.js';
 import { isBackendRefusal } from '../backend/login.js';
 import { OAuthRefusal } from '../auth/oauth-bearer.js';
 import type { ConnectionResult } from '../telemetry/metrics.js';

@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream';
 import { asPgError, be, frontendMessage, Limits, PgError, SqlState, type BackendMessage } from '../protocol/index.js';
 import type { Session } from '../pipeline/session.js';
 import { relay } from '../pipeline/relay.js';
-import { SocketSink, type FrameReader } from '../pipeline/socket-io.js';
+import { SocketSink, type FrameReader } from '../transport/socket-io.js';
 import { tlsLogFields } from '../transport/tls-info.js';
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
 import type { CancelKey } from '../backend/cancel.js';

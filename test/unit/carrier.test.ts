@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import type { Carrier, CarrierEnd, CarrierOptions } from '../../src/pipeline/carrier.js';
 import { JsCarrier } from '../../src/pipeline/js-carrier.js';
 import { liveNativeCarriers, NativeCarrier } from '../../src/pipeline/native-carrier.js';
-import { connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
+import { connectWithOwnReadBuffer } from '../../src/transport/own-read.js';
 import { MessageWants } from '../../src/pipeline/wants.js';
 import { be, fe, Framer, type BackendMessage, type FrontendMessage } from '../../src/protocol/index.js';
 import { until } from '../helpers/wait.js';

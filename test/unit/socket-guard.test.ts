@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
-import { guardSocket, isGuarded } from '../../src/pipeline/socket-guard.js';
+import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/transport/own-read.js';
+import { guardSocket, isGuarded } from '../../src/transport/socket-guard.js';
 import { dialTcp } from '../../src/backend/dial.js';
 import { parseBackendUrl } from '../../src/backend/url.js';
 

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/pipeline/own-read.js';
-import { readSocket, SocketSink } from '../../src/pipeline/socket-io.js';
+import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/transport/own-read.js';
+import { readSocket, SocketSink } from '../../src/transport/socket-io.js';
 import { be, backendMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
 import { until } from '../helpers/wait.js';
 
