@@ -230,11 +230,10 @@ static void on_closed(uv_handle_t *handle) { release_carrier(((endpoint_t *)hand
 void halt(carrier_t *c, int state) {
   c->state = state;
   for (int e = 0; e < 2; e++) {
-    /* uv_poll_stop takes the descriptor out of epoll before it is closed. */
-    uv_poll_stop(&c->ep[e].poll);
+    /* Closing the handle takes the descriptor out of epoll at once (the callback comes later): only then is it closed. */
     c->ep[e].events = 0;
-    c->ep[e].io.ops->release(&c->ep[e].io);
     uv_close((uv_handle_t *)&c->ep[e].poll, on_closed);
+    c->ep[e].io.ops->release(&c->ep[e].io);
   }
   /* Whole messages that waited for a stream to finish a message can follow it no more. */
   for (int d = 0; d < 2; d++) bytes_free(&c->dir[d].deferred);

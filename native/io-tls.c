@@ -11,10 +11,16 @@
 
 _Static_assert((int)TLS_AGAIN == (int)IO_AGAIN && (int)TLS_ERROR == (int)IO_ERROR, "tls.h and io.h share their return codes");
 
+/*
+ * A read that stops short of its room took every whole record OpenSSL held (tls_read reads on
+ * while any waits); one that fills its room may have left some. OpenSSL's own "pending" also
+ * counts half a record, which only the socket can complete, so it is not asked.
+ */
 static ssize_t tls_io_read(io_t *io, uint8_t *buf, size_t len) {
   errno = 0;
   ssize_t n = tls_read(io->tls, buf, len);
   if (n == TLS_ERROR && errno == 0) errno = EPROTO;
+  io->more = n > 0 && (size_t)n == len;
   return n;
 }
 
@@ -31,14 +37,14 @@ static ssize_t tls_io_write(io_t *io, const uint8_t *buf, size_t len) {
  */
 static int tls_io_poll_events(io_t *io, int want_read, int want_write) {
   int events = tls_poll_events(io->tls, want_read, want_write);
-  if (want_read && tls_pending(io->tls)) events |= UV_WRITABLE;
+  if (want_read && io->more) events |= UV_WRITABLE;
   return events;
 }
 
 static int tls_io_ready(io_t *io, int events) {
   int ready = tls_ready(io->tls, events);
   int out = (ready & TLS_READY_READ ? IO_READY_READ : 0) | (ready & TLS_READY_WRITE ? IO_READY_WRITE : 0);
-  if (tls_pending(io->tls)) out |= IO_READY_READ;
+  if (io->more) out |= IO_READY_READ;
   return out;
 }
 
@@ -55,4 +61,6 @@ void io_tls(io_t *io, int fd, struct tls_conn *conn) {
   io->ops = &tls_ops;
   io->fd = fd;
   io->tls = conn;
+  /* The endpoint may have read records JavaScript had not asked for yet: the first read looks. */
+  io->more = 1;
 }

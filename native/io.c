@@ -43,4 +43,5 @@ void io_plain(io_t *io, int fd) {
   io->ops = &plain_ops;
   io->fd = fd;
   io->tls = NULL;
+  io->more = 0;
 }

@@ -41,6 +41,8 @@ struct io {
   int fd;
   /* TLS: the connection borrowed from its endpoint (see tls.h), given back at release. */
   struct tls_conn *tls;
+  /* TLS: whole records may wait inside OpenSSL (the last read filled its room, or none was made yet). */
+  int more;
 };
 
 /* A plain TCP endpoint over `fd`, which the io layer owns from here on. */
