@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { asPgError, be, PgError, SqlState } from '../protocol/index.js';
-import { newSessionId, Session } from '../pipeline/index.js';
+import { Session } from '../pipeline/index.js';
 import { guardSocket } from '../pipeline/socket-guard.js';
 import { negotiate } from './negotiate.js';
 import { readProxyHeader } from './proxy-protocol.js';
@@ -13,6 +13,7 @@ import type { ConnectionDeps } from './connection-deps.js';
 import type { Logger } from '../telemetry/log.js';
 import { SessionLifecycle } from './session-lifecycle.js';
 import { formatHostPort } from '../util/host-port.js';
+import { pooledRandomHex } from '../util/random-pool.js';
 
 export type { ConnectionDeps } from './connection-deps.js';
 
@@ -67,7 +68,8 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     }
     socket = guardSocket(negotiated.socket);
     client.tls = negotiated.tls;
-    const id = newSessionId();
+    // Like newSessionId (6 random bytes in hex), from the pooled random block.
+    const id = pooledRandomHex(6);
     const sessionLog = log.child({ session: id });
     session = new Session({ id, client, clientParams: negotiated.startup.params, log: sessionLog });
     span = startSessionSpan(client, traceparentFromStartup(negotiated.startup.params), accepted);

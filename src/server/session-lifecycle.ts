@@ -10,6 +10,7 @@ import type { Logger } from '../telemetry/log.js';
 import type { SessionSpan } from '../telemetry/spans.js';
 import { recordLogin, serveAdminSession, type TokenInfo } from './admin-session.js';
 import { AuthOutcome } from './auth-outcome.js';
+import { LoginReply } from './login-reply.js';
 import { obtainBackend, type BackendHandle } from './backend-phase.js';
 import { chooseAuthProvider } from './client-auth-phase.js';
 import type { ConnectionDeps } from './connection-deps.js';
@@ -161,7 +162,10 @@ export class SessionLifecycle {
     session.database = auth.target.database ?? session.user;
     session.state.phase = 'connecting';
     const params = backendStartupParams(startup.params, auth.target, session.user, session.database, deps);
-    for (const mw of deps.middleware) await mw.beforeBackendStartup?.({ params, ctx: session });
+    for (const mw of deps.middleware) {
+      // Awaited only when there is a hook: each await is a turn of the microtask queue per login.
+      if (mw.beforeBackendStartup) await mw.beforeBackendStartup({ params, ctx: session });
+    }
     const started = Date.now();
     const connectSpan = span.backendConnect(auth.target.host, auth.target.port, { tls: auth.target.sslmode !== 'disable' });
     let handle: BackendHandle;
@@ -226,18 +230,20 @@ export class SessionLifecycle {
     const { session, reader } = this.init;
     const backend = handle.connection;
     const done = auth.clientHandshake;
-    if (!done) this.channel.send(be.authOk());
+    const reply = new LoginReply();
+    if (!done) reply.authOk();
     // A reused connection's login notices were its first session's.
-    if (handle.source !== 'reused') this.channel.send(...backend.notices);
+    if (handle.source !== 'reused') for (const notice of backend.notices) reply.raw(notice.raw);
     for (const [name, value] of backend.parameters) {
       session.serverParams.set(name, value);
-      if (done?.sentParameters.get(name) !== value) this.channel.send(be.parameterStatus(name, value));
+      if (done?.sentParameters.get(name) !== value) reply.parameterStatus(name, value);
     }
-    if (done) this.channel.send(...done.completion);
+    if (done) for (const m of done.completion) reply.raw(m.raw);
     else {
-      if (proxyKey) this.channel.send(be.backendKeyData(proxyKey.processId, proxyKey.secretKey));
-      this.channel.send(be.readyForQuery('I'));
+      if (proxyKey) reply.raw(be.backendKeyData(proxyKey.processId, proxyKey.secretKey).raw);
+      reply.readyIdle();
     }
+    this.clientSink.write(reply.toBuffer());
     this.clientSink.flush();
     this.clientSink.dispose();
     reader.framer.maxLength = Limits.message;
