@@ -20,7 +20,7 @@ export type { ConnectionDeps } from './connection-deps.js';
 
 /** Handles one accepted socket from first byte to close. Never throws. */
 export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): Promise<void> {
-  raw.setNoDelay(true);
+  // TCP_NODELAY is set by the listener (`noDelay`) as it accepts: a second setsockopt per connection buys nothing.
   guardSocket(raw);
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
   let log = deps.log.child({ client: formatHostPort(client.address, client.port) });
