@@ -1,5 +1,5 @@
 import { be, decodePassword, PgError, SqlState } from '../protocol/index.js';
-import { verifyToken, type VerifyOptions } from './jwt-verify.js';
+import { verifyToken, type VerifiedToken, type VerifyOptions } from './jwt-verify.js';
 import type { KeySet } from './key-sources.js';
 import { VerifiedTokenCache } from './token-cache.js';
 import type { BackendRoutes } from './routing.js';
@@ -42,11 +42,15 @@ export type TokenResolver = (
  */
 export function tokenResolver(opts: JwtProviderOptions): TokenResolver {
   const cache = opts.tokenCache === undefined ? new VerifiedTokenCache() : opts.tokenCache;
-  const verify = async (token: string, keys: KeySet) =>
-    cache ? (cache.get(token, keys) ?? cache.keep(token, keys, await verifyToken(token, keys, opts.verify))) : verifyToken(token, keys, opts.verify);
+  // A kept result is returned as it is, not as a promise: a login with a known token waits for nothing here.
+  const verify = (token: string, keys: KeySet): VerifiedToken | Promise<VerifiedToken> => {
+    if (!cache) return verifyToken(token, keys, opts.verify);
+    return cache.get(token, keys) ?? verifyToken(token, keys, opts.verify).then((verified) => cache.keep(token, keys, verified));
+  };
   return async (token, channel, { matchStartupUser = true } = {}) => {
     const { keys, routes } = opts.current();
-    const { claims, expiresAt } = await verify(token, keys);
+    const checked = verify(token, keys);
+    const { claims, expiresAt } = checked instanceof Promise ? await checked : checked;
     const subject = stringClaim(claims.sub);
     const tokenId = stringClaim(claims.jti);
     if (opts.revoked?.(subject, tokenId)) {

@@ -230,7 +230,9 @@ export function compileUrl(template: string, captures: Captures | null, fail: (p
       fail(urlProblem(err, shown));
       return undefined;
     }
-    return { hasPassword: target.password !== undefined, render: () => structuredClone(target) };
+    // A copy per login (the caller fills in the user, database, pool…): `params` is its only
+    // nested object, so a spread does what structuredClone did, at a fraction of its cost.
+    return { hasPassword: target.password !== undefined, render: () => ({ ...target, params: { ...target.params } }) };
   }
 
   if (template.includes(SENTINEL)) {

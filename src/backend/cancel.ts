@@ -1,8 +1,9 @@
-import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { randomInt, timingSafeEqual } from 'node:crypto';
 import { encodeCancelRequest } from '../protocol/index.js';
 import { dialBackend } from './dial.js';
 import { ownedProcessId, ownerOf, RANDOM_PROCESS_ID_LIMIT, type CancelKey } from './cancel-key.js';
 import type { BackendTarget } from './url.js';
+import { pooledRandomBytes } from '../util/random-pool.js';
 
 export type { CancelKey };
 
@@ -61,7 +62,7 @@ export class CancelRegistry {
   private add(processId: number, secretLength: number): CancelKey {
     const entries = this.byPid.get(processId) ?? [];
     let secretKey: Buffer;
-    do secretKey = randomBytes(secretLength);
+    do secretKey = pooledRandomBytes(secretLength);
     while (entries.some((e) => e.proxyKey.secretKey.equals(secretKey)));
     const proxyKey = { processId, secretKey };
     entries.push({ proxyKey, tls: false });

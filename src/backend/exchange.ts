@@ -1,5 +1,5 @@
-import { backendMessage, fe, PgError, type TransactionStatus } from '../protocol/index.js';
-import { FrameReader } from '../transport/socket-io.js';
+import { backendMessage, fe, frameView, PgError, type FrameSink, type TransactionStatus } from '../protocol/index.js';
+import { ConnectionClosed, readSocket, type Frame } from '../transport/socket-io.js';
 import type { BackendConnection } from './login.js';
 
 /** The backend connection cannot be used any more: it closed, failed, said FATAL or took too long. */
@@ -21,61 +21,86 @@ export interface ExchangeResult {
  * answered `readies` ReadyForQuery. ParameterStatus updates `connection.parameters`; messages
  * read past the last ReadyForQuery are kept in `connection.leftover` for the relay. Throws
  * {@link BackendLost} when the connection closes, fails, says FATAL, or `timeoutMs` passes (the
- * socket is then destroyed).
+ * socket is then destroyed). The answer's messages are taken as each chunk is framed, not one
+ * promise per message: a login's `set_config` and reset answer with five or so in one chunk.
  */
-export async function exchange(
-  connection: BackendConnection,
-  requests: readonly Buffer[],
-  readies: number,
-  timeoutMs: number,
-): Promise<ExchangeResult> {
+export function exchange(connection: BackendConnection, requests: readonly Buffer[], readies: number, timeoutMs: number): Promise<ExchangeResult> {
   const { socket } = connection;
-  if (socket.destroyed || socket.writableEnded || socket.readableEnded) throw new BackendLost('closed');
-  const reader = new FrameReader(socket, connection.framer, 'backend');
-  const timer = setTimeout(() => socket.destroy(new Error('timed out')), timeoutMs);
-  let status: TransactionStatus = 'I';
-  let error: PgError | undefined;
-  try {
-    socket.write(requests.length === 1 ? requests[0]! : Buffer.concat(requests));
-    let left = readies;
-    while (left > 0) {
-      let frame;
-      try {
-        frame = await reader.read();
-      } catch (err) {
-        throw new BackendLost((err as Error).message);
-      }
-      const m = backendMessage(frame.code, frame.raw);
-      switch (m.type) {
-        case 'ParameterStatus': {
-          const { name, value } = m.body();
-          connection.parameters.set(name, value);
-          break;
+  if (socket.destroyed || socket.writableEnded || socket.readableEnded) return Promise.reject(new BackendLost('closed'));
+  return new Promise((resolve, reject) => {
+    const answer = new Answer(connection, readies);
+    let settled = false;
+    let stop: (() => void) | undefined;
+    const settle = (lost?: BackendLost) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      stop?.();
+      socket.pause();
+      connection.leftover.push(...answer.after);
+      if (lost) {
+        socket.destroy();
+        reject(lost);
+      } else resolve({ status: answer.status, error: answer.error });
+    };
+    const timer = setTimeout(() => settle(new BackendLost('timed out')), timeoutMs);
+    stop = readSocket(socket, {
+      chunk(chunk) {
+        try {
+          connection.framer.push(chunk, answer.sink);
+        } catch (err) {
+          return settle(err instanceof BackendLost ? err : new BackendLost((err as Error).message));
         }
-        case 'ErrorResponse': {
-          const fields = m.body();
-          const severity = fields.severityV ?? fields.severity;
-          if (severity === 'FATAL' || severity === 'PANIC') throw new BackendLost(`${fields.code ?? ''} ${fields.message ?? ''}`.trim());
-          error ??= PgError.fromFields(fields);
-          break;
-        }
-        case 'ReadyForQuery':
-          status = m.body().status;
-          left--;
-          break;
-        default:
-          // Row descriptions, rows, command tags, notices: the caller needs none of them.
-          break;
-      }
+        if (answer.left === 0) settle();
+      },
+      end: () => settle(new BackendLost(new ConnectionClosed('backend').message)),
+      error: (err) => settle(new BackendLost((err as Error).message)),
+    });
+    if (!settled) socket.write(requests.length === 1 ? requests[0]! : Buffer.concat(requests));
+  });
+}
+
+/** What the backend answered so far: the messages up to the last awaited ReadyForQuery, and those after it. */
+class Answer {
+  status: TransactionStatus = 'I';
+  /** The first ErrorResponse (not FATAL). */
+  error: PgError | undefined;
+  /** Frames that came after the last awaited ReadyForQuery (the relay's). */
+  readonly after: Frame[] = [];
+
+  constructor(
+    private readonly connection: BackendConnection,
+    public left: number,
+  ) {}
+
+  readonly sink: FrameSink = (code, source, offset, length) => {
+    if (this.left === 0) {
+      this.after.push({ code, raw: frameView(source, offset, length) });
+      return;
     }
-  } catch (err) {
-    socket.destroy();
-    throw err instanceof BackendLost ? err : new BackendLost((err as Error).message);
-  } finally {
-    clearTimeout(timer);
-    connection.leftover.push(...reader.release());
-  }
-  return { status, error };
+    const m = backendMessage(code, source, offset, length);
+    switch (m.type) {
+      case 'ParameterStatus': {
+        const { name, value } = m.body();
+        this.connection.parameters.set(name, value);
+        break;
+      }
+      case 'ErrorResponse': {
+        const fields = m.body();
+        const severity = fields.severityV ?? fields.severity;
+        if (severity === 'FATAL' || severity === 'PANIC') throw new BackendLost(`${fields.code ?? ''} ${fields.message ?? ''}`.trim());
+        this.error ??= PgError.fromFields(fields);
+        break;
+      }
+      case 'ReadyForQuery':
+        this.status = m.body().status;
+        this.left--;
+        break;
+      default:
+        // Row descriptions, rows, command tags, notices: the caller needs none of them.
+        break;
+    }
+  };
 }
 
 /** A Query message for `sql`. */

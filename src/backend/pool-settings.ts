@@ -109,6 +109,11 @@ export function poolSettings(base: PoolSettings, override?: PoolOverride): PoolS
   return Object.freeze({ ...s, maxIdle: Math.min(s.maxIdle, s.maxSize), warm: Math.min(s.warm, s.maxIdle, s.maxSize) });
 }
 
+/** Whether two settings are the same in every key. */
+export function samePoolSettings(a: PoolSettings, b: PoolSettings): boolean {
+  return (Object.keys(a) as (keyof PoolSettings)[]).every((k) => a[k] === b[k]);
+}
+
 /** One line for `pgward check` and the listening log. */
 export function describePoolSettings(s: PoolSettings): string {
   if (s.mode === 'off') return 'pool off (a new backend connection per session)';

@@ -1,10 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { fe, Limits, PgError, SqlState } from '../protocol/index.js';
 import { BackendLost, exchange, query, setConfigQuery, sync } from './exchange.js';
 import { asBackendRefusal, connectBackend, type BackendConnection, type LoginOptions } from './login.js';
-import { poolSettings, type PoolSettings } from './pool-settings.js';
+import { poolSettings, samePoolSettings, type PoolOverride, type PoolSettings } from './pool-settings.js';
 import type { BackendTarget } from './url.js';
-import { formatHostPort } from '../util/host-port.js';
+import { targetKey, targetLabel } from './pool-target.js';
 
 /** What a session asks the pool for. */
 export interface PoolRequest {
@@ -66,15 +65,27 @@ const DEFAULT_EXCHANGE_TIMEOUT_MS = 10_000;
 export class BackendPool {
   private readonly pools = new Map<string, TargetPool>();
   private settings: PoolSettings;
+  /**
+   * The settings per backends-file override (the entry's own `pool` object, shared by every
+   * target built from it), merged once per configuration instead of at every login.
+   */
+  private merged = new WeakMap<PoolOverride, PoolSettings>();
+  /** The global settings, checked (what a target without an override gets). */
+  private global: PoolSettings;
   private closing = false;
 
   constructor(private readonly opts: PoolOptions) {
     this.settings = opts.settings;
+    this.global = poolSettings(opts.settings);
   }
 
   /** The settings that apply to `target` (the global ones with its backends-file entry's on top). */
   settingsFor(target: BackendTarget): PoolSettings {
-    return poolSettings(this.settings, target.pool);
+    const override = target.pool;
+    if (!override) return this.global;
+    let settings = this.merged.get(override);
+    if (!settings) this.merged.set(override, (settings = poolSettings(this.settings, override)));
+    return settings;
   }
 
   /** A connection for `target`: an idle one if there is one, else a new one (waiting while the target is full). */
@@ -119,6 +130,8 @@ export class BackendPool {
    */
   reconfigure(settings: PoolSettings, keeps: (routeId: string | undefined) => boolean): void {
     this.settings = settings;
+    this.merged = new WeakMap();
+    this.global = poolSettings(settings);
     for (const pool of this.pools.values()) {
       const same = keeps(pool.routeId) && samePoolSettings(pool.settings, poolSettings(settings, pool.override));
       if (!same) pool.retire('configuration changed');
@@ -383,29 +396,4 @@ function differing(wanted: ReadonlyMap<string, string>, reported: ReadonlyMap<st
   const out = new Map<string, string>();
   for (const [k, v] of wanted) if (current.get(k.toLowerCase()) !== v) out.set(k, v);
   return out;
-}
-
-function samePoolSettings(a: PoolSettings, b: PoolSettings): boolean {
-  return (Object.keys(a) as (keyof PoolSettings)[]).every((k) => a[k] === b[k]);
-}
-
-/** Keeps passwords out of pool keys (a digest with a per-process salt, never printed). */
-const SALT = randomBytes(16);
-
-/** Everything that decides who a connection is on the backend, and how it was reached. */
-export function targetKey(t: BackendTarget): string {
-  const credential = t.passwordFromCommand
-    ? 'command'
-    : createHash('sha256').update(SALT).update(t.password ?? '').update('\0').update(t.sslpassword ?? '').digest('base64');
-  const params = Object.entries(t.params ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return JSON.stringify([
-    t.host, t.port, t.user, t.database, t.sslmode, t.sslrootcert, t.sslcert, t.sslkey,
-    t.applicationName, t.options, t.maxProtocolMinor, params, t.routeId, credential,
-  ]);
-}
-
-/** `user@host:port/database`, as metrics and the console show a target. */
-export function targetLabel(t: BackendTarget): string {
-  const user = t.user ?? '';
-  return `${user}@${formatHostPort(t.host, t.port)}/${t.database ?? user}`;
 }

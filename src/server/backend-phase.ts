@@ -20,7 +20,8 @@ export interface BackendRequest {
   user: string;
   database: string;
   reserved: { reservedParams: ReadonlySet<string>; allowReplication: boolean };
-  signal?: AbortSignal;
+  /** The login's abort: its signal is asked for only by what dials or waits. */
+  abort?: { readonly signal: AbortSignal };
 }
 
 /** Parameters `set_config` can give an open session; others (e.g. `crdb:remote_addr`) need a connection of the session's own. */
@@ -55,9 +56,18 @@ export async function obtainBackend(pool: BackendPool | undefined, req: BackendR
   const { target } = req;
   const split = pool && pool.settingsFor(target).mode === 'session' ? poolableParams(req) : undefined;
   if (!pool || !split) {
-    const connection = await connectBackend(target, { params: req.params, password: target.password, signal: req.signal });
+    const connection = await connectBackend(target, { params: req.params, password: target.password, signal: req.abort?.signal });
     return { connection, source: 'unpooled' };
   }
-  const lease = await pool.acquire(target, { params: split.login, apply: split.apply, password: target.password, signal: req.signal });
+  const abort = req.abort;
+  const lease = await pool.acquire(target, {
+    params: split.login,
+    apply: split.apply,
+    password: target.password,
+    // Read by the pool only to dial or to wait for a slot: a connection handed out at once needs none.
+    get signal() {
+      return abort?.signal;
+    },
+  });
   return { connection: lease.connection, source: lease.fresh ? 'new' : 'reused', lease };
 }

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { asPgError, be, PgError, SqlState } from '../protocol/index.js';
-import { newSessionId, Session } from '../pipeline/index.js';
+import { Session } from '../pipeline/index.js';
 import { guardSocket } from '../transport/socket-guard.js';
 import { negotiate } from './negotiate.js';
 import { readProxyHeader } from './proxy-protocol.js';
@@ -12,13 +12,15 @@ import { SESSION_SPAN } from './statement-telemetry.js';
 import type { ConnectionDeps } from './connection-deps.js';
 import type { Logger } from '../telemetry/log.js';
 import { SessionLifecycle } from './session-lifecycle.js';
+import { LoginAbort } from './login-abort.js';
 import { formatHostPort } from '../util/host-port.js';
+import { pooledRandomHex } from '../util/random-pool.js';
 
 export type { ConnectionDeps } from './connection-deps.js';
 
 /** Handles one accepted socket from first byte to close. Never throws. */
 export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): Promise<void> {
-  raw.setNoDelay(true);
+  // TCP_NODELAY is set by the listener (`noDelay`) as it accepts: a second setsockopt per connection buys nothing.
   guardSocket(raw);
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
   let log = deps.log.child({ client: formatHostPort(client.address, client.port) });
@@ -27,7 +29,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   let span: SessionSpan | undefined;
   let failed = false;
   const accepted = Date.now();
-  const startupAbort = new AbortController();
+  const startupAbort = new LoginAbort();
   let timer: NodeJS.Timeout | undefined;
   function fail(err: PgError) {
     if (timer) clearTimeout(timer);
@@ -53,7 +55,8 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
       if (!known) return;
       log = known;
     }
-    await throttleGate(deps, client.address, log);
+    const throttled = throttleGate(deps, client.address, log);
+    if (throttled) await throttled;
     timer = setTimeout(() => {
       startupAbort.abort();
       fail(new PgError('FATAL', SqlState.QueryCanceled, 'canceling authentication due to timeout'));
@@ -67,7 +70,8 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     }
     socket = guardSocket(negotiated.socket);
     client.tls = negotiated.tls;
-    const id = newSessionId();
+    // Like newSessionId (6 random bytes in hex), from the pooled random block.
+    const id = pooledRandomHex(6);
     const sessionLog = log.child({ session: id });
     session = new Session({ id, client, clientParams: negotiated.startup.params, log: sessionLog });
     span = startSessionSpan(client, traceparentFromStartup(negotiated.startup.params), accepted);
@@ -79,7 +83,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
       startup: negotiated.startup,
       deps,
       authTimer: timer,
-      signal: startupAbort.signal,
+      abort: startupAbort,
       span,
       log: sessionLog,
     }).run();
@@ -119,8 +123,11 @@ async function takeProxyHeader(raw: net.Socket, deps: ConnectionDeps, client: { 
   return deps.clientAddressKnown?.(client.address) === false ? undefined : log;
 }
 
-/** Auth-failure throttling: an address past the limit is delayed, or refused with 53300. */
-async function throttleGate(deps: ConnectionDeps, address: string, log: Logger): Promise<void> {
+/**
+ * Auth-failure throttling: an address past the limit is delayed (the promise to wait for), or
+ * refused with 53300. Nothing to wait for (the usual case) costs no promise and no await.
+ */
+function throttleGate(deps: ConnectionDeps, address: string, log: Logger): Promise<void> | undefined {
   const verdict = deps.throttle?.check(address) ?? { action: 'allow' as const };
   if (verdict.action === 'refuse') {
     deps.metrics?.authAttempt(deps.auth.name, 'failure', 'throttled');
@@ -130,8 +137,9 @@ async function throttleGate(deps: ConnectionDeps, address: string, log: Logger):
   }
   if (verdict.action === 'delay') {
     log.info('login delayed after repeated failures', { delay_ms: verdict.ms });
-    await new Promise((r) => setTimeout(r, verdict.ms));
+    return new Promise((r) => setTimeout(r, verdict.ms));
   }
+  return undefined;
 }
 
 /** A CancelRequest: to the backend of the session that holds the key, or a peer instance. */

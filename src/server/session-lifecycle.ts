@@ -3,13 +3,15 @@ import { asPgError, be, frontendMessage, Limits, PgError, SqlState, type Backend
 import type { Session } from '../pipeline/session.js';
 import { relay } from '../pipeline/relay.js';
 import { SocketSink, type FrameReader } from '../transport/socket-io.js';
-import { tlsLogFields } from '../transport/tls-info.js';
+import { describeTls } from '../transport/tls-info.js';
 import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
 import type { CancelKey } from '../backend/cancel.js';
 import type { Logger } from '../telemetry/log.js';
 import type { SessionSpan } from '../telemetry/spans.js';
 import { recordLogin, serveAdminSession, type TokenInfo } from './admin-session.js';
 import { AuthOutcome } from './auth-outcome.js';
+import type { LoginAbort } from './login-abort.js';
+import { LoginReply } from './login-reply.js';
 import { obtainBackend, type BackendHandle } from './backend-phase.js';
 import { chooseAuthProvider } from './client-auth-phase.js';
 import type { ConnectionDeps } from './connection-deps.js';
@@ -26,7 +28,8 @@ export interface LifecycleInit {
   deps: ConnectionDeps;
   /** Bounds startup and login (`--authTimeout`); cleared once the backend is there. */
   authTimer: NodeJS.Timeout;
-  signal: AbortSignal;
+  /** Aborted when `--authTimeout` passes. */
+  abort: LoginAbort;
   span: SessionSpan;
   log: Logger;
 }
@@ -155,18 +158,21 @@ export class SessionLifecycle {
 
   /** A pooled connection or a new login; undefined when the login timed out meanwhile (already answered). */
   private async connectBackend(auth: AuthResult): Promise<BackendHandle | undefined> {
-    const { session, deps, startup, span, signal, authTimer, log } = this.init;
+    const { session, deps, startup, span, abort, authTimer, log } = this.init;
     session.identity = auth.identity;
     session.user = auth.target.user ?? startup.params.get('user')!;
     session.database = auth.target.database ?? session.user;
     session.state.phase = 'connecting';
     const params = backendStartupParams(startup.params, auth.target, session.user, session.database, deps);
-    for (const mw of deps.middleware) await mw.beforeBackendStartup?.({ params, ctx: session });
+    for (const mw of deps.middleware) {
+      // Awaited only when there is a hook: each await is a turn of the microtask queue per login.
+      if (mw.beforeBackendStartup) await mw.beforeBackendStartup({ params, ctx: session });
+    }
     const started = Date.now();
     const connectSpan = span.backendConnect(auth.target.host, auth.target.port, { tls: auth.target.sslmode !== 'disable' });
     let handle: BackendHandle;
     try {
-      handle = await obtainBackend(deps.pool, { target: auth.target, params, user: session.user, database: session.database, reserved: deps, signal });
+      handle = await obtainBackend(deps.pool, { target: auth.target, params, user: session.user, database: session.database, reserved: deps, abort });
     } catch (err) {
       connectSpan.end({ error: err });
       if (auth.checkedByBackend) this.outcome!.failed(asPgError(err), 'backend_refused');
@@ -177,7 +183,7 @@ export class SessionLifecycle {
     if (auth.checkedByBackend) this.outcome!.succeeded();
     deps.metrics?.backendConnected((Date.now() - started) / 1000);
     clearTimeout(authTimer);
-    if (signal.aborted) {
+    if (abort.aborted) {
       // Nothing of this session reached the backend: a pooled connection is as clean as it was.
       if (handle.lease) handle.lease.release(true);
       else backend.socket.destroy();
@@ -185,14 +191,21 @@ export class SessionLifecycle {
     }
     session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
     deps.metrics?.connectionResult('accepted');
+    // tlsLogFields' fields, named here: spreading a fresh object into the line costs more than the line.
+    const clientTls = describeTls(this.init.socket);
+    const backendTls = backend.tls ? describeTls(backend.socket) : undefined;
     log.info('session started', {
       user: session.user,
       database: session.database,
       identity: session.identity,
       backend: `${auth.target.host}:${auth.target.port}`,
-      ...tlsLogFields('tls', this.init.socket),
+      tls_version: clientTls?.version,
+      tls_cipher: clientTls?.cipher,
+      tls_layer: clientTls?.layer,
       backend_tls: backend.tls,
-      ...tlsLogFields('backend_tls', backend.socket),
+      backend_tls_version: backendTls?.version,
+      backend_tls_cipher: backendTls?.cipher,
+      backend_tls_layer: backendTls?.layer,
       backend_auth: backend.authMethod,
       backend_protocol: `3.${backend.protocolMinor}`,
       backend_pool: handle.source,
@@ -226,18 +239,20 @@ export class SessionLifecycle {
     const { session, reader } = this.init;
     const backend = handle.connection;
     const done = auth.clientHandshake;
-    if (!done) this.channel.send(be.authOk());
+    const reply = new LoginReply();
+    if (!done) reply.authOk();
     // A reused connection's login notices were its first session's.
-    if (handle.source !== 'reused') this.channel.send(...backend.notices);
+    if (handle.source !== 'reused') for (const notice of backend.notices) reply.raw(notice.raw);
     for (const [name, value] of backend.parameters) {
       session.serverParams.set(name, value);
-      if (done?.sentParameters.get(name) !== value) this.channel.send(be.parameterStatus(name, value));
+      if (done?.sentParameters.get(name) !== value) reply.parameterStatus(name, value);
     }
-    if (done) this.channel.send(...done.completion);
+    if (done) for (const m of done.completion) reply.raw(m.raw);
     else {
-      if (proxyKey) this.channel.send(be.backendKeyData(proxyKey.processId, proxyKey.secretKey));
-      this.channel.send(be.readyForQuery('I'));
+      if (proxyKey) reply.raw(be.backendKeyData(proxyKey.processId, proxyKey.secretKey).raw);
+      reply.readyIdle();
     }
+    this.clientSink.write(reply.toBuffer());
     this.clientSink.flush();
     this.clientSink.dispose();
     reader.framer.maxLength = Limits.message;

@@ -14,16 +14,53 @@ export interface ExpiryPolicy {
 /** Largest delay setTimeout accepts; later deadlines are re-armed in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** Sessions waiting for one moment (typically one token's `exp`, shared by all its sessions). */
+interface Deadline {
+  timer?: NodeJS.Timeout;
+  due: Set<() => void>;
+}
+
+/**
+ * One timer per distinct moment, however many sessions wait for it: a login with a token many
+ * sessions share (a CI job's, a service's) joins its deadline instead of arming a timer (and a
+ * timer list of its own, for its own delay) per session.
+ */
+const deadlines = new Map<number, Deadline>();
+
 function at(when: number, fn: () => void): () => void {
-  let timer: NodeJS.Timeout;
-  const arm = () => {
-    const delay = when - Date.now();
-    if (delay <= 0) return fn();
-    timer = setTimeout(delay > MAX_TIMER_MS ? arm : fn, Math.min(delay, MAX_TIMER_MS));
-    timer.unref();
+  if (when - Date.now() <= 0) {
+    fn();
+    return () => {};
+  }
+  let deadline = deadlines.get(when);
+  if (!deadline) {
+    const made: Deadline = { due: new Set() };
+    deadlines.set(when, made);
+    arm(when, made);
+    deadline = made;
+  }
+  const entry = () => fn();
+  const joined = deadline;
+  joined.due.add(entry);
+  return () => {
+    if (!joined.due.delete(entry) || joined.due.size > 0) return;
+    clearTimeout(joined.timer);
+    if (deadlines.get(when) === joined) deadlines.delete(when);
   };
-  arm();
-  return () => clearTimeout(timer);
+}
+
+function arm(when: number, deadline: Deadline): void {
+  const delay = when - Date.now();
+  if (delay <= 0) return fire(when, deadline);
+  deadline.timer = setTimeout(() => (delay > MAX_TIMER_MS ? arm(when, deadline) : fire(when, deadline)), Math.min(delay, MAX_TIMER_MS));
+  deadline.timer.unref();
+}
+
+function fire(when: number, deadline: Deadline): void {
+  if (deadlines.get(when) === deadline) deadlines.delete(when);
+  const due = [...deadline.due];
+  deadline.due.clear();
+  for (const fn of due) fn();
 }
 
 /**

@@ -199,7 +199,7 @@ describe('jwt provider: remote JWKS and OIDC discovery', () => {
 async function withExpiringToken(
   warning: string,
   expiresIn: number,
-  test: (client: pg.Client, notices: string[], exp: number) => Promise<void>,
+  test: (client: pg.Client, notices: string[], exp: number, another: () => pg.Client) => Promise<void>,
 ): Promise<void> {
   await using cluster = await PgCluster.start({ hba: ['host all all 127.0.0.1/32 scram-sha-256'], users: [{ name: 'alice', password: 'pw' }] });
   const dir = await mkdtemp(join(tmpdir(), 'pgward-exp-'));
@@ -212,10 +212,11 @@ async function withExpiringToken(
       '--clockTolerance', '0s', '--expiryWarning', warning,
     ]);
     const exp = Math.floor(Date.now() / 1000) + expiresIn;
-    const client = new pg.Client({ connectionString: proxy.url('alice', await mint(key, 'EdDSA', { sub: 'alice' }, { exp })) });
+    const url = proxy.url('alice', await mint(key, 'EdDSA', { sub: 'alice' }, { exp }));
+    const client = new pg.Client({ connectionString: url });
     const notices: string[] = [];
     client.on('notice', (n) => notices.push(n.message ?? ''));
-    await test(client, notices, exp);
+    await test(client, notices, exp, () => new pg.Client({ connectionString: url }));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -236,6 +237,22 @@ describe('jwt provider: token lifetime', () => {
       assert.match(err.message, /token expired/);
       assert.ok(notices.some((n) => /token expires in/.test(n)), `warned first: ${JSON.stringify(notices)}`);
       await client.end().catch(() => {});
+    });
+  });
+
+  it('closes every session of one token at its expiry, whichever of them ended before', async () => {
+    await withExpiringToken('0s', 3, async (first, _notices, exp, another) => {
+      const sessions = [first, another(), another()];
+      const closed = sessions.map((c) => new Promise<{ code?: string }>((resolve) => c.on('error', (err: Error & { code?: string }) => resolve(err))));
+      for (const c of sessions) await c.connect();
+      // The first to log in leaves early: the others still wait for the same moment.
+      await sessions[0]!.end();
+      await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now()) + 800));
+      for (const [i, c] of sessions.slice(1).entries()) {
+        const err = await Promise.race([closed[i + 1]!, new Promise<{ code?: string }>((r) => setTimeout(() => r({ code: 'still open' }), 5000))]);
+        assert.equal(err.code, '28P01', `session ${i + 1}`);
+        await c.end().catch(() => {});
+      }
     });
   });
 

@@ -122,7 +122,13 @@ for (const relay of ['native', 'js'] as const) {
         const params = new Map<string, string>();
         for (const m of raw.messages) if (m.type === 'ParameterStatus') params.set(m.body().name, m.body().value);
         const key = raw.messages.find((m) => m.type === 'BackendKeyData');
-        return { params, types: raw.messages.map((m) => m.type), pid: key?.type === 'BackendKeyData' ? key.body().processId : 0 };
+        return {
+          params,
+          types: raw.messages.map((m) => m.type),
+          pid: key?.type === 'BackendKeyData' ? key.body().processId : 0,
+          // Nothing is asked of this client (the proxy has the backend password): the first read holds everything.
+          reads: raw.raw.length,
+        };
       };
       const fresh = await login();
       const reused = await login();
@@ -133,6 +139,9 @@ for (const relay of ['native', 'js'] as const) {
       assert.ok(reused.params.size >= 10, `a full set (${reused.params.size})`);
       assert.deepEqual(reused.types.slice(-2), ['BackendKeyData', 'ReadyForQuery']);
       assert.equal(reused.types[0], 'Authentication');
+      // AuthenticationOk … ReadyForQuery leave in one write: the client reads them in one go.
+      assert.equal(fresh.reads, 1, 'a fresh login reply in one read');
+      assert.equal(reused.reads, 1, 'a reused login reply in one read');
     });
 
     for (const how of ['mid-transaction', 'mid-query', 'mid-COPY'] as const) {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseBackends } from '../../src/auth/routing.js';
-import { targetKey, targetLabel } from '../../src/backend/pool.js';
+import { targetKey, targetLabel } from '../../src/backend/pool-target.js';
 import { DEFAULT_POOL_SETTINGS, describePoolSettings, parsePoolOverride, poolSettings } from '../../src/backend/pool-settings.js';
 import { parseBackendUrl } from '../../src/backend/url.js';
 import { ConfigError } from '../../src/config/load.js';

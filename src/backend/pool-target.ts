@@ -1,0 +1,40 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { BackendTarget } from './url.js';
+import { formatHostPort } from '../util/host-port.js';
+
+/** Keeps passwords out of pool keys (a digest with a per-process salt, never printed). */
+const SALT = randomBytes(16);
+
+/** Everything that decides who a connection is on the backend, and how it was reached. */
+export function targetKey(t: BackendTarget): string {
+  const credential = t.passwordFromCommand ? 'command' : credentialDigest(t.password ?? '', t.sslpassword ?? '');
+  const params = Object.entries(t.params ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([
+    t.host, t.port, t.user, t.database, t.sslmode, t.sslrootcert, t.sslcert, t.sslkey,
+    t.applicationName, t.options, t.maxProtocolMinor, params, t.routeId, credential,
+  ]);
+}
+
+/**
+ * The digests of the few credentials a configuration has, kept so a login does not hash its
+ * target's password again (bounded: templated passwords could be many).
+ */
+const credentialDigests = new Map<string, string>();
+const MAX_CREDENTIAL_DIGESTS = 256;
+
+function credentialDigest(password: string, sslpassword: string): string {
+  const both = `${password}\0${sslpassword}`;
+  let digest = credentialDigests.get(both);
+  if (digest === undefined) {
+    digest = createHash('sha256').update(SALT).update(password).update('\0').update(sslpassword).digest('base64');
+    if (credentialDigests.size >= MAX_CREDENTIAL_DIGESTS) credentialDigests.clear();
+    credentialDigests.set(both, digest);
+  }
+  return digest;
+}
+
+/** `user@host:port/database`, as metrics and the console show a target. */
+export function targetLabel(t: BackendTarget): string {
+  const user = t.user ?? '';
+  return `${user}@${formatHostPort(t.host, t.port)}/${t.database ?? user}`;
+}
