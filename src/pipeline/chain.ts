@@ -1,7 +1,7 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { BackendSpecs, FrontendSpecs, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
-import { codesOf, MessageWants } from './wants.js';
+import { codesOf, MessageWants, sharedWants } from './wants.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
 export interface ChainOutputs {
@@ -19,7 +19,7 @@ export interface Chain {
   /** A backend message into the last middleware. */
   fromBackend(m: BackendMessage): void;
   readonly handlers: readonly SessionHandlers[];
-  /** What the session's operators must see; a carrier forwards everything else itself. */
+  /** What the session's operators must see; a carrier forwards everything else itself. Shared: add to a copy. */
   readonly wants: MessageWants;
   /** The source of a direction failed: the failure passes the operators on its way out. */
   fail(direction: Direction, err: unknown): void;
@@ -76,7 +76,7 @@ export function composeChain(middleware: readonly Middleware[], session: Session
     fromClient: directions.toBackend.input,
     fromBackend: directions.toClient.input,
     handlers,
-    wants,
+    wants: sharedWants(wants),
     fail: (direction, err) => directions[direction].fail(err),
     close: () => {
       directions.toBackend.close();
