@@ -53,12 +53,34 @@ export function composeChain(middleware: readonly Middleware[], session: Session
     contexts.push(ctx);
   }
 
+  const { wants, frontendStages, backendStages } = stagesOf(middleware, handlers, contexts);
+  directions.toBackend.build(frontendStages, 'toBackend');
+  directions.toClient.build(backendStages.reverse(), 'toClient');
+  return {
+    fromClient: directions.toBackend.input,
+    fromBackend: directions.toClient.input,
+    handlers,
+    wants,
+    fail: (direction, err) => directions[direction].fail(err),
+    close: () => {
+      directions.toBackend.close();
+      directions.toClient.close();
+    },
+  };
+}
+
+/**
+ * Each middleware's operators, narrowed to the types it declared, and what the session must be
+ * handed. A function of its own: the closures `composeChain` returns keep its scope alive for the
+ * session's life, and these are needed only while the lanes are built.
+ */
+function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionHandlers[], contexts: readonly StageContext[]) {
   const wants = new MessageWants();
   const frontendStages: Stage<FrontendMessage>[] = [];
   const backendStages: Stage<BackendMessage>[] = [];
-  handlers.forEach((h, i) => {
+  for (let i = 0; i < handlers.length; i++) {
     const declared = middleware[i]!.messages;
-    let { frontend, backend } = h;
+    let { frontend, backend } = handlers[i]!;
     if (frontend) {
       wants.addFrontend(declared?.frontend ?? 'all');
       if (declared?.frontend) frontend = declaredOnly(frontend, codesOf(declared.frontend, FrontendSpecs));
@@ -69,20 +91,8 @@ export function composeChain(middleware: readonly Middleware[], session: Session
     }
     frontendStages.push({ op: frontend, ctx: contexts[i]! });
     backendStages.push({ op: backend, ctx: contexts[i]! });
-  });
-  directions.toBackend.build(frontendStages, 'toBackend');
-  directions.toClient.build(backendStages.reverse(), 'toClient');
-  return {
-    fromClient: directions.toBackend.input,
-    fromBackend: directions.toClient.input,
-    handlers,
-    wants: sharedWants(wants),
-    fail: (direction, err) => directions[direction].fail(err),
-    close: () => {
-      directions.toBackend.close();
-      directions.toClient.close();
-    },
-  };
+  }
+  return { wants: sharedWants(wants), frontendStages, backendStages };
 }
 
 /** The chain as two Observables, for code that drives it with streams of its own (tests, the plugin test kit). */
