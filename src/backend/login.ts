@@ -224,7 +224,12 @@ async function login(
       }
       case 'BackendKeyData': {
         const { processId, secretKey } = msg.body();
-        key = { processId, secretKey: Buffer.from(secretKey) };
+        // Copied (not kept as a view of the read) into memory of its own: Buffer.from would take
+        // a slice of Node's shared 8 KiB pool, and the key, held for the session's life, would keep
+        // the whole slab alive.
+        const own = Buffer.allocUnsafeSlow(secretKey.length);
+        secretKey.copy(own);
+        key = { processId, secretKey: own };
         break;
       }
       case 'NoticeResponse':

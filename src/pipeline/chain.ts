@@ -1,7 +1,7 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { BackendSpecs, FrontendSpecs, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
-import { codesOf, MessageWants } from './wants.js';
+import { codesOf, MessageWants, sharedWants } from './wants.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
 export interface ChainOutputs {
@@ -19,7 +19,7 @@ export interface Chain {
   /** A backend message into the last middleware. */
   fromBackend(m: BackendMessage): void;
   readonly handlers: readonly SessionHandlers[];
-  /** What the session's operators must see; a carrier forwards everything else itself. */
+  /** What the session's operators must see; a carrier forwards everything else itself. Shared: add to a copy. */
   readonly wants: MessageWants;
   /** The source of a direction failed: the failure passes the operators on its way out. */
   fail(direction: Direction, err: unknown): void;
@@ -53,23 +53,7 @@ export function composeChain(middleware: readonly Middleware[], session: Session
     contexts.push(ctx);
   }
 
-  const wants = new MessageWants();
-  const frontendStages: Stage<FrontendMessage>[] = [];
-  const backendStages: Stage<BackendMessage>[] = [];
-  handlers.forEach((h, i) => {
-    const declared = middleware[i]!.messages;
-    let { frontend, backend } = h;
-    if (frontend) {
-      wants.addFrontend(declared?.frontend ?? 'all');
-      if (declared?.frontend) frontend = declaredOnly(frontend, codesOf(declared.frontend, FrontendSpecs));
-    }
-    if (backend) {
-      wants.addBackend(declared?.backend ?? 'all');
-      if (declared?.backend) backend = declaredOnly(backend, codesOf(declared.backend, BackendSpecs));
-    }
-    frontendStages.push({ op: frontend, ctx: contexts[i]! });
-    backendStages.push({ op: backend, ctx: contexts[i]! });
-  });
+  const { wants, frontendStages, backendStages } = stagesOf(middleware, handlers, contexts);
   directions.toBackend.build(frontendStages, 'toBackend');
   directions.toClient.build(backendStages.reverse(), 'toClient');
   return {
@@ -83,6 +67,32 @@ export function composeChain(middleware: readonly Middleware[], session: Session
       directions.toClient.close();
     },
   };
+}
+
+/**
+ * Each middleware's operators, narrowed to the types it declared, and what the session must be
+ * handed. A function of its own: the closures `composeChain` returns keep its scope alive for the
+ * session's life, and these are needed only while the lanes are built.
+ */
+function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionHandlers[], contexts: readonly StageContext[]) {
+  const wants = new MessageWants();
+  const frontendStages: Stage<FrontendMessage>[] = [];
+  const backendStages: Stage<BackendMessage>[] = [];
+  for (let i = 0; i < handlers.length; i++) {
+    const declared = middleware[i]!.messages;
+    let { frontend, backend } = handlers[i]!;
+    if (frontend) {
+      wants.addFrontend(declared?.frontend ?? 'all');
+      if (declared?.frontend) frontend = declaredOnly(frontend, codesOf(declared.frontend, FrontendSpecs));
+    }
+    if (backend) {
+      wants.addBackend(declared?.backend ?? 'all');
+      if (declared?.backend) backend = declaredOnly(backend, codesOf(declared.backend, BackendSpecs));
+    }
+    frontendStages.push({ op: frontend, ctx: contexts[i]! });
+    backendStages.push({ op: backend, ctx: contexts[i]! });
+  }
+  return { wants: sharedWants(wants), frontendStages, backendStages };
 }
 
 /** The chain as two Observables, for code that drives it with streams of its own (tests, the plugin test kit). */

@@ -24,6 +24,8 @@ import { composeChain, type Chain } from './chain.js';
 import { JsCarrier } from './js-carrier.js';
 import type { Middleware } from './middleware.js';
 import { NativeCarrier } from './native-carrier.js';
+import { parkReading } from '../transport/own-read.js';
+import { sharedWants } from './wants.js';
 import type { StatementTimings } from './session-book.js';
 import type { Session } from './session.js';
 
@@ -138,12 +140,11 @@ class SessionRelay implements CarrierEvents {
         error: (err) => this.requestClose('error', asPgError(err)),
       });
       this.chain = chain;
-      const wants = chain.wants;
       // The session keeps `serverParams` from every ParameterStatus.
-      wants.addBackend(['ParameterStatus']);
+      const wants = chain.wants.copy().addBackend(['ParameterStatus']);
       if (observer?.messages) wants.addFrontend(observer.messages.frontend).addBackend(observer.messages.backend);
       const carrierOptions: CarrierOptions = {
-        wants,
+        wants: sharedWants(wants),
         maxMessageSize: options.maxMessageSize ?? Limits.assembledMessage,
         timings: observer?.timings,
         keepBackend: options.keepBackend,
@@ -160,6 +161,8 @@ class SessionRelay implements CarrierEvents {
         carrier = this.carrier = new JsCarrier(this.client, this.backend, carrierOptions);
         carrier.start();
       }
+      // C reads duplicates of the descriptors: the Node sockets only wait for the close.
+      if (carrier.kind === 'native') for (const socket of [this.client.socket, this.backend.socket]) parkReading(socket);
       options.onRelayKind?.(carrier.kind);
       options.onTraffic?.(trafficOf(carrier));
       if (this.done) return;

@@ -2,7 +2,8 @@ import { BackendSpecs, FrontendSpecs, type BackendType, type FrontendType } from
 
 /**
  * The message types a session's pipeline must see, by direction: one flag per type byte. A
- * carrier hands these to the pipeline and forwards every other message itself.
+ * carrier hands these to the pipeline and forwards every other message itself. Sessions share
+ * equal wants (`sharedWants`): change a copy, never wants a chain or carrier was given.
  */
 export class MessageWants {
   readonly frontend = new Uint8Array(256);
@@ -21,6 +22,14 @@ export class MessageWants {
     return this;
   }
 
+  /** Wants of their own with the same types, to add to. */
+  copy(): MessageWants {
+    const out = new MessageWants();
+    out.frontend.set(this.frontend);
+    out.backend.set(this.backend);
+    return out;
+  }
+
   /** Nothing asked for in either direction: every message can be forwarded. */
   get none(): boolean {
     return !this.frontend.includes(1) && !this.backend.includes(1);
@@ -35,6 +44,23 @@ export class MessageWants {
     }
     return out;
   }
+}
+
+/** Distinct wants seen so far: one per pipeline configuration (middleware and statement telemetry). */
+const shared = new Map<string, MessageWants>();
+const MAX_SHARED = 256;
+
+/**
+ * Wants equal to `wants`, the same object for every session that asks for the same types, so an
+ * idle session does not hold 512 bytes of flags of its own. Past MAX_SHARED distinct ones (a
+ * pipeline whose declarations vary per session), `wants` itself.
+ */
+export function sharedWants(wants: MessageWants): MessageWants {
+  const key = Buffer.from(wants.bits()).toString('latin1');
+  const known = shared.get(key);
+  if (known) return known;
+  if (shared.size < MAX_SHARED) shared.set(key, wants);
+  return wants;
 }
 
 /** One direction's wants as a lookup of type bytes, for filtering a stream. */

@@ -34,24 +34,51 @@ interface Output {
 /** One event a line, in text, JSON or Fluent-forward-style JSON; secrets redacted by field name. */
 export function createLogger(opts: LogOptions = {}, base: Record<string, unknown> = {}, out?: Output): Logger {
   const format = opts.format ?? 'text';
-  return makeLogger(ORDER[opts.level ?? 'info'], format, redacted(base), out ?? openOutput(opts.destination, format));
+  return new FieldLogger(ORDER[opts.level ?? 'info'], format, redacted(base), out ?? openOutput(opts.destination, format));
 }
 
-/** `base` is already redacted: a line only checks its own fields' names. */
-function makeLogger(min: number, format: LogFormat, base: Record<string, unknown>, sink: Output): Logger {
-  const emit = (level: LogLevel, event: string, fields?: Record<string, unknown>) => {
-    if (ORDER[level] < min) return;
-    sink.write(render(format, level, event, base, fields ? redacted(fields) : undefined) + '\n');
-  };
-  return {
-    trace: (e, f) => emit('trace', e, f),
-    debug: (e, f) => emit('debug', e, f),
-    info: (e, f) => emit('info', e, f),
-    warn: (e, f) => emit('warn', e, f),
-    error: (e, f) => emit('error', e, f),
-    child: (fields) => makeLogger(min, format, Object.assign({}, base, redacted(fields)), sink),
-    reopen: () => sink.reopen?.(),
-  };
+/**
+ * A logger with its fields. `base` is already redacted: a line only checks its own fields' names.
+ * The methods live on the prototype, not in closures per logger: every session holds child
+ * loggers for its whole life, and eight closures with their context cost each some 600 bytes.
+ * Call them on the logger (`log.info(...)`), as the `Logger` interface's methods.
+ */
+class FieldLogger implements Logger {
+  constructor(
+    private readonly min: number,
+    private readonly format: LogFormat,
+    private readonly base: Record<string, unknown>,
+    private readonly sink: Output,
+  ) {}
+
+  trace(event: string, fields?: Record<string, unknown>): void {
+    this.emit('trace', event, fields);
+  }
+  debug(event: string, fields?: Record<string, unknown>): void {
+    this.emit('debug', event, fields);
+  }
+  info(event: string, fields?: Record<string, unknown>): void {
+    this.emit('info', event, fields);
+  }
+  warn(event: string, fields?: Record<string, unknown>): void {
+    this.emit('warn', event, fields);
+  }
+  error(event: string, fields?: Record<string, unknown>): void {
+    this.emit('error', event, fields);
+  }
+
+  child(fields: Record<string, unknown>): Logger {
+    return new FieldLogger(this.min, this.format, Object.assign({}, this.base, redacted(fields)), this.sink);
+  }
+
+  reopen(): void {
+    this.sink.reopen?.();
+  }
+
+  private emit(level: LogLevel, event: string, fields?: Record<string, unknown>): void {
+    if (ORDER[level] < this.min) return;
+    this.sink.write(render(this.format, level, event, this.base, fields ? redacted(fields) : undefined) + '\n');
+  }
 }
 
 /** Field names seen, and whether each is a secret's: the same few names come line after line. */

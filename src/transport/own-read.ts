@@ -12,6 +12,11 @@ import { guardSocket } from './socket-guard.js';
  */
 const SMALLEST_REGION = 2 * 1024;
 const LARGEST_REGION = 64 * 1024;
+/**
+ * The region of a parked socket (one another reader carries, see `parkReading`): room for the
+ * few bytes of a peer's close, after which the next read gets a region of the smallest size.
+ */
+const PARKED_REGION = 64;
 
 /**
  * Reads into a buffer of our own, filled read after read from where the last read ended, instead
@@ -26,6 +31,12 @@ function ownReadRegions(route: ChunkRoute): OnReadOpts {
   let size = SMALLEST_REGION;
   let region = new ArrayBuffer(size);
   let used = 0;
+  route.park = () => {
+    size = SMALLEST_REGION;
+    region = new ArrayBuffer(PARKED_REGION);
+    used = 0;
+    return new Uint8Array(region);
+  };
   return {
     buffer: () => {
       const length = region.byteLength;
@@ -56,6 +67,8 @@ export class ChunkRoute {
   direct: ((chunk: Buffer) => void) | undefined = undefined;
   /** Set as soon as the socket exists (it is made with the route's reader). */
   socket: Socket | undefined = undefined;
+  /** Swaps the socket's region for a small one and returns the view to read into next (set by `ownReadRegions`). */
+  park: (() => Uint8Array) | undefined = undefined;
 
   deliver(chunk: Buffer): void {
     const direct = this.direct;
@@ -126,4 +139,37 @@ export function adoptWithOwnReadBuffer(accepted: Socket): Socket {
     const options = { handle, pauseOnCreate: true, readable: true, writable: true, onread };
     return new net.Socket(options as net.SocketConstructorOpts);
   });
+}
+
+/** The parts of a socket's read state `parkReading` replaces: its handle, and Node's record of the buffer it reads into. */
+type ParkableSocket = Socket & { _handle?: Partial<StreamHandle> | null } & Record<symbol, unknown>;
+
+let nodeBufferSymbol: symbol | null | undefined;
+
+/** Node's private `kBuffer` symbol on a socket read through `onread` (it holds the view read into next). */
+function bufferSymbolOf(socket: ParkableSocket): symbol | undefined {
+  if (nodeBufferSymbol === undefined) {
+    nodeBufferSymbol = Object.getOwnPropertySymbols(socket).find((s) => s.description === 'kBuffer') ?? null;
+  }
+  return nodeBufferSymbol ?? undefined;
+}
+
+/**
+ * Gives back a paused socket's read region while another reader carries its descriptor (the
+ * native carrier reads a duplicate in C): an idle session would otherwise hold two regions of
+ * 2 KiB or more it never reads into. The socket keeps 64 bytes to read its peer's close into, and
+ * reads as before once resumed. Relies on Node's private `_handle` and `kBuffer`; when they are
+ * not there in the expected shape (or the socket is reading), it does nothing and returns false.
+ */
+export function parkReading(socket: Duplex): boolean {
+  const route = routes.get(socket);
+  const s = socket as ParkableSocket;
+  const handle = s._handle;
+  if (!route?.park || s.destroyed || typeof handle?.useUserBuffer !== 'function' || handle.reading === true) return false;
+  const symbol = bufferSymbolOf(s);
+  if (symbol === undefined || !(s[symbol] instanceof Uint8Array)) return false;
+  const view = route.park();
+  handle.useUserBuffer(view);
+  s[symbol] = view;
+  return true;
 }

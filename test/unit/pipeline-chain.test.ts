@@ -4,7 +4,7 @@ import { filter, map, Subject, tap } from 'rxjs';
 import { buildChain, composeChain } from '../../src/pipeline/chain.js';
 import { Session, SessionStateTracker } from '../../src/pipeline/session.js';
 import { SessionBook } from '../../src/pipeline/session-book.js';
-import { MessageWants } from '../../src/pipeline/wants.js';
+import { MessageWants, sharedWants } from '../../src/pipeline/wants.js';
 import type { Middleware, MiddlewareContext } from '../../src/pipeline/middleware.js';
 import { be, fe, type BackendMessage, type FrontendMessage } from '../../src/protocol/index.js';
 import { silentLogger } from '../../src/telemetry/log.js';
@@ -229,6 +229,19 @@ describe('message declarations', () => {
     h.fromClient.next(fe.query('ping'));
     h.fromClient.next(fe.flush());
     assert.deepEqual(h.toBackend, ['Sync', 'pong', 'Flush']);
+  });
+
+  it('gives sessions with the same declarations one shared MessageWants; a copy added to leaves it as it was', () => {
+    const queries: Middleware = { name: 'queries', messages: { frontend: ['Query'] }, session: () => ({ frontend: tap(() => {}) }) };
+    const parses: Middleware = { name: 'parses', messages: { frontend: ['Parse'] }, session: () => ({ frontend: tap(() => {}) }) };
+    const first = harness([queries]).chain.wants;
+    assert.equal(harness([queries]).chain.wants, first, 'the same pipeline: the same wants');
+    assert.notEqual(harness([parses]).chain.wants, first, 'other declarations: other wants');
+    const more = first.copy().addBackend(['ParameterStatus']);
+    assert.equal(first.backend.includes(1), false);
+    assert.equal(more.backend['S'.charCodeAt(0)], 1);
+    assert.equal(more.frontend['Q'.charCodeAt(0)], 1);
+    assert.equal(sharedWants(first.copy()), first);
   });
 
   it('wants every type of a direction whose operator declares nothing, and nothing for middleware without operators', () => {
