@@ -139,9 +139,10 @@ const NEEDS_QUOTES = /\s|"/;
 // several microseconds in V8 (a fresh shape each time), so the base fields and the line's are
 // walked in turn instead, as if merged (a line's field overrides a base one of the same name).
 function render(format: LogFormat, level: LogLevel, event: string, base: Record<string, unknown>, fields = NO_FIELDS): string {
-  const time = new Date().toISOString();
+  const now = Date.now();
+  if (format === 'fluent') return JSON.stringify(['pgward', Math.floor(now / 1000), { level, msg: event, ...base, ...fields }]);
+  const time = isoTime(now);
   if (format === 'json') return JSON.stringify({ time, level, msg: event, ...base, ...fields });
-  if (format === 'fluent') return JSON.stringify(['pgward', Math.floor(Date.now() / 1000), { level, msg: event, ...base, ...fields }]);
   let line = `${time} ${LEVEL_TEXT[level]} ${event}`;
   for (const k in base) line += pair(k, Object.hasOwn(fields, k) ? fields[k] : base[k]);
   for (const k in fields) if (!Object.hasOwn(base, k)) line += pair(k, fields[k]);
@@ -152,7 +153,22 @@ const NO_FIELDS: Record<string, unknown> = Object.freeze({});
 
 function pair(name: string, value: unknown): string {
   if (value === undefined) return '';
-  return ` ${name}=${typeof value === 'string' && !NEEDS_QUOTES.test(value) ? value : JSON.stringify(value)}`;
+  if (typeof value === 'string') return ` ${name}=${NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value}`;
+  // A finite number reads the same either way; String() skips JSON.stringify's generic path.
+  if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${String(value)}`;
+  return ` ${name}=${JSON.stringify(value)}`;
+}
+
+// Lines come many to a millisecond: the time text is made once per millisecond.
+let timeMs = NaN;
+let timeText = '';
+
+function isoTime(ms: number): string {
+  if (ms !== timeMs) {
+    timeMs = ms;
+    timeText = new Date(ms).toISOString();
+  }
+  return timeText;
 }
 
 /** A logger that writes nothing (tests, embedding). */
