@@ -7,8 +7,23 @@
 
 const ROW_COUNT_TAGS = new Set(['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'COPY', 'FETCH', 'MOVE', 'MERGE']);
 
-/** `INSERT 0 5` → { command: 'INSERT', rows: 5 }; tags without a count have no rows. */
-export function parseCommandTag(tag: string): { command: string; rows?: number } {
+/** Tags seen, and what they read as: a session sends the same few (`SELECT 1`) over and over. */
+const parsedTags = new Map<string, Readonly<{ command: string; rows?: number }>>();
+const MAX_PARSED_TAGS = 512;
+
+/** `INSERT 0 5` → { command: 'INSERT', rows: 5 }; tags without a count have no rows. The result is frozen (it may be shared). */
+export function parseCommandTag(tag: string): Readonly<{ command: string; rows?: number }> {
+  let parsed = parsedTags.get(tag);
+  if (parsed === undefined) {
+    parsed = Object.freeze(readCommandTag(tag));
+    // Row counts vary without end: past the bound, start over rather than track what is used.
+    if (parsedTags.size >= MAX_PARSED_TAGS) parsedTags.clear();
+    parsedTags.set(tag, parsed);
+  }
+  return parsed;
+}
+
+function readCommandTag(tag: string): { command: string; rows?: number } {
   const parts = tag.trim().split(/\s+/);
   const command = parts[0] ?? '';
   const last = parts[parts.length - 1]!;
@@ -223,23 +238,68 @@ export function redactSql(sql: string, opts: SqlTextOptions = {}): string {
  * (nothing but whitespace and comments) are dropped, as the server skips them.
  */
 export function splitStatements(sql: string, opts: SqlTextOptions = {}): string[] {
+  return splitStatementsRedacted(sql, false, opts).map((st) => st.text);
+}
+
+/** A statement of a query string, as {@link splitStatementsRedacted} gives it. */
+export interface SplitStatement {
+  /** As {@link splitStatements} gives it. */
+  readonly text: string;
+  /**
+   * `redactSql(text).trim()`, made in the same pass; undefined when not asked for, or when
+   * trimming cut into a token (a non-ASCII space, the end of a literal or comment left open at
+   * the input's end), where the text alone may lex otherwise.
+   */
+  readonly redacted: string | undefined;
+}
+
+/**
+ * {@link splitStatements} and, with `redact`, each statement redacted as {@link redactSql} would
+ * redact it alone, in one pass: the tokens of a statement lexed alone are the tokens the whole
+ * string has between the statement's ends, so they need not be read twice.
+ */
+export function splitStatementsRedacted(sql: string, redact: boolean, opts: SqlTextOptions = {}): SplitStatement[] {
   const scs = opts.standardConformingStrings ?? true;
-  const out: string[] = [];
+  const out: SplitStatement[] = [];
   let start = 0;
   let significant = false;
   // Only a CREATE statement can hold a BEGIN ATOMIC body: its words are read, no other's.
   let create = false;
   let prevBegin = false;
   let atomicDepth = 0;
+  // The current statement: its first and last tokens other than whitespace, and its redaction so
+  // far (`redacted`, then the source from `kept` on).
+  let first = -1;
+  let last = 0;
+  let redacted = '';
+  let kept = 0;
   for (let i = 0; i < sql.length; ) {
     const s = i;
     i = nextToken(sql, i, scs);
-    if (tokenKind === SPACE || tokenKind === COMMENT) continue;
+    if (tokenKind === SPACE) continue;
+    if (first < 0) {
+      first = kept = s;
+      redacted = '';
+    }
     if (tokenKind === PUNCT && sql.charCodeAt(s) === 59 /* ; */ && atomicDepth === 0) {
-      if (significant) out.push(sql.slice(start, s).trim());
+      if (significant) out.push(statement(sql, start, s, first, last, redact ? redacted + sql.slice(kept, last) : undefined));
       start = i;
+      first = -1;
       significant = create = prevBegin = false;
       continue;
+    }
+    last = i;
+    if (tokenKind === COMMENT) {
+      if (redact) {
+        redacted += sql.slice(kept, s);
+        if (redacted.length > 0 && !isSpace(redacted.charCodeAt(redacted.length - 1))) redacted += ' ';
+        kept = i;
+      }
+      continue;
+    }
+    if (redact && (tokenKind === STRING || tokenKind === NUMBER_TOKEN)) {
+      redacted += sql.slice(kept, s) + '?';
+      kept = i;
     }
     const ident = tokenKind === IDENT;
     if (!significant) create = ident && wordIs(sql, s, i, 'create');
@@ -250,8 +310,15 @@ export function splitStatements(sql: string, opts: SqlTextOptions = {}): string[
     else if (ident && atomicDepth > 0 && wordIs(sql, s, i, 'end')) atomicDepth--;
     prevBegin = ident && wordIs(sql, s, i, 'begin');
   }
-  if (significant) out.push(sql.slice(start).trim());
+  if (significant) out.push(statement(sql, start, sql.length, first, last, redact ? redacted + sql.slice(kept, last) : undefined));
   return out;
+}
+
+/** A statement from `sql[start, end)`, whose tokens other than whitespace span `[first, last)`. */
+function statement(sql: string, start: number, end: number, first: number, last: number, redacted: string | undefined): SplitStatement {
+  const text = sql.slice(start, end).trim();
+  // trim() drops whitespace the lexer does not (U+00A0…): then the text alone lexes otherwise.
+  return { text, redacted: redacted !== undefined && text.length === last - first ? redacted.trim() : undefined };
 }
 
 /**

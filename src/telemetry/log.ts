@@ -15,6 +15,12 @@ export interface Logger {
   warn(event: string, fields?: Record<string, unknown>): void;
   error(event: string, fields?: Record<string, unknown>): void;
   child(fields: Record<string, unknown>): Logger;
+  /**
+   * For an event logged again and again with the same leading fields (one a statement, say):
+   * `fixed` is rendered once, here, and each call renders only its own fields. A call writes the
+   * line `level(event, { ...fixed, ...fields })` would.
+   */
+  prepare?(level: LogLevel, event: string, fixed: Record<string, unknown>): (fields: Record<string, unknown>) => void;
   /** Reopens the log file (after rotation moved it away); a no-op for stdout. */
   reopen?(): void;
 }
@@ -50,6 +56,11 @@ function makeLogger(min: number, format: LogFormat, base: Record<string, unknown
     warn: (e, f) => emit('warn', e, f),
     error: (e, f) => emit('error', e, f),
     child: (fields) => makeLogger(min, format, Object.assign({}, base, redacted(fields)), sink),
+    prepare: (level, event, fixed) => {
+      if (ORDER[level] < min) return () => {};
+      const slow = (fields: Record<string, unknown>) => emit(level, event, { ...fixed, ...fields });
+      return preparedLine(format, level, event, { ...base, ...redacted(fixed) }, (line) => sink.write(line), slow);
+    },
     reopen: () => sink.reopen?.(),
   };
 }
@@ -180,3 +191,66 @@ export const silentLogger: Logger = {
   error() {},
   child: () => silentLogger,
 };
+
+/** Names a line places itself: a field of one of these names takes the general path. */
+const PLACED = new Set(['time', 'level', 'msg']);
+
+/**
+ * The renderer behind `Logger.prepare`: `leading` (the base fields, then the fixed ones, already
+ * redacted) is rendered once. A call renders its own fields after it; a field it cannot render
+ * the same way here (a name already used, a secret's name, an object's value) goes to `slow`,
+ * the general path, which writes the same line.
+ */
+function preparedLine(
+  format: LogFormat,
+  level: LogLevel,
+  event: string,
+  leading: Record<string, unknown>,
+  write: (line: string) => void,
+  slow: (fields: Record<string, unknown>) => void,
+): (fields: Record<string, unknown>) => void {
+  const taken = new Set([...PLACED, ...Object.keys(leading)]);
+  if (Object.keys(leading).some((k) => PLACED.has(k))) return slow;
+  if (format === 'text') {
+    let head = ` ${LEVEL_TEXT[level]} ${event}`;
+    for (const k in leading) head += pair(k, leading[k]);
+    return (fields) => {
+      let line = isoTime(Date.now()) + head;
+      for (const k in fields) {
+        if (taken.has(k) || isSecretName(k)) return slow(fields);
+        line += pair(k, fields[k]);
+      }
+      write(line + '\n');
+    };
+  }
+  const members = JSON.stringify(leading).slice(1, -1);
+  const head = `"level":${JSON.stringify(level)},"msg":${JSON.stringify(event)}${members ? ',' + members : ''}`;
+  return (fields) => {
+    let line = '';
+    for (const k in fields) {
+      if (taken.has(k) || isSecretName(k)) return slow(fields);
+      const v = fields[k];
+      if (v === undefined) continue;
+      const text = jsonValue(v);
+      if (text === undefined) return slow(fields);
+      line += `,${JSON.stringify(k)}:${text}`;
+    }
+    const now = Date.now();
+    if (format === 'fluent') write(`["pgward",${Math.floor(now / 1000)},{${head}${line}}]\n`);
+    else write(`{"time":"${isoTime(now)}",${head}${line}}\n`);
+  };
+}
+
+/** A string, number, boolean or null as JSON.stringify writes it inside an object; undefined for anything else. */
+function jsonValue(v: unknown): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'number':
+      return Number.isFinite(v) ? String(v) : 'null';
+    case 'boolean':
+      return v ? 'true' : 'false';
+    default:
+      return v === null ? 'null' : undefined;
+  }
+}

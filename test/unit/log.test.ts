@@ -169,6 +169,38 @@ describe('log lines are all written, in order, however the process ends', () => 
     assert.deepEqual([body.level, body.msg, body.user, body.client], ['warn', 'session started', 'bob', '10.0.0.1:5']);
   });
 
+  it('a prepared line is the line info() writes with the fixed fields first, whatever its fields', () => {
+    // The time (text, JSON) or the seconds (fluent) are the only part that may differ between two lines.
+    const untimed = (line: string) => line.replace(/^\S+ /, '').replace(/"time":"[^"]*"/, '').replace(/^\["pgward",\d+,/, '');
+    const cases: Record<string, unknown>[] = [
+      { statement: 'select ? as "x y"', params: 0, duration_ms: 1.25, rows: 1, sqlstate: undefined, command: 'SELECT' },
+      { statement: 'a\nb', params: 2, duration_ms: 0, rows: undefined, sqlstate: '42P01', command: undefined },
+      { user: 'bob', n: 1 }, // a fixed field's name: the general path
+      { session: 's9' }, // a base field's name
+      { msg: 'no', level: 'x' }, // names the line places itself
+      { password: 'hunter2', other: undefined }, // a secret's name
+      { token: undefined },
+      { obj: { a: [1, 'two'] }, big: 1e21, nan: NaN, neg: -0, flag: false, nothing: null },
+    ];
+    for (const format of ['text', 'json', 'fluent'] as const) {
+      const lines: string[] = [];
+      const log = createLogger({ format }, { client: '10.0.0.1:5' }, { write: (l) => void lines.push(l) }).child({ session: 's1' });
+      const fixed = { event: 'query', session: 's1', user: 'alice', database: 'app' };
+      const line = log.prepare!('info', 'query', fixed);
+      for (const fields of cases) {
+        line(fields);
+        log.info('query', { ...fixed, ...fields });
+        const [prepared, general] = lines.splice(0, 2);
+        assert.equal(untimed(prepared!), untimed(general!), `${format}: ${JSON.stringify(fields)}`);
+        assert.ok(!prepared!.includes('hunter2'));
+      }
+      // Below the logger's level, nothing.
+      const quiet = createLogger({ format, level: 'warn' }, {}, { write: (l) => void lines.push(l) });
+      quiet.prepare!('info', 'query', fixed)({ n: 1 });
+      assert.deepEqual(lines, []);
+    }
+  });
+
   it('redacts secret field names given to a child logger or a line', () => {
     const lines: string[] = [];
     const log = createLogger({ format: 'json' }, { password: 'base-secret' }, { write: (l) => void lines.push(l) });
