@@ -71,7 +71,7 @@ export class QueryReporter {
     const end = this.s.now();
     const duration = end - start;
     if (duration < this.s.slowMs) return end;
-    const text = stmt ? stmt.text(this.s.redact, this.standardConformingStrings()) : '';
+    const text = stmt ? stmt.text(this.s.redact, this.standardConformingStrings) : '';
     const tag = outcome.tag !== undefined ? parseCommandTag(outcome.tag) : undefined;
     const fields: LineFields = {
       statement: text,
@@ -91,9 +91,7 @@ export class QueryReporter {
   }
 
   /** The session's `standard_conforming_strings`: when off, backslashes escape quotes in '…' literals. */
-  standardConformingStrings(): boolean {
-    return this.ctx.serverParams.get('standard_conforming_strings') !== 'off';
-  }
+  readonly standardConformingStrings = (): boolean => this.ctx.serverParams.get('standard_conforming_strings') !== 'off';
 
   /** The event as `emit` gets it: absent fields left out. */
   private event(f: LineFields): QueryEvent {

@@ -31,12 +31,13 @@ export class StatementText {
     return this.sql.length;
   }
 
-  text(redact: boolean, standardConformingStrings: boolean): string {
+  /** `standardConformingStrings` is asked only when the text must be lexed here. */
+  text(redact: boolean, standardConformingStrings: () => boolean): string {
     if (this.reported !== undefined) return this.reported;
     const mark = this.cut ? '…' : '';
     if (!redact && !this.sensitive) this.reported = this.sql + mark;
     // A literal cut short is unterminated, and so hidden to the end.
-    else this.reported = (this.redacted ?? redactSql(this.sql, { standardConformingStrings }).trim()) + mark;
+    else this.reported = (this.redacted ?? redactSql(this.sql, { standardConformingStrings: standardConformingStrings() }).trim()) + mark;
     this.redacted = undefined;
     return this.reported;
   }

@@ -1,5 +1,5 @@
 import type { MiddlewareContext } from '../pipeline/middleware.js';
-import { FRONTEND_MEANINGS, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
+import { FRONTEND_MEANINGS, leadingCString, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
 import { QueryReporter, type Outcome, type Settings } from './query-log-report.js';
 import { isSensitive, queryStatements, StatementText } from './query-log-text.js';
 
@@ -110,7 +110,7 @@ export class QueryTracker {
     }
     switch (m.type) {
       case 'Query': {
-        const sql = m.body().sql;
+        const sql = leadingCString(m); // body().sql, without a view of the message or a body kept with it
         this.push({ kind: 'query', sql, sensitive: isSensitive(sql), idx: 0, start: this.s.now(), rows: 0, done: false });
         return;
       }
@@ -164,7 +164,7 @@ export class QueryTracker {
       case 'CommandComplete':
       case 'EmptyQueryResponse':
       case 'PortalSuspended': {
-        const tag = m.type === 'CommandComplete' ? m.body().tag : undefined;
+        const tag = m.type === 'CommandComplete' ? leadingCString(m) : undefined; // body().tag
         if (head?.kind === 'query') this.queryStep(head, { tag });
         else if (head?.kind === 'execute') {
           this.shift();

@@ -211,13 +211,21 @@ function preparedLine(
 ): (fields: Record<string, unknown>) => void {
   const taken = new Set([...PLACED, ...Object.keys(leading)]);
   if (Object.keys(leading).some((k) => PLACED.has(k))) return slow;
+  // Names that passed both checks: the same few come with every call.
+  const fine = new Set<string>();
+  const renders = (k: string): boolean => {
+    if (fine.has(k)) return true;
+    if (taken.has(k) || isSecretName(k)) return false;
+    if (fine.size < 64) fine.add(k);
+    return true;
+  };
   if (format === 'text') {
     let head = ` ${LEVEL_TEXT[level]} ${event}`;
     for (const k in leading) head += pair(k, leading[k]);
     return (fields) => {
       let line = isoTime(Date.now()) + head;
       for (const k in fields) {
-        if (taken.has(k) || isSecretName(k)) return slow(fields);
+        if (!renders(k)) return slow(fields);
         line += pair(k, fields[k]);
       }
       write(line + '\n');
@@ -228,7 +236,7 @@ function preparedLine(
   return (fields) => {
     let line = '';
     for (const k in fields) {
-      if (taken.has(k) || isSecretName(k)) return slow(fields);
+      if (!renders(k)) return slow(fields);
       const v = fields[k];
       if (v === undefined) continue;
       const text = jsonValue(v);
