@@ -165,9 +165,27 @@ const NO_FIELDS: Record<string, unknown> = Object.freeze({});
 function pair(name: string, value: unknown): string {
   if (value === undefined) return '';
   if (typeof value === 'string') return ` ${name}=${NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value}`;
-  // A finite number reads the same either way; String() skips JSON.stringify's generic path.
-  if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${String(value)}`;
+  // A finite number reads the same either way; numberText() skips JSON.stringify's generic path.
+  if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${numberText(value)}`;
   return ` ${name}=${JSON.stringify(value)}`;
+}
+
+/**
+ * `String(v)` for a finite number, made without V8's shortest-digits search when `v` has at most
+ * three decimals (a duration in ms, rounded to µs): then its digits are those of the integer
+ * `v × 1000`, since a decimal of at most 15 digits is the shortest that reads back as its double.
+ */
+function numberText(v: number): string {
+  const n = Math.round(v * 1000);
+  if (n / 1000 !== v || n === 0 || n >= 1e15 || n <= -1e15) return String(v);
+  const abs = n < 0 ? -n : n;
+  const whole = (abs - (abs % 1000)) / 1000;
+  const frac = abs % 1000;
+  const sign = n < 0 ? '-' : '';
+  if (frac === 0) return sign + whole;
+  if (frac % 100 === 0) return `${sign}${whole}.${frac / 100}`;
+  if (frac % 10 === 0) return `${sign}${whole}.${frac < 100 ? '0' : ''}${frac / 10}`;
+  return `${sign}${whole}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
 }
 
 // Lines come many to a millisecond: the time text is made once per millisecond.
@@ -255,7 +273,7 @@ function jsonValue(v: unknown): string | undefined {
     case 'string':
       return JSON.stringify(v);
     case 'number':
-      return Number.isFinite(v) ? String(v) : 'null';
+      return Number.isFinite(v) ? numberText(v) : 'null';
     case 'boolean':
       return v ? 'true' : 'false';
     default:

@@ -201,6 +201,18 @@ describe('log lines are all written, in order, however the process ends', () => 
     }
   });
 
+  it('writes numbers as String() does: durations of up to three decimals, integers, and any other double', () => {
+    const lines: string[] = [];
+    const log = createLogger({ format: 'text' }, {}, { write: (l) => void lines.push(l) });
+    const values = [0, -0, 1, -1, 0.001, 0.01, 0.1, 0.5, 1.48, 1.2, 10.05, 999.999, -2.5, 123456.789, 1e12 + 0.125, 1e15, 2 ** 53, 1 / 3, 1e-7, 5e-324, 1.7976931348623157e308];
+    for (let i = 0; i < 20000; i++) values.push(Math.round(Math.random() * 10 ** (1 + (i % 12))) / 1000, Math.random() * 10 ** (i % 20), -Math.random());
+    for (const v of values) log.info('n', { n: v });
+    assert.deepEqual(
+      lines.map((l) => / n=(\S+)\n$/.exec(l)?.[1]),
+      values.map((v) => String(v)),
+    );
+  });
+
   it('redacts secret field names given to a child logger or a line', () => {
     const lines: string[] = [];
     const log = createLogger({ format: 'json' }, { password: 'base-secret' }, { write: (l) => void lines.push(l) });
