@@ -30,6 +30,13 @@ export interface SessionLogger {
   info(event: string, fields?: Record<string, unknown>): void;
   warn(event: string, fields?: Record<string, unknown>): void;
   error(event: string, fields?: Record<string, unknown>): void;
+  /**
+   * For an event logged again and again with the same leading fields (one a statement, say):
+   * `fixed` is rendered once and each call renders only its own fields, writing the line
+   * `info(event, { ...fixed, ...fields })` (at `level`) would. pgward's own loggers have it; a
+   * logger made elsewhere (tests, embedding) may not: then call that method instead.
+   */
+  prepare?(level: 'debug' | 'info' | 'warn' | 'error', event: string, fixed: Record<string, unknown>): (fields: Record<string, unknown>) => void;
 }
 
 /** The per-session facts and controls every middleware receives. */

@@ -75,6 +75,23 @@ export function frameByte(message: Message, index: number): number {
   return message instanceof LazyMessage ? message.source[message.offset + index]! : message.raw[index]!;
 }
 
+/**
+ * The C string a message's payload starts with — a Query's text, a CommandComplete's tag — as its
+ * body's decoder reads it, but from the range the message lies in: no view made, nothing kept
+ * (for code that reads one field of every message and nothing else). Throws as `body()` does
+ * when the string is unterminated.
+ */
+export function leadingCString(message: Message): string {
+  if (!(message instanceof LazyMessage)) return cstringIn(message.payload, 0, message.payload.length, message.type);
+  return cstringIn(message.source, message.offset + 5, message.offset + message.length, message.type);
+}
+
+function cstringIn(buf: Buffer, start: number, end: number, type: string): string {
+  const nul = buf.indexOf(0, start);
+  if (nul < 0 || nul >= end) throw protocolViolation(`malformed ${type} message: unterminated string`);
+  return buf.toString('utf8', start, nul);
+}
+
 export function decodeWith<T extends string, B>(spec: MessageSpec<T, B>, payload: Buffer): B {
   try {
     return spec.decode(new PayloadReader(payload), payload);

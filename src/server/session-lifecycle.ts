@@ -191,7 +191,7 @@ export class SessionLifecycle {
     }
     session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
     deps.metrics?.connectionResult('accepted');
-    // tlsLogFields' fields, named here: spreading a fresh object into the line costs more than the line.
+    // The TLS fields named here: spreading a fresh object into the line costs more than the line.
     const clientTls = describeTls(this.init.socket);
     const backendTls = backend.tls ? describeTls(backend.socket) : undefined;
     log.info('session started', {

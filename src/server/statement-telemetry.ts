@@ -11,7 +11,7 @@ import {
   type BackendType,
   type FrontendMessage,
 } from '../protocol/index.js';
-import { parseCommandTag, redactSql } from '../sql/text.js';
+import { commandTagOf, redactSql } from '../sql/text.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { SessionSpan, StatementSpan } from '../telemetry/spans.js';
 
@@ -93,7 +93,7 @@ export function statementTelemetry(metrics: Metrics): (session: Session) => Rela
       count.n++;
       metrics.query((performance.now() - p.started) / 1000, ok);
       if (m.type === 'ErrorResponse') p.span.end({ sqlstate: m.body().code });
-      else if (m.type === 'CommandComplete') p.span.end({ rows: parseCommandTag(m.body().tag).rows });
+      else if (m.type === 'CommandComplete') p.span.end({ rows: commandTagOf(m.body().tag).rows });
       else p.span.end({});
     };
 

@@ -57,11 +57,25 @@ export class FdWriter {
   write(text: string): void {
     if (this.broken) return;
     if (this.pending.length > 0) return this.hold(Buffer.from(text, 'utf8'));
+    // The string goes to the descriptor as it is (Node encodes it on the stack): a Buffer is made
+    // only for what a full descriptor did not take.
+    let written: number;
+    try {
+      written = writeSync(this.fd, text);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') {
+        this.error = err as Error;
+        return this.fail(Buffer.from(text, 'utf8'));
+      }
+      written = 0;
+    }
+    if (written === text.length && written === Buffer.byteLength(text, 'utf8')) return;
     const data = Buffer.from(text, 'utf8');
-    const written = this.tryWrite(data);
-    if (written === undefined) return this.fail(data);
-    if (written < data.length) {
-      this.hold(data.subarray(written));
+    if (written >= data.length) return;
+    const rest = this.tryWrite(data.subarray(written));
+    if (rest === undefined) return this.fail(data.subarray(written));
+    if (written + rest < data.length) {
+      this.hold(data.subarray(written + rest));
       this.scheduleRetry();
     }
   }

@@ -15,6 +15,12 @@ export interface Logger {
   warn(event: string, fields?: Record<string, unknown>): void;
   error(event: string, fields?: Record<string, unknown>): void;
   child(fields: Record<string, unknown>): Logger;
+  /**
+   * For an event logged again and again with the same leading fields (one a statement, say):
+   * `fixed` is rendered once, here, and each call renders only its own fields. A call writes the
+   * line `level(event, { ...fixed, ...fields })` would.
+   */
+  prepare?(level: LogLevel, event: string, fixed: Record<string, unknown>): (fields: Record<string, unknown>) => void;
   /** Reopens the log file (after rotation moved it away); a no-op for stdout. */
   reopen?(): void;
 }
@@ -73,6 +79,13 @@ class FieldLogger implements Logger {
 
   reopen(): void {
     this.sink.reopen?.();
+  }
+
+  prepare(level: LogLevel, event: string, fixed: Record<string, unknown>): (fields: Record<string, unknown>) => void {
+    if (ORDER[level] < this.min) return () => {};
+    const slow = (fields: Record<string, unknown>) => this.emit(level, event, { ...fixed, ...fields });
+    const sink = this.sink;
+    return preparedLine(this.format, level, event, { ...this.base, ...redacted(fixed) }, (line) => sink.write(line), slow);
   }
 
   private emit(level: LogLevel, event: string, fields?: Record<string, unknown>): void {
@@ -166,9 +179,10 @@ const NEEDS_QUOTES = /\s|"/;
 // several microseconds in V8 (a fresh shape each time), so the base fields and the line's are
 // walked in turn instead, as if merged (a line's field overrides a base one of the same name).
 function render(format: LogFormat, level: LogLevel, event: string, base: Record<string, unknown>, fields = NO_FIELDS): string {
-  const time = new Date().toISOString();
+  const now = Date.now();
+  if (format === 'fluent') return JSON.stringify(['pgward', Math.floor(now / 1000), { level, msg: event, ...base, ...fields }]);
+  const time = isoTime(now);
   if (format === 'json') return JSON.stringify({ time, level, msg: event, ...base, ...fields });
-  if (format === 'fluent') return JSON.stringify(['pgward', Math.floor(Date.now() / 1000), { level, msg: event, ...base, ...fields }]);
   let line = `${time} ${LEVEL_TEXT[level]} ${event}`;
   for (const k in base) line += pair(k, Object.hasOwn(fields, k) ? fields[k] : base[k]);
   for (const k in fields) if (!Object.hasOwn(base, k)) line += pair(k, fields[k]);
@@ -179,7 +193,40 @@ const NO_FIELDS: Record<string, unknown> = Object.freeze({});
 
 function pair(name: string, value: unknown): string {
   if (value === undefined) return '';
-  return ` ${name}=${typeof value === 'string' && !NEEDS_QUOTES.test(value) ? value : JSON.stringify(value)}`;
+  if (typeof value === 'string') return ` ${name}=${NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value}`;
+  // A finite number reads the same either way; numberText() skips JSON.stringify's generic path.
+  if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${numberText(value)}`;
+  return ` ${name}=${JSON.stringify(value)}`;
+}
+
+/**
+ * `String(v)` for a finite number, made without V8's shortest-digits search when `v` has at most
+ * three decimals (a duration in ms, rounded to µs): then its digits are those of the integer
+ * `v × 1000`, since a decimal of at most 15 digits is the shortest that reads back as its double.
+ */
+function numberText(v: number): string {
+  const n = Math.round(v * 1000);
+  if (n / 1000 !== v || n === 0 || n >= 1e15 || n <= -1e15) return String(v);
+  const abs = n < 0 ? -n : n;
+  const whole = (abs - (abs % 1000)) / 1000;
+  const frac = abs % 1000;
+  const sign = n < 0 ? '-' : '';
+  if (frac === 0) return sign + whole;
+  if (frac % 100 === 0) return `${sign}${whole}.${frac / 100}`;
+  if (frac % 10 === 0) return `${sign}${whole}.${frac < 100 ? '0' : ''}${frac / 10}`;
+  return `${sign}${whole}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
+}
+
+// Lines come many to a millisecond: the time text is made once per millisecond.
+let timeMs = NaN;
+let timeText = '';
+
+function isoTime(ms: number): string {
+  if (ms !== timeMs) {
+    timeMs = ms;
+    timeText = new Date(ms).toISOString();
+  }
+  return timeText;
 }
 
 /** A logger that writes nothing (tests, embedding). */
@@ -191,3 +238,74 @@ export const silentLogger: Logger = {
   error() {},
   child: () => silentLogger,
 };
+
+/** Names a line places itself: a field of one of these names takes the general path. */
+const PLACED = new Set(['time', 'level', 'msg']);
+
+/**
+ * The renderer behind `Logger.prepare`: `leading` (the base fields, then the fixed ones, already
+ * redacted) is rendered once. A call renders its own fields after it; a field it cannot render
+ * the same way here (a name already used, a secret's name, an object's value) goes to `slow`,
+ * the general path, which writes the same line.
+ */
+function preparedLine(
+  format: LogFormat,
+  level: LogLevel,
+  event: string,
+  leading: Record<string, unknown>,
+  write: (line: string) => void,
+  slow: (fields: Record<string, unknown>) => void,
+): (fields: Record<string, unknown>) => void {
+  const taken = new Set([...PLACED, ...Object.keys(leading)]);
+  if (Object.keys(leading).some((k) => PLACED.has(k))) return slow;
+  // Names that passed both checks: the same few come with every call.
+  const fine = new Set<string>();
+  const renders = (k: string): boolean => {
+    if (fine.has(k)) return true;
+    if (taken.has(k) || isSecretName(k)) return false;
+    if (fine.size < 64) fine.add(k);
+    return true;
+  };
+  if (format === 'text') {
+    let head = ` ${LEVEL_TEXT[level]} ${event}`;
+    for (const k in leading) head += pair(k, leading[k]);
+    return (fields) => {
+      let line = isoTime(Date.now()) + head;
+      for (const k in fields) {
+        if (!renders(k)) return slow(fields);
+        line += pair(k, fields[k]);
+      }
+      write(line + '\n');
+    };
+  }
+  const members = JSON.stringify(leading).slice(1, -1);
+  const head = `"level":${JSON.stringify(level)},"msg":${JSON.stringify(event)}${members ? ',' + members : ''}`;
+  return (fields) => {
+    let line = '';
+    for (const k in fields) {
+      if (!renders(k)) return slow(fields);
+      const v = fields[k];
+      if (v === undefined) continue;
+      const text = jsonValue(v);
+      if (text === undefined) return slow(fields);
+      line += `,${JSON.stringify(k)}:${text}`;
+    }
+    const now = Date.now();
+    if (format === 'fluent') write(`["pgward",${Math.floor(now / 1000)},{${head}${line}}]\n`);
+    else write(`{"time":"${isoTime(now)}",${head}${line}}\n`);
+  };
+}
+
+/** A string, number, boolean or null as JSON.stringify writes it inside an object; undefined for anything else. */
+function jsonValue(v: unknown): string | undefined {
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v);
+    case 'number':
+      return Number.isFinite(v) ? numberText(v) : 'null';
+    case 'boolean':
+      return v ? 'true' : 'false';
+    default:
+      return v === null ? 'null' : undefined;
+  }
+}

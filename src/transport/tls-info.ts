@@ -19,8 +19,3 @@ export function describeTls(socket: Duplex): TlsDescription | undefined {
   return undefined;
 }
 
-/** `<prefix>_version`, `<prefix>_cipher` and `<prefix>_layer` log fields; none for a plain socket. */
-export function tlsLogFields(prefix: string, socket: Duplex): Record<string, string> {
-  const d = describeTls(socket);
-  return d ? { [`${prefix}_version`]: d.version, [`${prefix}_cipher`]: d.cipher, [`${prefix}_layer`]: d.layer } : {};
-}

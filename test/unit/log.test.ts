@@ -169,6 +169,50 @@ describe('log lines are all written, in order, however the process ends', () => 
     assert.deepEqual([body.level, body.msg, body.user, body.client], ['warn', 'session started', 'bob', '10.0.0.1:5']);
   });
 
+  it('a prepared line is the line info() writes with the fixed fields first, whatever its fields', () => {
+    // The time (text, JSON) or the seconds (fluent) are the only part that may differ between two lines.
+    const untimed = (line: string) => line.replace(/^\S+ /, '').replace(/"time":"[^"]*"/, '').replace(/^\["pgward",\d+,/, '');
+    const cases: Record<string, unknown>[] = [
+      { statement: 'select ? as "x y"', params: 0, duration_ms: 1.25, rows: 1, sqlstate: undefined, command: 'SELECT' },
+      { statement: 'a\nb', params: 2, duration_ms: 0, rows: undefined, sqlstate: '42P01', command: undefined },
+      { user: 'bob', n: 1 }, // a fixed field's name: the general path
+      { session: 's9' }, // a base field's name
+      { msg: 'no', level: 'x' }, // names the line places itself
+      { password: 'hunter2', other: undefined }, // a secret's name
+      { token: undefined },
+      { obj: { a: [1, 'two'] }, big: 1e21, nan: NaN, neg: -0, flag: false, nothing: null },
+    ];
+    for (const format of ['text', 'json', 'fluent'] as const) {
+      const lines: string[] = [];
+      const log = createLogger({ format }, { client: '10.0.0.1:5' }, { write: (l) => void lines.push(l) }).child({ session: 's1' });
+      const fixed = { event: 'query', session: 's1', user: 'alice', database: 'app' };
+      const line = log.prepare!('info', 'query', fixed);
+      for (const fields of cases) {
+        line(fields);
+        log.info('query', { ...fixed, ...fields });
+        const [prepared, general] = lines.splice(0, 2);
+        assert.equal(untimed(prepared!), untimed(general!), `${format}: ${JSON.stringify(fields)}`);
+        assert.ok(!prepared!.includes('hunter2'));
+      }
+      // Below the logger's level, nothing.
+      const quiet = createLogger({ format, level: 'warn' }, {}, { write: (l) => void lines.push(l) });
+      quiet.prepare!('info', 'query', fixed)({ n: 1 });
+      assert.deepEqual(lines, []);
+    }
+  });
+
+  it('writes numbers as String() does: durations of up to three decimals, integers, and any other double', () => {
+    const lines: string[] = [];
+    const log = createLogger({ format: 'text' }, {}, { write: (l) => void lines.push(l) });
+    const values = [0, -0, 1, -1, 0.001, 0.01, 0.1, 0.5, 1.48, 1.2, 10.05, 999.999, -2.5, 123456.789, 1e12 + 0.125, 1e15, 2 ** 53, 1 / 3, 1e-7, 5e-324, 1.7976931348623157e308];
+    for (let i = 0; i < 20000; i++) values.push(Math.round(Math.random() * 10 ** (1 + (i % 12))) / 1000, Math.random() * 10 ** (i % 20), -Math.random());
+    for (const v of values) log.info('n', { n: v });
+    assert.deepEqual(
+      lines.map((l) => / n=(\S+)\n$/.exec(l)?.[1]),
+      values.map((v) => String(v)),
+    );
+  });
+
   it('redacts secret field names given to a child logger or a line', () => {
     const lines: string[] = [];
     const log = createLogger({ format: 'json' }, { password: 'base-secret' }, { write: (l) => void lines.push(l) });

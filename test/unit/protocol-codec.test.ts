@@ -11,6 +11,7 @@ import {
   Framer,
   frameView,
   frontendMessage,
+  leadingCString,
   Limits,
   PgError,
   readyStatus,
@@ -135,6 +136,22 @@ describe('backend messages', () => {
     assert.equal(readyStatus(inChunk), 'T');
     assert.equal(readyStatus(backendMessage(0x5a, FIXTURES.readyIdle)), 'I');
     assert.equal(readyStatus(be.readyForQuery('E')), 'E');
+  });
+
+  it('reads the C string a message starts with as its body does, wherever it lies in its chunk', () => {
+    const query = fe.query('select \'é\'; select 2').raw;
+    const tag = be.commandComplete('INSERT 0 12').raw;
+    const chunk = Buffer.concat([FIXTURES.readyTx, query, tag, FIXTURES.readyIdle]);
+    const q = frontendMessage(query[0]!, chunk, FIXTURES.readyTx.length, query.length);
+    const c = backendMessage(tag[0]!, chunk, FIXTURES.readyTx.length + query.length, tag.length);
+    assert.equal(leadingCString(q), 'select \'é\'; select 2');
+    assert.equal(leadingCString(c), 'INSERT 0 12');
+    assert.equal(leadingCString(be.commandComplete('SELECT 1')), 'SELECT 1', 'a message with a buffer of its own');
+    // A string that runs past its message (into the next one's bytes) is malformed, as body() says.
+    const cut = Buffer.from([0x43, 0, 0, 0, 7, 0x41, 0x42, 0x5a, 0, 0, 0, 5, 0x49]);
+    const bad = backendMessage(0x43, cut, 0, 7);
+    assert.throws(() => bad.body(), /unterminated string/);
+    assert.throws(() => leadingCString(bad), /malformed CommandComplete message: unterminated string/);
   });
 
   it('round-trips PgError through ErrorResponse with every field', () => {

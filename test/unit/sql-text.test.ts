@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { parseCommandTag, redactSql, splitStatements, withoutComments } from '../../src/sql/text.js';
+import { commandTagOf, parseCommandTag, redactSql, splitStatements, splitStatementsRedacted, withoutComments } from '../../src/sql/text.js';
 
 describe('command tags', () => {
   it('reads row counts from the tags that carry them', () => {
@@ -13,6 +13,20 @@ describe('command tags', () => {
     assert.deepEqual(parseCommandTag('CREATE TABLE'), { command: 'CREATE' });
     assert.deepEqual(parseCommandTag('BEGIN'), { command: 'BEGIN' });
     assert.deepEqual(parseCommandTag('SELECT'), { command: 'SELECT' });
+  });
+
+  it('reads tags the same way when they come again and again, past the bound of tags it remembers', () => {
+    for (let round = 0; round < 2; round++) {
+      for (let n = 0; n < 2000; n++) assert.deepEqual(commandTagOf(`INSERT 0 ${n}`), { command: 'INSERT', rows: n });
+    }
+    const once = commandTagOf('SELECT 1');
+    assert.equal(commandTagOf('SELECT 1'), once, 'a tag seen again is read from memory');
+    assert.ok(Object.isFrozen(once), 'a shared result cannot be changed by whoever holds it');
+    // The public helper hands plugins an object of their own.
+    const mine = parseCommandTag('SELECT 1');
+    assert.notEqual(mine, once);
+    mine.rows = 2;
+    assert.deepEqual(commandTagOf('SELECT 1'), { command: 'SELECT', rows: 1 });
   });
 });
 
@@ -114,6 +128,45 @@ describe('redactSql', () => {
       }),
       { numRuns: 3000 },
     );
+  });
+});
+
+describe('splitStatementsRedacted (query-log: split and redacted in one pass)', () => {
+  // Statement-shaped pieces with the characters that change how text lexes, and spaces the lexer
+  // does not take for whitespace (U+00A0, U+FEFF) next to numbers, where lexing alone differs.
+  const piece = fc.constantFrom(
+    ';', ' ', '\n', "'", "''", '"', '$', '$$', '$a$', '$1', '--', '/*', '*/', 'E', 'e', 'N', 'x', '\\', '12', '1.5e3', '.5', '0x1F',
+    'create', 'CREATE', 'function', 'begin', 'BEGIN', 'atomic', 'case', 'end', 'select', 'proxy_login', '(', ')', '\u00a0', '\ufeff', 'é', '\u212a',
+  );
+  for (const scs of [true, false]) {
+    it(`fuzz (standard_conforming_strings ${scs ? 'on' : 'off'}): the statements of splitStatements, each redacted as redactSql alone redacts it`, () => {
+      fc.assert(
+        fc.property(fc.array(piece, { maxLength: 30 }), (parts) => {
+          const sql = parts.join('');
+          const opts = { standardConformingStrings: scs };
+          const both = splitStatementsRedacted(sql, true, opts);
+          assert.deepEqual(both.map((st) => st.text), splitStatements(sql, opts));
+          for (const st of both) {
+            if (st.redacted !== undefined) assert.equal(st.redacted, redactSql(st.text, opts).trim());
+            // Left to redactSql: a statement whose trimmed ends are not token ends — trimmed of a
+            // non-ASCII space, or of the end of a literal or comment left open at the input's end.
+            else assert.match(sql, /[\u00a0\ufeff]|\s$/);
+          }
+          assert.ok(splitStatementsRedacted(sql, false, opts).every((st) => st.redacted === undefined));
+        }),
+        { numRuns: 5000 },
+      );
+    });
+  }
+
+  it('a pgbench statement, and a leading U+00A0 before a number, which is redacted alone', () => {
+    assert.deepEqual(splitStatementsRedacted('SELECT abalance FROM pgbench_accounts WHERE aid = 4711;', true), [
+      { text: 'SELECT abalance FROM pgbench_accounts WHERE aid = 4711', redacted: 'SELECT abalance FROM pgbench_accounts WHERE aid = ?' },
+    ]);
+    const [st] = splitStatementsRedacted('select 1; \u00a012', true);
+    assert.equal(splitStatementsRedacted('select 1; \u00a012', true)[1]!.redacted, undefined);
+    assert.equal(st!.redacted, 'select ?');
+    assert.equal(redactSql('12'), '?');
   });
 });
 

@@ -1,0 +1,103 @@
+/**
+ * query-log's own CPU per statement, in process (issue 19): one session's chain composed as the
+ * relay composes it, a real logger appending text lines to a file, and pgbench -S's traffic
+ * (`SELECT abalance FROM pgbench_accounts WHERE aid = N;` with N random, then RowDescription,
+ * DataRow, CommandComplete, ReadyForQuery) fed as the native carrier hands it over. No sockets, no
+ * PostgreSQL: what it measures is query-log's work, the chain it runs in and the log write, and
+ * it is steadier than `npm run bench` on a shared machine. Several builds (repository roots with
+ * a built dist/) are measured in turn.
+ *
+ *   node dist/bench/query-log-cost.js
+ *   QLOG_BUILDS=/tmp/pgward-base,. node dist/bench/query-log-cost.js
+ *
+ * Env: QLOG_BUILDS (comma-separated roots, default this one), QLOG_STATEMENTS (50 000 per
+ * round), QLOG_ROUNDS (7; the median and the minimum are printed). Modes per build: `query-log`
+ * (its defaults, logging to the file), `no-log` (an `emit` that drops the events: tracking, lexing
+ * and redaction only) and `no-op` (a middleware declaring the same messages whose operators do
+ * nothing: the chain alone).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const MODES = ['query-log', 'no-log', 'no-op'] as const;
+type Mode = (typeof MODES)[number];
+
+const thisRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+/** Runs in a child process per build and mode, so that builds and modes do not share a heap or JIT state. */
+async function measure(root: string, mode: Mode, statements: number, rounds: number, logFile: string): Promise<number[]> {
+  const load = (path: string) => import(resolve(root, 'dist/src', path));
+  const { queryLog } = await load('middleware/query-log.js');
+  const { composeChain } = await load('pipeline/chain.js');
+  const { Session } = await load('pipeline/session.js');
+  const { createLogger } = await load('telemetry/log.js');
+  const { tap } = await import('rxjs');
+  const P = await load('protocol/index.js');
+  const log = createLogger({ format: 'text', destination: logFile }).child({ client: '127.0.0.1:50000' }).child({ session: 'c0ffee000001' });
+  const session = new Session({ id: 'c0ffee000001', client: { address: '127.0.0.1', port: 50000, tls: false }, clientParams: new Map(), log });
+  session.user = 'postgres';
+  session.database = 'postgres';
+  const real = queryLog(mode === 'no-log' ? { emit: () => {} } : {});
+  const middleware = mode === 'no-op' ? { name: 'no-op', messages: real.messages, session: () => ({ frontend: tap(() => {}), backend: tap(() => {}) }) } : real;
+  const chain = composeChain([middleware], session, { toBackend: () => {}, toClient: () => {}, error: (err: unknown) => { throw err; } });
+  const answerParts: Buffer[] = [
+    P.be.rowDescription([{ name: 'abalance', tableOid: 0, columnAttr: 0, typeOid: 23, typeSize: 4, typeModifier: -1, format: 0 }]).raw,
+    P.be.dataRow([Buffer.from('0')]).raw,
+    P.be.commandComplete('SELECT 1').raw,
+    P.be.readyForQuery('I').raw,
+  ];
+  const answer = Buffer.concat(answerParts);
+  const queries: Buffer[] = [];
+  for (let i = 0; i < 1000; i++) queries.push(P.fe.query(`SELECT abalance FROM pgbench_accounts WHERE aid = ${1 + Math.floor(Math.random() * 1_000_000)};`).raw);
+  const one = (i: number) => {
+    const q = queries[i % queries.length]!;
+    chain.fromClient(P.frontendMessage(q[0]!, q, 0, q.length));
+    let offset = 0;
+    for (const part of answerParts) {
+      chain.fromBackend(P.backendMessage(part[0]!, answer, offset, part.length));
+      offset += part.length;
+    }
+  };
+  for (let i = 0; i < 20_000; i++) one(i); // warm-up: the JIT settles
+  const perStatement: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const before = process.cpuUsage();
+    for (let i = 0; i < statements; i++) one(i);
+    const used = process.cpuUsage(before);
+    perStatement.push((used.user + used.system) / statements);
+  }
+  return perStatement;
+}
+
+async function main(): Promise<void> {
+  const [, , child, root, mode, logFile] = process.argv;
+  const statements = Number(process.env.QLOG_STATEMENTS ?? 50_000);
+  const rounds = Number(process.env.QLOG_ROUNDS ?? 7);
+  if (child === 'child') {
+    const values = await measure(root!, mode as Mode, statements, rounds, logFile!);
+    process.stdout.write(JSON.stringify(values));
+    return;
+  }
+  const builds = (process.env.QLOG_BUILDS ?? '.').split(',').map((b) => resolve(b === '.' ? thisRoot : b));
+  const dir = mkdtempSync(join(tmpdir(), 'pgward-qlog-cost-'));
+  try {
+    console.log(`query-log's CPU per statement, in process (${rounds} rounds of ${statements} statements; median, min)`);
+    for (const mode of MODES) {
+      for (const root of builds) {
+        const logFile = join(dir, 'query.log');
+        const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), 'child', root, mode, logFile], { encoding: 'utf8' });
+        rmSync(logFile, { force: true });
+        const values = (JSON.parse(out) as number[]).sort((a, b) => a - b);
+        const median = values[Math.floor(values.length / 2)]!;
+        console.log(`  ${mode.padEnd(10)} ${median.toFixed(2).padStart(6)} µs  (min ${values[0]!.toFixed(2)})  ${root}`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,292 @@
+import type { MiddlewareContext } from '../pipeline/middleware.js';
+import { FRONTEND_MEANINGS, leadingCString, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
+import { QueryReporter, type Outcome, type Settings } from './query-log-report.js';
+import { isSensitive, queryStatements, StatementText } from './query-log-text.js';
+
+interface Portal {
+  readonly stmt: StatementText | undefined;
+  readonly params: number;
+}
+
+/** A simple Query still running: its statements complete one after another. */
+interface QueryRun {
+  kind: 'query';
+  readonly sql: string;
+  readonly sensitive: boolean;
+  /** Split when the first statement completes. */
+  statements?: StatementText[];
+  idx: number;
+  start: number;
+  rows: number;
+  done: boolean;
+}
+
+/** A client request still waiting for its answer, in the order the backend will answer. */
+type Pending =
+  | QueryRun
+  | { kind: 'parse'; stmt: StatementText; start: number }
+  | { kind: 'bind'; stmt: StatementText | undefined; params: number; start: number }
+  | { kind: 'execute'; stmt: StatementText | undefined; params: number; start: number; rows: number }
+  | { kind: 'describe' | 'close' | 'sync' | 'call' };
+
+/** The request each kind stands for; those the protocol table says await a ReadyForQuery end at one. */
+const REQUESTS: Record<Pending['kind'], FrontendType> = {
+  query: 'Query',
+  parse: 'Parse',
+  bind: 'Bind',
+  execute: 'Execute',
+  describe: 'Describe',
+  close: 'Close',
+  sync: 'Sync',
+  call: 'FunctionCall',
+};
+const TERMINATORS = new Set((Object.keys(REQUESTS) as Pending['kind'][]).filter((k) => FRONTEND_MEANINGS[REQUESTS[k]].awaitsReady));
+
+// Requests that carry nothing but their kind: one object each, shared.
+const DESCRIBE: Pending = { kind: 'describe' };
+const CLOSE: Pending = { kind: 'close' };
+const SYNC: Pending = { kind: 'sync' };
+const CALL: Pending = { kind: 'call' };
+
+/** Bounds on what one session remembers (statements the client never closes, runaway pipelines). */
+const MAX_STATEMENTS = 10_000;
+const MAX_STATEMENT_CHARS = 1 << 20;
+const MAX_PORTALS = 1_000;
+const MAX_PENDING = 100_000;
+
+/** One session's statements, followed through the messages `query-log` declares (see MESSAGES). */
+export class QueryTracker {
+  private queue: Pending[] = [];
+  private head = 0;
+  /** After an extended-protocol error with no Sync sent yet: the backend ignores all until Sync. */
+  private awaitingSync = false;
+  private readonly statements = new BoundedMap<StatementText>(MAX_STATEMENTS, MAX_STATEMENT_CHARS);
+  private readonly portals = new BoundedMap<Portal>(MAX_PORTALS, Infinity);
+  private readonly reporter: QueryReporter;
+  private failed = false;
+
+  constructor(
+    private readonly ctx: MiddlewareContext,
+    private readonly s: Settings,
+  ) {
+    this.reporter = new QueryReporter(ctx, s);
+  }
+
+  readonly onClient = (m: FrontendMessage): void => {
+    try {
+      this.fromClient(m);
+    } catch (err) {
+      this.lostTrack(err);
+    }
+  };
+
+  readonly onBackend = (m: BackendMessage): void => {
+    try {
+      this.fromBackend(m);
+    } catch (err) {
+      this.lostTrack(err);
+    }
+  };
+
+  /** Bookkeeping never ends a session: on an unexpected error (a malformed message), start over. */
+  private lostTrack(err: unknown): void {
+    this.reset();
+    if (!this.failed) {
+      this.failed = true;
+      this.ctx.log.warn('query-log: lost track of the session', { error: (err as Error)?.message ?? String(err) });
+    }
+  }
+
+  reset(): void {
+    this.queue = [];
+    this.head = 0;
+    this.awaitingSync = false;
+  }
+
+  fromClient(m: FrontendMessage): void {
+    if (this.awaitingSync) {
+      if (m.type !== 'Sync') return;
+      this.awaitingSync = false;
+    }
+    switch (m.type) {
+      case 'Query': {
+        const sql = leadingCString(m); // body().sql, without a view of the message or a body kept with it
+        this.push({ kind: 'query', sql, sensitive: isSensitive(sql), idx: 0, start: this.s.now(), rows: 0, done: false });
+        return;
+      }
+      case 'Parse': {
+        const { name, sql } = m.body();
+        const stmt = StatementText.of(sql, isSensitive(sql), this.s.maxLength);
+        this.statements.set(name, stmt, stmt.length);
+        this.push({ kind: 'parse', stmt, start: this.s.now() });
+        return;
+      }
+      case 'Bind': {
+        const b = m.body();
+        const portal: Portal = { stmt: this.statements.get(b.statement), params: b.params.length };
+        this.portals.set(b.portal, portal, 1);
+        this.push({ kind: 'bind', ...portal, start: this.s.now() });
+        return;
+      }
+      case 'Execute': {
+        const portal = this.portals.get(m.body().portal);
+        this.push({ kind: 'execute', stmt: portal?.stmt, params: portal?.params ?? 0, start: this.s.now(), rows: 0 });
+        return;
+      }
+      case 'Describe':
+        return this.push(DESCRIBE);
+      case 'Close':
+        return this.push(CLOSE);
+      case 'Sync':
+        return this.push(SYNC);
+      case 'FunctionCall':
+        return this.push(CALL);
+      default:
+        return; // Flush, CopyData/CopyDone/CopyFail (part of the current command), Terminate, unknown
+    }
+  }
+
+  fromBackend(m: BackendMessage): void {
+    const head = this.peek();
+    switch (m.type) {
+      case 'DataRow':
+        if (head?.kind === 'execute' || head?.kind === 'query') head.rows++;
+        return;
+      case 'ParseComplete':
+        return this.popIf('parse');
+      case 'BindComplete':
+        return this.popIf('bind');
+      case 'CloseComplete':
+        return this.popIf('close');
+      case 'NoData':
+      case 'RowDescription': // also sent inside a simple query: popIf ignores it there
+        return this.popIf('describe');
+      case 'CommandComplete':
+      case 'EmptyQueryResponse':
+      case 'PortalSuspended': {
+        const tag = m.type === 'CommandComplete' ? leadingCString(m) : undefined; // body().tag
+        if (head?.kind === 'query') this.queryStep(head, { tag });
+        else if (head?.kind === 'execute') {
+          this.shift();
+          this.reporter.report(head.stmt, head.params, head.start, head.rows, { tag, suspended: m.type === 'PortalSuspended' });
+        }
+        return;
+      }
+      case 'ErrorResponse':
+        return this.onError(m.body().code);
+      case 'ReadyForQuery':
+        return this.onReady();
+      default:
+        return;
+    }
+  }
+
+  private onError(sqlstate: string | undefined): void {
+    const head = this.peek();
+    if (!head) return;
+    switch (head.kind) {
+      case 'query':
+        // The rest of a multi-statement query is not run; ReadyForQuery follows.
+        if (!head.done) this.queryStep(head, { sqlstate });
+        head.done = true;
+        return;
+      case 'sync': // e.g. the implicit COMMIT at Sync failed; ReadyForQuery follows
+      case 'call':
+        return;
+      case 'parse':
+        this.reporter.report(head.stmt, 0, head.start, 0, { sqlstate });
+        break;
+      case 'bind':
+      case 'execute':
+        this.reporter.report(head.stmt, head.params, head.start, 0, { sqlstate });
+        break;
+      case 'describe':
+      case 'close':
+        break;
+    }
+    // Extended protocol: the backend discards everything up to the next Sync.
+    while (this.head < this.queue.length && this.queue[this.head]!.kind !== 'sync') this.shift();
+    if (this.head >= this.queue.length) {
+      this.reset();
+      this.awaitingSync = true;
+    }
+  }
+
+  private onReady(): void {
+    for (let i = this.head; i < this.queue.length; i++) {
+      if (TERMINATORS.has(this.queue[i]!.kind)) {
+        for (let n = i - this.head + 1; n > 0; n--) this.shift();
+        return;
+      }
+    }
+  }
+
+  /** One statement of a simple query finished; the next one is timed from here. */
+  private queryStep(q: QueryRun, outcome: Outcome): void {
+    q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings());
+    // More completions than statements found: the split disagrees with the server; report it all.
+    const stmt = q.statements[q.idx] ?? StatementText.of(q.sql.trim(), q.sensitive, this.s.maxLength);
+    q.idx++;
+    q.start = this.reporter.report(stmt, 0, q.start, q.rows, outcome);
+    q.rows = 0;
+  }
+
+  private push(p: Pending): void {
+    if (this.queue.length - this.head >= MAX_PENDING) {
+      this.ctx.log.warn('query-log: too many requests in flight, tracking restarted');
+      this.reset();
+    }
+    this.queue.push(p);
+  }
+
+  private peek(): Pending | undefined {
+    return this.queue[this.head];
+  }
+
+  private shift(): void {
+    this.queue[this.head++] = undefined as unknown as Pending;
+    if (this.head === this.queue.length) {
+      // Emptied in place: most sessions have one request in flight at a time.
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private popIf(kind: Pending['kind']): void {
+    if (this.peek()?.kind === kind) this.shift();
+  }
+}
+
+/** A Map bounded in entries and in a weight total; the oldest entries are dropped first. */
+class BoundedMap<V> {
+  private readonly map = new Map<string, { value: V; weight: number }>();
+  private total = 0;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly maxWeight: number,
+  ) {}
+
+  get(key: string): V | undefined {
+    return this.map.get(key)?.value;
+  }
+
+  set(key: string, value: V, weight: number): void {
+    const old = this.map.get(key);
+    if (old) {
+      this.total -= old.weight;
+      this.map.delete(key);
+    }
+    this.map.set(key, { value, weight });
+    this.total += weight;
+    for (const [k, e] of this.map) {
+      if (this.map.size <= this.maxEntries && this.total <= this.maxWeight) break;
+      if (k === key) break;
+      this.map.delete(k);
+      this.total -= e.weight;
+    }
+  }
+}
