@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { NativeTlsContext } from '../../src/transport/native-tls.js';
 import { NativeTlsSocket, type NativeTlsOptions } from '../../src/transport/native-tls-socket.js';
-import type { CertPaths, TestCA } from './certs.js';
+import { TestCA, type CertPaths } from './certs.js';
+import { PgCluster } from './pg-cluster.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -178,4 +179,34 @@ export async function issueExpired(ca: TestCA, name: string): Promise<CertPaths>
   await execFileAsync('openssl', ['ca', '-batch', '-config', conf, '-cert', ca.cert, '-keyfile', ca.key, '-in', csr, '-out', cert,
     '-startdate', day(-3), '-enddate', day(-1), '-notext']);
   return { cert, key };
+}
+
+/** What the TLS-on-both-hops tests share: a CA, pgward's certificate for localhost, a PostgreSQL that accepts TLS only. */
+export interface TlsBothHops {
+  ca: TestCA;
+  proxyCert: CertPaths;
+  cluster: PgCluster;
+  /** The backend URL pgward dials, verify-full against the CA (`port`: a relay in front of the cluster). */
+  backendUrl(port?: number): string;
+  close(): Promise<void>;
+}
+
+export async function tlsBothHops(): Promise<TlsBothHops> {
+  const ca = await TestCA.create();
+  const proxyCert = await ca.issue('proxy', { cn: 'localhost' });
+  const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost'] });
+  const cluster = await PgCluster.start({
+    ssl: { ...server, ca: ca.cert },
+    hba: ['hostssl all all 127.0.0.1/32 trust', 'hostnossl all all 127.0.0.1/32 reject'],
+  });
+  return {
+    ca,
+    proxyCert,
+    cluster,
+    backendUrl: (port = cluster.port) => `postgres://postgres@localhost:${port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`,
+    async close() {
+      await cluster.stop();
+      await ca[Symbol.asyncDispose]();
+    },
+  };
 }

@@ -7,11 +7,11 @@ import tls from 'node:tls';
 import fc from 'fast-check';
 import pg from 'pg';
 import { backendMessage, encodeSSLRequest, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
-import { TestCA, type CertPaths } from '../helpers/certs.js';
-import { PgCluster } from '../helpers/pg-cluster.js';
+import type { CertPaths, TestCA } from '../helpers/certs.js';
+import type { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-process.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
-import { splitRelay } from '../helpers/tls-peers.js';
+import { splitRelay, tlsBothHops, type TlsBothHops } from '../helpers/tls-peers.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -43,26 +43,21 @@ async function tlsSession(port: number, ca: string): Promise<tls.TLSSocket> {
 }
 
 describe('TLS sessions on the native carrier', () => {
+  let hops: TlsBothHops;
   let ca: TestCA;
   let proxyCert: CertPaths;
   let cluster: PgCluster;
 
   before(async () => {
-    ca = await TestCA.create();
-    proxyCert = await ca.issue('proxy', { cn: 'localhost' });
-    const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost'] });
-    cluster = await PgCluster.start({
-      ssl: { ...server, ca: ca.cert },
-      hba: ['hostssl all all 127.0.0.1/32 trust', 'hostnossl all all 127.0.0.1/32 reject'],
-    });
+    hops = await tlsBothHops();
+    ({ ca, proxyCert, cluster } = hops);
   });
 
   after(async () => {
-    await cluster?.stop();
-    await ca?.[Symbol.asyncDispose]();
+    await hops?.close();
   });
 
-  const backendUrl = (port = cluster.port) => `postgres://postgres@localhost:${port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`;
+  const backendUrl = (port?: number) => hops.backendUrl(port);
 
   it('sends a 100 MB result to a TLS client that reads slowly, with memory bounded and other sessions served', { timeout: 120_000 }, async () => {
     await using proxy = await startPgwardProcess(['--bindCert', proxyCert.cert, '--bindKey', proxyCert.key, '--auth', 'passthrough', '--backend', backendUrl()]);

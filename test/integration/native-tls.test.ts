@@ -14,7 +14,7 @@ import { runPsql } from '../helpers/psql.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { metricValue } from '../helpers/scrape.js';
-import { issueExpired } from '../helpers/tls-peers.js';
+import { issueExpired, tlsBothHops, type TlsBothHops } from '../helpers/tls-peers.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -25,12 +25,13 @@ import { until } from '../helpers/wait.js';
  */
 for (const layer of ['node', 'native'] as const) describe(`TLS on both hops, ${layer} TLS layer`, () => {
   const layerFlags = layer === 'native' ? ['--nativeTls'] : ['--no-nativeTls'];
+  let hops: TlsBothHops;
   let ca: TestCA;
   let proxyCert: CertPaths;
   let cluster: PgCluster;
   let proxy: TestProxy;
 
-  const backendUrl = () => `postgres://postgres@localhost:${cluster.port}/postgres?sslmode=verify-full&sslrootcert=${ca.cert}`;
+  const backendUrl = () => hops.backendUrl();
   const start = (extra: string[] = [], backend = backendUrl()) =>
     startTestProxy(['--bindCert', proxyCert.cert, '--bindKey', proxyCert.key, '--auth', 'passthrough', '--backend', backend, ...layerFlags, ...extra]);
   const clientQuery = `sslmode=verify-full&sslrootcert=${'CA'}`;
@@ -43,20 +44,14 @@ for (const layer of ['node', 'native'] as const) describe(`TLS on both hops, ${l
   const refusedCount = async (p: TestProxy) => metricValue(await p.proxy.metrics.registry.metrics(), 'pgward_connections_total', { result: 'refused' });
 
   before(async () => {
-    ca = await TestCA.create();
-    proxyCert = await ca.issue('proxy', { cn: 'localhost' });
-    const server = await ca.issue('server', { cn: 'localhost', sans: ['DNS:localhost'] });
-    cluster = await PgCluster.start({
-      ssl: { ...server, ca: ca.cert },
-      hba: ['hostssl all all 127.0.0.1/32 trust', 'hostnossl all all 127.0.0.1/32 reject'],
-    });
+    hops = await tlsBothHops();
+    ({ ca, proxyCert, cluster } = hops);
     proxy = await start();
   });
 
   after(async () => {
     await proxy?.close();
-    await cluster?.stop();
-    await ca?.[Symbol.asyncDispose]();
+    await hops?.close();
   });
 
   it('carries psql over TLS to pgward and TLS to the backend, and the log says how', async () => {
