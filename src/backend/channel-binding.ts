@@ -1,5 +1,6 @@
 /** `tls-server-end-point` channel binding (RFC 5929 §4.1) for SCRAM-SHA-256-PLUS, as PostgreSQL computes it. */
 import { createHash, getHashes, X509Certificate } from 'node:crypto';
+import { BoundedMemo } from '../util/bounded-memo.js';
 import { ScramError } from './scram.js';
 
 const HASH_OIDS: Record<string, string> = {
@@ -74,24 +75,20 @@ export function tlsServerEndPoint(peerCertDer: Buffer, sigAlgHashName?: string):
   // A backend presents the same certificate at every login: parsing it (OpenSSL 3 decodes its
   // public key too) costs a few tenths of a millisecond, a lookup by its bytes next to nothing.
   const id = `${sigAlgHashName ?? ''}:${peerCertDer.toString('base64')}`;
-  let outcome = bindings.get(id);
-  if (outcome === undefined) {
+  const outcome = bindings.get(id, () => {
     try {
-      outcome = computeEndPoint(peerCertDer, sigAlgHashName);
+      return computeEndPoint(peerCertDer, sigAlgHashName);
     } catch (err) {
       if (!(err instanceof ScramError)) throw err;
-      outcome = err.message;
+      return err.message;
     }
-    if (bindings.size >= MAX_KEPT_BINDINGS) bindings.delete(bindings.keys().next().value!);
-    bindings.set(id, outcome);
-  }
+  });
   if (typeof outcome === 'string') throw new ScramError(outcome);
   return Buffer.from(outcome);
 }
 
 /** Binding data (or why there is none) by certificate: one entry per backend certificate seen. */
-const bindings = new Map<string, Buffer | string>();
-const MAX_KEPT_BINDINGS = 256;
+const bindings = new BoundedMemo<string, Buffer | string>(256);
 
 function computeEndPoint(peerCertDer: Buffer, sigAlgHashName: string | undefined): Buffer {
   let der: Buffer;

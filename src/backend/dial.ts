@@ -3,6 +3,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { connectWithOwnReadBuffer } from '../transport/own-read.js';
 import { guardSocket } from '../transport/socket-guard.js';
+import { BoundedMemo } from '../util/bounded-memo.js';
 import { encodeSSLRequest, PgError, SqlState } from '../protocol/index.js';
 import type { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { forgetNativeBackendTlsContexts, nativeBackendTls, startNativeBackendTls } from './native-tls-dial.js';
@@ -99,8 +100,7 @@ function readSslAnswer(socket: net.Socket, target: BackendTarget): Promise<'S' |
  * would otherwise read the files and build a context at every dial, ~0.2–0.5 ms). Emptied by
  * `forgetBackendTlsContexts` at every reload (the native TLS layer's too), so rotated files are read again.
  */
-const contexts = new Map<string, tls.SecureContext>();
-const MAX_CONTEXTS = 256;
+const contexts = new BoundedMemo<string, tls.SecureContext>(256);
 
 export function forgetBackendTlsContexts(): void {
   contexts.clear();
@@ -110,18 +110,14 @@ export function forgetBackendTlsContexts(): void {
 function secureContextFor(target: BackendTarget): tls.SecureContext {
   const rootcert = target.sslrootcert && target.sslrootcert !== 'system' ? target.sslrootcert : undefined;
   const key = JSON.stringify([rootcert, target.sslcert, target.sslkey, target.sslpassword]);
-  let context = contexts.get(key);
-  if (!context) {
-    context = tls.createSecureContext({
+  return contexts.get(key, () =>
+    tls.createSecureContext({
       ca: rootcert ? readFileSync(rootcert) : undefined,
       cert: target.sslcert ? readFileSync(target.sslcert) : undefined,
       key: target.sslkey ? readFileSync(target.sslkey) : undefined,
       passphrase: target.sslpassword,
-    });
-    if (contexts.size >= MAX_CONTEXTS) contexts.clear();
-    contexts.set(key, context);
-  }
-  return context;
+    }),
+  );
 }
 
 function tlsOptions(target: BackendTarget, socket: net.Socket): tls.ConnectionOptions {

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { guardSocket } from '../transport/socket-guard.js';
+import { BoundedMemo } from '../util/bounded-memo.js';
 import type { PgError } from '../protocol/index.js';
 import { NativeTlsContext, nativeTlsAddon } from '../transport/native-tls.js';
 import { canTakeOver, NativeTlsSocket, stopReading } from '../transport/native-tls-socket.js';
@@ -28,8 +29,7 @@ export function nativeBackendTls(): boolean {
  * connection to a target shares one (sessions hold theirs while they live). Emptied with Node's
  * at every reload, so rotated files are read again.
  */
-const contexts = new Map<string, NativeTlsContext>();
-const MAX_CONTEXTS = 256;
+const contexts = new BoundedMemo<string, NativeTlsContext>(256);
 
 export function forgetNativeBackendTlsContexts(): void {
   contexts.clear();
@@ -38,18 +38,14 @@ export function forgetNativeBackendTlsContexts(): void {
 function clientContext(target: BackendTarget): NativeTlsContext {
   const rootcert = sslmodeVerifiesChain(target.sslmode, target.sslrootcert) ? target.sslrootcert : undefined;
   const id = JSON.stringify([rootcert, target.sslcert, target.sslkey, target.sslpassword]);
-  let context = contexts.get(id);
-  if (!context) {
-    context = NativeTlsContext.client({
+  return contexts.get(id, () =>
+    NativeTlsContext.client({
       roots: rootcert === 'system' ? Buffer.from(tls.rootCertificates.join('\n')) : rootcert ? readFileSync(rootcert) : undefined,
       chain: target.sslcert ? readFileSync(target.sslcert) : undefined,
       key: target.sslkey ? readFileSync(target.sslkey) : undefined,
       passphrase: target.sslpassword,
-    });
-    if (contexts.size >= MAX_CONTEXTS) contexts.clear();
-    contexts.set(id, context);
-  }
-  return context;
+    }),
+  );
 }
 
 /**

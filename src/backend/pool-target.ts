@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { BackendTarget } from './url.js';
 import { formatHostPort } from '../util/host-port.js';
+import { BoundedMemo } from '../util/bounded-memo.js';
 
 /** Keeps passwords out of pool keys (a digest with a per-process salt, never printed). */
 const SALT = randomBytes(16);
@@ -19,18 +20,10 @@ export function targetKey(t: BackendTarget): string {
  * The digests of the few credentials a configuration has, kept so a login does not hash its
  * target's password again (bounded: templated passwords could be many).
  */
-const credentialDigests = new Map<string, string>();
-const MAX_CREDENTIAL_DIGESTS = 256;
+const credentialDigests = new BoundedMemo<string, string>(256);
 
 function credentialDigest(password: string, sslpassword: string): string {
-  const both = `${password}\0${sslpassword}`;
-  let digest = credentialDigests.get(both);
-  if (digest === undefined) {
-    digest = createHash('sha256').update(SALT).update(password).update('\0').update(sslpassword).digest('base64');
-    if (credentialDigests.size >= MAX_CREDENTIAL_DIGESTS) credentialDigests.clear();
-    credentialDigests.set(both, digest);
-  }
-  return digest;
+  return credentialDigests.get(`${password}\0${sslpassword}`, (both) => createHash('sha256').update(SALT).update(both).digest('base64'));
 }
 
 /** `user@host:port/database`, as metrics and the console show a target. */

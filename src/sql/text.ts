@@ -4,12 +4,12 @@
  * lexing by PostgreSQL's rules, literal redaction, splitting multi-statement queries, comment
  * removal, and command tags.
  */
+import { BoundedMemo } from '../util/bounded-memo.js';
 
 const ROW_COUNT_TAGS = new Set(['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'COPY', 'FETCH', 'MOVE', 'MERGE']);
 
 /** Tags seen, and what they read as: a session sends the same few (`SELECT 1`) over and over. */
-const parsedTags = new Map<string, Readonly<{ command: string; rows?: number }>>();
-const MAX_PARSED_TAGS = 512;
+const parsedTags = new BoundedMemo<string, Readonly<{ command: string; rows?: number }>>(512);
 
 /** `INSERT 0 5` → { command: 'INSERT', rows: 5 }; tags without a count have no rows. A new object each call (plugins may keep or change it). */
 export function parseCommandTag(tag: string): { command: string; rows?: number } {
@@ -18,14 +18,12 @@ export function parseCommandTag(tag: string): { command: string; rows?: number }
 
 /** As `parseCommandTag`, for pgward's own per-statement paths: frozen and shared, from a bounded cache. */
 export function commandTagOf(tag: string): Readonly<{ command: string; rows?: number }> {
-  let parsed = parsedTags.get(tag);
-  if (parsed === undefined) {
-    parsed = Object.freeze(readCommandTag(tag));
-    // Row counts vary without end: past the bound, start over rather than track what is used.
-    if (parsedTags.size >= MAX_PARSED_TAGS) parsedTags.clear();
-    parsedTags.set(tag, parsed);
-  }
-  return parsed;
+  // Row counts vary without end: the memo's bound keeps the latest tags, not all of them.
+  return parsedTags.get(tag, frozenCommandTag);
+}
+
+function frozenCommandTag(tag: string): Readonly<{ command: string; rows?: number }> {
+  return Object.freeze(readCommandTag(tag));
 }
 
 function readCommandTag(tag: string): { command: string; rows?: number } {
