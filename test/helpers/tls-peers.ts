@@ -1,8 +1,11 @@
 // Real loopback peers for the native TLS layer's tests: a server whose accepted sockets become
 // native TLS endpoints, a native client, and a relay that cuts a byte stream into given pieces.
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import tls from 'node:tls';
+import { encodeCancelRequest, encodeSSLRequest } from '../../src/protocol/index.js';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { NativeTlsContext } from '../../src/transport/native-tls.js';
@@ -209,4 +212,26 @@ export async function tlsBothHops(): Promise<TlsBothHops> {
       await ca[Symbol.asyncDispose]();
     },
   };
+}
+
+/** A TLS connection to a PostgreSQL-speaking `port` the way libpq opens one: SSLRequest, 'S', the handshake (verify-full for localhost against `caPath`). */
+export async function tlsAfterSslRequest(port: number, caPath: string): Promise<tls.TLSSocket> {
+  const raw = net.connect(port, '127.0.0.1');
+  raw.on('error', () => {});
+  await new Promise<void>((resolve, reject) => raw.once('connect', resolve).once('error', reject));
+  raw.write(encodeSSLRequest());
+  const answer = await new Promise<Buffer>((resolve) => raw.once('data', resolve));
+  if (answer.toString('latin1') !== 'S') throw new Error(`SSLRequest answered ${JSON.stringify(answer.toString('latin1'))}`);
+  const secure = tls.connect({ socket: raw, ca: readFileSync(caPath), servername: 'localhost' });
+  secure.on('error', () => {});
+  await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+  return secure;
+}
+
+/** Sends a CancelRequest for (processID, secretKey) over TLS, as libpq does when the session uses TLS. */
+export async function cancelOverTls(port: number, caPath: string, processID: number, secretKey: number): Promise<void> {
+  const secure = await tlsAfterSslRequest(port, caPath);
+  const key = Buffer.alloc(4);
+  key.writeInt32BE(secretKey);
+  secure.end(encodeCancelRequest(processID, key));
 }

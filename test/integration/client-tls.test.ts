@@ -16,6 +16,7 @@ import { TestCA } from '../helpers/certs.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { runPsql } from '../helpers/psql.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
+import { cancelOverTls } from '../helpers/tls-peers.js';
 import { until } from '../helpers/wait.js';
 import { RawClient } from '../helpers/raw-client.js';
 
@@ -116,15 +117,7 @@ for (const layer of ['node', 'native'] as const) describe(`client-side TLS, ${la
       const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
       const cancelled = assert.rejects(client.query('select pg_sleep(20)'), (e: { code?: string }) => e.code === '57014');
       await new Promise((r) => setTimeout(r, 300));
-      const raw = net.connect(proxy.port, '127.0.0.1');
-      await new Promise((r) => raw.once('connect', r));
-      raw.write(encodeSSLRequest());
-      await new Promise((r) => raw.once('data', r));
-      const secure = tls.connect({ socket: raw, ca: readFileSync(ca.cert), servername: 'localhost' });
-      await new Promise((r) => secure.once('secureConnect', r));
-      const key = Buffer.alloc(4);
-      key.writeInt32BE(secretKey);
-      secure.end(encodeCancelRequest(processID, key));
+      await cancelOverTls(proxy.port, ca.cert, processID, secretKey);
       await cancelled;
     } finally {
       await client.end();

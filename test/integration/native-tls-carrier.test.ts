@@ -1,17 +1,16 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import fc from 'fast-check';
 import pg from 'pg';
-import { backendMessage, encodeSSLRequest, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
+import { backendMessage, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
 import type { CertPaths, TestCA } from '../helpers/certs.js';
 import type { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-process.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
-import { splitRelay, tlsBothHops, type TlsBothHops } from '../helpers/tls-peers.js';
+import { splitRelay, tlsAfterSslRequest, tlsBothHops, type TlsBothHops } from '../helpers/tls-peers.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -27,17 +26,9 @@ function rssBytes(p: PgwardProcess): number {
   return Number(kb) * 1024;
 }
 
-/** SSLRequest, the handshake, and a StartupMessage: a TLS socket with a Framer on its messages. */
+/** SSLRequest, the handshake, and a StartupMessage. */
 async function tlsSession(port: number, ca: string): Promise<tls.TLSSocket> {
-  const raw = net.connect(port, '127.0.0.1');
-  raw.on('error', () => {});
-  await new Promise<void>((resolve, reject) => raw.once('connect', resolve).once('error', reject));
-  raw.write(encodeSSLRequest());
-  const answer = await new Promise<Buffer>((resolve) => raw.once('data', resolve));
-  assert.equal(answer.toString('latin1'), 'S');
-  const socket = tls.connect({ socket: raw, ca: readFileSync(ca), servername: 'localhost' });
-  socket.on('error', () => {});
-  await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+  const socket = await tlsAfterSslRequest(port, ca);
   socket.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
   return socket;
 }

@@ -2,11 +2,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import tls from 'node:tls';
 import pg from 'pg';
-import { encodeCancelRequest, encodeSSLRequest } from '../../src/protocol/index.js';
+import { encodeSSLRequest } from '../../src/protocol/index.js';
 import { TestCA, type CertPaths } from '../helpers/certs.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess } from '../helpers/pgward-process.js';
@@ -14,7 +12,7 @@ import { runPsql } from '../helpers/psql.js';
 import { logEvents, startTestProxy, type TestProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/raw-client.js';
 import { metricValue } from '../helpers/scrape.js';
-import { issueExpired, tlsBothHops, type TlsBothHops } from '../helpers/tls-peers.js';
+import { cancelOverTls, issueExpired, tlsBothHops, type TlsBothHops } from '../helpers/tls-peers.js';
 import { until } from '../helpers/wait.js';
 
 /**
@@ -104,15 +102,7 @@ for (const layer of ['node', 'native'] as const) describe(`TLS on both hops, ${l
       const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
       const cancelled = assert.rejects(client.query('select pg_sleep(20)'), (e: { code?: string }) => e.code === '57014');
       await new Promise((r) => setTimeout(r, 300));
-      const raw = net.connect(proxy.port, '127.0.0.1');
-      await new Promise((r) => raw.once('connect', r));
-      raw.write(encodeSSLRequest());
-      await new Promise((r) => raw.once('data', r));
-      const secure = tls.connect({ socket: raw, ca: readFileSync(ca.cert), servername: 'localhost' });
-      await new Promise((r) => secure.once('secureConnect', r));
-      const key = Buffer.alloc(4);
-      key.writeInt32BE(secretKey);
-      secure.end(encodeCancelRequest(processID, key));
+      await cancelOverTls(proxy.port, ca.cert, processID, secretKey);
       await cancelled;
       assert.deepEqual((await client.query('select 1 as n')).rows, [{ n: 1 }], 'the session goes on after the cancel');
     } finally {
