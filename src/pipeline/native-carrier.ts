@@ -26,7 +26,7 @@ import {
   type ReleasedBackend,
 } from './carrier.js';
 import { NativeTlsSocket } from '../transport/native-tls-socket.js';
-import { chunkRouteOf } from '../transport/own-read.js';
+import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 
 interface Ended {
   reason: CarrierEndReason | 'running';
@@ -242,6 +242,8 @@ export class NativeCarrier implements Carrier {
       if (endpoint.framer.buffered > 0) parts.push(endpoint.framer.takeBuffered());
       parts.push(...unreadPlaintext(endpoint.socket));
       if (parts.length > 0 && !this.final) lib.feed(this.handle, direction, Buffer.concat(parts));
+      // C reads a duplicate of the descriptor: Node's socket only waits for the close (a no-op for TLS endpoints).
+      parkReading(endpoint.socket);
     }
   }
 

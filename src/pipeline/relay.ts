@@ -24,7 +24,6 @@ import { composeChain, type Chain } from './chain.js';
 import { JsCarrier } from './js-carrier.js';
 import type { Middleware } from './middleware.js';
 import { NativeCarrier } from './native-carrier.js';
-import { parkReading } from '../transport/own-read.js';
 import { sharedWants } from './wants.js';
 import type { StatementTimings } from './session-book.js';
 import type { Session } from './session.js';
@@ -161,8 +160,6 @@ class SessionRelay implements CarrierEvents {
         carrier = this.carrier = new JsCarrier(this.client, this.backend, carrierOptions);
         carrier.start();
       }
-      // C reads duplicates of the descriptors: the Node sockets only wait for the close.
-      if (carrier.kind === 'native') for (const socket of [this.client.socket, this.backend.socket]) parkReading(socket);
       options.onRelayKind?.(carrier.kind);
       options.onTraffic?.(trafficOf(carrier));
       if (this.done) return;
