@@ -9,6 +9,7 @@ import {
   Limits,
   PgError,
   SqlState,
+  type AuthenticationBody,
   type BackendMessage,
 } from '../protocol/index.js';
 import { FrameReader, type Frame } from '../transport/socket-io.js';
@@ -136,6 +137,23 @@ async function connectOnce(
   }
 }
 
+/** What a login has learned from the backend so far, and what it needs to answer it. */
+interface LoginState {
+  readonly target: BackendTarget;
+  readonly socket: Duplex;
+  readonly isTls: boolean;
+  readonly opts: LoginOptions;
+  /** The protocol minor asked for. */
+  readonly minor: number;
+  authenticating: boolean;
+  protocolMinor: number;
+  readonly parameters: Map<string, string>;
+  readonly notices: BackendMessage[];
+  key?: BackendConnection['key'];
+  authMethod: BackendAuthMethod;
+  scram: ScramClient | null;
+}
+
 async function login(
   target: BackendTarget,
   socket: Duplex,
@@ -146,124 +164,135 @@ async function login(
   const framer = new Framer({ maxLength: Limits.authMessage });
   const reader = new FrameReader(socket, framer, 'backend');
   socket.write(encodeStartupMessage(opts.params, minor));
-  let authenticating = false;
-  let protocolMinor = minor;
-  const user = opts.params.get('user') ?? '';
-  const parameters = new Map<string, string>();
-  const notices: BackendMessage[] = [];
-  let key: BackendConnection['key'];
-  let authMethod: BackendAuthMethod = 'trust';
-  let scram: ScramClient | null = null;
-
-  const needPassword = (): string => {
-    if (opts.password === undefined || opts.password === '') {
-      throw new PgError('FATAL', SqlState.SqlclientUnableToEstablishSqlconnection, 'the backend asked for a password but none is configured for it');
-    }
-    return opts.password;
+  const state: LoginState = {
+    target, socket, isTls, opts, minor,
+    authenticating: false,
+    protocolMinor: minor,
+    parameters: new Map(),
+    notices: [],
+    authMethod: 'trust',
+    scram: null,
   };
-
   for (;;) {
     const frame = await reader.read();
     const msg = backendMessage(frame.code, frame.raw);
-    switch (msg.type) {
-      case 'Authentication': {
-        authenticating = true;
-        const auth = msg.body();
-        switch (auth.kind) {
-          case 'Ok':
-            break;
-          case 'CleartextPassword':
-            authMethod = 'cleartext';
-            socket.write(fe.password(needPassword()).raw);
-            break;
-          case 'MD5Password':
-            authMethod = 'md5';
-            socket.write(fe.password(md5Response(user, needPassword(), auth.salt)).raw);
-            break;
-          case 'SASL': {
-            const binding = isTls ? channelBinding(socket as TLSSocket) : undefined;
-            let mechanism: BackendAuthMethod & ('SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS');
-            try {
-              mechanism = chooseMechanism(auth.mechanisms, binding, isTls);
-            } catch (err) {
-              throw unreachable(target, (err as Error).message);
-            }
-            scram = new ScramClient(needPassword(), {
-              channelBinding: mechanism === 'SCRAM-SHA-256-PLUS' ? binding : undefined,
-              tls: binding !== undefined,
-            });
-            authMethod = mechanism;
-            socket.write(fe.saslInitialResponse(mechanism, Buffer.from(scram.clientFirstMessage())).raw);
-            break;
-          }
-          case 'SASLContinue':
-            if (!scram) throw loginProtocolError(target, 'SASLContinue without SASL');
-            try {
-              socket.write(fe.saslResponse(Buffer.from(scram.handleServerFirst(auth.data.toString('utf8')))).raw);
-            } catch (err) {
-              throw unreachable(target, `SCRAM exchange failed: ${(err as Error).message}`);
-            }
-            break;
-          case 'SASLFinal':
-            if (!scram) throw loginProtocolError(target, 'SASLFinal without SASL');
-            try {
-              scram.verifyServerFinal(auth.data.toString('utf8'));
-            } catch (err) {
-              throw unreachable(target, `SCRAM server verification failed: ${(err as Error).message}`);
-            }
-            break;
-          default:
-            throw unreachable(target, `unsupported authentication method ${auth.kind} requested by the server`);
-        }
-        break;
-      }
-      case 'ParameterStatus': {
-        const { name, value } = msg.body();
-        parameters.set(name, value);
-        break;
-      }
-      case 'BackendKeyData': {
-        const { processId, secretKey } = msg.body();
-        // Copied (not kept as a view of the read) into memory of its own: Buffer.from would take
-        // a slice of Node's shared 8 KiB pool, and the key, held for the session's life, would keep
-        // the whole slab alive.
-        const own = Buffer.allocUnsafeSlow(secretKey.length);
-        secretKey.copy(own);
-        key = { processId, secretKey: own };
-        break;
-      }
-      case 'NoticeResponse':
-        notices.push(msg);
-        break;
-      case 'NegotiateProtocolVersion': {
-        // We send no _pq_ options, so only the minor can be negotiated down, never up.
-        // The field is the whole version (major << 16 | minor), as PostgreSQL sends it.
-        const { newestMinor: version } = msg.body();
-        if (version >>> 16 !== 3 || (version & 0xffff) > minor) {
-          throw loginProtocolError(target, `NegotiateProtocolVersion to ${version >>> 16}.${version & 0xffff}`);
-        }
-        protocolMinor = version & 0xffff;
-        break;
-      }
-      case 'ErrorResponse': {
-        const fields = msg.body();
-        const err = PgError.fromFields({ ...fields, severity: 'FATAL', severityV: 'FATAL' });
-        refusedByServer.add(err);
-        // Before any authentication request this refuses the StartupMessage itself (PgBouncer 1.18:
-        // 08P01 "bad packet header"; others: "unsupported frontend protocol").
-        const refusesStartup = fields.code === '08P01' || fields.code === '0A000';
-        if (minor > 0 && !authenticating && refusesStartup) refusedProtocol.add(err);
-        throw err;
-      }
-      case 'ReadyForQuery': {
-        framer.maxLength = Limits.message;
-        const leftover = reader.release();
-        return { socket, framer, leftover, tls: isTls, authMethod, parameters, key, notices, protocolMinor };
-      }
-      default:
-        throw loginProtocolError(target, `unexpected ${msg.type} message during login`);
+    if (msg.type === 'ReadyForQuery') {
+      framer.maxLength = Limits.message;
+      const { authMethod, parameters, key, notices, protocolMinor } = state;
+      return { socket, framer, leftover: reader.release(), tls: isTls, authMethod, parameters, key, notices, protocolMinor };
     }
+    takeLoginMessage(msg, state);
   }
+}
+
+/** One message of the backend's login reply before its ReadyForQuery. */
+function takeLoginMessage(msg: BackendMessage, s: LoginState): void {
+  switch (msg.type) {
+    case 'Authentication':
+      s.authenticating = true;
+      return answerAuthentication(msg.body(), s);
+    case 'ParameterStatus': {
+      const { name, value } = msg.body();
+      s.parameters.set(name, value);
+      return;
+    }
+    case 'BackendKeyData': {
+      const { processId, secretKey } = msg.body();
+      // Copied (not kept as a view of the read) into memory of its own: Buffer.from would take
+      // a slice of Node's shared 8 KiB pool, and the key, held for the session's life, would keep
+      // the whole slab alive.
+      const own = Buffer.allocUnsafeSlow(secretKey.length);
+      secretKey.copy(own);
+      s.key = { processId, secretKey: own };
+      return;
+    }
+    case 'NoticeResponse':
+      s.notices.push(msg);
+      return;
+    case 'NegotiateProtocolVersion': {
+      // We send no _pq_ options, so only the minor can be negotiated down, never up.
+      // The field is the whole version (major << 16 | minor), as PostgreSQL sends it.
+      const { newestMinor: version } = msg.body();
+      if (version >>> 16 !== 3 || (version & 0xffff) > s.minor) {
+        throw loginProtocolError(s.target, `NegotiateProtocolVersion to ${version >>> 16}.${version & 0xffff}`);
+      }
+      s.protocolMinor = version & 0xffff;
+      return;
+    }
+    case 'ErrorResponse': {
+      const fields = msg.body();
+      const err = PgError.fromFields({ ...fields, severity: 'FATAL', severityV: 'FATAL' });
+      refusedByServer.add(err);
+      // Before any authentication request this refuses the StartupMessage itself (PgBouncer 1.18:
+      // 08P01 "bad packet header"; others: "unsupported frontend protocol").
+      const refusesStartup = fields.code === '08P01' || fields.code === '0A000';
+      if (s.minor > 0 && !s.authenticating && refusesStartup) refusedProtocol.add(err);
+      throw err;
+    }
+    default:
+      throw loginProtocolError(s.target, `unexpected ${msg.type} message during login`);
+  }
+}
+
+/** Answers one authentication request with the configured password, as its method asks. */
+function answerAuthentication(auth: AuthenticationBody, s: LoginState): void {
+  const { socket, target } = s;
+  switch (auth.kind) {
+    case 'Ok':
+      return;
+    case 'CleartextPassword':
+      s.authMethod = 'cleartext';
+      socket.write(fe.password(neededPassword(s.opts)).raw);
+      return;
+    case 'MD5Password':
+      s.authMethod = 'md5';
+      socket.write(fe.password(md5Response(s.opts.params.get('user') ?? '', neededPassword(s.opts), auth.salt)).raw);
+      return;
+    case 'SASL':
+      return startScram(auth.mechanisms, s);
+    case 'SASLContinue':
+      if (!s.scram) throw loginProtocolError(target, 'SASLContinue without SASL');
+      try {
+        socket.write(fe.saslResponse(Buffer.from(s.scram.handleServerFirst(auth.data.toString('utf8')))).raw);
+      } catch (err) {
+        throw unreachable(target, `SCRAM exchange failed: ${(err as Error).message}`);
+      }
+      return;
+    case 'SASLFinal':
+      if (!s.scram) throw loginProtocolError(target, 'SASLFinal without SASL');
+      try {
+        s.scram.verifyServerFinal(auth.data.toString('utf8'));
+      } catch (err) {
+        throw unreachable(target, `SCRAM server verification failed: ${(err as Error).message}`);
+      }
+      return;
+    default:
+      throw unreachable(target, `unsupported authentication method ${auth.kind} requested by the server`);
+  }
+}
+
+/** SCRAM-SHA-256, with channel binding (-PLUS) when the connection is TLS and the server offers it. */
+function startScram(mechanisms: string[], s: LoginState): void {
+  const binding = s.isTls ? channelBinding(s.socket as TLSSocket) : undefined;
+  let mechanism: BackendAuthMethod & ('SCRAM-SHA-256' | 'SCRAM-SHA-256-PLUS');
+  try {
+    mechanism = chooseMechanism(mechanisms, binding, s.isTls);
+  } catch (err) {
+    throw unreachable(s.target, (err as Error).message);
+  }
+  s.scram = new ScramClient(neededPassword(s.opts), {
+    channelBinding: mechanism === 'SCRAM-SHA-256-PLUS' ? binding : undefined,
+    tls: binding !== undefined,
+  });
+  s.authMethod = mechanism;
+  s.socket.write(fe.saslInitialResponse(mechanism, Buffer.from(s.scram.clientFirstMessage())).raw);
+}
+
+function neededPassword(opts: LoginOptions): string {
+  if (opts.password === undefined || opts.password === '') {
+    throw new PgError('FATAL', SqlState.SqlclientUnableToEstablishSqlconnection, 'the backend asked for a password but none is configured for it');
+  }
+  return opts.password;
 }
 
 function loginProtocolError(target: BackendTarget, what: string): PgError {
