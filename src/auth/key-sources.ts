@@ -96,6 +96,15 @@ export class KeySourceUnavailableError extends Error {
   }
 }
 
+/** Where the keys came from: PEM keys, local JWKS files, remote JWKS (from URLs or discovery). */
+interface Sources {
+  statics: StaticKey[];
+  localSets: JwksHolder[];
+  remotes: RemoteJwks[];
+  discoveryLine?: string;
+  issuer?: string;
+}
+
 /**
  * Loads every source. Each problem throws an Error whose message names the source (a path or a
  * URL without credentials or query) and what is wrong; nothing is partially loaded.
@@ -107,87 +116,29 @@ export async function loadKeySet(opts: LoadKeySetOptions): Promise<KeySet> {
   };
   const cooldownMs = nonNegative(opts.cooldownMs, DEFAULT_COOLDOWN_MS, 'cooldownMs');
   const refreshMs = nonNegative(opts.refreshMs, DEFAULT_REFRESH_MS, 'refreshMs');
-
-  const ignored = opts.algorithms.filter(isForbiddenAlgorithm);
-  const unknown = opts.algorithms.filter((a) => !isForbiddenAlgorithm(a) && !SUPPORTED_ALGORITHMS.includes(a));
-  if (unknown.length > 0) {
-    throw new Error(
-      `algorithms: unsupported algorithm ${unknown.map((a) => JSON.stringify(a)).join(', ')} (supported: ${SUPPORTED_ALGORITHMS.join(', ')})`,
-    );
-  }
-  const allowed = [...new Set(opts.algorithms.filter((a) => !isForbiddenAlgorithm(a)))];
-  if (allowed.length === 0) throw new Error('algorithms: no usable algorithm (none and HMAC are never accepted)');
-
+  const { allowed, ignored } = checkedAlgorithms(opts.algorithms);
   const entries = opts.signingKeys.map((s) => s.trim()).filter((s) => s !== '');
   if (entries.length === 0 && !opts.oidcDiscovery) {
     throw new Error('no signing keys configured: give --signingKeys and/or --oidcDiscovery');
   }
-
-  const statics: StaticKey[] = [];
-  const localSets: JwksHolder[] = [];
-  const remotes: RemoteJwks[] = [];
+  const sources: Sources = { statics: [], localSets: [], remotes: [] };
   let inline = 0;
-
   for (const entry of entries) {
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(entry)) {
       const url = checkUrl(entry, 'JWKS');
       const remote = new RemoteJwks(url, `JWKS ${showUrl(url)}`, fetchOpts, cooldownMs, allowed);
       await remote.initialLoad();
-      remotes.push(remote);
+      sources.remotes.push(remote);
     } else if (entry.includes('-----BEGIN')) {
       inline += 1;
-      statics.push(...(await pemKeys(entry, `inline PEM #${inline}`, allowed)));
+      sources.statics.push(...(await pemKeys(entry, `inline PEM #${inline}`, allowed)));
     } else {
-      let text: string;
-      try {
-        text = await readFile(entry, 'utf8');
-      } catch (err) {
-        throw new Error(`signing key file ${entry}: cannot read it (${errnoText(err)})`);
-      }
-      if (/\.(json|jwks)$/i.test(entry) || text.trimStart().startsWith('{')) {
-        let doc: unknown;
-        try {
-          doc = JSON.parse(text);
-        } catch {
-          throw new Error(`JWKS file ${entry}: not valid JSON`);
-        }
-        const checked = await checkJwks(doc, `JWKS file ${entry}`, allowed, true);
-        localSets.push(new JwksHolder(`JWKS file ${entry}`, checked));
-      } else if (text.includes('-----BEGIN')) {
-        statics.push(...(await pemKeys(text, `PEM file ${entry}`, allowed)));
-      } else {
-        throw new Error(`signing key file ${entry}: neither PEM (public key or certificate) nor a JWKS document`);
-      }
+      await loadKeyFile(entry, allowed, sources);
     }
   }
+  if (opts.oidcDiscovery) await discover(opts.oidcDiscovery, fetchOpts, cooldownMs, allowed, sources);
 
-  let discoveryLine: string | undefined;
-  let issuer: string | undefined;
-  if (opts.oidcDiscovery) {
-    const discoveryUrl = checkUrl(opts.oidcDiscovery, 'OIDC discovery');
-    const label = `OIDC discovery ${showUrl(discoveryUrl)}`;
-    let doc: unknown;
-    try {
-      doc = await fetchJson(discoveryUrl, fetchOpts);
-    } catch (err) {
-      throw new Error(`${label}: ${(err as Error).message}`);
-    }
-    if (!isObject(doc) || typeof doc.jwks_uri !== 'string' || doc.jwks_uri === '') {
-      throw new Error(`${label}: the document has no "jwks_uri"`);
-    }
-    let jwksUrl: URL;
-    try {
-      jwksUrl = checkUrl(doc.jwks_uri, 'jwks_uri');
-    } catch (err) {
-      throw new Error(`${label}: ${(err as Error).message}`);
-    }
-    const remote = new RemoteJwks(jwksUrl, `JWKS ${showUrl(jwksUrl)} (from ${label})`, fetchOpts, cooldownMs, allowed);
-    await remote.initialLoad();
-    remotes.push(remote);
-    discoveryLine = `${label}: jwks_uri ${showUrl(jwksUrl)}`;
-    if (typeof doc.issuer === 'string' && doc.issuer !== '') issuer = doc.issuer;
-  }
-
+  const { statics, localSets, remotes } = sources;
   let timer: NodeJS.Timeout | undefined;
   if (refreshMs > 0 && remotes.length > 0) {
     timer = setInterval(() => {
@@ -195,11 +146,100 @@ export async function loadKeySet(opts: LoadKeySetOptions): Promise<KeySet> {
     }, Math.min(refreshMs, 0x7fffffff));
     timer.unref();
   }
+  return {
+    resolve: keyResolver(sources, new Set(allowed)),
+    issuer: sources.issuer,
+    get version() {
+      let n = 0;
+      for (const r of remotes) n += r.generation;
+      return n;
+    },
+    describe() {
+      const lines = [`algorithms: ${allowed.join(', ')}${ignored.length ? ` (ignored, never accepted: ${ignored.join(', ')})` : ''}`];
+      for (const s of statics) lines.push(s.description);
+      for (const l of localSets) lines.push(l.describe());
+      if (sources.discoveryLine) lines.push(sources.discoveryLine);
+      for (const r of remotes) lines.push(r.describe(refreshMs));
+      return lines;
+    },
+    close() {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}
 
-  const allowedSet = new Set(allowed);
+/** The algorithms to accept, and those configured but never accepted (none, HMAC); unknown names throw. */
+function checkedAlgorithms(algorithms: string[]): { allowed: string[]; ignored: string[] } {
+  const ignored = algorithms.filter(isForbiddenAlgorithm);
+  const unknown = algorithms.filter((a) => !isForbiddenAlgorithm(a) && !SUPPORTED_ALGORITHMS.includes(a));
+  if (unknown.length > 0) {
+    throw new Error(
+      `algorithms: unsupported algorithm ${unknown.map((a) => JSON.stringify(a)).join(', ')} (supported: ${SUPPORTED_ALGORITHMS.join(', ')})`,
+    );
+  }
+  const allowed = [...new Set(algorithms.filter((a) => !isForbiddenAlgorithm(a)))];
+  if (allowed.length === 0) throw new Error('algorithms: no usable algorithm (none and HMAC are never accepted)');
+  return { allowed, ignored };
+}
+
+/** A signing-key file: a JWKS document (by its extension or its first character) or PEM. */
+async function loadKeyFile(path: string, allowed: string[], sources: Sources): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new Error(`signing key file ${path}: cannot read it (${errnoText(err)})`);
+  }
+  if (/\.(json|jwks)$/i.test(path) || text.trimStart().startsWith('{')) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch {
+      throw new Error(`JWKS file ${path}: not valid JSON`);
+    }
+    const checked = await checkJwks(doc, `JWKS file ${path}`, allowed, true);
+    sources.localSets.push(new JwksHolder(`JWKS file ${path}`, checked));
+  } else if (text.includes('-----BEGIN')) {
+    sources.statics.push(...(await pemKeys(text, `PEM file ${path}`, allowed)));
+  } else {
+    throw new Error(`signing key file ${path}: neither PEM (public key or certificate) nor a JWKS document`);
+  }
+}
+
+/** An OIDC discovery document: its `jwks_uri` becomes a remote JWKS, its `issuer` the expected one. */
+async function discover(location: string, fetchOpts: FetchOptions, cooldownMs: number, allowed: string[], sources: Sources): Promise<void> {
+  const discoveryUrl = checkUrl(location, 'OIDC discovery');
+  const label = `OIDC discovery ${showUrl(discoveryUrl)}`;
+  let doc: unknown;
+  try {
+    doc = await fetchJson(discoveryUrl, fetchOpts);
+  } catch (err) {
+    throw new Error(`${label}: ${(err as Error).message}`);
+  }
+  if (!isObject(doc) || typeof doc.jwks_uri !== 'string' || doc.jwks_uri === '') {
+    throw new Error(`${label}: the document has no "jwks_uri"`);
+  }
+  let jwksUrl: URL;
+  try {
+    jwksUrl = checkUrl(doc.jwks_uri, 'jwks_uri');
+  } catch (err) {
+    throw new Error(`${label}: ${(err as Error).message}`);
+  }
+  const remote = new RemoteJwks(jwksUrl, `JWKS ${showUrl(jwksUrl)} (from ${label})`, fetchOpts, cooldownMs, allowed);
+  await remote.initialLoad();
+  sources.remotes.push(remote);
+  sources.discoveryLine = `${label}: jwks_uri ${showUrl(jwksUrl)}`;
+  if (typeof doc.issuer === 'string' && doc.issuer !== '') sources.issuer = doc.issuer;
+}
+
+/**
+ * jose's key resolver over every source: JWKS keys that fit the header, then PEM keys for its
+ * `alg`; remote JWKS refetched (within their cooldown) when none fits.
+ */
+function keyResolver({ statics, localSets, remotes }: Sources, allowedSet: ReadonlySet<string>): JWTVerifyGetKey {
   const jwksSources = (): JwksHolder[] => [...localSets, ...remotes];
-
-  const resolve: JWTVerifyGetKey = async (protectedHeader) => {
+  return async (protectedHeader) => {
     const header = protectedHeader as JWSHeaderParameters;
     const alg = header.alg;
     if (typeof alg !== 'string' || !allowedSet.has(alg)) {
@@ -228,28 +268,6 @@ export async function loadKeySet(opts: LoadKeySetOptions): Promise<KeySet> {
       yield* all;
     };
     throw multiple;
-  };
-
-  return {
-    resolve,
-    issuer,
-    get version() {
-      let n = 0;
-      for (const r of remotes) n += r.generation;
-      return n;
-    },
-    describe() {
-      const lines = [`algorithms: ${allowed.join(', ')}${ignored.length ? ` (ignored, never accepted: ${ignored.join(', ')})` : ''}`];
-      for (const s of statics) lines.push(s.description);
-      for (const l of localSets) lines.push(l.describe());
-      if (discoveryLine) lines.push(discoveryLine);
-      for (const r of remotes) lines.push(r.describe(refreshMs));
-      return lines;
-    },
-    close() {
-      if (timer) clearInterval(timer);
-      timer = undefined;
-    },
   };
 }
 
