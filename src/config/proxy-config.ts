@@ -104,79 +104,17 @@ export function buildProxyConfig(argv: readonly string[], env: NodeJS.ProcessEnv
   return resolve(loadSettings(argv, env), env);
 }
 
+type Values = LoadedSettings['values'];
+
 function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env: NodeJS.ProcessEnv): ProxyConfig {
   const str = (k: string) => v[k] as string | undefined;
   const num = (k: string) => v[k] as number;
   const bool = (k: string) => v[k] as boolean;
-
-  let listen = { host: '127.0.0.1', port: 13013 };
-  try {
-    if (str('bindAddr') !== undefined) listen = parseHostPort(str('bindAddr')!);
-  } catch (err) {
-    problems.push(`bindAddr: ${(err as Error).message}`);
-  }
-
-  let tls: ProxyConfig['tls'];
-  const certPath = str('bindCert');
-  const keyPath = str('bindKey');
-  if (Boolean(certPath) !== Boolean(keyPath)) problems.push('bindCert and bindKey must be given together');
-  else if (certPath && keyPath) {
-    const read = (flag: string, path: string) => {
-      try {
-        return readFileSync(path);
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        problems.push(`${flag}: cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
-        return undefined;
-      }
-    };
-    const cert = read('bindCert', certPath);
-    const key = read('bindKey', keyPath);
-    if (cert && key) tls = { cert, key, certPath, keyPath };
-  }
-  // Only when neither file was named: a named file that cannot be read is its own problem above.
-  if (!tls && !bool('insecure') && !certPath && !keyPath) {
-    problems.push('no TLS configured: give --bindCert and --bindKey, or --insecure to run without TLS');
-  }
-
-  const provider = str('auth')!;
-  let auth: AuthConfig | undefined;
-  if (provider === 'jwt') {
-    auth = jwt(v, problems);
-  } else if (provider === 'passthrough') {
-    auth = passthrough(v, problems, listen.host, Boolean(tls));
-  } else if (provider === 'command') {
-    auth = command(v, (extra.auth ?? {}) as Record<string, unknown>, problems);
-  } else if (provider && Array.isArray(extra.plugins) && extra.plugins.length > 0) {
-    auth = { provider, plugin: true, options: (extra.auth ?? {}) as Record<string, unknown>, jwt: v.backends ? jwt(v, problems) : undefined };
-  } else {
-    problems.push(
-      `auth: provider "${provider}" is not available (built in: ${AVAILABLE_PROVIDERS.join(', ')}; others come from plugins)`,
-    );
-  }
-
-  let metricsListen: { host: string; port: number } | undefined;
-  try {
-    if (str('metricsAddr')) metricsListen = parseHostPort(str('metricsAddr')!);
-  } catch (err) {
-    problems.push(`metricsAddr: ${(err as Error).message}`);
-  }
-  const format = str('logFormat')!;
-  if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
-  const logDestination = str('logDestination');
-  if (logDestination) {
-    const problem = appendProblem(logDestination);
-    if (problem) problems.push(`logDestination: cannot append to ${logDestination}: ${problem}`);
-  }
-  if (num('maxConnections') !== undefined && num('maxConnections') < 1) problems.push('maxConnections: must be at least 1');
-  if (num('maxPendingLogins') !== undefined && num('maxPendingLogins') < 1) problems.push('maxPendingLogins: must be at least 1');
-  if (num('maxPendingLoginsPerAddress') !== undefined && num('maxPendingLoginsPerAddress') < 0) problems.push('maxPendingLoginsPerAddress: must be 0 or more');
-  const maxMessageSize = num('maxMessageSize');
-  if (maxMessageSize !== undefined && (maxMessageSize < 8192 || maxMessageSize > 1073741823)) {
-    problems.push('maxMessageSize: must be between 8192 and 1073741823 bytes');
-  }
-  const expiryMode = str('sessionExpiry')!;
-  if (expiryMode !== 'close' && expiryMode !== 'ignore') problems.push(`sessionExpiry: expected close or ignore, got "${expiryMode}"`);
+  const listen = address(str('bindAddr'), 'bindAddr', problems) ?? { host: '127.0.0.1', port: 13013 };
+  const tls = clientTls(v, problems);
+  const auth = authConfig(v, extra, problems, listen.host, Boolean(tls));
+  const metricsListen = str('metricsAddr') ? address(str('metricsAddr'), 'metricsAddr', problems) : undefined;
+  checkOutputsAndLimits(v, problems);
   const pipeline = parsePipeline(extra.pipeline, problems);
   if (v.reportRemoteAddr && !pipeline.some((e) => e.name === 'remote-addr')) {
     pipeline.push({ name: 'remote-addr', options: { param: 'crdb:remote_addr' } });
@@ -219,10 +157,10 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
     maxMessageSize: num('maxMessageSize'),
     gracePeriodMs: num('gracePeriod'),
     refreshMs: num('refresh'),
-    expiry: { mode: expiryMode as 'close' | 'ignore', toleranceMs: num('clockTolerance'), warningMs: num('expiryWarning') },
+    expiry: { mode: str('sessionExpiry') as 'close' | 'ignore', toleranceMs: num('clockTolerance'), warningMs: num('expiryWarning') },
     log: {
       level: (verbosity >= 2 ? 'trace' : verbosity === 1 ? 'debug' : 'info') as ProxyConfig['log']['level'],
-      format: format as ProxyConfig['log']['format'],
+      format: str('logFormat') as ProxyConfig['log']['format'],
       destination: str('logDestination'),
     },
     peers,
@@ -234,6 +172,78 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
   });
   if (problems.length > 0) throw new ConfigError(problems, config);
   return config;
+}
+
+/** A `host:port` flag's value, or undefined (with the problem noted) when absent or invalid. */
+function address(text: string | undefined, flag: string, problems: string[]): { host: string; port: number } | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return parseHostPort(text);
+  } catch (err) {
+    problems.push(`${flag}: ${(err as Error).message}`);
+    return undefined;
+  }
+}
+
+/** The client-facing certificate and key (`--bindCert`/`--bindKey`), or none with `--insecure`. */
+function clientTls(v: Values, problems: string[]): ProxyConfig['tls'] {
+  const certPath = v.bindCert as string | undefined;
+  const keyPath = v.bindKey as string | undefined;
+  let tls: ProxyConfig['tls'];
+  if (Boolean(certPath) !== Boolean(keyPath)) problems.push('bindCert and bindKey must be given together');
+  else if (certPath && keyPath) {
+    const read = (flag: string, path: string) => {
+      try {
+        return readFileSync(path);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        problems.push(`${flag}: cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
+        return undefined;
+      }
+    };
+    const cert = read('bindCert', certPath);
+    const key = read('bindKey', keyPath);
+    if (cert && key) tls = { cert, key, certPath, keyPath };
+  }
+  // Only when neither file was named: a named file that cannot be read is its own problem above.
+  if (!tls && !v.insecure && !certPath && !keyPath) {
+    problems.push('no TLS configured: give --bindCert and --bindKey, or --insecure to run without TLS');
+  }
+  return tls;
+}
+
+/** The auth provider's settings: a built-in one, or a plugin's (with the JWT settings when it routes by a backends file). */
+function authConfig(v: Values, extra: LoadedSettings['extra'], problems: string[], host: string, hasTls: boolean): AuthConfig | undefined {
+  const provider = v.auth as string;
+  if (provider === 'jwt') return jwt(v, problems);
+  if (provider === 'passthrough') return passthrough(v, problems, host, hasTls);
+  if (provider === 'command') return command(v, (extra.auth ?? {}) as Record<string, unknown>, problems);
+  if (provider && Array.isArray(extra.plugins) && extra.plugins.length > 0) {
+    return { provider, plugin: true, options: (extra.auth ?? {}) as Record<string, unknown>, jwt: v.backends ? jwt(v, problems) : undefined };
+  }
+  problems.push(`auth: provider "${provider}" is not available (built in: ${AVAILABLE_PROVIDERS.join(', ')}; others come from plugins)`);
+  return undefined;
+}
+
+/** The log settings and the numeric limits that have a range. */
+function checkOutputsAndLimits(v: Values, problems: string[]): void {
+  const num = (k: string) => v[k] as number | undefined;
+  const format = v.logFormat as string;
+  if (!['text', 'json', 'fluent'].includes(format)) problems.push(`logFormat: expected text, json or fluent, got "${format}"`);
+  const logDestination = v.logDestination as string | undefined;
+  if (logDestination) {
+    const problem = appendProblem(logDestination);
+    if (problem) problems.push(`logDestination: cannot append to ${logDestination}: ${problem}`);
+  }
+  if (num('maxConnections') !== undefined && num('maxConnections')! < 1) problems.push('maxConnections: must be at least 1');
+  if (num('maxPendingLogins') !== undefined && num('maxPendingLogins')! < 1) problems.push('maxPendingLogins: must be at least 1');
+  if (num('maxPendingLoginsPerAddress') !== undefined && num('maxPendingLoginsPerAddress')! < 0) problems.push('maxPendingLoginsPerAddress: must be 0 or more');
+  const maxMessageSize = num('maxMessageSize');
+  if (maxMessageSize !== undefined && (maxMessageSize < 8192 || maxMessageSize > 1073741823)) {
+    problems.push('maxMessageSize: must be between 8192 and 1073741823 bytes');
+  }
+  const expiryMode = v.sessionExpiry as string;
+  if (expiryMode !== 'close' && expiryMode !== 'ignore') problems.push(`sessionExpiry: expected close or ignore, got "${expiryMode}"`);
 }
 
 function passthrough(
