@@ -9,13 +9,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
-import type { PGlite } from '@electric-sql/pglite';
-import type { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 import { parseBackendUrl, redactUrl } from '../backend/url.js';
 import { START_FLAGS } from '../config/flags.js';
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig } from '../config/proxy-config.js';
 import { createLogger } from '../telemetry/log.js';
+import { PgliteStartError, startPglite } from './demo-pglite.js';
 import { parseFlags, runKeygen, UsageError, wantsHelp } from './keygen.js';
 import { startProxy, type RunningProxy } from './start.js';
 import { runToken } from './token.js';
@@ -43,17 +42,8 @@ Example:
 /** The user the demo token is minted for (and the startup user clients log in as). */
 const DEMO_USER = 'demo';
 const DEFAULT_DEMO_PORT = 13013;
-/** The rows seeded into the `demo` table when it is missing. */
-const DEMO_ROWS: readonly (readonly [number, string, string])[] = [
-  [1, 'alpha', 'the first row'],
-  [2, 'bravo', 'reached through pgward'],
-  [3, 'charlie', 'authenticated with a JWT'],
-  [4, 'delta', 'stored in PGlite'],
-  [5, 'echo', 'PostgreSQL in WebAssembly'],
-];
 /** Proxy sessions at once; PGlite's socket server gets headroom for connections still closing. */
 const PROXY_MAX_CONNECTIONS = 16;
-const PGLITE_MAX_CONNECTIONS = 2 * PROXY_MAX_CONNECTIONS;
 const GRACE_PERIOD = '5s';
 const TOKEN_TTL = '1h';
 
@@ -137,57 +127,6 @@ function freePort(): Promise<number> {
   });
 }
 
-interface EmbeddedDb {
-  url: string;
-  describe: string;
-  stop(): Promise<void>;
-}
-
-/** Starts PGlite (persisted in `dataDir`, else in memory), seeds `demo`, serves it on a loopback port. */
-async function startPglite(dataDir: string | undefined): Promise<EmbeddedDb> {
-  // Loaded here, not at the top: every other command would otherwise pay for loading PGlite.
-  const { PGlite: PGliteClass } = await import('@electric-sql/pglite');
-  const { PGLiteSocketServer: SocketServer } = await import('@electric-sql/pglite-socket');
-  let db: PGlite;
-  try {
-    db = dataDir === undefined ? await PGliteClass.create() : await PGliteClass.create({ dataDir });
-  } catch (e) {
-    throw new DemoError(`cannot start PGlite${dataDir ? ` in ${dataDir}` : ''}: ${(e as Error)?.message ?? String(e)}`, 1);
-  }
-  let server: PGLiteSocketServer | undefined;
-  try {
-    const missing = await db.query<{ missing: boolean }>(`select to_regclass('public.demo') is null as missing`);
-    if (missing.rows[0]?.missing) {
-      await db.transaction(async (tx) => {
-        await tx.exec('create table public.demo (id integer primary key, name text not null, note text)');
-        for (const [id, name, note] of DEMO_ROWS) {
-          await tx.query('insert into public.demo (id, name, note) values ($1, $2, $3)', [id, name, note]);
-        }
-      });
-    }
-    const version = (await db.query<{ v: string }>(`select current_setting('server_version') as v`)).rows[0]?.v ?? '?';
-    server = new SocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: PGLITE_MAX_CONNECTIONS });
-    await server.start();
-    const conn = server.getServerConn(); // "127.0.0.1:PORT" once listening
-    const port = Number(conn.slice(conn.lastIndexOf(':') + 1));
-    const s = server;
-    return {
-      // PGlite has one user and one database and accepts any password; it answers SSLRequest with N.
-      // It never answers a StartupMessage asking for protocol 3.2 (no error, no NegotiateProtocolVersion).
-      url: `postgres://postgres@127.0.0.1:${port}/postgres?sslmode=disable&max_protocol_version=3.0`,
-      describe: `PGlite (PostgreSQL ${version} in WebAssembly, ${dataDir ? `data in ${dataDir}` : 'in memory'}) on 127.0.0.1:${port}`,
-      async stop() {
-        await s.stop();
-        await db.close();
-      },
-    };
-  } catch (e) {
-    await server?.stop().catch(() => {});
-    await db.close().catch(() => {});
-    throw e;
-  }
-}
-
 /** GET /health on the metrics address: the banner names the metrics URL only when it answers. */
 async function metricsAnswer(base: string): Promise<boolean> {
   try {
@@ -219,156 +158,11 @@ export async function runDemo(
     }
     throw e;
   }
-
-  // Signals may arrive while the (slow) database starts: remember them, stop after the current step.
-  let signalled: NodeJS.Signals | undefined;
-  let proxy: RunningProxy | undefined;
-  let wake: () => void = () => {};
-  const stopRequested = new Promise<void>((r) => (wake = r));
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (signalled === undefined) {
-      signalled = sig;
-      err.write(`\npgward demo: ${sig}: stopping (again to stop at once)\n`);
-      wake();
-      return;
-    }
-    if (proxy === undefined) {
-      // Not forced: killing PGlite while it initialises a --data directory could leave it broken.
-      err.write('pgward demo: still starting; stopping as soon as the database is up\n');
-      return;
-    }
-    err.write('pgward demo: second signal: closing all sessions now\n');
-    // Ends every session now; the drain in progress then finishes at once.
-    void proxy.server.close().catch(() => {});
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-
+  const stop = new StopSignals(err);
   const cleanups: (() => Promise<void>)[] = [];
-  const host = '127.0.0.1';
   let code = 0;
   try {
-    await probePort(host, opts.port);
-
-    let backendUrl: string;
-    let backendText: string;
-    if (opts.backend !== undefined) {
-      backendUrl = opts.backend;
-      backendText = `the PostgreSQL at ${redactUrl(opts.backend)}`;
-    } else {
-      err.write(`pgward demo: starting PGlite${opts.dataDir ? ` in ${opts.dataDir}` : ''} (takes a few seconds)…\n`);
-      const db = await startPglite(opts.dataDir);
-      cleanups.push(() => db.stop());
-      backendUrl = db.url;
-      backendText = db.describe;
-    }
-    if (signalled) return 0;
-
-    const keyDir = await mkdtemp(join(tmpdir(), 'pgward-demo-'));
-    cleanups.push(() => rm(keyDir, { recursive: true, force: true }));
-    const keygenOut = new Capture();
-    const keygenErr = new Capture();
-    if ((await runKeygen(['--alg', 'EdDSA', '--out', keyDir], keygenOut, keygenErr)) !== 0) {
-      throw new DemoError(`cannot create the demo keys: ${keygenErr.text.trim()}`, 1);
-    }
-    const privateKey = join(keyDir, 'private.pem');
-    const jwks = join(keyDir, 'jwks.json');
-    const backendsFile = join(keyDir, 'backends.json');
-    // Every subject reaches the one database; requireUserMatch still ties the startup user to it.
-    await writeFile(backendsFile, JSON.stringify({ [DEMO_USER]: backendUrl, '*': backendUrl }, null, 2) + '\n', { mode: 0o600 });
-
-    const flags = [
-      '--bindAddr', `${host}:${opts.port}`,
-      '--insecure',
-      '--backends', backendsFile,
-      '--signingKeys', jwks,
-      '--gracePeriod', GRACE_PERIOD,
-      '--maxConnections', String(PROXY_MAX_CONNECTIONS),
-    ];
-    // The metrics endpoint, when this build has the flag (it is wired into `start` separately).
-    let metricsBase: string | undefined;
-    if (START_FLAGS.some((f) => f.name === 'metricsAddr')) {
-      const metricsPort = await freePort();
-      flags.push('--metricsAddr', `${host}:${metricsPort}`);
-      metricsBase = `http://${host}:${metricsPort}`;
-    }
-    let config;
-    try {
-      config = buildProxyConfig(flags, {}); // {}: PGWARD_* variables do not change the demo
-    } catch (e) {
-      if (e instanceof ConfigError) throw new DemoError(`internal configuration problem: ${e.problems.join('; ')}`, 1);
-      throw e;
-    }
-    // Logs go to stderr, so stdout holds only the banner.
-    const log = createLogger(config.log, {}, { write: (line) => void err.write(line) });
-    try {
-      proxy = await startProxy(config, { log });
-    } catch (e) {
-      throw portError(e, opts.port);
-    }
-    const running = proxy;
-    let proxyStopped = false;
-    const stopProxy = async () => {
-      if (proxyStopped) return;
-      proxyStopped = true;
-      await running.drain();
-    };
-    cleanups.push(stopProxy); // also on a failure below
-    if (signalled) return 0;
-
-    const tokenOut = new Capture();
-    const tokenErr = new Capture();
-    if ((await runToken(['--key', privateKey, '--sub', DEMO_USER, '--ttl', TOKEN_TTL], tokenOut, tokenErr)) !== 0) {
-      throw new DemoError(`cannot mint the demo token: ${tokenErr.text.trim()}`, 1);
-    }
-    const token = tokenOut.text.trim();
-    const expires = new Date(JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')).exp * 1000);
-    const metricsOk = metricsBase !== undefined && (await metricsAnswer(metricsBase));
-
-    const port = running.address.port;
-    const database = opts.backend !== undefined ? (parseBackendUrl(opts.backend).database ?? 'postgres') : 'postgres';
-    const clientUrl = (password?: string) =>
-      `postgres://${DEMO_USER}${password ? ':' + password : ''}@${host}:${port}/${encodeURIComponent(database)}?sslmode=disable`;
-    const query = opts.backend === undefined ? 'select * from demo;' : 'select current_user, version();';
-    const lines = [
-      '',
-      `pgward demo: the proxy on ${host}:${port} in front of ${backendText}`,
-      '',
-      `Connect with psql (the password is a JWT for the user "${DEMO_USER}", valid until ${expires.toISOString()}):`,
-      '',
-      `  PGPASSWORD='${token}' psql "${clientUrl()}"`,
-      '',
-      `and try: ${query}`,
-      '',
-      'or with any PostgreSQL driver, as a URL:',
-      '',
-      `  ${clientUrl(token)}`,
-      '',
-      `Metrics:      ${
-        metricsOk
-          ? `${metricsBase}/metrics  (also /health, /ready)`
-          : metricsBase === undefined
-            ? 'not available (this build has no --metricsAddr)'
-            : `not available (nothing answered on ${metricsBase}/health)`
-      }`,
-      `More tokens:  npx pgward token --key ${privateKey} --sub ${DEMO_USER} --ttl ${TOKEN_TTL}`,
-      `              (in this checkout; plain \`pgward\` after \`npm install -g .\`; any --sub works: all reach the same database)`,
-      `Keys:         ${keyDir} (temporary; removed on exit)`,
-      ...(opts.backend === undefined
-        ? [
-            `Limits:       PGlite is a single-session database: all proxy sessions (at most ${PROXY_MAX_CONNECTIONS}) share its one`,
-            '              session and run one statement at a time; a transaction left open holds up the others;',
-            '              cancel requests are ignored. Fine for trying pgward, not for load.',
-          ]
-        : []),
-      'No TLS (--insecure): the proxy listens on loopback only. Press Ctrl-C to stop.',
-      '',
-    ];
-    out.write(lines.join('\n') + '\n');
-
-    await stopRequested;
-    await stopProxy();
-    err.write('pgward demo: stopped\n');
+    await runUntilStopped(opts, stop, cleanups, out, err);
   } catch (e) {
     if (e instanceof DemoError) {
       err.write(`pgward demo: ${e.message}\n`);
@@ -385,8 +179,209 @@ export async function runDemo(
         err.write(`pgward demo: while stopping: ${(e as Error)?.message ?? String(e)}\n`);
       }
     }
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stop.dispose();
   }
   return code;
+}
+
+/**
+ * SIGINT/SIGTERM while the demo runs. Signals may arrive while the (slow) database starts: the
+ * first is remembered and the demo stops after the current step; a second closes every session.
+ */
+class StopSignals {
+  signalled: NodeJS.Signals | undefined;
+  /** Set once the proxy runs: a second signal then closes its sessions at once. */
+  proxy: RunningProxy | undefined;
+  readonly requested: Promise<void>;
+  private wake: () => void = () => {};
+  private readonly onSignal = (sig: NodeJS.Signals) => this.take(sig);
+
+  constructor(private readonly err: NodeJS.WritableStream) {
+    this.requested = new Promise<void>((r) => (this.wake = r));
+    process.on('SIGINT', this.onSignal);
+    process.on('SIGTERM', this.onSignal);
+  }
+
+  dispose(): void {
+    process.off('SIGINT', this.onSignal);
+    process.off('SIGTERM', this.onSignal);
+  }
+
+  private take(sig: NodeJS.Signals): void {
+    if (this.signalled === undefined) {
+      this.signalled = sig;
+      this.err.write(`\npgward demo: ${sig}: stopping (again to stop at once)\n`);
+      this.wake();
+      return;
+    }
+    if (this.proxy === undefined) {
+      // Not forced: killing PGlite while it initialises a --data directory could leave it broken.
+      this.err.write('pgward demo: still starting; stopping as soon as the database is up\n');
+      return;
+    }
+    this.err.write('pgward demo: second signal: closing all sessions now\n');
+    // Ends every session now; the drain in progress then finishes at once.
+    void this.proxy.server.close().catch(() => {});
+  }
+}
+
+const HOST = '127.0.0.1';
+
+/** The database, the keys, the proxy and the banner; then waits for a signal and drains. */
+async function runUntilStopped(
+  opts: DemoOptions,
+  stop: StopSignals,
+  cleanups: (() => Promise<void>)[],
+  out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
+): Promise<void> {
+  await probePort(HOST, opts.port);
+  let backend: { url: string; describe: string };
+  if (opts.backend !== undefined) {
+    backend = { url: opts.backend, describe: `the PostgreSQL at ${redactUrl(opts.backend)}` };
+  } else {
+    err.write(`pgward demo: starting PGlite${opts.dataDir ? ` in ${opts.dataDir}` : ''} (takes a few seconds)…\n`);
+    let db: Awaited<ReturnType<typeof startPglite>>;
+    try {
+      db = await startPglite(opts.dataDir, 2 * PROXY_MAX_CONNECTIONS);
+    } catch (e) {
+      throw e instanceof PgliteStartError ? new DemoError(e.message, 1) : e;
+    }
+    cleanups.push(() => db.stop());
+    backend = db;
+  }
+  if (stop.signalled) return;
+  const keys = await demoKeys(backend.url, cleanups);
+  const { flags, metricsBase } = await demoFlags(opts.port, keys);
+  let config;
+  try {
+    config = buildProxyConfig(flags, {}); // {}: PGWARD_* variables do not change the demo
+  } catch (e) {
+    if (e instanceof ConfigError) throw new DemoError(`internal configuration problem: ${e.problems.join('; ')}`, 1);
+    throw e;
+  }
+  // Logs go to stderr, so stdout holds only the banner.
+  const log = createLogger(config.log, {}, { write: (line) => void err.write(line) });
+  let running: RunningProxy;
+  try {
+    running = await startProxy(config, { log });
+  } catch (e) {
+    throw portError(e, opts.port);
+  }
+  stop.proxy = running;
+  let proxyStopped = false;
+  const stopProxy = async () => {
+    if (proxyStopped) return;
+    proxyStopped = true;
+    await running.drain();
+  };
+  cleanups.push(stopProxy); // also on a failure below
+  if (stop.signalled) return;
+  const token = await mintDemoToken(keys.privateKey);
+  const metricsOk = metricsBase !== undefined && (await metricsAnswer(metricsBase));
+  out.write(banner({ opts, port: running.address.port, backendText: backend.describe, token, keyDir: keys.dir, metricsBase, metricsOk }));
+  await stop.requested;
+  await stopProxy();
+  err.write('pgward demo: stopped\n');
+}
+
+interface DemoKeys {
+  dir: string;
+  privateKey: string;
+  jwks: string;
+  backendsFile: string;
+}
+
+/** A fresh key pair and a backends file sending every subject to the one database, in a temporary directory. */
+async function demoKeys(backendUrl: string, cleanups: (() => Promise<void>)[]): Promise<DemoKeys> {
+  const dir = await mkdtemp(join(tmpdir(), 'pgward-demo-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const keygenOut = new Capture();
+  const keygenErr = new Capture();
+  if ((await runKeygen(['--alg', 'EdDSA', '--out', dir], keygenOut, keygenErr)) !== 0) {
+    throw new DemoError(`cannot create the demo keys: ${keygenErr.text.trim()}`, 1);
+  }
+  const backendsFile = join(dir, 'backends.json');
+  // Every subject reaches the one database; requireUserMatch still ties the startup user to it.
+  await writeFile(backendsFile, JSON.stringify({ [DEMO_USER]: backendUrl, '*': backendUrl }, null, 2) + '\n', { mode: 0o600 });
+  return { dir, privateKey: join(dir, 'private.pem'), jwks: join(dir, 'jwks.json'), backendsFile };
+}
+
+async function demoFlags(port: number, keys: DemoKeys): Promise<{ flags: string[]; metricsBase?: string }> {
+  const flags = [
+    '--bindAddr', `${HOST}:${port}`,
+    '--insecure',
+    '--backends', keys.backendsFile,
+    '--signingKeys', keys.jwks,
+    '--gracePeriod', GRACE_PERIOD,
+    '--maxConnections', String(PROXY_MAX_CONNECTIONS),
+  ];
+  // The metrics endpoint, when this build has the flag (it is wired into `start` separately).
+  if (!START_FLAGS.some((f) => f.name === 'metricsAddr')) return { flags };
+  const metricsPort = await freePort();
+  flags.push('--metricsAddr', `${HOST}:${metricsPort}`);
+  return { flags, metricsBase: `http://${HOST}:${metricsPort}` };
+}
+
+async function mintDemoToken(privateKey: string): Promise<string> {
+  const tokenOut = new Capture();
+  const tokenErr = new Capture();
+  if ((await runToken(['--key', privateKey, '--sub', DEMO_USER, '--ttl', TOKEN_TTL], tokenOut, tokenErr)) !== 0) {
+    throw new DemoError(`cannot mint the demo token: ${tokenErr.text.trim()}`, 1);
+  }
+  return tokenOut.text.trim();
+}
+
+interface BannerFacts {
+  opts: DemoOptions;
+  port: number;
+  backendText: string;
+  token: string;
+  keyDir: string;
+  metricsBase?: string;
+  metricsOk: boolean;
+}
+
+/** What stdout shows: how to connect, where the metrics are, how to mint more tokens, the limits. */
+function banner({ opts, port, backendText, token, keyDir, metricsBase, metricsOk }: BannerFacts): string {
+  const expires = new Date(JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')).exp * 1000);
+  const database = opts.backend !== undefined ? (parseBackendUrl(opts.backend).database ?? 'postgres') : 'postgres';
+  const clientUrl = (password?: string) =>
+    `postgres://${DEMO_USER}${password ? ':' + password : ''}@${HOST}:${port}/${encodeURIComponent(database)}?sslmode=disable`;
+  const query = opts.backend === undefined ? 'select * from demo;' : 'select current_user, version();';
+  const privateKey = join(keyDir, 'private.pem');
+  const metrics = metricsOk
+    ? `${metricsBase}/metrics  (also /health, /ready)`
+    : metricsBase === undefined
+      ? 'not available (this build has no --metricsAddr)'
+      : `not available (nothing answered on ${metricsBase}/health)`;
+  const lines = [
+    '',
+    `pgward demo: the proxy on ${HOST}:${port} in front of ${backendText}`,
+    '',
+    `Connect with psql (the password is a JWT for the user "${DEMO_USER}", valid until ${expires.toISOString()}):`,
+    '',
+    `  PGPASSWORD='${token}' psql "${clientUrl()}"`,
+    '',
+    `and try: ${query}`,
+    '',
+    'or with any PostgreSQL driver, as a URL:',
+    '',
+    `  ${clientUrl(token)}`,
+    '',
+    `Metrics:      ${metrics}`,
+    `More tokens:  npx pgward token --key ${privateKey} --sub ${DEMO_USER} --ttl ${TOKEN_TTL}`,
+    `              (in this checkout; plain \`pgward\` after \`npm install -g .\`; any --sub works: all reach the same database)`,
+    `Keys:         ${keyDir} (temporary; removed on exit)`,
+    ...(opts.backend === undefined
+      ? [
+          `Limits:       PGlite is a single-session database: all proxy sessions (at most ${PROXY_MAX_CONNECTIONS}) share its one`,
+          '              session and run one statement at a time; a transaction left open holds up the others;',
+          '              cancel requests are ignored. Fine for trying pgward, not for load.',
+        ]
+      : []),
+    'No TLS (--insecure): the proxy listens on loopback only. Press Ctrl-C to stop.',
+    '',
+  ];
+  return lines.join('\n') + '\n';
 }
