@@ -62,131 +62,138 @@ const NOT_LOGGED_IN = () =>
 function provider(services: AuthServices, options: Options): AuthProvider {
   return {
     name: 'proxy-login',
-    async authenticate(channel: ClientChannel): Promise<AuthResult> {
-      const key = channel.reserveCancelKey();
-      const sent = new Map<string, string>(PRE_LOGIN_PARAMETERS);
-      const app = channel.startup.get('application_name');
-      if (app !== undefined) sent.set('application_name', app);
-      channel.send(be.authOk(), ...[...sent].map(([k, v]) => be.parameterStatus(k, v)), be.backendKeyData(key.processId, key.secretKey), be.readyForQuery('I'));
-      channel.handshakeComplete();
-
-      const deadline = Date.now() + options.loginTimeoutMs;
-      const next = () => readBefore(channel, deadline);
-      let failures = 0;
-      const statements = new Map<string, LoginStatement | null>();
-      const portals = new Map<string, string | null>();
-      let skipUntilSync = false;
-
-      /** Tries a token; on success returns the result, else tells the client (ERROR) and counts. */
-      const attempt = async (
-        token: string,
-        completion: (row: BackendMessage) => BackendMessage[],
-      ): Promise<AuthResult | undefined> => {
-        try {
-          const result = await services.resolveToken(token, channel, { matchStartupUser: false });
-          channel.log.info('proxy_login succeeded', { identity: result.identity });
-          const row = be.dataRow([Buffer.from(result.identity)]);
-          return { ...result, clientHandshake: { sentParameters: sent, completion: completion(row) } };
-        } catch (err) {
-          if (!(err instanceof PgError)) throw err;
-          failures++;
-          channel.log.info('proxy_login refused', { sqlstate: err.sqlstate, reason: err.message, attempt: failures });
-          if (failures >= options.maxAttempts) {
-            throw new PgError('FATAL', err.sqlstate, `${err.message}; too many failed login attempts`);
-          }
-          channel.send(be.errorResponse(new PgError('ERROR', err.sqlstate, err.message, { hint: err.hint }).toFields()));
-          return undefined;
-        }
-      };
-
-      for (;;) {
-        const m: FrontendMessage = await next();
-        if (m.type === 'Terminate') {
-          throw new PgError('FATAL', SqlState.ConnectionFailure, 'client left before logging in');
-        }
-        if (m.type === 'Sync') {
-          skipUntilSync = false;
-          channel.send(be.readyForQuery('I'));
-          continue;
-        }
-        if (skipUntilSync || m.type === 'Flush') continue;
-        switch (m.type) {
-          case 'Query': {
-            const { sql } = m.body();
-            const login = parseLoginStatement(sql);
-            if (login?.kind === 'literal') {
-              const done = await attempt(login.token, (row) => [
-                be.rowDescription([COLUMN]),
-                row,
-                be.commandComplete('SELECT 1'),
-                be.readyForQuery('I'),
-              ]);
-              if (done) return done;
-            } else if (isEmptyQuery(sql)) channel.send(be.emptyQueryResponse());
-            else channel.send(NOT_LOGGED_IN());
-            channel.send(be.readyForQuery('I'));
-            break;
-          }
-          case 'Parse': {
-            const { name, sql } = m.body();
-            const login = parseLoginStatement(sql);
-            if (!login) {
-              channel.send(NOT_LOGGED_IN());
-              skipUntilSync = true;
-            } else {
-              statements.set(name, login);
-              channel.send(be.parseComplete());
-            }
-            break;
-          }
-          case 'Bind': {
-            const { portal, statement, params } = m.body();
-            const login = statements.get(statement);
-            if (!login) {
-              channel.send(NOT_LOGGED_IN());
-              skipUntilSync = true;
-              break;
-            }
-            const token = login.kind === 'literal' ? login.token : params[login.index]?.toString('utf8');
-            portals.set(portal, token ?? null);
-            channel.send(be.bindComplete());
-            break;
-          }
-          case 'Describe': {
-            const { kind, name } = m.body();
-            const login = kind === 'S' ? statements.get(name) : undefined;
-            if (kind === 'S' && login === undefined) {
-              channel.send(NOT_LOGGED_IN());
-              skipUntilSync = true;
-              break;
-            }
-            if (kind === 'S') channel.send(be.parameterDescription(login?.kind === 'param' ? [TEXT_OID] : []));
-            channel.send(be.rowDescription([COLUMN]));
-            break;
-          }
-          case 'Execute': {
-            const token = portals.get(m.body().portal);
-            if (!token) {
-              channel.send(token === null ? error(SqlState.InvalidPassword, 'proxy_login needs a token') : NOT_LOGGED_IN());
-              skipUntilSync = true;
-              break;
-            }
-            // The client's Sync goes on to the backend, whose ReadyForQuery ends this exchange.
-            const done = await attempt(token, (row) => [row, be.commandComplete('SELECT 1')]);
-            if (done) return done;
-            skipUntilSync = true;
-            break;
-          }
-          case 'Close':
-            channel.send(be.closeComplete());
-            break;
-          default:
-            channel.send(NOT_LOGGED_IN());
-            skipUntilSync = true;
-        }
-      }
-    },
+    authenticate: (channel: ClientChannel): Promise<AuthResult> => new PreLogin(channel, services, options).run(),
   };
+}
+
+/** One client between its handshake and a successful `proxy_login`: the proxy answers alone. */
+class PreLogin {
+  /** The ParameterStatus values the client was told. */
+  private readonly sent = new Map<string, string>(PRE_LOGIN_PARAMETERS);
+  private failures = 0;
+  private readonly statements = new Map<string, LoginStatement | null>();
+  private readonly portals = new Map<string, string | null>();
+  /** After an error in an extended-protocol batch, as PostgreSQL: everything up to Sync is ignored. */
+  private skipUntilSync = false;
+
+  constructor(
+    private readonly channel: ClientChannel,
+    private readonly services: AuthServices,
+    private readonly options: Options,
+  ) {}
+
+  async run(): Promise<AuthResult> {
+    const { channel } = this;
+    const key = channel.reserveCancelKey();
+    const app = channel.startup.get('application_name');
+    if (app !== undefined) this.sent.set('application_name', app);
+    channel.send(be.authOk(), ...[...this.sent].map(([k, v]) => be.parameterStatus(k, v)), be.backendKeyData(key.processId, key.secretKey), be.readyForQuery('I'));
+    channel.handshakeComplete();
+    const deadline = Date.now() + this.options.loginTimeoutMs;
+    for (;;) {
+      const m: FrontendMessage = await readBefore(channel, deadline);
+      if (m.type === 'Terminate') throw new PgError('FATAL', SqlState.ConnectionFailure, 'client left before logging in');
+      if (m.type === 'Sync') {
+        this.skipUntilSync = false;
+        channel.send(be.readyForQuery('I'));
+        continue;
+      }
+      if (this.skipUntilSync || m.type === 'Flush') continue;
+      const done = await this.take(m);
+      if (done) return done;
+    }
+  }
+
+  /** One message before login; the result once a token was accepted. */
+  private async take(m: FrontendMessage): Promise<AuthResult | undefined> {
+    switch (m.type) {
+      case 'Query':
+        return this.query(m.body().sql);
+      case 'Parse': {
+        const { name, sql } = m.body();
+        const login = parseLoginStatement(sql);
+        if (!login) return this.refuse();
+        this.statements.set(name, login);
+        this.channel.send(be.parseComplete());
+        return undefined;
+      }
+      case 'Bind': {
+        const { portal, statement, params } = m.body();
+        const login = this.statements.get(statement);
+        if (!login) return this.refuse();
+        const token = login.kind === 'literal' ? login.token : params[login.index]?.toString('utf8');
+        this.portals.set(portal, token ?? null);
+        this.channel.send(be.bindComplete());
+        return undefined;
+      }
+      case 'Describe': {
+        const { kind, name } = m.body();
+        const login = kind === 'S' ? this.statements.get(name) : undefined;
+        if (kind === 'S' && login === undefined) return this.refuse();
+        if (kind === 'S') this.channel.send(be.parameterDescription(login?.kind === 'param' ? [TEXT_OID] : []));
+        this.channel.send(be.rowDescription([COLUMN]));
+        return undefined;
+      }
+      case 'Execute':
+        return this.execute(m.body().portal);
+      case 'Close':
+        this.channel.send(be.closeComplete());
+        return undefined;
+      default:
+        return this.refuse();
+    }
+  }
+
+  private async query(sql: string): Promise<AuthResult | undefined> {
+    const login = parseLoginStatement(sql);
+    if (login?.kind === 'literal') {
+      const done = await this.attempt(login.token, (row) => [be.rowDescription([COLUMN]), row, be.commandComplete('SELECT 1'), be.readyForQuery('I')]);
+      if (done) return done;
+    } else if (isEmptyQuery(sql)) this.channel.send(be.emptyQueryResponse());
+    else this.channel.send(NOT_LOGGED_IN());
+    this.channel.send(be.readyForQuery('I'));
+    return undefined;
+  }
+
+  private async execute(portal: string): Promise<AuthResult | undefined> {
+    const token = this.portals.get(portal);
+    if (!token) {
+      this.channel.send(token === null ? error(SqlState.InvalidPassword, 'proxy_login needs a token') : NOT_LOGGED_IN());
+      this.skipUntilSync = true;
+      return undefined;
+    }
+    // The client's Sync goes on to the backend, whose ReadyForQuery ends this exchange.
+    const done = await this.attempt(token, (row) => [row, be.commandComplete('SELECT 1')]);
+    if (!done) this.skipUntilSync = true;
+    return done;
+  }
+
+  /** "not logged in", and the rest of the batch ignored. */
+  private refuse(): undefined {
+    this.channel.send(NOT_LOGGED_IN());
+    this.skipUntilSync = true;
+    return undefined;
+  }
+
+  /** Tries a token; on success returns the result, else tells the client (ERROR) and counts. */
+  private async attempt(token: string, completion: (row: BackendMessage) => BackendMessage[]): Promise<AuthResult | undefined> {
+    const { channel } = this;
+    try {
+      const result = await this.services.resolveToken(token, channel, { matchStartupUser: false });
+      channel.log.info('proxy_login succeeded', { identity: result.identity });
+      const row = be.dataRow([Buffer.from(result.identity)]);
+      return { ...result, clientHandshake: { sentParameters: this.sent, completion: completion(row) } };
+    } catch (err) {
+      if (!(err instanceof PgError)) throw err;
+      this.failures++;
+      channel.log.info('proxy_login refused', { sqlstate: err.sqlstate, reason: err.message, attempt: this.failures });
+      if (this.failures >= this.options.maxAttempts) {
+        throw new PgError('FATAL', err.sqlstate, `${err.message}; too many failed login attempts`);
+      }
+      channel.send(be.errorResponse(new PgError('ERROR', err.sqlstate, err.message, { hint: err.hint }).toFields()));
+      return undefined;
+    }
+  }
 }
 
 async function readBefore(channel: ClientChannel, deadline: number): Promise<FrontendMessage> {
