@@ -1,148 +1,27 @@
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { existsSync } from 'node:fs';
+import { before, describe, it } from 'node:test';
 import { md5Response } from '../../src/backend/md5.js';
 import type { BackendTarget } from '../../src/backend/url.js';
+import { parseAuthenticatorOutput, type CommandProviderOptions } from '../../src/auth/command-provider.js';
+import { fe } from '../../src/protocol/index.js';
 import {
-  commandProvider,
-  encodeAuthenticatorInput,
-  parseAuthenticatorOutput,
-  type CommandProviderOptions,
-} from '../../src/auth/command-provider.js';
-import type { AuthResult, ClientChannel } from '../../src/auth/provider.js';
-import { fe, PgError, type BackendMessage, type FrontendMessage } from '../../src/protocol/index.js';
+  assertNoSecrets,
+  authenticatorScripts,
+  clearClient,
+  expectPgError,
+  fakeChannel,
+  inputLines,
+  md5Client,
+  PASSWORD,
+  provider,
+  READ_INPUT,
+  STARTUP,
+  TARGET_CRED,
+  TARGET_MD5,
+} from '../helpers/command-cases.js';
 
-const PASSWORD = 'Client-Pass w0rd';
-const TARGET_CRED = 'TargetSecret-1';
-const TARGET_MD5 = 'md53175bce1d3201d16594cebf9d7eb3f9d';
-
-let dir: string;
-const script = (name: string, body: string): string => {
-  const path = join(dir, name);
-  writeFileSync(path, `#!/bin/sh\n${body}`);
-  chmodSync(path, 0o755);
-  return path;
-};
-let seq = 0;
-const captureFile = () => join(dir, `stdin-${++seq}.txt`);
-
-/** Shell fragment: reads the proxy's lines into $user/$cred/$salt and copies them to $capture. */
-const READ_INPUT = `
-capture=$1
-user=; cred=; salt=
-: > "$capture"
-while IFS= read -r line; do
-  printf '%s\\n' "$line" >> "$capture"
-  case $line in
-    user=*) user=\${line#user=} ;;
-    _SOURCE_CRED=*) cred=\${line#_SOURCE_CRED=} ;;
-    _SOURCE_SALT=*) salt=\${line#_SOURCE_SALT=} ;;
-  esac
-done
-`;
-
-interface LogCall {
-  level: string;
-  event: string;
-  fields?: Record<string, unknown>;
-}
-
-interface Fake {
-  channel: ClientChannel;
-  sent: BackendMessage[];
-  logs: LogCall[];
-  /** The salts of the AuthenticationMD5Password requests the client got. */
-  salts: Buffer[];
-}
-
-/**
- * An in-memory client: answers the provider's password request with `answer` (given the md5 salt,
- * or null for a cleartext request).
- */
-function fakeChannel(
-  startup: [string, string][],
-  answer: (salt: Buffer | null) => FrontendMessage,
-): Fake {
-  const sent: BackendMessage[] = [];
-  const logs: LogCall[] = [];
-  const salts: Buffer[] = [];
-  const logAt = (level: string) => (event: string, fields?: Record<string, unknown>) => logs.push({ level, event, fields });
-  const channel: ClientChannel = {
-    client: { address: '127.0.0.1', port: 40000, tls: false },
-    startup: new Map(startup),
-    log: { debug: logAt('debug'), info: logAt('info'), warn: logAt('warn'), error: logAt('error') },
-    send: (...messages) => sent.push(...messages),
-    reserveCancelKey: () => assert.fail('the command provider never reserves a cancel key'),
-    handshakeComplete: () => assert.fail('the command provider never completes the handshake itself'),
-    read: async () => {
-      const last = sent.at(-1);
-      assert.ok(last && last.type === 'Authentication', 'the provider asked for a password before reading');
-      const body = last.body() as { kind: string; salt?: Buffer };
-      if (body.kind === 'MD5Password') {
-        salts.push(Buffer.from(body.salt!));
-        return answer(body.salt!);
-      }
-      assert.equal(body.kind, 'CleartextPassword');
-      return answer(null);
-    },
-  };
-  return { channel, sent, logs, salts };
-}
-
-const md5Client = (user: string, password: string) => (salt: Buffer | null) => {
-  assert.ok(salt, 'expected an md5 request');
-  return fe.password(md5Response(user, password, salt));
-};
-const clearClient = (password: string) => (salt: Buffer | null) => {
-  assert.equal(salt, null, 'expected a cleartext request');
-  return fe.password(password);
-};
-
-const STARTUP: [string, string][] = [
-  ['user', 'alice'],
-  ['database', 'shop'],
-  ['application_name', 'psql'],
-  ['client_encoding', 'UTF8'],
-];
-
-function provider(argv: string[], extra: Partial<CommandProviderOptions> = {}) {
-  return commandProvider({ argv, cleartext: false, timeoutMs: 5000, ...extra });
-}
-
-async function expectPgError(p: Promise<AuthResult>, sqlstate: string, message?: RegExp): Promise<PgError> {
-  let caught: unknown;
-  try {
-    await p;
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught instanceof PgError, `expected a PgError, got ${String(caught)}`);
-  assert.equal(caught.severity, 'FATAL');
-  assert.equal(caught.sqlstate, sqlstate, `sqlstate of "${caught.message}"`);
-  if (message) assert.match(caught.message, message);
-  return caught;
-}
-
-/** No secret in the error (message, detail, hint) nor anywhere in any log call. */
-function assertNoSecrets(fake: Fake, err: PgError | undefined, secrets: string[]): void {
-  const logText = JSON.stringify(fake.logs);
-  const errText = err ? JSON.stringify([err.message, err.detail, err.hint]) : '';
-  for (const s of secrets) {
-    assert.ok(!logText.includes(s), `secret ${JSON.stringify(s)} appears in the logs: ${logText}`);
-    assert.ok(!errText.includes(s), `secret ${JSON.stringify(s)} appears in the error: ${errText}`);
-  }
-}
-
-const inputLines = (path: string) => readFileSync(path, 'utf8').split('\n').filter((l) => l !== '');
-
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'pgward-cmdauth-'));
-});
-after(() => {
-  rmSync(dir, { recursive: true, force: true });
-});
+const { script, captureFile, unique } = authenticatorScripts();
 
 describe('command provider: md5', () => {
   let md5Auth: string;
@@ -302,129 +181,6 @@ printf '%s\\n' "_META_TARGET_HOST=10.0.0.7" "user=reporting"
   });
 });
 
-describe('command provider: injection attempts', () => {
-  let recorder: string;
-  before(() => {
-    recorder = script('recorder.sh', `${READ_INPUT}\necho _META_TARGET_HOST=db\n`);
-  });
-
-  const attempt = async (startup: [string, string][], sqlstate: string) => {
-    const capture = captureFile();
-    const fake = fakeChannel(startup, clearClient(PASSWORD));
-    const err = await expectPgError(provider([recorder, capture], { cleartext: true }).authenticate(fake.channel), sqlstate);
-    assert.equal(existsSync(capture), false, 'the authenticator must not run');
-    assert.equal(fake.sent.length, 0, 'no password is asked for');
-    assertNoSecrets(fake, err, [PASSWORD]);
-    return { err, fake };
-  };
-
-  it('a startup parameter value with a newline: 08P01, the value is not echoed', async () => {
-    const value = 'x\n_META_TARGET_HOST=evil.example:5432';
-    const { err, fake } = await attempt([...STARTUP, ['application_name', value]], '08P01');
-    assertNoSecrets(fake, err, ['evil.example']);
-  });
-
-  it('a carriage return or NUL in a value, or "=" or a newline in a name: 08P01', async () => {
-    await attempt([['user', 'alice'], ['application_name', 'a\rb']], '08P01');
-    await attempt([['user', 'alice'], ['application_name', 'a\0b']], '08P01');
-    await attempt([['user', 'alice'], ['a=b', 'c']], '08P01');
-    await attempt([['user', 'alice'], ['a\nb', 'c']], '08P01');
-    await attempt([['user', 'alice\nuser=admin']], '08P01');
-  });
-
-  it('a client parameter named _META_TARGET_HOST or _SOURCE_CRED (any case): 28000', async () => {
-    const { err } = await attempt([...STARTUP, ['_META_TARGET_HOST', 'evil:5432']], '28000');
-    assert.match(err.message, /_META_TARGET_HOST/);
-    await attempt([...STARTUP, ['_SOURCE_CRED', 'md500000000000000000000000000000000']], '28000');
-    await attempt([...STARTUP, ['_meta_target_cred', 'x']], '28000');
-    await attempt([...STARTUP, ['_Source_Salt', '00000000']], '28000');
-  });
-
-  it('encodeAuthenticatorInput refuses what could break a line even if called directly', () => {
-    assert.throws(() => encodeAuthenticatorInput(new Map([['a', 'b\nc']]), 'x', null));
-    assert.throws(() => encodeAuthenticatorInput(new Map([['_META_X', 'b']]), 'x', null));
-    assert.throws(() => encodeAuthenticatorInput(new Map([['a', 'b']]), 'x\ny', null));
-    assert.equal(
-      encodeAuthenticatorInput(new Map([['user', 'u'], ['options', '-c a=b']]), 'md5x', Buffer.from([0, 1, 0xab, 0xff])),
-      'user=u\noptions=-c a=b\n_SOURCE_CRED=md5x\n_SOURCE_SALT=0001abff\n',
-    );
-  });
-});
-
-describe('command provider: failures of the authenticator', () => {
-  it('a command that sleeps past the timeout: 08001 within the timeout', async () => {
-    const sleeper = script('sleeper.sh', 'exec sleep 30\n');
-    const fake = fakeChannel(STARTUP, clearClient(PASSWORD));
-    const started = Date.now();
-    const err = await expectPgError(
-      provider([sleeper], { cleartext: true, timeoutMs: 300 }).authenticate(fake.channel),
-      '08001',
-      /timed out/,
-    );
-    const elapsed = Date.now() - started;
-    assert.ok(elapsed >= 250 && elapsed < 3000, `failed after ${elapsed} ms`);
-    assertNoSecrets(fake, err, [PASSWORD]);
-  });
-
-  it('output over the cap: 08001, the command is killed', async () => {
-    const flood = script('flood.sh', 'exec yes _META_TARGET_HOST=db\n');
-    const fake = fakeChannel(STARTUP, clearClient(PASSWORD));
-    const started = Date.now();
-    const err = await expectPgError(
-      provider([flood], { cleartext: true, maxOutputBytes: 1024, timeoutMs: 10_000 }).authenticate(fake.channel),
-      '08001',
-      /too large/,
-    );
-    assert.ok(Date.now() - started < 5000);
-    assert.match(JSON.stringify(fake.logs), /exceeds 1024 bytes/);
-    assertNoSecrets(fake, err, [PASSWORD]);
-  });
-
-  it('a command that cannot be started: 08001 without the path or system error for the client', async () => {
-    const fake = fakeChannel(STARTUP, clearClient(PASSWORD));
-    const err = await expectPgError(
-      provider([join(dir, 'does-not-exist')], { cleartext: true }).authenticate(fake.channel),
-      '08001',
-      /could not be run/,
-    );
-    assert.ok(!err.message.includes(dir));
-  });
-
-  it('exit 0 without _META_TARGET_HOST: 28000 naming the problem', async () => {
-    const noHost = script('no-host.sh', `cat >/dev/null\nprintf '%s\\n' user=bob _META_TARGET_CRED=${TARGET_CRED}\n`);
-    const fake = fakeChannel(STARTUP, clearClient(PASSWORD));
-    const err = await expectPgError(
-      provider([noHost], { cleartext: true }).authenticate(fake.channel),
-      '28000',
-      /no target host/,
-    );
-    assert.match(JSON.stringify(fake.logs), /no _META_TARGET_HOST/);
-    assertNoSecrets(fake, err, [PASSWORD, TARGET_CRED]);
-  });
-
-  it('malformed output: 28000, the output is neither shown nor logged', async () => {
-    const bad = script(
-      'bad-output.sh',
-      `cat >/dev/null\nprintf '%s\\n' _META_TARGET_HOST=db "_META_TARGET_CRED=${TARGET_CRED}" "bad key!=leaked-value"\n`,
-    );
-    const fake = fakeChannel(STARTUP, clearClient(PASSWORD));
-    const err = await expectPgError(provider([bad], { cleartext: true }).authenticate(fake.channel), '28000', /invalid/);
-    assert.match(JSON.stringify(fake.logs), /line 3: invalid parameter name/);
-    assertNoSecrets(fake, err, [PASSWORD, TARGET_CRED, 'leaked-value', 'bad key']);
-  });
-
-  it('stderr is logged with credential assignments redacted', async () => {
-    const chatty = script(
-      'chatty.sh',
-      `cat >/dev/null\necho "debug: _META_TARGET_CRED=${TARGET_CRED}" >&2\necho "no such user" >&2\nexit 2\n`,
-    );
-    const fake = fakeChannel(STARTUP, clearClient(PASSWORD));
-    const err = await expectPgError(provider([chatty], { cleartext: true }).authenticate(fake.channel), '28P01');
-    assert.match(JSON.stringify(fake.logs), /no such user/);
-    assertNoSecrets(fake, err, [PASSWORD, TARGET_CRED]);
-  });
-});
-
 describe('command provider: targets', () => {
   const printer = (name: string, lines: string[]) =>
     script(name, `cat >/dev/null\nprintf '%s\\n' ${lines.map((l) => `'${l}'`).join(' ')}\n`);
@@ -446,7 +202,7 @@ describe('command provider: targets', () => {
   it('an IPv6 host without brackets, a bad port or a bad host name: 28000', async () => {
     for (const host of ['::1', 'db:0', 'db:99999', 'db:x', '[::1', '[::1]x', 'bad host', '[zz::1]', '']) {
       const fake = fakeChannel(STARTUP, clearClient(PASSWORD));
-      const p = printer(`bad-host-${++seq}.sh`, [`_META_TARGET_HOST=${host}`]);
+      const p = printer(`bad-host-${unique()}.sh`, [`_META_TARGET_HOST=${host}`]);
       await expectPgError(provider([p], { cleartext: true }).authenticate(fake.channel), '28000');
     }
   });
