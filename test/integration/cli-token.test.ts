@@ -1,88 +1,14 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import {
-  calculateJwkThumbprint,
-  createLocalJWKSet,
-  decodeProtectedHeader,
-  importSPKI,
-  jwtVerify,
-  type JSONWebKeySet,
-  type JWK,
-} from 'jose';
+import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, importSPKI, jwtVerify, type JWK } from 'jose';
 import { runKeygen } from '../../src/cli/keygen.js';
 import { runToken } from '../../src/cli/token.js';
 
-// dist/test/integration/ → the repository root
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const BIN = join(ROOT, 'bin', 'pgward.js');
-
-const ALGS = ['EdDSA', 'ES256', 'ES384', 'RS256', 'PS256'] as const;
-const KTY: Record<(typeof ALGS)[number], { kty: string; crv?: string }> = {
-  EdDSA: { kty: 'OKP', crv: 'Ed25519' },
-  ES256: { kty: 'EC', crv: 'P-256' },
-  ES384: { kty: 'EC', crv: 'P-384' },
-  RS256: { kty: 'RSA' },
-  PS256: { kty: 'RSA' },
-};
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the real CLI as a child process. */
-function cli(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [BIN, ...args], { cwd: ROOT, timeout: 30_000 }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== 'number') return reject(error);
-      resolve({ code: typeof error?.code === 'number' ? error.code : 0, stdout, stderr });
-    });
-  });
-}
-
-class Capture extends Writable {
-  text = '';
-  override _write(chunk: Buffer | string, _enc: BufferEncoding, cb: () => void): void {
-    this.text += chunk.toString();
-    cb();
-  }
-}
-
-/** Calls a command function in-process with captured output. */
-async function call(fn: typeof runKeygen, args: string[]): Promise<Run> {
-  const out = new Capture();
-  const err = new Capture();
-  const code = await fn(args, out, err);
-  return { code, stdout: out.text, stderr: err.text };
-}
-
-async function readJwks(dir: string): Promise<JSONWebKeySet> {
-  return JSON.parse(await readFile(join(dir, 'jwks.json'), 'utf8')) as JSONWebKeySet;
-}
-
-async function verifyBoth(token: string, dir: string, alg: string) {
-  const jwks = await readJwks(dir);
-  const viaPem = await jwtVerify(token, await importSPKI(await readFile(join(dir, 'public.pem'), 'utf8'), alg), {
-    algorithms: [alg],
-  });
-  const viaJwks = await jwtVerify(token, createLocalJWKSet(jwks), { algorithms: [alg] });
-  assert.deepEqual(viaJwks.payload, viaPem.payload);
-  return viaPem;
-}
-
-function assertOneLine(stderr: string): void {
-  assert.ok(stderr.trim().length > 0, 'a message on stderr');
-  assert.equal(stderr.trim().split('\n').length, 1, `one line, got: ${stderr}`);
-  assert.ok(!/at .*\(.*:\d+:\d+\)/.test(stderr), 'no stack trace');
-}
+import { ALGS, assertOneLine, call, KTY, readJwks, verifyBoth } from '../helpers/keygen-cases.js';
 
 describe('pgward keygen / token', () => {
   let tmp: string;
@@ -359,63 +285,6 @@ describe('pgward keygen / token', () => {
           assert.equal(r.stderr, '');
         }
       }
-    });
-  });
-
-  describe('through the CLI (node bin/pgward.js)', () => {
-    for (const alg of ALGS) {
-      it(`keygen --alg ${alg} then $(pgward token …) verifies`, async () => {
-        const dir = fresh();
-        const kg = await cli(['keygen', '--alg', alg, '--out', dir]);
-        assert.equal(kg.code, 0, kg.stderr);
-        const jwks = await readJwks(dir);
-        assert.ok(kg.stdout.includes(jwks.keys[0]!.kid!));
-        assert.equal((await stat(join(dir, 'private.pem'))).mode & 0o777, 0o600);
-
-        const tk = await cli(['token', '--key', join(dir, 'private.pem'), '--sub', 'alice', '--ttl', '10m', '--claim', 'level=3']);
-        assert.equal(tk.code, 0, tk.stderr);
-        assert.equal(tk.stderr, '');
-        assert.match(tk.stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/, 'only the token and a newline');
-        const { payload, protectedHeader } = await verifyBoth(tk.stdout.trim(), dir, alg);
-        assert.equal(protectedHeader.alg, alg);
-        assert.equal(protectedHeader.kid, jwks.keys[0]!.kid);
-        assert.equal(payload.sub, 'alice');
-        assert.equal(payload.level, 3);
-        assert.equal(payload.exp! - payload.iat!, 600);
-      });
-    }
-
-    it('keygen refuses to overwrite (exit 2)', async () => {
-      const dir = fresh();
-      assert.equal((await cli(['keygen', '--out', dir])).code, 0);
-      const r = await cli(['keygen', '--out', dir]);
-      assert.equal(r.code, 2);
-      assertOneLine(r.stderr);
-      assert.match(r.stderr, /--force/);
-      assert.equal((await cli(['keygen', '--out', dir, '--force'])).code, 0);
-    });
-
-    it('bad usage exits 2 with one line; --help exits 0', async () => {
-      for (const args of [
-        ['keygen', '--alg', 'RS1'],
-        ['keygen', '--nope'],
-        ['token', '--sub', 'x'],
-        ['token', '--key', join(tmp, 'does-not-exist.pem'), '--sub', 'x'],
-      ]) {
-        const r = await cli(args);
-        assert.equal(r.code, 2, args.join(' '));
-        assert.equal(r.stdout, '');
-        assertOneLine(r.stderr);
-      }
-      for (const cmd of ['keygen', 'token']) {
-        const r = await cli([cmd, '--help']);
-        assert.equal(r.code, 0);
-        assert.match(r.stdout, new RegExp(`Usage: pgward ${cmd}`));
-        assert.match(r.stdout, /Example/);
-      }
-      const top = await cli(['--help']);
-      assert.match(top.stdout, /pgward keygen/);
-      assert.match(top.stdout, /pgward token/);
     });
   });
 });
