@@ -1,12 +1,17 @@
 import { execFile, spawnSync } from 'node:child_process';
-import { constants as fsConstants, rmSync } from 'node:fs';
-import { access, appendFile, chmod, chown, copyFile, mkdtemp, readFile, readdir, realpath, rm, writeFile } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { appendFile, chmod, chown, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, delimiter, dirname, join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { pgInstall, type PgVersion } from './pg-versions.js';
+import { type PgVersion } from './pg-versions.js';
+import { clusterBinDir, exists, serverOsUser, type OsUser } from './pg-install.js';
 import { freePort } from './ports.js';
+import { forgetAtExit, stopAtExit } from './stop-at-exit.js';
+import { until } from './wait.js';
+
+export { pgBinDir, serverOsUser, whichExecutable, type OsUser } from './pg-install.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -51,14 +56,6 @@ const SUPERUSER_HBA = 'local all postgres trust';
 
 type StopMode = 'smart' | 'fast' | 'immediate';
 
-export interface OsUser {
-  name: string;
-  uid: number;
-  gid: number;
-}
-
-/** Clusters not yet stopped; the process-exit hook stops whatever a crashed test file left behind. */
-const live = new Set<PgCluster>();
 
 /**
  * A throw-away PostgreSQL server: its own temp directory, a free loopback port, a unix socket in
@@ -96,8 +93,7 @@ export class PgCluster implements AsyncDisposable {
     const binDir = await clusterBinDir(opts.version, owner);
     const rootDir = await mkdtemp(join(tmpdir(), 'pgward-pg-'));
     const cluster = new PgCluster(rootDir, binDir, owner, opts);
-    live.add(cluster);
-    installExitHooks();
+    stopAtExit(cluster);
     try {
       await cluster.ownPath(rootDir);
       await cluster.initdb();
@@ -164,7 +160,7 @@ export class PgCluster implements AsyncDisposable {
     }
     await this.sql('SELECT pg_reload_conf()');
     // A new backend inherits the postmaster's load time, which is set in the same step that reloads hba.
-    await waitFor(async () => {
+    await until(async () => {
       const r = await this.sql<{ done: boolean }>('SELECT pg_conf_load_time() > $1::timestamptz AS done', 'postgres', [before]);
       return r.rows[0]!.done;
     }, 10_000, 'pg_hba.conf reload');
@@ -200,7 +196,7 @@ export class PgCluster implements AsyncDisposable {
 
   /** Resolves once a new superuser connection can run `SELECT 1` (after a crash restart or `restart()`). */
   async waitReady(timeoutMs = 30_000): Promise<void> {
-    await waitFor(async () => {
+    await until(async () => {
       try {
         await this.sql('SELECT 1');
         return true;
@@ -240,7 +236,7 @@ export class PgCluster implements AsyncDisposable {
   stopSync(): void {
     if (this.stopping) return;
     this.stopping = Promise.resolve();
-    live.delete(this);
+    forgetAtExit(this);
     spawnSync(join(this.binDir, 'pg_ctl'), ['stop', '-D', this.dataDir, '-m', 'immediate', '-w', '-t', '10'], {
       ...this.spawnIdentity(),
       stdio: 'ignore',
@@ -250,7 +246,7 @@ export class PgCluster implements AsyncDisposable {
   }
 
   private async stopNow(): Promise<void> {
-    live.delete(this);
+    forgetAtExit(this);
     try {
       if (await this.isRunning()) await this.pgCtl(['stop', '-m', 'immediate']);
     } catch {
@@ -401,133 +397,4 @@ function confValue(v: string | number | boolean): string {
   if (typeof v === 'number') return String(v);
   if (typeof v === 'boolean') return v ? 'on' : 'off';
   return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
-}
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function exists(path: string, mode = fsConstants.F_OK): Promise<boolean> {
-  try {
-    await access(path, mode);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The first executable `name` on PATH, or undefined. */
-export async function whichExecutable(name: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (dir && (await exists(join(dir, name), fsConstants.X_OK))) return join(dir, name);
-  }
-  return undefined;
-}
-
-/** The server binaries of a major (see `PgClusterOptions.version`). */
-async function clusterBinDir(version: PgVersion | undefined, owner: OsUser | undefined): Promise<string> {
-  if (version === undefined) return pgBinDir();
-  if (version !== 15) return (await pgInstall(version, owner)).bin;
-  const debian = '/usr/lib/postgresql/15/bin';
-  if (await exists(join(debian, 'initdb'), fsConstants.X_OK)) return debian;
-  throw new Error(`PostgreSQL 15 server binaries not found in ${debian} (.ci/run installs them with apt-get)`);
-}
-
-let binDirPromise: Promise<string> | undefined;
-
-/**
- * The directory holding initdb, pg_ctl and postgres, all from one installation: the one whose
- * initdb is on PATH (symlinks resolved), else the newest Debian-style /usr/lib/postgresql/<v>/bin.
- */
-export function pgBinDir(): Promise<string> {
-  binDirPromise ??= locateBinDir();
-  return binDirPromise;
-}
-
-async function locateBinDir(): Promise<string> {
-  const onPath = await whichExecutable('initdb');
-  if (onPath) return dirname(await realpath(onPath));
-  const root = '/usr/lib/postgresql';
-  const versions = (await readdir(root).catch(() => [] as string[]))
-    .filter((v) => /^\d+(\.\d+)?$/.test(v))
-    .sort((a, b) => Number(b) - Number(a));
-  for (const v of versions) {
-    const dir = join(root, v, 'bin');
-    if (await exists(join(dir, 'initdb'), fsConstants.X_OK)) return dir;
-  }
-  throw new Error('PostgreSQL server binaries not found: put initdb on PATH or install postgresql (/usr/lib/postgresql/<v>/bin)');
-}
-
-let osUserPromise: Promise<OsUser | undefined> | undefined;
-
-/**
- * The OS user that server programs run as: undefined unless we are root (then run as ourselves);
- * as root, `postgres`, or a `pgward-test` system user created on first use.
- */
-export function serverOsUser(): Promise<OsUser | undefined> {
-  osUserPromise ??= (async () => {
-    if (process.getuid?.() !== 0) return undefined;
-    const existing = (await lookupOsUser('postgres')) ?? (await lookupOsUser('pgward-test'));
-    if (existing) return existing;
-    try {
-      await execFileAsync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', 'pgward-test']);
-    } catch (err) {
-      // A concurrent test process may have created it first; only a still-missing user is an error.
-      const created = await lookupOsUser('pgward-test');
-      if (created) return created;
-      throw new Error(`cannot create the unprivileged OS user pgward-test: ${(err as Error).message}`, { cause: err });
-    }
-    const created = await lookupOsUser('pgward-test');
-    if (!created) throw new Error('useradd pgward-test succeeded but the user cannot be found');
-    return created;
-  })();
-  return osUserPromise;
-}
-
-async function lookupOsUser(name: string): Promise<OsUser | undefined> {
-  try {
-    const [uid, gid] = await Promise.all([
-      execFileAsync('id', ['-u', name]).then((r) => Number(r.stdout.trim())),
-      execFileAsync('id', ['-g', name]).then((r) => Number(r.stdout.trim())),
-    ]);
-    return { name, uid, gid };
-  } catch {
-    return undefined;
-  }
-}
-
-let hooksInstalled = false;
-
-/**
- * 'exit' covers normal ends and uncaught exceptions. SIGINT/SIGTERM (e.g. the test runner
- * cancelling a file) end the process without 'exit', so we clean up and re-raise — but only
- * when no one else listens, because then the signal does not end the process anyway.
- */
-function installExitHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.once('exit', stopAllSync);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = (): void => {
-      if (process.listenerCount(signal) > 1) return;
-      stopAllSync();
-      process.removeListener(signal, onSignal);
-      process.kill(process.pid, signal);
-    };
-    process.on(signal, onSignal);
-  }
-}
-
-function stopAllSync(): void {
-  for (const cluster of [...live]) {
-    try {
-      cluster.stopSync();
-    } catch {
-      // Keep going: the other clusters still need stopping.
-    }
-  }
 }
