@@ -170,38 +170,16 @@ async function mint(argv: string[], err: NodeJS.WritableStream): Promise<string>
   if (keyPath!.trim() === '') throw new UsageError('--key needs a file name');
   if (sub!.trim() === '') throw new UsageError('--sub must not be empty');
 
-  const duration = (name: string, text: string, positive: boolean): number => {
-    let ms: number;
-    try {
-      ms = parseDuration(text);
-    } catch (e) {
-      throw new UsageError(`--${name}: ${(e as Error).message}`);
-    }
-    if (positive && ms <= 0) throw new UsageError(`--${name} must be greater than zero`);
-    return Math.ceil(ms / 1000);
-  };
-  const ttl = duration('ttl', one('ttl') ?? '1h', true);
+  const ttl = durationSeconds('ttl', one('ttl') ?? '1h', true);
   const nbfText = one('nbf');
-  const nbfDelay = nbfText === undefined ? undefined : duration('nbf', nbfText, false);
+  const nbfDelay = nbfText === undefined ? undefined : durationSeconds('nbf', nbfText, false);
 
   const kidFlag = one('kid');
   if (kidFlag !== undefined && kidFlag === '') throw new UsageError('--kid must not be empty');
   const iss = one('iss');
   const aud = flags.values.get('aud');
 
-  const extra = new Map<string, unknown>();
-  for (const c of flags.values.get('claim') ?? []) {
-    const eq = c.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--claim "${c}" must look like name=value`);
-    const name = c.slice(0, eq);
-    if (Object.hasOwn(RESERVED, name)) throw new UsageError(`--claim cannot set "${name}" (use ${RESERVED[name]})`);
-    if (extra.has(name)) throw new UsageError(`--claim "${name}" given more than once`);
-    const flag = Object.hasOwn(FLAG_CLAIMS, name) ? FLAG_CLAIMS[name]! : undefined;
-    if (flag !== undefined && flags.values.has(flag.slice(2))) throw new UsageError(`"${name}" given both by ${flag} and --claim`);
-    extra.set(name, parseClaimValue(c.slice(eq + 1)));
-  }
-  const nbfClaim = extra.get('nbf');
-  if (nbfClaim !== undefined && typeof nbfClaim !== 'number') throw new UsageError('--claim nbf must be a number (seconds since the epoch); or use --nbf DURATION');
+  const extra = extraClaims(flags.values);
 
   const algText = one('alg');
   let algFlag: KeyAlg | undefined;
@@ -217,16 +195,8 @@ async function mint(argv: string[], err: NodeJS.WritableStream): Promise<string>
   }
 
   const publicJwk = createPublicKey(keyObject).export({ format: 'jwk' }) as JWK;
-  const thumbprint = await calculateJwkThumbprint(publicJwk, 'sha256');
-  const listed = await findInJwks(keyPath!, thumbprint, err);
-
-  let alg: KeyAlg = algFlag ?? possible[0]!;
-  if (algFlag === undefined && listed?.alg !== undefined) {
-    const a = canonicalAlg(listed.alg);
-    if (a !== undefined && possible.includes(a)) alg = a; // e.g. an RSA key that keygen made for PS256
-  } else if (algFlag !== undefined && listed?.alg !== undefined && canonicalAlg(listed.alg) !== algFlag) {
-    err.write(`pgward token: warning: jwks.json declares alg ${listed.alg} for this key; a ${algFlag} token will not verify against it\n`);
-  }
+  const listed = await findInJwks(keyPath!, await calculateJwkThumbprint(publicJwk, 'sha256'), err);
+  const alg = signingAlg(algFlag, possible, listed?.alg, err);
   const kid = kidFlag ?? listed?.kid;
 
   const pkcs8 = keyObject.export({ type: 'pkcs8', format: 'pem' }) as string;
@@ -244,4 +214,49 @@ async function mint(argv: string[], err: NodeJS.WritableStream): Promise<string>
   if (aud !== undefined) jwt.setAudience(aud.length === 1 ? aud[0]! : aud);
   if (nbfDelay !== undefined) jwt.setNotBefore(now + nbfDelay);
   return jwt.sign(signingKey);
+}
+
+/** A duration flag in whole seconds (rounded up). */
+function durationSeconds(name: string, text: string, positive: boolean): number {
+  let ms: number;
+  try {
+    ms = parseDuration(text);
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`);
+  }
+  if (positive && ms <= 0) throw new UsageError(`--${name} must be greater than zero`);
+  return Math.ceil(ms / 1000);
+}
+
+/** The `--claim name=value` flags, refusing registered claims that have flags of their own. */
+function extraClaims(values: ReadonlyMap<string, string[]>): Map<string, unknown> {
+  const extra = new Map<string, unknown>();
+  for (const c of values.get('claim') ?? []) {
+    const eq = c.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--claim "${c}" must look like name=value`);
+    const name = c.slice(0, eq);
+    if (Object.hasOwn(RESERVED, name)) throw new UsageError(`--claim cannot set "${name}" (use ${RESERVED[name]})`);
+    if (extra.has(name)) throw new UsageError(`--claim "${name}" given more than once`);
+    const flag = Object.hasOwn(FLAG_CLAIMS, name) ? FLAG_CLAIMS[name]! : undefined;
+    if (flag !== undefined && values.has(flag.slice(2))) throw new UsageError(`"${name}" given both by ${flag} and --claim`);
+    extra.set(name, parseClaimValue(c.slice(eq + 1)));
+  }
+  const nbfClaim = extra.get('nbf');
+  if (nbfClaim !== undefined && typeof nbfClaim !== 'number') throw new UsageError('--claim nbf must be a number (seconds since the epoch); or use --nbf DURATION');
+  return extra;
+}
+
+/**
+ * The algorithm to sign with: --alg, else the one jwks.json declares for this key (e.g. an RSA
+ * key that keygen made for PS256), else the key's first; a --alg that the JWKS contradicts warns.
+ */
+function signingAlg(algFlag: KeyAlg | undefined, possible: KeyAlg[], listedAlg: string | undefined, err: NodeJS.WritableStream): KeyAlg {
+  if (algFlag === undefined) {
+    const a = listedAlg === undefined ? undefined : canonicalAlg(listedAlg);
+    return a !== undefined && possible.includes(a) ? a : possible[0]!;
+  }
+  if (listedAlg !== undefined && canonicalAlg(listedAlg) !== algFlag) {
+    err.write(`pgward token: warning: jwks.json declares alg ${listedAlg} for this key; a ${algFlag} token will not verify against it\n`);
+  }
+  return algFlag;
 }
