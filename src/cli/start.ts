@@ -9,14 +9,12 @@ import type { Middleware } from '../pipeline/index.js';
 import { nativeRelayAvailability } from '../pipeline/native-relay.js';
 import { nativeTlsAvailability } from '../transport/native-tls.js';
 import { useNativeBackendTls } from '../backend/native-tls-dial.js';
-import { defaultBaseDir, loadPlugins, type LoadedPlugins } from '../plugins/loader.js';
-import { PgError, SqlState } from '../protocol/index.js';
+import { defaultBaseDir, loadPlugins } from '../plugins/loader.js';
 import { ProxyServer } from '../server/listener.js';
 import { createLogger, type Logger } from '../telemetry/log.js';
 import { BUILTIN_PROVIDERS, buildRuntime, type Runtime } from './runtime.js';
 import { BUILTIN_MIDDLEWARE_NAMES } from '../middleware/registry.js';
 import { statementTelemetry } from '../server/statement-telemetry.js';
-import { AuthThrottle } from '../server/throttle.js';
 import { startMetricsServer } from '../telemetry/http.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { startTracing } from '../telemetry/tracing.js';
@@ -24,30 +22,12 @@ import { createAdminRuntime } from './admin-host.js';
 import { startPool } from './pool-runtime.js';
 import { consoleEnabled } from '../config/admin-config.js';
 import { formatHostPort } from '../util/host-port.js';
-import { forgetBackendTlsContexts } from '../backend/dial.js';
+import { liveSettings, runningProxy, type ProxyParts, type RunningProxy } from './running-proxy.js';
+
+export type { RunningProxy } from './running-proxy.js';
 
 /** Reserved startup parameters a client may never pass through (SPEC §3). */
 const RESERVED_PARAMS = new Set(['crdb:remote_addr', 'pgward.remote_addr']);
-
-export interface RunningProxy {
-  server: ProxyServer;
-  address: { host: string; port: number };
-  log: Logger;
-  plugins: LoadedPlugins;
-  metrics: Metrics;
-  /** Where /metrics is served, when --metricsAddr is set. */
-  metricsAddress?: { host: string; port: number };
-  /** Where peers' forwarded cancels are accepted, with `peers:`. */
-  peerAddress?: { host: string; port: number };
-  /** True once draining started (the process will stop). */
-  readonly draining: boolean;
-  /** Rebuilds keys, backends, pipeline and TLS from a new config and swaps them in; throws (and keeps the old) on error. */
-  reload(config: ProxyConfig): Promise<void>;
-  describe(): string[];
-  /** Stops accepting, closes idle sessions at once and busy ones when idle or at the grace period. */
-  drain(): Promise<void>;
-  close(): Promise<void>;
-}
 
 export interface StartOptions {
   log?: Logger;
@@ -96,147 +76,58 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
   undo.push(() => plugins.runHook('preClose'));
   const pools = startPool(config.pool, metrics.registry, log);
   undo.push(() => pools.close());
+  let server: ProxyServer | undefined;
   const admin = createAdminRuntime({
     config,
     version: pgwardVersion(),
-    sessions: () => server.sessions,
+    sessions: () => server?.sessions ?? new Set(),
     metrics,
     log,
     reload: async () => opts.onReload?.(),
     pools: () => pools.pool.stats(),
   });
-  const services = { plugins, draining$, log, revoked: admin.revoked, drainClosed: admin.drainClosed };
-  const extra = opts.middleware ?? [];
   // With no metrics endpoint, no tracing and no console nobody could see statement accounting: skip it.
   const telemetry = statementTelemetry(metrics);
-  const observer = (c: ProxyConfig) =>
-    Boolean(config.metricsListen) || opts.tracing === true || consoleEnabled(c.admin) ? telemetry : undefined;
-  let runtime: Runtime = await asConfigProblem(buildRuntime(config, services));
+  const parts: Omit<ProxyParts, 'server' | 'runtime'> = {
+    config, log, draining$, metrics, plugins, pools, admin,
+    services: { plugins, draining$, log, revoked: admin.revoked, drainClosed: admin.drainClosed },
+    extra: opts.middleware ?? [],
+    observer: (c) => (Boolean(config.metricsListen) || opts.tracing === true || consoleEnabled(c.admin) ? telemetry : undefined),
+  };
+  const runtime: Runtime = await asConfigProblem(buildRuntime(config, parts.services));
   undo.push(() => runtime.dispose());
   useNativeBackendTls(config.nativeTls);
   const { cancels, peers } = cancelForwarding(config, log, metrics);
   if (peers) undo.push(() => peers.close());
   const peerAddress = peers && config.peers ? await peers.listen(config.peers.listen.host, config.peers.listen.port) : undefined;
-  const server = new ProxyServer({
+  server = new ProxyServer({
+    ...liveSettings(config, runtime, parts),
     host: config.listen.host,
     port: config.listen.port,
-    maxConnections: config.maxConnections,
-    pendingLogins: { max: config.maxPendingLogins, perAddress: config.maxPendingLoginsPerAddress },
-    maxMessageSize: config.maxMessageSize,
-    secureContext: runtime.secureContext,
-    nativeTlsContext: runtime.nativeTlsContext,
-    requireTls: Boolean(runtime.secureContext) && !config.insecure,
-    auth: runtime.auth,
-    oauth: runtime.oauth,
-    clientAuth: config.clientAuth,
-    middleware: [...runtime.middleware, ...extra],
-    expiry: admin.expiryPolicy(config.expiry),
+    userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
     cancels,
     log,
-    authTimeoutMs: config.authTimeoutMs,
     reservedParams: RESERVED_PARAMS,
     allowReplication: false,
     metrics,
-    observeStatements: observer(config),
-    nativeRelay: config.nativeRelay,
     proxyProtocol: config.proxyProtocol,
-    throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
-    userLimit: { max: config.maxConnectionsPerUser, counts: new Map() },
     admin: admin.hook,
     pool: pools.pool,
     onSessionStart: (s) => void plugins.runHook('onSessionStart', s),
     onAuthenticated: (s) => void plugins.runHook('onAuthenticated', s),
     onSessionEnd: (s) => void plugins.runHook('onSessionEnd', s),
   });
-  undo.push(() => server.close());
+  const listening = server;
+  undo.push(() => listening.close());
   const addr = await server.listen();
   const metricsServer = config.metricsListen
-    ? await startMetricsServer({ ...config.metricsListen, metrics, ready: () => server.isListening && !draining$.value })
+    ? await startMetricsServer({ ...config.metricsListen, metrics, ready: () => listening.isListening && !draining$.value })
     : undefined;
   if (metricsServer) undo.push(() => metricsServer.close());
   await plugins.runHook('onReady');
   // In the background: a backend that is slow or down must not hold the listener back.
   void pools.warm(runtime.routes);
-  const shutdown = new PgError('FATAL', SqlState.AdminShutdown, 'terminating connection due to administrator command');
-  const closeAll = async () => {
-    pools.close();
-    await server.close();
-    await peers?.close();
-    await metricsServer?.close();
-    await plugins.runHook('preClose');
-    runtime.dispose();
-  };
-  return {
-    server,
-    address: { host: addr.address, port: addr.port },
-    log,
-    plugins,
-    metrics,
-    metricsAddress: metricsServer ? { host: metricsServer.address.address, port: metricsServer.address.port } : undefined,
-    peerAddress: peerAddress ? { host: peerAddress.address, port: peerAddress.port } : undefined,
-    get draining() {
-      return draining$.value;
-    },
-    describe: () => runtime.describe(),
-    async reload(next) {
-      admin.refresh('reload');
-      let built: Runtime;
-      try {
-        built = await buildRuntime(next, services);
-      } catch (err) {
-        metrics.configReload(false);
-        throw err;
-      }
-      metrics.configReload(true);
-      admin.reconfigure(next.admin);
-      const was = config.peers;
-      const now = next.peers;
-      if (peers && now) peers.update(now);
-      if (Boolean(was) !== Boolean(now) || (was && now && (was.id !== now.id || was.listen.host !== now.listen.host || was.listen.port !== now.listen.port))) {
-        log.warn('peers: a new id or listen address, or turning peers on or off, takes effect after a restart');
-      }
-      server.reconfigure({
-        auth: built.auth,
-        oauth: built.oauth,
-        clientAuth: next.clientAuth,
-        middleware: [...built.middleware, ...extra],
-        secureContext: built.secureContext,
-        nativeTlsContext: built.nativeTlsContext,
-        requireTls: Boolean(built.secureContext) && !next.insecure,
-        expiry: admin.expiryPolicy(next.expiry),
-        observeStatements: observer(next),
-        nativeRelay: next.nativeRelay,
-        authTimeoutMs: next.authTimeoutMs,
-        maxConnections: next.maxConnections,
-        pendingLogins: { max: next.maxPendingLogins, perAddress: next.maxPendingLoginsPerAddress },
-        maxMessageSize: next.maxMessageSize,
-        throttle: next.throttleAfter > 0 ? new AuthThrottle({ after: next.throttleAfter }) : undefined,
-        userLimit: { max: next.maxConnectionsPerUser, counts: server.userCounts },
-      });
-      useNativeBackendTls(next.nativeTls);
-      const old = runtime;
-      runtime = built;
-      old.dispose();
-      forgetBackendTlsContexts();
-      void pools.reload(next.pool, built.routes);
-    },
-    async drain() {
-      await server.stopListening();
-      // Idle backend connections first; the others close as their sessions end.
-      pools.close();
-      draining$.next(true);
-      metrics.setDraining(true);
-      const all = [...server.sessions];
-      const grace = new Promise<void>((r) => setTimeout(r, config.gracePeriodMs).unref());
-      await Promise.race([Promise.all(all.map((s) => s.closed)), grace]);
-      for (const s of server.sessions) {
-        s.close(shutdown);
-        admin.drainClosed(s.id);
-      }
-      await closeAll();
-    },
-    close: closeAll,
-  };
+  return runningProxy({ ...parts, runtime, peers, server, metricsServer }, addr, peerAddress);
 }
 
 /**
