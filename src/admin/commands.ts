@@ -1,4 +1,4 @@
-import { PgError, SqlState } from '../protocol/index.js';
+import { PgError } from '../protocol/index.js';
 import { parseUntil, type Revocation, type RevocationStore } from './revocations.js';
 
 export type ColumnType = 'text' | 'int8' | 'timestamptz' | 'bool';

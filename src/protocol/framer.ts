@@ -1,6 +1,6 @@
 // The global `Buffer` is an accessor on globalThis: a getter call on every use in a hot loop.
 import { Buffer } from 'node:buffer';
-import { invalidMessageLength, messageTooLong, protocolViolation, startupPacketRefused } from './errors.js';
+import { invalidMessageLength, messageTooLong, startupPacketRefused } from './errors.js';
 
 /** Length limits (value of the length field, which counts itself) per phase, from the issue. */
 export const Limits = {

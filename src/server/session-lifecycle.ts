@@ -4,7 +4,7 @@ import type { Session } from '../pipeline/session.js';
 import { relay } from '../pipeline/relay.js';
 import { SocketSink, type FrameReader } from '../transport/socket-io.js';
 import { describeTls } from '../transport/tls-info.js';
-import type { AuthProvider, AuthResult, ClientChannel } from '../auth/provider.js';
+import type { AuthResult, ClientChannel } from '../auth/provider.js';
 import type { CancelKey } from '../backend/cancel.js';
 import type { Logger } from '../telemetry/log.js';
 import type { SessionSpan } from '../telemetry/spans.js';
@@ -45,7 +45,6 @@ export class SessionLifecycle {
   private readonly channel: ClientChannel;
   private readonly keyLength: number;
   private reservedKey: CancelKey | undefined;
-  private provider: AuthProvider | undefined;
   private outcome: AuthOutcome | undefined;
 
   constructor(private readonly init: LifecycleInit) {
@@ -108,7 +107,7 @@ export class SessionLifecycle {
     const { startup, deps, session, span, log } = this.init;
     const params = startup.params;
     const user = params.get('user')!;
-    const provider = (this.provider = chooseAuthProvider(deps, session.client, user, params.get('database') ?? user));
+    const provider = chooseAuthProvider(deps, session.client, user, params.get('database') ?? user);
     deps.onSessionStart?.(session);
     // Clients get at most 3.2 (whatever the backend speaks: cancel keys are mapped); _pq_ options are negotiated down.
     const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));

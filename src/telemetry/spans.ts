@@ -12,17 +12,7 @@
  * Nothing here ever records a credential: callers pass SQL already redacted, and auth reasons are
  * mapped onto a fixed set ({@link normalizeAuthReason}).
  */
-import {
-  ROOT_CONTEXT,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  type Attributes,
-  type Context,
-  type Span,
-  type SpanContext,
-  type TimeInput,
-} from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TimeInput } from '@opentelemetry/api';
 import { statementSummary } from './statement-name.js';
 import { parseTraceparent } from './traceparent.js';
 

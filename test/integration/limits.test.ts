@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import pg from 'pg';
-import { backendMessage, encodeStartupMessage, Framer, type BackendMessage } from '../../src/protocol/index.js';
+import { encodeStartupMessage } from '../../src/protocol/index.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-process.js';
 import { RawClient } from '../helpers/raw-client.js';

@@ -98,6 +98,7 @@ describe('backend connection reuse in a real pgward process', () => {
     await live.connect();
     const livePid = Number((await live.query('select pg_backend_pid() as p')).rows[0].p);
     await live.query('begin');
+    assert.deepEqual(await backendsOf('bob'), [idle], "bob's session left its backend idle in the pool");
     proxy.signal('SIGTERM');
     await until(async () => (await backendsOf('bob')).length === 0, 5000, 'the idle pooled connection to close');
     assert.deepEqual(await backendsOf('alice'), [livePid], 'the live session is untouched');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import v8 from 'node:v8';
 import vm from 'node:vm';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import pg from 'pg';
 import postgres from 'postgres';
 import { encodeCancelRequest, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
