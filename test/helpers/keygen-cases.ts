@@ -1,10 +1,12 @@
 /** `pgward keygen` and `pgward token`, in process and as the real CLI, for their tests. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { createLocalJWKSet, importSPKI, jwtVerify, type JSONWebKeySet, type JWTVerifyResult } from 'jose';
 import type { runKeygen } from '../../src/cli/keygen.js';
 
@@ -71,4 +73,17 @@ export function assertOneLine(stderr: string): void {
   assert.ok(stderr.trim().length > 0, 'a message on stderr');
   assert.equal(stderr.trim().split('\n').length, 1, `one line, got: ${stderr}`);
   assert.ok(!/at .*\(.*:\d+:\d+\)/.test(stderr), 'no stack trace');
+}
+
+/** Call inside a describe: a temporary folder for its tests (removed after them); each call of the result names a new folder in it. */
+export function freshFolders(): () => string {
+  let tmp: string;
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'pgward-cli-token-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+  let n = 0;
+  return () => join(tmp, `d${n++}`);
 }

@@ -1,20 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { ALGS, assertOneLine, cli, readJwks, verifyBoth } from '../helpers/keygen-cases.js';
+import { describe, it } from 'node:test';
+import { ALGS, assertOneLine, cli, readJwks, verifyBoth, freshFolders } from '../helpers/keygen-cases.js';
 
 describe('pgward keygen / token through the CLI', () => {
-  let tmp: string;
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'pgward-cli-token-'));
-  });
-  after(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
-  let n = 0;
-  const fresh = () => join(tmp, `d${n++}`);
+  const fresh = freshFolders();
 
   for (const alg of ALGS) {
     it(`keygen --alg ${alg} then $(pgward token …) verifies`, async () => {
@@ -53,7 +44,7 @@ describe('pgward keygen / token through the CLI', () => {
       ['keygen', '--alg', 'RS1'],
       ['keygen', '--nope'],
       ['token', '--sub', 'x'],
-      ['token', '--key', join(tmp, 'does-not-exist.pem'), '--sub', 'x'],
+      ['token', '--key', join(fresh(), 'does-not-exist.pem'), '--sub', 'x'],
     ]) {
       const r = await cli(args);
       assert.equal(r.code, 2, args.join(' '));

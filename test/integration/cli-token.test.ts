@@ -1,25 +1,16 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { calculateJwkThumbprint, createLocalJWKSet, decodeProtectedHeader, importSPKI, jwtVerify, type JWK } from 'jose';
 import { runKeygen } from '../../src/cli/keygen.js';
 import { runToken } from '../../src/cli/token.js';
 
-import { ALGS, assertOneLine, call, KTY, readJwks, verifyBoth } from '../helpers/keygen-cases.js';
+import { ALGS, assertOneLine, call, KTY, readJwks, verifyBoth, freshFolders } from '../helpers/keygen-cases.js';
 
 describe('pgward keygen / token', () => {
-  let tmp: string;
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'pgward-cli-token-'));
-  });
-  after(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
-  let n = 0;
-  const fresh = () => join(tmp, `d${n++}`);
+  const fresh = freshFolders();
 
   describe('in process (runKeygen / runToken)', () => {
     for (const alg of ALGS) {
