@@ -44,6 +44,8 @@ uint8_t *read_region(size_t want, size_t *room) {
   size_t left = g.slab ? g.slab_size - g.slab_used : 0;
   size_t need = want < READ_MIN ? want : READ_MIN;
   if (left < need) {
+    /* The batches queued are views of this region: JavaScript has them before it changes. */
+    hand_batches(0);
     size_t size = want > SLAB_SIZE ? want : SLAB_SIZE;
     napi_value buffer;
     void *data = NULL;
@@ -77,40 +79,14 @@ static void call(carrier_t *c, napi_ref fn_ref, size_t argc, napi_value *argv) {
 }
 
 void emit(carrier_t *c, int event) {
+  /* Whatever the carrier read before this event reaches JavaScript before it (timings need no order, and come mid-framing). */
+  if (event != EV_TIMINGS_FULL) hand_batches(c->in_js);
   napi_handle_scope scope;
   if (!c->self || !g.event_fn || napi_open_handle_scope(c->env, &scope) != napi_ok) return;
   napi_value argv[2];
   napi_get_reference_value(c->env, c->self, &argv[0]);
   napi_create_int32(c->env, event, &argv[1]);
   call(c, g.event_fn, 2, argv);
-  napi_close_handle_scope(c->env, scope);
-}
-
-static void free_assembled(napi_env env, void *data, void *hint) { free(data); }
-
-/* Hands the batch on the tape to JavaScript: (carrier, direction, region, entries, assembled message). */
-static void call_batch(carrier_t *c, int d) {
-  uint8_t *assembled = g.assembled;
-  g.assembled = NULL;
-  napi_handle_scope scope;
-  if (!c->self || napi_open_handle_scope(c->env, &scope) != napi_ok) {
-    free(assembled);
-    return;
-  }
-  napi_value argv[5];
-  napi_get_reference_value(c->env, c->self, &argv[0]);
-  napi_create_int32(c->env, d, &argv[1]);
-  napi_get_reference_value(c->env, g.slab_ref, &argv[2]);
-  napi_create_uint32(c->env, g.tape_len, &argv[3]);
-  if (assembled) {
-    if (napi_create_external_arraybuffer(c->env, assembled, g.assembled_len, free_assembled, NULL, &argv[4]) != napi_ok) {
-      free(assembled);
-      napi_get_undefined(c->env, &argv[4]);
-    }
-  } else {
-    napi_get_undefined(c->env, &argv[4]);
-  }
-  call(c, g.batch_fn, 5, argv);
   napi_close_handle_scope(c->env, scope);
 }
 
@@ -157,6 +133,7 @@ static void flush_queue(carrier_t *c, int d) {
 /* Frames what was read and forwards it, or hands it to JavaScript with what it must see. */
 void process_read(carrier_t *c, int d, uint8_t *buf, size_t n) {
   int delivers = 0;
+  if (g.queued == MAX_QUEUED || TAPE_TOTAL - g.tape_base < TAPE_ENTRIES + 1) hand_batches(c->in_js);
   g.tape_len = 0;
   if (frame_input(c, d, buf, n, &delivers) < 0) {
     free(g.assembled);
@@ -164,14 +141,17 @@ void process_read(carrier_t *c, int d, uint8_t *buf, size_t n) {
     end(c, d == TO_BACKEND ? R_CLIENT_VIOLATION : R_BACKEND_VIOLATION, 0);
     return;
   }
-  if (!delivers) {
+  if (!delivers && !c->dir[d].queued) {
     /* Nothing for JavaScript: the region is reused by the next read, whoever's it is. */
-    for (uint32_t e = 0; e < g.tape_len; e++) carrier_put(c, d, g.slab + g.tape[3 * e + 1], g.tape[3 * e + 2], 1);
+    const uint32_t *t = g.tape + 3 * (g.tape_base + 1);
+    for (uint32_t e = 0; e < g.tape_len; e++) carrier_put(c, d, g.slab + t[3 * e + 1], t[3 * e + 2], 1);
     return;
   }
   /* JavaScript may keep views of these bytes: they are never read over. */
   g.slab_used = (size_t)(buf + n - g.slab);
-  call_batch(c, d);
+  queue_batch(c, d);
+  /* Fed from JavaScript (bytes read before the carrier started): handed over at once, as before. */
+  if (c->in_js) hand_batches(1);
 }
 
 static void pump(carrier_t *c, int d) {
