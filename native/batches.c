@@ -35,22 +35,22 @@ void queue_batch(carrier_t *c, int d) {
 }
 
 /*
- * One call into JavaScript with the first `n` batches queued: (region, n, then per batch its
+ * One call into JavaScript with `n` batches queued from `first`: (region, n, then per batch its
  * carrier, undefined once that has ended, and its assembled message or undefined). Arguments,
  * not an array: setting an array's elements through N-API costs more than the call.
  */
-static void hand(napi_env env, uint32_t n, int plain) {
+static void hand(napi_env env, uint32_t first, uint32_t n, int plain) {
   napi_value argv[2 + 2 * MAX_QUEUED], fn, recv, result, undefined;
   napi_get_undefined(env, &undefined);
   napi_get_reference_value(env, g.slab_ref, &argv[0]);
   napi_create_uint32(env, n, &argv[1]);
   for (uint32_t i = 0; i < n; i++) {
-    carrier_t *c = g.queue[i].c;
+    carrier_t *c = g.queue[first + i].c;
     napi_value *v = argv + 2 + 2 * i;
     v[0] = v[1] = undefined;
     if (c->self) napi_get_reference_value(env, c->self, &v[0]);
-    uint8_t *a = g.queue[i].assembled;
-    if (a && napi_create_external_arraybuffer(env, a, g.queue[i].assembled_len, free_assembled, NULL, &v[1]) != napi_ok) {
+    uint8_t *a = g.queue[first + i].assembled;
+    if (a && napi_create_external_arraybuffer(env, a, g.queue[first + i].assembled_len, free_assembled, NULL, &v[1]) != napi_ok) {
       free(a);
       v[1] = undefined;
     }
@@ -68,9 +68,26 @@ static void hand(napi_env env, uint32_t n, int plain) {
 }
 
 /*
- * Hands every queued batch to JavaScript, in the order read; `plain` from inside JavaScript. A
- * batch queued while JavaScript runs (bytes fed to a carrier it starts) goes in the next call,
- * right after, its entries moved to the tape's start.
+ * The batches from `first` on were handed over: each carrier settles what its batch made due (a
+ * stop that waited for it, a failed write) unless a poll callback of its own will, and is let
+ * go; the queue and the tape shrink back.
+ */
+static void handed(uint32_t first) {
+  uint32_t last = g.queued, base = first < last ? g.queue[first].at : g.tape_base;
+  for (uint32_t i = first; i < last; i++) {
+    carrier_t *c = g.queue[i].c;
+    c->dir[g.queue[i].d].queued--;
+    if (!c->busy) settle(c);
+    release_carrier(c);
+  }
+  g.tape_base = base;
+  g.queued = first;
+}
+
+/*
+ * Hands every queued batch to JavaScript, in the order read; `plain` from inside JavaScript.
+ * Nothing is queued while JavaScript runs: bytes fed to a carrier then are handed over at once
+ * (feed_batch).
  */
 void hand_batches(int plain) {
   if (g.queued == 0 || g.handing) return;
@@ -78,25 +95,31 @@ void hand_batches(int plain) {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   g.handing = 1;
-  while (g.queued > 0) {
-    uint32_t n = g.queued;
-    hand(env, n, plain);
-    for (uint32_t i = 0; i < n; i++) {
-      carrier_t *c = g.queue[i].c;
-      c->dir[g.queue[i].d].queued--;
-      release_carrier(c);
-    }
-    uint32_t rest = g.queued - n, from = rest ? g.queue[n].at : g.tape_base;
-    memmove(g.tape, g.tape + 3 * from, 3 * sizeof *g.tape * (g.tape_base - from));
-    for (uint32_t i = 0; i < rest; i++) {
-      g.queue[i] = g.queue[n + i];
-      g.queue[i].at -= from;
-    }
-    g.tape_base -= from;
-    g.queued = rest;
-  }
+  hand(env, 0, g.queued, plain);
+  handed(0);
   g.handing = 0;
   napi_close_handle_scope(env, scope);
+}
+
+/*
+ * The batch just framed, for a carrier fed from JavaScript: queued with the others and handed
+ * over at once, or — JavaScript being in the middle of a hand-over — handed over alone, its
+ * entries after those JavaScript is reading (framing always leaves a read's worth of room there).
+ */
+void feed_batch(carrier_t *c, int d) {
+  if (!g.handing) {
+    queue_batch(c, d);
+    hand_batches(1);
+    return;
+  }
+  napi_handle_scope scope;
+  uint32_t first = g.queued;
+  queue_batch(c, d);
+  if (napi_open_handle_scope(g.env, &scope) == napi_ok) {
+    hand(g.env, first, 1, 1);
+    napi_close_handle_scope(g.env, scope);
+  }
+  handed(first);
 }
 
 static void on_check(uv_check_t *handle) { hand_batches(0); }

@@ -239,6 +239,8 @@ static napi_value feed(napi_env env, napi_callback_info info) {
   if (!data) return NULL;
   int d = int_arg(env, argv[1]) == TO_CLIENT ? TO_CLIENT : TO_BACKEND;
   c->in_js = 1;
+  /* Batches other carriers queued in this poll go first, by a plain call: this is JavaScript. */
+  hand_batches(1);
   while (len > 0 && c->state == R_RUNNING) {
     size_t room;
     uint8_t *buf = read_region(len < READ_MAX ? len : READ_MAX, &room);

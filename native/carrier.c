@@ -39,6 +39,12 @@ void bytes_free(bytes_t *b) {
 
 /* ---- the shared read region ---- */
 
+/* Whether a read of up to `want` bytes needs a new region. */
+int region_changes(size_t want) {
+  size_t left = g.slab ? g.slab_size - g.slab_used : 0;
+  return left < (want < READ_MIN ? want : READ_MIN);
+}
+
 /* Room for a read of up to `want` bytes in the shared region (a new region when too little is left). */
 uint8_t *read_region(size_t want, size_t *room) {
   size_t left = g.slab ? g.slab_size - g.slab_used : 0;
@@ -133,7 +139,6 @@ static void flush_queue(carrier_t *c, int d) {
 /* Frames what was read and forwards it, or hands it to JavaScript with what it must see. */
 void process_read(carrier_t *c, int d, uint8_t *buf, size_t n) {
   int delivers = 0;
-  if (g.queued == MAX_QUEUED || TAPE_TOTAL - g.tape_base < TAPE_ENTRIES + 1) hand_batches(c->in_js);
   g.tape_len = 0;
   if (frame_input(c, d, buf, n, &delivers) < 0) {
     free(g.assembled);
@@ -149,10 +154,14 @@ void process_read(carrier_t *c, int d, uint8_t *buf, size_t n) {
   }
   /* JavaScript may keep views of these bytes: they are never read over. */
   g.slab_used = (size_t)(buf + n - g.slab);
-  queue_batch(c, d);
   /* Fed from JavaScript (bytes read before the carrier started): handed over at once, as before. */
-  if (c->in_js) hand_batches(1);
+  if (c->in_js) return feed_batch(c, d);
+  queue_batch(c, d);
+  /* The next read must find a slot and a read's worth of room on the tape (a feed's too, see feed_batch). */
+  if (g.queued == MAX_QUEUED || TAPE_TOTAL - g.tape_base < TAPE_ENTRIES + 1) hand_batches(0);
 }
+
+static int wants_read(const carrier_t *c, int d);
 
 static void pump(carrier_t *c, int d) {
   direction_t *dir = &c->dir[d];
@@ -163,6 +172,12 @@ static void pump(carrier_t *c, int d) {
     size_t rest = dir->in.hlen > 0 ? (size_t)(5 - dir->in.hlen) : dir->in.body_left;
     if (rest < want) want = rest;
   }
+  if (g.queued > 0 && region_changes(want)) {
+    /* JavaScript runs here (the queued batches are views of the region): it may pause or stop this side. */
+    hand_batches(0);
+    if (!wants_read(c, d)) return;
+    return pump(c, d);
+  }
   size_t room;
   uint8_t *buf = read_region(want, &room);
   if (!buf) return end(c, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, ENOMEM);
@@ -171,7 +186,7 @@ static void pump(carrier_t *c, int d) {
   if (n == IO_AGAIN) return;
   if (n < 0) return end(c, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, errno);
   if (n == 0) {
-    if (d == TO_BACKEND && reusable(c)) return end(c, R_RELEASED, 0);
+    if (d == TO_BACKEND && reusable(c) && !c->dir[TO_BACKEND].queued) return end(c, R_RELEASED, 0);
     return end(c, d == TO_BACKEND ? R_CLIENT_EOF : R_BACKEND_EOF, 0);
   }
   process_read(c, d, buf, (size_t)n);
@@ -229,6 +244,11 @@ static void drop_self(carrier_t *c) {
 
 void end(carrier_t *c, int state, int error) {
   if (c->state != R_RUNNING) return;
+  /* What was read before the end reaches JavaScript while the carrier still writes (see batches.c). */
+  if (c->dir[TO_BACKEND].queued || c->dir[TO_CLIENT].queued) {
+    hand_batches(c->in_js);
+    if (c->state != R_RUNNING) return;
+  }
   c->error = error;
   halt(c, state);
   emit(c, EV_END);
@@ -243,7 +263,8 @@ void halt_quietly(carrier_t *c, int state, int error) {
 }
 
 int stop_settled(const carrier_t *c) {
-  if (!c->stopping) return 0;
+  /* A batch not handed over yet may still write: the stop settles after it (see handed in batches.c). */
+  if (!c->stopping || c->dir[TO_BACKEND].queued || c->dir[TO_CLIENT].queued) return 0;
   for (int d = 0; d < 2; d++) {
     const direction_t *dir = &c->dir[d];
     if (!at_boundary(&dir->in) || dir->queue.len > 0 || dir->deferred.len > 0) return 0;

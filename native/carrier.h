@@ -166,7 +166,7 @@ typedef struct {
     uint32_t assembled_len;
     uint32_t at; /* its header's entry on the tape */
     int d;
-  } queue[MAX_QUEUED];
+  } queue[MAX_QUEUED + 1]; /* one more for a batch fed while the others are being handed over */
   uint32_t queued;
   int handing; /* inside hand_batches: what is queued meanwhile waits for the next hand-over */
   uv_check_t check;
@@ -178,6 +178,7 @@ extern globals_t g;
 
 void queue_batch(carrier_t *c, int d);
 void hand_batches(int plain);
+void feed_batch(carrier_t *c, int d);
 int batches_init(napi_env env);
 
 static inline int src_of(int d) { return d == TO_BACKEND ? CLIENT : BACKEND; }
@@ -204,6 +205,7 @@ carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error);
 void update_polls(carrier_t *c);
 void settle(carrier_t *c);
 void process_read(carrier_t *c, int d, uint8_t *buf, size_t n);
+int region_changes(size_t want);
 uint8_t *read_region(size_t want, size_t *room);
 void release_carrier(carrier_t *c);
 

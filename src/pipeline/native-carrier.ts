@@ -114,6 +114,8 @@ function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): vo
     regionSeen = region;
     regionBuffer = Buffer.from(region);
   }
+  // Local: a carrier started in the middle (fed at once, see feed_batch) may move regionBuffer on.
+  const buffer = regionBuffer;
   const hooks = currentBatchHooks();
   const opened: NativeCarrier[] = [];
   hooks.begin();
@@ -125,7 +127,7 @@ function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): vo
       if (carrier) {
         carrier.open();
         opened.push(carrier);
-        carrier.batch(head & 0xff, regionBuffer, at + 1, entries, values[2 * b + 1] as ArrayBuffer | undefined);
+        carrier.batch(head & 0xff, buffer, at + 1, entries, values[2 * b + 1] as ArrayBuffer | undefined);
       }
       at += 1 + entries;
     }
