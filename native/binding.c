@@ -73,7 +73,7 @@ static napi_value setup(napi_env env, napi_callback_info info) {
   void *data = NULL;
   napi_typedarray_type type;
   if (napi_get_typedarray_info(env, argv[2], &type, &len, &data, NULL, NULL) != napi_ok || type != napi_uint32_array ||
-      len < 3 * TAPE_ENTRIES) {
+      len < 3 * TAPE_TOTAL) {
     napi_throw_type_error(env, NULL, "expected a Uint32Array of 3 * tapeEntries");
     return NULL;
   }
@@ -91,6 +91,10 @@ static napi_value setup(napi_env env, napi_callback_info info) {
   napi_create_reference(env, argv[1], 1, &g.event_fn);
   napi_create_reference(env, argv[2], 1, &g.tape_ref);
   g.tape = (uint32_t *)data;
+  if (batches_init(env) != 0) {
+    napi_throw_error(env, NULL, "setup: libuv refused the check handle");
+    return NULL;
+  }
   if (!g.async) {
     napi_value name;
     napi_create_string_utf8(env, "pgward.carrier", NAPI_AUTO_LENGTH, &name);
@@ -235,6 +239,8 @@ static napi_value feed(napi_env env, napi_callback_info info) {
   if (!data) return NULL;
   int d = int_arg(env, argv[1]) == TO_CLIENT ? TO_CLIENT : TO_BACKEND;
   c->in_js = 1;
+  /* Batches other carriers queued in this poll go first, by a plain call: this is JavaScript. */
+  hand_batches(1);
   while (len > 0 && c->state == R_RUNNING) {
     size_t room;
     uint8_t *buf = read_region(len < READ_MAX ? len : READ_MAX, &room);
@@ -415,7 +421,7 @@ NAPI_MODULE_INIT() {
     napi_set_named_property(env, exports, fns[i].name, f);
   }
   napi_value entries;
-  napi_create_uint32(env, TAPE_ENTRIES, &entries);
+  napi_create_uint32(env, TAPE_TOTAL, &entries);
   napi_set_named_property(env, exports, "tapeEntries", entries);
   /* The native TLS layer lives in the same addon (tls*.c). */
   pgward_tls_register(env, exports);

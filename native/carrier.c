@@ -39,11 +39,19 @@ void bytes_free(bytes_t *b) {
 
 /* ---- the shared read region ---- */
 
+/* Whether a read of up to `want` bytes needs a new region. */
+int region_changes(size_t want) {
+  size_t left = g.slab ? g.slab_size - g.slab_used : 0;
+  return left < (want < READ_MIN ? want : READ_MIN);
+}
+
 /* Room for a read of up to `want` bytes in the shared region (a new region when too little is left). */
 uint8_t *read_region(size_t want, size_t *room) {
   size_t left = g.slab ? g.slab_size - g.slab_used : 0;
   size_t need = want < READ_MIN ? want : READ_MIN;
   if (left < need) {
+    /* The batches queued are views of this region: JavaScript has them before it changes. */
+    hand_batches(0);
     size_t size = want > SLAB_SIZE ? want : SLAB_SIZE;
     napi_value buffer;
     void *data = NULL;
@@ -77,40 +85,14 @@ static void call(carrier_t *c, napi_ref fn_ref, size_t argc, napi_value *argv) {
 }
 
 void emit(carrier_t *c, int event) {
+  /* Whatever the carrier read before this event reaches JavaScript before it (timings need no order, and come mid-framing). */
+  if (event != EV_TIMINGS_FULL) hand_batches(c->in_js);
   napi_handle_scope scope;
   if (!c->self || !g.event_fn || napi_open_handle_scope(c->env, &scope) != napi_ok) return;
   napi_value argv[2];
   napi_get_reference_value(c->env, c->self, &argv[0]);
   napi_create_int32(c->env, event, &argv[1]);
   call(c, g.event_fn, 2, argv);
-  napi_close_handle_scope(c->env, scope);
-}
-
-static void free_assembled(napi_env env, void *data, void *hint) { free(data); }
-
-/* Hands the batch on the tape to JavaScript: (carrier, direction, region, entries, assembled message). */
-static void call_batch(carrier_t *c, int d) {
-  uint8_t *assembled = g.assembled;
-  g.assembled = NULL;
-  napi_handle_scope scope;
-  if (!c->self || napi_open_handle_scope(c->env, &scope) != napi_ok) {
-    free(assembled);
-    return;
-  }
-  napi_value argv[5];
-  napi_get_reference_value(c->env, c->self, &argv[0]);
-  napi_create_int32(c->env, d, &argv[1]);
-  napi_get_reference_value(c->env, g.slab_ref, &argv[2]);
-  napi_create_uint32(c->env, g.tape_len, &argv[3]);
-  if (assembled) {
-    if (napi_create_external_arraybuffer(c->env, assembled, g.assembled_len, free_assembled, NULL, &argv[4]) != napi_ok) {
-      free(assembled);
-      napi_get_undefined(c->env, &argv[4]);
-    }
-  } else {
-    napi_get_undefined(c->env, &argv[4]);
-  }
-  call(c, g.batch_fn, 5, argv);
   napi_close_handle_scope(c->env, scope);
 }
 
@@ -164,15 +146,22 @@ void process_read(carrier_t *c, int d, uint8_t *buf, size_t n) {
     end(c, d == TO_BACKEND ? R_CLIENT_VIOLATION : R_BACKEND_VIOLATION, 0);
     return;
   }
-  if (!delivers) {
+  if (!delivers && !c->dir[d].queued) {
     /* Nothing for JavaScript: the region is reused by the next read, whoever's it is. */
-    for (uint32_t e = 0; e < g.tape_len; e++) carrier_put(c, d, g.slab + g.tape[3 * e + 1], g.tape[3 * e + 2], 1);
+    const uint32_t *t = g.tape + 3 * (g.tape_base + 1);
+    for (uint32_t e = 0; e < g.tape_len; e++) carrier_put(c, d, g.slab + t[3 * e + 1], t[3 * e + 2], 1);
     return;
   }
   /* JavaScript may keep views of these bytes: they are never read over. */
   g.slab_used = (size_t)(buf + n - g.slab);
-  call_batch(c, d);
+  /* Fed from JavaScript (bytes read before the carrier started): handed over at once, as before. */
+  if (c->in_js) return feed_batch(c, d);
+  queue_batch(c, d);
+  /* The next read must find a slot and a read's worth of room on the tape (a feed's too, see feed_batch). */
+  if (g.queued == MAX_QUEUED || TAPE_TOTAL - g.tape_base < TAPE_ENTRIES + 1) hand_batches(0);
 }
+
+static int wants_read(const carrier_t *c, int d);
 
 static void pump(carrier_t *c, int d) {
   direction_t *dir = &c->dir[d];
@@ -183,6 +172,12 @@ static void pump(carrier_t *c, int d) {
     size_t rest = dir->in.hlen > 0 ? (size_t)(5 - dir->in.hlen) : dir->in.body_left;
     if (rest < want) want = rest;
   }
+  if (g.queued > 0 && region_changes(want)) {
+    /* JavaScript runs here (the queued batches are views of the region): it may pause or stop this side. */
+    hand_batches(0);
+    if (!wants_read(c, d)) return;
+    return pump(c, d);
+  }
   size_t room;
   uint8_t *buf = read_region(want, &room);
   if (!buf) return end(c, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, ENOMEM);
@@ -191,7 +186,7 @@ static void pump(carrier_t *c, int d) {
   if (n == IO_AGAIN) return;
   if (n < 0) return end(c, d == TO_BACKEND ? R_CLIENT_ERROR : R_BACKEND_ERROR, errno);
   if (n == 0) {
-    if (d == TO_BACKEND && reusable(c)) return end(c, R_RELEASED, 0);
+    if (d == TO_BACKEND && reusable(c) && !c->dir[TO_BACKEND].queued) return end(c, R_RELEASED, 0);
     return end(c, d == TO_BACKEND ? R_CLIENT_EOF : R_BACKEND_EOF, 0);
   }
   process_read(c, d, buf, (size_t)n);
@@ -249,6 +244,11 @@ static void drop_self(carrier_t *c) {
 
 void end(carrier_t *c, int state, int error) {
   if (c->state != R_RUNNING) return;
+  /* What was read before the end reaches JavaScript while the carrier still writes (see batches.c). */
+  if (c->dir[TO_BACKEND].queued || c->dir[TO_CLIENT].queued) {
+    hand_batches(c->in_js);
+    if (c->state != R_RUNNING) return;
+  }
   c->error = error;
   halt(c, state);
   emit(c, EV_END);
@@ -263,7 +263,8 @@ void halt_quietly(carrier_t *c, int state, int error) {
 }
 
 int stop_settled(const carrier_t *c) {
-  if (!c->stopping) return 0;
+  /* A batch not handed over yet may still write: the stop settles after it (see handed in batches.c). */
+  if (!c->stopping || c->dir[TO_BACKEND].queued || c->dir[TO_CLIENT].queued) return 0;
   for (int d = 0; d < 2; d++) {
     const direction_t *dir = &c->dir[d];
     if (!at_boundary(&dir->in) || dir->queue.len > 0 || dir->deferred.len > 0) return 0;

@@ -1,12 +1,14 @@
 /*
  * The native carrier: moves one session's bytes between its client and backend sockets inside
  * libuv's loop. It frames every message in both directions, forwards the ones no middleware asked
- * for straight from C, and hands the ones asked for to JavaScript in one batch per read (see
+ * for straight from C, and hands the ones asked for to JavaScript in one batch per read, the
+ * batches of one turn of the loop in one call (batches.c; see
  * src/pipeline/native-carrier.ts); what JavaScript writes back comes in through `carrier_write`.
  *
  * Files: io.c and io-tls.c (an endpoint's reads and writes, plain or TLS), framing.c (what crosses in each direction: input
  * framing, output framing, the session's bookkeeping), carrier.c (polling, queues, the shared read
- * region, ends), binding.c (the N-API functions).
+ * region, ends), batches.c (handing the batches of one turn of the loop to JavaScript in one
+ * call), binding.c (the N-API functions).
  */
 #ifndef PGWARD_CARRIER_H
 #define PGWARD_CARRIER_H
@@ -28,6 +30,13 @@
 #define READ_MIN (8 * 1024)
 /* A batch never has more entries than this: one per message at most, plus the forwarded runs between. */
 #define TAPE_ENTRIES (2 * (READ_MAX / 5) + 4)
+/*
+ * The tape holds the batches of several reads (each after a header entry), handed to JavaScript
+ * in one call once the loop has polled (see queue_batch in carrier.c); it is handed over early
+ * when a read's worth of room or a slot for its batch is left no more.
+ */
+#define TAPE_TOTAL (2 * TAPE_ENTRIES + 2)
+#define MAX_QUEUED 256
 /* An ErrorResponse's severity is read from at most its first bytes. */
 #define ERROR_HEAD 256
 /* Statement durations kept until JavaScript takes them (at a scrape, or when this many wait). */
@@ -57,7 +66,7 @@ enum {
 enum { V_INVALID_LENGTH = 1, V_TOO_LONG = 2 };
 
 /* Batch entries on the tape: three uint32 each, (kind << 8 | type byte, offset, length). */
-enum { T_FORWARD = 1, T_DELIVER = 2, T_DELIVER_ASSEMBLED = 3 };
+enum { T_FORWARD = 1, T_DELIVER = 2, T_DELIVER_ASSEMBLED = 3, T_BATCH = 4 };
 
 /* Events passed to JavaScript's event callback. */
 enum { EV_END = 1, EV_IDLE = 2, EV_TIMINGS_FULL = 3 };
@@ -90,6 +99,7 @@ typedef struct {
   uint8_t wants[32];   /* a bit per type byte: hand it to JavaScript */
   double bytes;        /* taken by the destination */
   uint32_t max_assembled;
+  uint32_t queued;     /* batches from this direction waiting for JavaScript: what C forwards waits behind them */
   int write_error;     /* errno of a failed write, reported from the loop */
 } direction_t;
 
@@ -142,17 +152,34 @@ typedef struct {
   napi_ref slab_ref;
   uint8_t *slab;
   size_t slab_size, slab_used;
-  /* The batch tape, a Uint32Array JavaScript reads. */
+  /* The batch tape, a Uint32Array JavaScript reads: the read being framed writes at `tape_base`. */
   napi_ref tape_ref;
   uint32_t *tape;
-  uint32_t tape_len;
+  uint32_t tape_len, tape_base;
   /* A message assembled over several reads, handed over with the batch that completes it. */
   uint8_t *assembled;
   uint32_t assembled_len;
+  /* Batches waiting for JavaScript, in the order read (each holds a reference to its carrier). */
+  struct {
+    carrier_t *c;
+    uint8_t *assembled;
+    uint32_t assembled_len;
+    uint32_t at; /* its header's entry on the tape */
+    int d;
+  } queue[MAX_QUEUED + 1]; /* one more for a batch fed while the others are being handed over */
+  uint32_t queued;
+  int handing; /* inside hand_batches: what is queued meanwhile waits for the next hand-over */
+  uv_check_t check;
+  int check_ready;
   int64_t live;
 } globals_t;
 
 extern globals_t g;
+
+void queue_batch(carrier_t *c, int d);
+void hand_batches(int plain);
+void feed_batch(carrier_t *c, int d);
+int batches_init(napi_env env);
 
 static inline int src_of(int d) { return d == TO_BACKEND ? CLIENT : BACKEND; }
 static inline int dst_of(int d) { return d == TO_BACKEND ? BACKEND : CLIENT; }
@@ -178,6 +205,7 @@ carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error);
 void update_polls(carrier_t *c);
 void settle(carrier_t *c);
 void process_read(carrier_t *c, int d, uint8_t *buf, size_t n);
+int region_changes(size_t want);
 uint8_t *read_region(size_t want, size_t *room);
 void release_carrier(carrier_t *c);
 

@@ -109,7 +109,7 @@ static void input_ended(carrier_t *c, uint8_t code, const uint8_t *body, uint32_
 }
 
 static void tape_put(int kind, uint8_t code, uint32_t offset, uint32_t length) {
-  uint32_t *t = g.tape + 3 * g.tape_len;
+  uint32_t *t = g.tape + 3 * (g.tape_base + 1 + g.tape_len);
   if (kind == T_FORWARD && g.tape_len > 0 && (t[-3] >> 8) == T_FORWARD && t[-2] + t[-1] == offset) {
     t[-1] += length;
     return;

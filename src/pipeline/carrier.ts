@@ -151,3 +151,27 @@ export function closeSockets(client: Duplex, backend: Duplex | undefined): void 
     else s.once('close', closed);
   }
 }
+
+/**
+ * What runs around each hand-over of the native carrier's batches (the batches of every session
+ * read in one turn of the loop): `begin` before the first message reaches the chain, `end` after
+ * the last, before anything the chain wrote leaves for a socket. The server holds the log's lines
+ * between the two and writes them in one write, so a statement's line is still in the log before
+ * its answer reaches the client. `end` is also called before a carrier closes its sockets.
+ */
+export interface BatchHooks {
+  begin(): void;
+  end(): void;
+}
+
+const NO_HOOKS: BatchHooks = { begin() {}, end() {} };
+let batchHooks: BatchHooks = NO_HOOKS;
+
+/** Sets the hooks (one set per process; `undefined` puts back none). */
+export function setBatchHooks(hooks: BatchHooks | undefined): void {
+  batchHooks = hooks ?? NO_HOOKS;
+}
+
+export function currentBatchHooks(): BatchHooks {
+  return batchHooks;
+}

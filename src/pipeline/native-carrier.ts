@@ -1,6 +1,7 @@
 // The native carrier (native/*.c): a session's bytes moved inside libuv's loop. It frames every
 // message in C and forwards those the pipeline did not ask for, with no JavaScript per read; the
-// ones asked for come here in one batch per read, and what the pipeline writes goes back to C.
+// ones asked for come here in one batch per read, the batches of every session read in one turn
+// of the loop in one call (onBatches), and what the pipeline writes goes back to C.
 // The global `Buffer` is an accessor on globalThis: a getter call on every use.
 import { Buffer } from 'node:buffer';
 import { createRequire } from 'node:module';
@@ -10,13 +11,13 @@ import {
   backendMessage,
   frontendMessage,
   invalidMessageLength,
-  LazyMessage,
   messageTooLong,
   type Message,
   type TransactionStatus,
 } from '../protocol/index.js';
 import {
   closeSockets,
+  currentBatchHooks,
   type Carrier,
   type CarrierEndpoint,
   type CarrierEndReason,
@@ -26,6 +27,7 @@ import {
   type ReleasedBackend,
 } from './carrier.js';
 import { NativeTlsSocket } from '../transport/native-tls-socket.js';
+import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 
 interface Ended {
@@ -39,7 +41,7 @@ interface Ended {
 /** The addon's functions (native/binding.c). */
 interface Addon {
   tapeEntries: number;
-  setup(batch: typeof onBatch, event: typeof onEvent, tape: Uint32Array): void;
+  setup(batch: typeof onBatches, event: typeof onEvent, tape: Uint32Array): void;
   /** client, backend: a plain socket's descriptor, or a native TLS endpoint's handle (lent to C until the carrier halts). */
   start(self: NativeCarrier, client: number | object, backend: number | object, wants: Uint8Array, clientMax: number, backendMax: number, timing: boolean, reuse: boolean): object;
   write(handle: object, direction: number, bytes: Uint8Array, offset: number, length: number, continues: boolean): number;
@@ -78,7 +80,7 @@ function addon(): Addon | null {
     const require = createRequire(import.meta.url);
     const lib = require('../../../native/build/Release/pgward_relay.node') as Addon;
     tape = new Uint32Array(3 * lib.tapeEntries);
-    lib.setup(onBatch, onEvent, tape);
+    lib.setup(onBatches, onEvent, tape);
     loaded = lib;
   } catch (err) {
     loaded = null;
@@ -101,12 +103,38 @@ export function liveNativeCarriers(): number {
 let regionSeen: ArrayBuffer | undefined;
 let regionBuffer: Buffer = Buffer.alloc(0);
 
-function onBatch(carrier: NativeCarrier, direction: number, region: ArrayBuffer, count: number, assembled: ArrayBuffer | undefined): void {
+/**
+ * The batches of one turn of the loop, in the order read: on the tape, each a header entry
+ * (direction, entry count) and its entries; in `values` (arguments after the count), each its
+ * carrier (undefined when it has ended) and its assembled message. What the chain writes is held until every batch has run and
+ * the batch hooks' `end` (the log's held lines) is done, then leaves carrier by carrier.
+ */
+function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): void {
   if (region !== regionSeen) {
     regionSeen = region;
     regionBuffer = Buffer.from(region);
   }
-  carrier.batch(direction, regionBuffer, count, assembled);
+  // Local: a carrier started in the middle (fed at once, see feed_batch) may move regionBuffer on.
+  const buffer = regionBuffer;
+  const hooks = currentBatchHooks();
+  const opened: NativeCarrier[] = [];
+  hooks.begin();
+  try {
+    for (let b = 0, at = 0; b < count; b++) {
+      const head = tape[3 * at]!;
+      const entries = tape[3 * at + 1]!;
+      const carrier = values[2 * b] as NativeCarrier | undefined;
+      if (carrier) {
+        carrier.open();
+        opened.push(carrier);
+        carrier.batch(head & 0xff, buffer, at + 1, entries, values[2 * b + 1] as ArrayBuffer | undefined);
+      }
+      at += 1 + entries;
+    }
+  } finally {
+    hooks.end();
+    for (const carrier of opened) carrier.release();
+  }
 }
 
 function onEvent(carrier: NativeCarrier, event: number): void {
@@ -137,68 +165,6 @@ function unreadPlaintext(socket: Duplex): Buffer[] {
   if (!(socket instanceof NativeTlsSocket)) return unread;
   for (let chunk: Buffer | null; (chunk = socket.read() as Buffer | null) !== null; ) unread.push(chunk);
   return unread;
-}
-
-/**
- * What the pipeline writes to one side, joined into runs of adjacent ranges: within a batch, a
- * read whose messages all pass untouched goes back to C as one range. Outside a batch a write
- * leaves in a microtask, with whatever else was written meanwhile.
- */
-class NativeWriter {
-  private run: Buffer | undefined = undefined;
-  private runStart = 0;
-  private runEnd = 0;
-  private continues = false;
-  scheduled = false;
-  held = 0;
-
-  constructor(
-    private readonly carrier: NativeCarrier,
-    private readonly direction: number,
-  ) {}
-
-  /** `continues`: forwarded bytes, which carry the stream on where it is (maybe inside a message). */
-  put(source: Buffer, offset: number, length: number, continues: boolean): void {
-    if (source === this.run && offset === this.runEnd) {
-      this.runEnd += length;
-      return;
-    }
-    this.flush();
-    this.run = source;
-    this.runStart = offset;
-    this.runEnd = offset + length;
-    this.continues = continues;
-    if (this.held === 0 && !this.scheduled) schedule(this);
-  }
-
-  message(m: Message): void {
-    if (m instanceof LazyMessage) this.put(m.source, m.offset, m.length, false);
-    else this.put(m.raw, 0, m.raw.length, false);
-  }
-
-  flush(): void {
-    const run = this.run;
-    if (run === undefined) return;
-    this.run = undefined;
-    this.carrier.write(this.direction, run, this.runStart, this.runEnd - this.runStart, this.continues);
-  }
-}
-
-// Writers with something to write outside a batch, flushed together in one microtask.
-let due: NativeWriter[] = [];
-
-function schedule(writer: NativeWriter): void {
-  writer.scheduled = true;
-  if (due.push(writer) === 1) queueMicrotask(flushDue);
-}
-
-function flushDue(): void {
-  const writers = due;
-  due = [];
-  for (const w of writers) {
-    w.scheduled = false;
-    w.flush();
-  }
 }
 
 export class NativeCarrier implements Carrier {
@@ -292,6 +258,8 @@ export class NativeCarrier implements Carrier {
   }
 
   close({ toClient, toBackend, keepBackend }: CarrierFinals): void {
+    // Lines held for this turn's batches go first: they may be of statements answered before this.
+    currentBatchHooks().end();
     const status = this.final!;
     const unsent = this.unsent;
     const client = this.client.socket;
@@ -310,35 +278,40 @@ export class NativeCarrier implements Carrier {
     return { socket: this.backend.socket, framer: this.backend.framer, leftover: [] };
   }
 
-  /** A batch from C: the tape's entries, in the order read, for one direction. */
-  batch(direction: number, region: Buffer, count: number, assembled: ArrayBuffer | undefined): void {
+  /** Holds what the pipeline writes until `release` (see onBatches). */
+  open(): void {
+    this.toClientWriter.held++;
+    this.toBackendWriter.held++;
+  }
+
+  /** Writes what was held, and tells of an idle point a held write reached. */
+  release(): void {
+    for (const w of [this.toClientWriter, this.toBackendWriter]) {
+      w.held--;
+      w.flush();
+    }
+    if (this.idleDue && this.toClientWriter.held === 0) {
+      this.idleDue = false;
+      this.opts.events.idle();
+    }
+  }
+
+  /** A batch from C: `count` entries of the tape from `first`, in the order read, for one direction. */
+  batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined): void {
     const forward = direction === TO_BACKEND ? this.toBackendWriter : this.toClientWriter;
     const events = this.opts.events;
-    const writers = [this.toClientWriter, this.toBackendWriter];
-    for (const w of writers) w.held++;
-    try {
-      for (let i = 0; i < count && !this.final; i++) {
-        const head = tape[3 * i]!;
-        const offset = tape[3 * i + 1]!;
-        const length = tape[3 * i + 2]!;
-        const kind = head >>> 8;
-        if (kind === T_FORWARD) {
-          forward.put(region, offset, length, true);
-          continue;
-        }
-        const source = kind === T_DELIVER ? region : Buffer.from(assembled!);
-        if (direction === TO_BACKEND) events.fromClient(frontendMessage(head & 0xff, source, offset, length));
-        else events.fromBackend(backendMessage(head & 0xff, source, offset, length));
+    for (let i = first, last = first + count; i < last && !this.final; i++) {
+      const head = tape[3 * i]!;
+      const offset = tape[3 * i + 1]!;
+      const length = tape[3 * i + 2]!;
+      const kind = head >>> 8;
+      if (kind === T_FORWARD) {
+        forward.put(region, offset, length, true);
+        continue;
       }
-    } finally {
-      for (const w of writers) {
-        w.held--;
-        w.flush();
-      }
-    }
-    if (this.idleDue) {
-      this.idleDue = false;
-      events.idle();
+      const source = kind === T_DELIVER ? region : Buffer.from(assembled!);
+      if (direction === TO_BACKEND) events.fromClient(frontendMessage(head & 0xff, source, offset, length));
+      else events.fromBackend(backendMessage(head & 0xff, source, offset, length));
     }
   }
 

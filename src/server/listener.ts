@@ -1,8 +1,9 @@
 import net from 'node:net';
 import { be, PgError, SqlState } from '../protocol/index.js';
-import type { Session } from '../pipeline/index.js';
+import { setBatchHooks, type BatchHooks, type Session } from '../pipeline/index.js';
 import { adoptWithOwnReadBuffer } from '../transport/own-read.js';
 import { guardSocket } from '../transport/socket-guard.js';
+import { holdLines, writeHeldLines } from '../telemetry/log-output.js';
 import type { LimitReason } from '../telemetry/metrics.js';
 import { handleConnection, type ConnectionDeps } from './connection.js';
 import { LoginGate, type PendingLoginLimits } from './login-gate.js';
@@ -38,6 +39,9 @@ const REFUSALS: Record<LimitReason, (limit: number) => PgError> = {
  * The listening proxy: accepts sockets, enforces the connection limit, and keeps track of live
  * sessions so they can be drained or closed.
  */
+/** The log's lines of one turn's native batches leave in one write, before those sessions' answers. */
+const LOG_BATCH_HOOKS: BatchHooks = { begin: holdLines, end: writeHeldLines };
+
 export class ProxyServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
@@ -61,6 +65,7 @@ export class ProxyServer {
 
   constructor(private opts: ProxyServerOptions) {
     this.closed = new Promise((r) => (this.resolveClosed = r));
+    setBatchHooks(LOG_BATCH_HOOKS);
     this.gate = new LoginGate(opts.pendingLogins ?? { max: 100, perAddress: 20 }, (n) => opts.metrics?.setLoginsPending(n));
     // Paused on connect so that nothing is read before the socket moves to its own read buffer.
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) =>

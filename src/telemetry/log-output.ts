@@ -23,6 +23,28 @@ export const EXIT_FLUSH_MS = 2000;
 const writers = new Set<FdWriter>();
 let exitHookInstalled = false;
 
+// While held (see holdLines), each writer joins its lines here and writes them in one write.
+let holding = false;
+let heldBy: FdWriter[] = [];
+
+/**
+ * Holds every writer's lines until {@link writeHeldLines}: the native carrier's batches of one
+ * turn of the loop log their statements this way, one write(2) for all of them instead of one per
+ * line, and write the lines before any of those sessions' answers leave (src/pipeline/carrier.ts).
+ */
+export function holdLines(): void {
+  holding = true;
+}
+
+/** Writes what each writer held, in one write each, and stops holding. */
+export function writeHeldLines(): void {
+  if (!holding) return;
+  holding = false;
+  const held = heldBy;
+  heldBy = [];
+  for (const w of held) w.writeHeld();
+}
+
 export class FdWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
@@ -32,6 +54,8 @@ export class FdWriter {
   private error: Error | undefined;
   /** Failed for good: later lines are not its to write (the owner sends them elsewhere). */
   private broken = false;
+  /** Lines written while held, joined (see holdLines). */
+  private held = '';
 
   /**
    * @param onError the descriptor failed (not merely full): it is given up, and the lines not
@@ -56,6 +80,11 @@ export class FdWriter {
 
   write(text: string): void {
     if (this.broken) return;
+    if (holding) {
+      if (this.held === '') heldBy.push(this);
+      this.held += text;
+      return;
+    }
     if (this.pending.length > 0) return this.hold(Buffer.from(text, 'utf8'));
     // The string goes to the descriptor as it is (Node encodes it on the stack): a Buffer is made
     // only for what a full descriptor did not take.
@@ -78,6 +107,12 @@ export class FdWriter {
       this.hold(data.subarray(written + rest));
       this.scheduleRetry();
     }
+  }
+
+  writeHeld(): void {
+    const text = this.held;
+    this.held = '';
+    if (text !== '') this.write(text);
   }
 
   /** Stops using the descriptor (a reopened log file): what waits is written first. */
@@ -177,6 +212,8 @@ export class FdWriter {
   }
 
   private flushAtExit(): void {
+    if (this.held !== '') this.hold(Buffer.from(this.held, 'utf8'), true);
+    this.held = '';
     const deadline = Date.now() + EXIT_FLUSH_MS;
     const nap = new Int32Array(new SharedArrayBuffer(4));
     if (this.dropped > 0) this.hold(Buffer.from(this.droppedLine(this.dropped), 'utf8'), true);

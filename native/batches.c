@@ -1,0 +1,139 @@
+/*
+ * Handing the native carrier's batches to JavaScript: once per turn of the loop for every session
+ * read in it, not once per read. See carrier.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "carrier.h"
+
+static void free_assembled(napi_env env, void *data, void *hint) { free(data); }
+
+/*
+ * Batches are handed to JavaScript once per turn of the loop, not once per read: every session's
+ * batch read in one poll goes in one call (a check handle runs right after the poll), so the
+ * call into JavaScript, and the log lines a batch writes (see src/pipeline/carrier.ts,
+ * `nativeBatchHooks`), are paid once for all of them. Until its batch is handed over, nothing
+ * read from the same direction is forwarded from C, and any event of the carrier's waits for it.
+ */
+void queue_batch(carrier_t *c, int d) {
+  uint32_t *h = g.tape + 3 * g.tape_base;
+  h[0] = (uint32_t)T_BATCH << 8 | (uint32_t)d;
+  h[1] = g.tape_len;
+  h[2] = 0;
+  g.queue[g.queued].c = c;
+  g.queue[g.queued].assembled = g.assembled;
+  g.queue[g.queued].assembled_len = g.assembled_len;
+  g.queue[g.queued].at = g.tape_base;
+  g.queue[g.queued].d = d;
+  g.queued++;
+  g.assembled = NULL;
+  g.tape_base += 1 + g.tape_len;
+  g.tape_len = 0;
+  c->refs++;
+  c->dir[d].queued++;
+}
+
+/*
+ * One call into JavaScript with `n` batches queued from `first`: (region, n, then per batch its
+ * carrier, undefined once that has ended, and its assembled message or undefined). Arguments,
+ * not an array: setting an array's elements through N-API costs more than the call.
+ */
+static void hand(napi_env env, uint32_t first, uint32_t n, int plain) {
+  napi_value argv[2 + 2 * MAX_QUEUED], fn, recv, result, undefined;
+  napi_get_undefined(env, &undefined);
+  napi_get_reference_value(env, g.slab_ref, &argv[0]);
+  napi_create_uint32(env, n, &argv[1]);
+  for (uint32_t i = 0; i < n; i++) {
+    carrier_t *c = g.queue[first + i].c;
+    napi_value *v = argv + 2 + 2 * i;
+    v[0] = v[1] = undefined;
+    if (c->self) napi_get_reference_value(env, c->self, &v[0]);
+    uint8_t *a = g.queue[first + i].assembled;
+    if (a && napi_create_external_arraybuffer(env, a, g.queue[first + i].assembled_len, free_assembled, NULL, &v[1]) != napi_ok) {
+      free(a);
+      v[1] = undefined;
+    }
+  }
+  napi_get_reference_value(env, g.batch_fn, &fn);
+  napi_get_global(env, &recv);
+  size_t argc = 2 + 2 * (size_t)n;
+  napi_status status = plain ? napi_call_function(env, recv, fn, argc, argv, &result)
+                             : napi_make_callback(env, g.async, recv, fn, argc, argv, &result);
+  if (status == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
+
+/*
+ * The batches from `first` on were handed over: each carrier settles what its batch made due (a
+ * stop that waited for it, a failed write) unless a poll callback of its own will, and is let
+ * go; the queue and the tape shrink back.
+ */
+static void handed(uint32_t first) {
+  uint32_t last = g.queued, base = first < last ? g.queue[first].at : g.tape_base;
+  for (uint32_t i = first; i < last; i++) {
+    carrier_t *c = g.queue[i].c;
+    c->dir[g.queue[i].d].queued--;
+    if (!c->busy) settle(c);
+    release_carrier(c);
+  }
+  g.tape_base = base;
+  g.queued = first;
+}
+
+/*
+ * Hands every queued batch to JavaScript, in the order read; `plain` from inside JavaScript.
+ * Nothing is queued while JavaScript runs: bytes fed to a carrier then are handed over at once
+ * (feed_batch).
+ */
+void hand_batches(int plain) {
+  if (g.queued == 0 || g.handing) return;
+  napi_env env = g.env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  g.handing = 1;
+  hand(env, 0, g.queued, plain);
+  handed(0);
+  g.handing = 0;
+  napi_close_handle_scope(env, scope);
+}
+
+/*
+ * The batch just framed, for a carrier fed from JavaScript: queued with the others and handed
+ * over at once, or — JavaScript being in the middle of a hand-over — handed over alone, its
+ * entries after those JavaScript is reading (framing always leaves a read's worth of room there).
+ */
+void feed_batch(carrier_t *c, int d) {
+  if (!g.handing) {
+    queue_batch(c, d);
+    hand_batches(1);
+    return;
+  }
+  napi_handle_scope scope;
+  uint32_t first = g.queued;
+  queue_batch(c, d);
+  if (napi_open_handle_scope(g.env, &scope) == napi_ok) {
+    hand(g.env, first, 1, 1);
+    napi_close_handle_scope(g.env, scope);
+  }
+  handed(first);
+}
+
+static void on_check(uv_check_t *handle) { hand_batches(0); }
+
+/* The check handle that hands batches over after each poll; it keeps no loop alive. */
+int batches_init(napi_env env) {
+  if (g.check_ready) return 0;
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return -1;
+  int err = uv_check_init(loop, &g.check);
+  if (err) return err;
+  uv_check_start(&g.check, on_check);
+  uv_unref((uv_handle_t *)&g.check);
+  g.check_ready = 1;
+  return 0;
+}
+
