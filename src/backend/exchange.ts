@@ -23,8 +23,13 @@ export interface ExchangeResult {
  * {@link BackendLost} when the connection closes, fails, says FATAL, or `timeoutMs` passes (the
  * socket is then destroyed). The answer's messages are taken as each chunk is framed, not one
  * promise per message: a login's `set_config` and reset answer with five or so in one chunk.
+ *
+ * The socket is left paused, unless `keepReading`: for a caller that gives the socket to another
+ * reader as it resumes (no I/O comes between a promise's settling and its continuation). Node
+ * stops reading a paused socket at once (`readStop`), and libuv registers it again when reading
+ * starts (an `epoll_ctl` ADD that fails with EEXIST, then a MOD): two system calls a hand-over.
  */
-export function exchange(connection: BackendConnection, requests: readonly Buffer[], readies: number, timeoutMs: number): Promise<ExchangeResult> {
+export function exchange(connection: BackendConnection, requests: readonly Buffer[], readies: number, timeoutMs: number, keepReading = false): Promise<ExchangeResult> {
   const { socket } = connection;
   if (socket.destroyed || socket.writableEnded || socket.readableEnded) return Promise.reject(new BackendLost('closed'));
   return new Promise((resolve, reject) => {
@@ -36,7 +41,7 @@ export function exchange(connection: BackendConnection, requests: readonly Buffe
       settled = true;
       clearTimeout(timer);
       stop?.();
-      socket.pause();
+      if (!keepReading || lost) socket.pause();
       connection.leftover.push(...answer.after);
       if (lost) {
         socket.destroy();

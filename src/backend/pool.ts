@@ -65,10 +65,7 @@ const DEFAULT_EXCHANGE_TIMEOUT_MS = 10_000;
 export class BackendPool {
   private readonly pools = new Map<string, TargetPool>();
   private settings: PoolSettings;
-  /**
-   * The settings per backends-file override (the entry's own `pool` object, shared by every
-   * target built from it), merged once per configuration instead of at every login.
-   */
+  /** Settings per backends-file override (shared by its targets), merged once per configuration, not per login. */
   private merged = new WeakMap<PoolOverride, PoolSettings>();
   /** The global settings, checked (what a target without an override gets). */
   private global: PoolSettings;
@@ -148,8 +145,8 @@ export class BackendPool {
 interface Pooled {
   connection: BackendConnection;
   born: number;
-  /** Undoes what watches an idle connection (listeners, its expiry timer). */
-  unwatch?: () => void;
+  /** Undoes what watches an idle connection (listeners, expiry timer); `handOn`: read on at once (see `exchange`). */
+  unwatch?: (handOn?: boolean) => void;
 }
 
 interface Waiter {
@@ -283,7 +280,8 @@ class TargetPool {
     connection.leftover.length = 0;
     this.resetting++;
     try {
-      const result = await exchange(connection, [query(this.settings.reset)], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS);
+      // Read on after it: `keep` watches the connection (or closes it) as this continuation runs.
+      const result = await exchange(connection, [query(this.settings.reset)], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS, true);
       if (result.error || result.status !== 'I') return this.close(pooled, `reset failed${result.error ? `: ${result.error.sqlstate}` : ''}`);
     } catch (err) {
       return this.close(pooled, `lost during reset (${(err as BackendLost).why ?? 'error'})`);
@@ -308,9 +306,11 @@ class TargetPool {
   /** The most recently used idle connection still fit for use. */
   private takeIdle(): Pooled | undefined {
     for (let pooled = this.idle.pop(); pooled; pooled = this.idle.pop()) {
-      pooled.unwatch?.();
+      const usable = this.reusable(pooled) && !pooled.connection.socket.destroyed;
+      // `acquire` reads a usable one on at once (`prepare`'s exchange): it is not paused between.
+      pooled.unwatch?.(usable);
       pooled.unwatch = undefined;
-      if (this.reusable(pooled) && !pooled.connection.socket.destroyed) return pooled;
+      if (usable) return pooled;
       this.close(pooled, 'too old');
     }
     return undefined;
@@ -328,9 +328,9 @@ class TargetPool {
     const expiresIn = Math.min(this.settings.idleTimeoutMs, pooled.born + this.settings.maxLifetimeMs - Date.now());
     const timer = setTimeout(() => this.close(pooled, 'idle timeout'), Math.max(0, expiresIn));
     timer.unref();
-    pooled.unwatch = () => {
+    pooled.unwatch = (handOn) => {
       clearTimeout(timer);
-      socket.pause();
+      if (!handOn) socket.pause();
       socket.off('data', gone);
       socket.off('end', gone);
       socket.off('close', gone);

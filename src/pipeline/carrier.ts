@@ -128,10 +128,18 @@ export const CLOSE_GRACE_MS = 5_000;
  * Half-closes the sockets once written and destroys them after the grace period, or as soon as
  * both are closed. Both are read (and what comes dropped) to see the peer's close: a backend held
  * back for a client that stopped reading is blocked sending, and so reaches the Terminate (or the
- * EOF) at once.
+ * EOF) at once. `clientTerminated`: the client sent Terminate and nothing was written to it here.
  */
-export function closeSockets(client: Duplex, backend: Duplex | undefined): void {
+export function closeSockets(client: Duplex, backend: Duplex | undefined, clientTerminated = false): void {
   const sockets = backend ? [client, backend] : [client];
+  // A plain-TCP client that said Terminate sends nothing more: with nothing left to write to it,
+  // closing at once sends its FIN all the same and spares reading for its close (a shutdown, an
+  // epoll_ctl, a read, the timer). A TLS client still gets its close_notify from `end`.
+  if (clientTerminated && client.writableLength === 0 && (client as { encrypted?: boolean }).encrypted !== true) {
+    client.destroy();
+    sockets.shift();
+    if (sockets.length === 0) return;
+  }
   for (const s of sockets) {
     s.on('data', () => {});
     s.resume();

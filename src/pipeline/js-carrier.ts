@@ -179,13 +179,14 @@ export class JsCarrier implements Carrier {
   }
 
   close({ toClient, toBackend, keepBackend }: CarrierFinals): void {
-    if (toClient && !this.clientSink.midMessage) this.clientSink.writeMessage(toClient);
+    const owed = toClient !== undefined && !this.clientSink.midMessage;
+    if (owed) this.clientSink.writeMessage(toClient);
     if (toBackend && !keepBackend && !this.backendSink.midMessage) this.backendSink.writeMessage(toBackend);
     this.clientSink.flush();
     this.backendSink.flush();
     this.clientSink.dispose();
     this.backendSink.dispose();
-    closeSockets(this.client.socket, keepBackend ? undefined : this.backend.socket);
+    closeSockets(this.client.socket, keepBackend ? undefined : this.backend.socket, this.book.terminated && !owed);
   }
 
   takeBackend(): ReleasedBackend {

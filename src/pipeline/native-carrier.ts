@@ -271,7 +271,8 @@ export class NativeCarrier implements Carrier {
       if (toBackend && !status.backendMidMessage) backend.write(toBackend.raw);
     }
     this.unsent = undefined;
-    closeSockets(client, keepBackend ? undefined : backend);
+    const owed = unsent?.unsentToClient !== undefined || (toClient !== undefined && !status.clientMidMessage);
+    closeSockets(client, keepBackend ? undefined : backend, status.terminated && !owed);
   }
 
   takeBackend(): ReleasedBackend {

@@ -13,6 +13,7 @@ import {
 } from '../protocol/index.js';
 import { ConnectionClosed, FrameReader } from '../transport/socket-io.js';
 import { guardSocket } from '../transport/socket-guard.js';
+import { chunkRouteOf } from '../transport/own-read.js';
 import type { NativeTlsContext } from '../transport/native-tls.js';
 import { canTakeOver, NativeTlsSocket, stopReading } from '../transport/native-tls-socket.js';
 
@@ -39,18 +40,18 @@ const ALPN = ['postgresql'];
 export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promise<Negotiated> {
   let socket: Duplex = raw;
   let secure = false;
+  // `raw` may still be reading (see `firstChunk`): this continuation runs before any further read.
   const first = await firstChunk(raw);
   if (first[0] === TLS_HANDSHAKE_BYTE) {
+    raw.pause();
     if (!opts.secureContext) throw protocolViolation('direct TLS is not configured on this server');
     socket = opts.nativeTlsContext && canTakeOver(raw)
       ? await startNativeTls(raw, opts.nativeTlsContext, Buffer.concat([first, stopReading(raw)]))
       : await startTls(replayed(raw, first), opts.secureContext, true);
     secure = true;
-  } else {
-    raw.unshift(first);
   }
 
-  let reader = startupReader(socket);
+  let reader = startupReader(socket, secure ? undefined : first);
   for (;;) {
     const partial = reader;
     const frame = await reader.read().catch((err: unknown) => {
@@ -101,16 +102,24 @@ export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promis
 }
 
 /** Frames startup packets, then (after a StartupMessage) the authentication exchange. */
-function startupReader(socket: Duplex): FrameReader {
+function startupReader(socket: Duplex, head?: Buffer): FrameReader {
   const framer = new Framer({ untyped: true, maxLength: Limits.startupPacket, typedMaxLength: Limits.authMessage });
-  return new FrameReader(socket, framer, 'client');
+  return new FrameReader(socket, framer, 'client', head);
 }
 
+/**
+ * The first chunk a client sends. A socket reading into regions of its own (`own-read.ts`) gets
+ * one chunk per read callback and is left reading: its next reader, or the TLS branch's pause,
+ * comes in this promise's continuation, before any further read. Node stops such a socket at
+ * once when paused and libuv registers it anew when it reads again: two `epoll_ctl` per login.
+ * Other sockets may hold further chunks in Node's buffer, and are paused as they were.
+ */
 function firstChunk(socket: net.Socket): Promise<Buffer> {
+  const keepReading = chunkRouteOf(socket) !== undefined;
   return new Promise((resolve, reject) => {
     const onData = (chunk: Buffer) => {
       cleanup();
-      socket.pause();
+      if (!keepReading) socket.pause();
       resolve(chunk);
     };
     const onEnd = () => {

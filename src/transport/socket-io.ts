@@ -218,16 +218,19 @@ export class FrameReader {
     this.queue.push({ code, raw: frameView(source, offset, length) });
   };
 
+  /** `head`: what was read from `socket` already, framed before anything read from here on. */
   constructor(
     private readonly socket: Duplex,
     readonly framer: Framer,
     private readonly who: string,
+    head?: Buffer,
   ) {
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
     socket.resume();
+    if (head) this.onData(head);
   }
 
   private readonly onData = (chunk: Buffer) => {

@@ -144,6 +144,26 @@ for (const relay of ['native', 'js'] as const) {
       assert.equal(reused.reads, 1, 'a reused login reply in one read');
     });
 
+    it('closes a client that said Terminate cleanly (EOF, no reset) and keeps its backend', async () => {
+      const pooled = await pidOf(proxy.url('postgres'));
+      await using raw = await RawClient.connect(proxy.port);
+      const errors: Error[] = [];
+      raw.socket.on('error', (err) => errors.push(err));
+      const ended = new Promise<void>((resolve) => raw.socket.once('end', () => resolve()));
+      raw.write(encodeStartupMessage(new Map([['user', 'postgres'], ['database', 'postgres']])));
+      await until(() => raw.messages.some((m) => m.type === 'ReadyForQuery'), 5000, 'login');
+      raw.write(fe.query('select 1').raw);
+      await until(() => raw.messages.filter((m) => m.type === 'ReadyForQuery').length === 2, 5000, 'select 1');
+      raw.write(fe.terminate().raw);
+      await raw.closedWithin(5000, 'the close after Terminate');
+      await ended;
+      assert.deepEqual(errors, [], 'no reset');
+      assert.deepEqual(raw.messages.map((m) => m.type).slice(-4), ['RowDescription', 'DataRow', 'CommandComplete', 'ReadyForQuery']);
+      const key = raw.messages.find((m) => m.type === 'BackendKeyData');
+      assert.equal(key?.type === 'BackendKeyData' ? key.body().processId : 0, pooled, 'the pooled backend');
+      assert.equal(await pidOf(proxy.url('postgres')), pooled, 'kept for the next session');
+    });
+
     for (const how of ['mid-transaction', 'mid-query', 'mid-COPY'] as const) {
       it(`never reuses the backend of a client that vanished ${how}`, async () => {
         const pooled = await pidOf(proxy.url('postgres'));
