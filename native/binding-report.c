@@ -1,0 +1,106 @@
+/*
+ * What a native carrier tells JavaScript of its session, by name: its status while it runs, how
+ * it ended (with the bytes a destination had not taken), the timings of finished statements, and
+ * how many carriers are alive.
+ */
+#include <string.h>
+
+#include "binding.h"
+#include "carrier.h"
+
+static const char *reason_name(int state) {
+  switch (state) {
+    case R_RUNNING: return "running";
+    case R_STOPPED: return "stopped";
+    case R_RELEASED: return "released";
+    case R_CLIENT_EOF: return "client-eof";
+    case R_BACKEND_EOF: return "backend-eof";
+    case R_CLIENT_ERROR: return "client-error";
+    case R_BACKEND_ERROR: return "backend-error";
+    case R_CLIENT_VIOLATION: return "client-violation";
+    default: return "backend-violation";
+  }
+}
+
+/* status(handle) → what the carrier knows of the session now (or when it ended), by name. */
+napi_value carrier_status(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  const direction_t *tc = &c->dir[TO_CLIENT], *tb = &c->dir[TO_BACKEND];
+  napi_value out, tx;
+  napi_create_object(env, &out);
+  napi_create_string_latin1(env, &c->tx_status, 1, &tx);
+  set(env, out, "transactionStatus", tx);
+  set(env, out, "unanswered", number(env, c->unanswered));
+  set(env, out, "terminated", boolean(env, c->terminated));
+  set(env, out, "backendSaidFatal", boolean(env, c->backend_said_fatal));
+  set(env, out, "bytesToClient", number(env, tc->bytes));
+  set(env, out, "bytesToBackend", number(env, tb->bytes));
+  set(env, out, "clientMidMessage", boolean(env, !at_boundary(&tc->out)));
+  set(env, out, "backendMidMessage", boolean(env, !at_boundary(&tb->out)));
+  set(env, out, "reusable", boolean(env, reusable(c)));
+  return out;
+}
+
+/* Takes the bytes a destination had not taken when the carrier halted (a Buffer, or undefined). */
+static napi_value take_unsent(napi_env env, direction_t *dir) {
+  napi_value out;
+  if (dir->queue.len == 0) {
+    napi_get_undefined(env, &out);
+  } else {
+    void *copy;
+    napi_create_buffer_copy(env, dir->queue.len, dir->queue.data + dir->queue.head, &copy, &out);
+  }
+  bytes_free(&dir->queue);
+  return out;
+}
+
+/* ended(handle) → how it ended: { reason, errno, violation?, unsentToClient?, unsentToBackend? }. */
+napi_value carrier_ended(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  napi_value out, reason;
+  napi_create_object(env, &out);
+  napi_create_string_utf8(env, reason_name(c->state), NAPI_AUTO_LENGTH, &reason);
+  set(env, out, "reason", reason);
+  set(env, out, "errno", number(env, c->error));
+  if (c->state == R_CLIENT_VIOLATION || c->state == R_BACKEND_VIOLATION) {
+    napi_value v, code, kind;
+    napi_create_object(env, &v);
+    char ch = (char)c->violation_code;
+    napi_create_string_latin1(env, &ch, 1, &code);
+    napi_create_string_utf8(env, c->violation_kind == V_TOO_LONG ? "too-long" : "invalid-length", NAPI_AUTO_LENGTH, &kind);
+    set(env, v, "code", code);
+    set(env, v, "length", number(env, c->violation_length));
+    set(env, v, "kind", kind);
+    set(env, out, "violation", v);
+  }
+  if (c->state != R_RUNNING) {
+    set(env, out, "unsentToClient", take_unsent(env, &c->dir[TO_CLIENT]));
+    set(env, out, "unsentToBackend", take_unsent(env, &c->dir[TO_BACKEND]));
+  }
+  return out;
+}
+
+/* timings(handle) → Float64Array of the statements finished since the last call (seconds; -1 - seconds for a failure). */
+napi_value carrier_timings(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  carrier_t *c = handle_of(env, argv[0]);
+  if (!c) return NULL;
+  napi_value buffer, out;
+  void *data = NULL;
+  napi_create_arraybuffer(env, c->timings_len * sizeof(double), &data, &buffer);
+  napi_create_typedarray(env, napi_float64_array, c->timings_len, buffer, 0, &out);
+  if (c->timings_len) memcpy(data, c->timings, c->timings_len * sizeof(double));
+  c->timings_len = 0;
+  return out;
+}
+
+/* live() → carriers allocated (running, or ended and not yet released by JavaScript's GC). */
+napi_value carrier_live(napi_env env, napi_callback_info info) {
+  napi_value out;
+  napi_create_int64(env, g.live, &out);
+  return out;
+}
