@@ -39,17 +39,15 @@ void bytes_free(bytes_t *b) {
 
 /* ---- the shared read region ---- */
 
+static size_t region_left(void) { return g.slab ? g.slab_size - g.slab_used : 0; }
+
 /* Whether a read of up to `want` bytes needs a new region. */
-int region_changes(size_t want) {
-  size_t left = g.slab ? g.slab_size - g.slab_used : 0;
-  return left < (want < READ_MIN ? want : READ_MIN);
-}
+int region_changes(size_t want) { return region_left() < (want < READ_MIN ? want : READ_MIN); }
 
 /* Room for a read of up to `want` bytes in the shared region (a new region when too little is left). */
 uint8_t *read_region(size_t want, size_t *room) {
-  size_t left = g.slab ? g.slab_size - g.slab_used : 0;
-  size_t need = want < READ_MIN ? want : READ_MIN;
-  if (left < need) {
+  size_t left = region_left();
+  if (region_changes(want)) {
     /* The batches queued are views of this region: JavaScript has them before it changes. */
     hand_batches(0);
     size_t size = want > SLAB_SIZE ? want : SLAB_SIZE;
