@@ -287,10 +287,10 @@ export class NativeCarrier implements Carrier {
 
   /** Writes what was held, and tells of an idle point a held write reached. */
   release(): void {
-    for (const w of [this.toClientWriter, this.toBackendWriter]) {
-      w.held--;
-      w.flush();
-    }
+    this.toClientWriter.held--;
+    this.toClientWriter.flush();
+    this.toBackendWriter.held--;
+    this.toBackendWriter.flush();
     if (this.idleDue && this.toClientWriter.held === 0) {
       this.idleDue = false;
       this.opts.events.idle();
