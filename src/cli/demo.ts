@@ -14,7 +14,7 @@ import { START_FLAGS } from '../config/flags.js';
 import { ConfigError } from '../config/load.js';
 import { buildProxyConfig } from '../config/proxy-config.js';
 import { createLogger } from '../telemetry/log.js';
-import { PgliteStartError, startPglite } from './demo-pglite.js';
+import { PgliteStartError, startPglite, type EmbeddedDb } from './demo-pglite.js';
 import { parseFlags, runKeygen, UsageError, wantsHelp } from './keygen.js';
 import { startProxy, type RunningProxy } from './start.js';
 import { runToken } from './token.js';
@@ -241,7 +241,7 @@ async function runUntilStopped(
     backend = { url: opts.backend, describe: `the PostgreSQL at ${redactUrl(opts.backend)}` };
   } else {
     err.write(`pgward demo: starting PGlite${opts.dataDir ? ` in ${opts.dataDir}` : ''} (takes a few seconds)…\n`);
-    let db: Awaited<ReturnType<typeof startPglite>>;
+    let db: EmbeddedDb;
     try {
       db = await startPglite(opts.dataDir, 2 * PROXY_MAX_CONNECTIONS);
     } catch (e) {

@@ -35,13 +35,13 @@ const REFUSALS: Record<LimitReason, (limit: number) => PgError> = {
     }),
 };
 
+/** The log's lines of one turn's native batches leave in one write, before those sessions' answers. */
+const LOG_BATCH_HOOKS: BatchHooks = { begin: holdLines, end: writeHeldLines };
+
 /**
  * The listening proxy: accepts sockets, enforces the connection limit, and keeps track of live
  * sessions so they can be drained or closed.
  */
-/** The log's lines of one turn's native batches leave in one write, before those sessions' answers. */
-const LOG_BATCH_HOOKS: BatchHooks = { begin: holdLines, end: writeHeldLines };
-
 export class ProxyServer {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
