@@ -256,6 +256,7 @@ static napi_value watch_idle(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+void pgward_liveness_register(napi_env env, napi_value exports); /* liveness.c */
 NAPI_MODULE_INIT() {
   const struct {
     const char *name;
@@ -275,5 +276,6 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "tapeEntries", entries);
   /* The native TLS layer lives in the same addon (tls*.c). */
   pgward_tls_register(env, exports);
+  pgward_liveness_register(env, exports);
   return exports;
 }

@@ -118,6 +118,25 @@ export function sync(): Buffer {
   return fe.sync().raw;
 }
 
+/**
+ * The `set_config` query for the parameters of `wanted` whose value differs from what the backend
+ * last reported (names case-insensitive), or undefined when none does.
+ */
+export function parametersRequest(wanted: ReadonlyMap<string, string>, reported: ReadonlyMap<string, string>): Buffer | undefined {
+  let changes: Map<string, string> | undefined;
+  for (const [name, value] of wanted) {
+    if ((reported.get(name) ?? reportedIgnoringCase(reported, name)) !== value) (changes ??= new Map()).set(name, value);
+  }
+  return changes && query(setConfigQuery(changes));
+}
+
+/** A parameter the backend reported under another spelling of `name` (it reports `DateStyle`, a client may send `datestyle`). */
+function reportedIgnoringCase(reported: ReadonlyMap<string, string>, name: string): string | undefined {
+  const lower = name.toLowerCase();
+  for (const [k, v] of reported) if (k.toLowerCase() === lower) return v;
+  return undefined;
+}
+
 /** `SELECT set_config(…)` for each parameter: applies startup parameters to an open session. */
 export function setConfigQuery(params: ReadonlyMap<string, string>): string {
   const calls = [...params].map(([name, value]) => `pg_catalog.set_config(${literal(name)}, ${literal(value)}, false)`);

@@ -1,5 +1,7 @@
 import { fe, Limits, PgError, SqlState } from '../protocol/index.js';
-import { BackendLost, exchange, query, setConfigQuery, sync } from './exchange.js';
+import { BackendLost, exchange, parametersRequest, query, sync } from './exchange.js';
+import { waitForSlot, type Waiter } from './pool-wait.js';
+import { lookAtIdle, type IdleLook } from './liveness.js';
 import { asBackendRefusal, connectBackend, type BackendConnection, type LoginOptions } from './login.js';
 import { poolSettings, samePoolSettings, type PoolOverride, type PoolSettings } from './pool-settings.js';
 import type { BackendTarget } from './url.js';
@@ -52,9 +54,15 @@ export interface PoolOptions {
   connect?: (target: BackendTarget, opts: LoginOptions) => Promise<BackendConnection>;
   /** How long the reset, or applying a session's parameters, may take. */
   exchangeTimeoutMs?: number;
+  /** An idle connection used within this long is vouched for by a look at its descriptor; one idle longer is asked with a Sync. */
+  checkAfterMs?: number;
+  /** How an idle connection is looked at (tests may replace it); undefined: it cannot be, so it is asked. */
+  lookAtIdle?: (socket: BackendConnection['socket']) => IdleLook | undefined;
 }
 
 const DEFAULT_EXCHANGE_TIMEOUT_MS = 10_000;
+/** As PgBouncer's `server_check_delay`: a connection idle longer than this gets a round trip before it is handed out. */
+const DEFAULT_CHECK_AFTER_MS = 30_000;
 
 /**
  * Logged-in backend connections kept per target and handed to the next session for the same
@@ -145,12 +153,10 @@ export class BackendPool {
 interface Pooled {
   connection: BackendConnection;
   born: number;
+  /** When it last went idle. */
+  idleSince: number;
   /** Undoes what watches an idle connection (listeners, expiry timer); `handOn`: read on at once (see `exchange`). */
   unwatch?: (handOn?: boolean) => void;
-}
-
-interface Waiter {
-  wake(): void;
 }
 
 /** The connections of one target. */
@@ -190,19 +196,20 @@ class TargetPool {
     const started = performance.now();
     const deadline = Date.now() + this.settings.waitTimeoutMs;
     for (;;) {
-      const pooled = this.takeIdle();
-      if (pooled) {
-        if (await this.prepare(pooled, request.apply, true)) return this.lend(pooled, false, started);
+      const taken = this.takeIdle(request.apply);
+      if (taken) {
+        if (!taken.ask || (await this.prepare(taken.pooled, taken.ask, true))) return this.lend(taken.pooled, false, started);
         continue;
       }
       // A connection being reset is ready sooner than a new login would be.
       const soonIdle = this.resetting > this.waiters.length;
       if (this.size < this.settings.maxSize && !soonIdle) {
         const fresh = await this.open(request);
-        if (await this.prepare(fresh, request.apply, false)) return this.lend(fresh, true, started);
+        const ask = parametersRequest(request.apply, fresh.connection.parameters);
+        if (!ask || (await this.prepare(fresh, ask, false))) return this.lend(fresh, true, started);
         throw new PgError('FATAL', SqlState.ConnectionFailure, 'backend connection closed during login');
       }
-      if (!(await this.waitForSlot(deadline, request.signal))) {
+      if (!(await waitForSlot(this.waiters, deadline, request.signal))) {
         this.opts.events?.acquired?.(this.label, 'timeout', (performance.now() - started) / 1000);
         throw new PgError('FATAL', SqlState.TooManyConnections, `too many backend connections for ${this.label}`, {
           detail: `All ${this.settings.maxSize} connections of this target were in use for ${this.settings.waitTimeoutMs} ms.`,
@@ -217,7 +224,8 @@ class TargetPool {
     try {
       const connect = this.opts.connect ?? connectBackend;
       const connection = await connect(this.target, { params: request.params, password: request.password, signal: request.signal });
-      return { connection, born: Date.now() };
+      const now = Date.now();
+      return { connection, born: now, idleSince: now };
     } catch (err) {
       this.dropped();
       throw err;
@@ -225,18 +233,15 @@ class TargetPool {
   }
 
   /**
-   * Applies the session's parameters (`set_config`); on a reused connection always a round trip,
-   * which also proves it alive. False: the connection was lost (and is closed). A refusal of the
-   * parameters is thrown as the session's FATAL error; the connection, still clean, is kept.
+   * Sends `ask` (the session's parameters with `set_config`, or a Sync that only proves a reused
+   * connection alive) and reads the answer. False: the connection was lost (and is closed). A
+   * refusal of the parameters is thrown as the session's FATAL error; the connection, still clean, is kept.
    */
-  private async prepare(pooled: Pooled, apply: ReadonlyMap<string, string>, reused: boolean): Promise<boolean> {
+  private async prepare(pooled: Pooled, ask: Buffer, reused: boolean): Promise<boolean> {
     const { connection } = pooled;
-    const changes = differing(apply, connection.parameters);
-    if (changes.size === 0 && !reused) return true;
-    const request = changes.size === 0 ? sync() : query(setConfigQuery(changes));
     let result;
     try {
-      result = await exchange(connection, [request], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS);
+      result = await exchange(connection, [ask], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS);
     } catch (err) {
       if (!(err instanceof BackendLost)) throw err;
       this.close(pooled, reused ? 'lost while idle' : err.why);
@@ -298,20 +303,38 @@ class TargetPool {
     if (this.retired || !this.reusable(pooled) || this.idle.length >= this.settings.maxIdle) {
       return this.close(pooled, this.retired ? 'retired' : 'idle pool full or too old');
     }
+    pooled.idleSince = Date.now();
     this.idle.push(pooled);
     this.watch(pooled);
     this.wakeOne();
   }
 
-  /** The most recently used idle connection still fit for use. */
-  private takeIdle(): Pooled | undefined {
+  /**
+   * The most recently used idle connection still fit for use, and what to ask it before it is
+   * handed out: the session's parameters that differ (a round trip that also proves it alive), a
+   * Sync when there are none and it cannot be vouched for without one, or nothing when a look at
+   * its descriptor finds it open and quiet after a short idle (SPEC §8: one that died while idle
+   * is never handed out; as PgBouncer's `server_check_delay`, one idle longer is asked).
+   */
+  private takeIdle(apply: ReadonlyMap<string, string>): { pooled: Pooled; ask: Buffer | undefined } | undefined {
     for (let pooled = this.idle.pop(); pooled; pooled = this.idle.pop()) {
-      const usable = this.reusable(pooled) && !pooled.connection.socket.destroyed;
-      // `acquire` reads a usable one on at once (`prepare`'s exchange): it is not paused between.
-      pooled.unwatch?.(usable);
+      if (!this.reusable(pooled) || pooled.connection.socket.destroyed) {
+        this.close(pooled, 'too old');
+        continue;
+      }
+      let ask = parametersRequest(apply, pooled.connection.parameters);
+      if (!ask) {
+        const look = Date.now() - pooled.idleSince < (this.opts.checkAfterMs ?? DEFAULT_CHECK_AFTER_MS) ? (this.opts.lookAtIdle ?? lookAtIdle)(pooled.connection.socket) : undefined;
+        if (look === 'gone') {
+          this.close(pooled, 'closed by the backend while idle');
+          continue;
+        }
+        if (look === undefined) ask = sync();
+      }
+      // One that is asked is read on at once (`prepare`'s exchange): it is not paused between.
+      pooled.unwatch?.(ask !== undefined);
       pooled.unwatch = undefined;
-      if (usable) return pooled;
-      this.close(pooled, 'too old');
+      return { pooled, ask };
     }
     return undefined;
   }
@@ -363,37 +386,10 @@ class TargetPool {
     this.waiters.shift()?.wake();
   }
 
-  /** Waits until a connection is kept or closed; false at the deadline. */
-  private waitForSlot(deadline: number, signal?: AbortSignal): Promise<boolean> {
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = { wake: () => resolve(settle(true)) };
-      const timer = setTimeout(() => resolve(settle(false)), Math.max(0, deadline - Date.now()));
-      const onAbort = () => reject(settle(signal?.reason ?? new Error('aborted')));
-      const settle = <T>(outcome: T): T => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        const at = this.waiters.indexOf(waiter);
-        if (at >= 0) this.waiters.splice(at, 1);
-        return outcome;
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(waiter);
-    });
-  }
-
   /** Closes the idle connections now; lent ones close when their sessions end. */
   retire(why: string): void {
     this.retired = true;
     for (const pooled of [...this.idle]) this.close(pooled, why);
     if (this.size === 0) this.forget();
   }
-}
-
-/** The parameters of `wanted` whose value differs from what the backend last reported (names case-insensitive). */
-function differing(wanted: ReadonlyMap<string, string>, reported: ReadonlyMap<string, string>): Map<string, string> {
-  const current = new Map<string, string>();
-  for (const [k, v] of reported) current.set(k.toLowerCase(), v);
-  const out = new Map<string, string>();
-  for (const [k, v] of wanted) if (current.get(k.toLowerCase()) !== v) out.set(k, v);
-  return out;
 }
