@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { be, PgError, SqlState } from '../protocol/index.js';
 import { setBatchHooks, type BatchHooks, type Session } from '../pipeline/index.js';
-import { adoptWithOwnReadBuffer } from '../transport/own-read.js';
+import { acceptWithOwnReadBuffer, adoptWithOwnReadBuffer } from '../transport/own-read.js';
 import { guardSocket } from '../transport/socket-guard.js';
 import { holdLines, writeHeldLines } from '../telemetry/log-output.js';
 import type { LimitReason } from '../telemetry/metrics.js';
@@ -160,6 +160,8 @@ export class ProxyServer {
       this.server.once('error', reject);
       this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
         this.server.off('error', reject);
+        // One socket per connection, made over the accepted handle (else Node's, adopted as above).
+        acceptWithOwnReadBuffer(this.server, (socket) => this.accept(guardSocket(socket)));
         this.listening = true;
         resolve(this.server.address() as net.AddressInfo);
       });

@@ -141,6 +141,38 @@ export function adoptWithOwnReadBuffer(accepted: Socket): Socket {
   });
 }
 
+/** The part of a listening `net.Server`'s handle that `acceptWithOwnReadBuffer` takes over. */
+interface ListenHandle {
+  onconnection?: (this: unknown, err: number, clientHandle?: unknown) => void;
+}
+
+/**
+ * Makes a listening `server` (created with `pauseOnConnect`) give `accept` each connection as one
+ * socket that reads through `ownReadRegions`, made once over the accepted handle: `net.Server`
+ * would build a Socket of its own per connection for `adoptWithOwnReadBuffer` to tear down again.
+ * Relies on Node's private `_handle.onconnection`; when it is not there in the expected shape,
+ * nothing changes and false is returned (the server's 'connection' listener serves as before).
+ * Accept errors, `maxConnections` and a handle of another shape stay with Node's own path.
+ * Connections made here are not counted in `server.getConnections()`.
+ */
+export function acceptWithOwnReadBuffer(server: net.Server, accept: (socket: Socket) => void): boolean {
+  const handle = (server as unknown as { _handle?: ListenHandle | null })._handle;
+  const nodeOnConnection = handle?.onconnection;
+  if (!handle || typeof nodeOnConnection !== 'function') return false;
+  const noDelay = (server as unknown as { noDelay?: boolean }).noDelay === true;
+  handle.onconnection = function onconnection(this: unknown, err: number, clientHandle?: unknown) {
+    if (err || server.maxConnections || !isIdleStreamHandle(clientHandle)) return nodeOnConnection.call(this, err, clientHandle);
+    if (noDelay) (clientHandle as { setNoDelay?(on: boolean): void }).setNoDelay?.(true);
+    accept(
+      withOwnReadRegions((onread) => {
+        const options = { handle: clientHandle, pauseOnCreate: true, readable: true, writable: true, onread };
+        return new net.Socket(options as net.SocketConstructorOpts);
+      }),
+    );
+  };
+  return true;
+}
+
 /** The parts of a socket's read state `parkReading` replaces: its handle, and Node's record of the buffer it reads into. */
 type ParkableSocket = Socket & { _handle?: Partial<StreamHandle> | null } & Record<symbol, unknown>;
 

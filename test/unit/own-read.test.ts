@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { adoptWithOwnReadBuffer, connectWithOwnReadBuffer } from '../../src/transport/own-read.js';
+import { acceptWithOwnReadBuffer, adoptWithOwnReadBuffer, chunkRouteOf, connectWithOwnReadBuffer } from '../../src/transport/own-read.js';
 import { readSocket } from '../../src/transport/socket-io.js';
 import { be } from '../../src/protocol/index.js';
 import { listening, pairOf, socketPair, connected } from '../helpers/loopback.js';
@@ -35,9 +35,25 @@ async function acceptedPair(): Promise<OwnBufferPair> {
   return pairOf(client, peer, server);
 }
 
+/**
+ * Accepted through `acceptWithOwnReadBuffer`: one socket per connection, made over the accepted
+ * handle; Node's own Socket (and its 'connection' event) never comes to be.
+ */
+async function acceptedDirectlyPair(): Promise<OwnBufferPair> {
+  const { server, port } = await listening({ pauseOnConnect: true, noDelay: true });
+  server.on('connection', () => assert.fail("net.Server's own path made a socket"));
+  const accepted = new Promise<net.Socket>((r) => assert.ok(acceptWithOwnReadBuffer(server, r)));
+  const peer = net.connect(port, '127.0.0.1');
+  const client = await accepted;
+  assert.ok(chunkRouteOf(client), 'made with a route of its own');
+  await connected(peer);
+  return pairOf(client, peer, server);
+}
+
 for (const [name, ownBufferPair] of [
   ['connectWithOwnReadBuffer', dialledPair],
   ['adoptWithOwnReadBuffer', acceptedPair],
+  ['acceptWithOwnReadBuffer', acceptedDirectlyPair],
 ] as const) describe(name, () => {
   it('reads into regions of its own, not buffers Node allocated per read', async () => {
     const { client, peer, close } = await ownBufferPair();
