@@ -14,6 +14,8 @@ export interface ExchangeResult {
   status: TransactionStatus;
   /** The first ErrorResponse (not FATAL) the requests got; the connection is still usable. */
   error?: PgError;
+  /** How many of the requests were answered (their ReadyForQuery read) before that error. */
+  erredAt?: number;
 }
 
 /**
@@ -46,7 +48,7 @@ export function exchange(connection: BackendConnection, requests: readonly Buffe
       if (lost) {
         socket.destroy();
         reject(lost);
-      } else resolve({ status: answer.status, error: answer.error });
+      } else resolve({ status: answer.status, error: answer.error, erredAt: answer.erredAt });
     };
     const timer = setTimeout(() => settle(new BackendLost('timed out')), timeoutMs);
     stop = readSocket(socket, {
@@ -68,15 +70,20 @@ export function exchange(connection: BackendConnection, requests: readonly Buffe
 /** What the backend answered so far: the messages up to the last awaited ReadyForQuery, and those after it. */
 class Answer {
   status: TransactionStatus = 'I';
-  /** The first ErrorResponse (not FATAL). */
+  /** The first ErrorResponse (not FATAL), and how many ReadyForQuery came before it. */
   error: PgError | undefined;
+  erredAt: number | undefined;
+  /** How many ReadyForQuery were awaited. */
+  private readonly readies: number;
   /** Frames that came after the last awaited ReadyForQuery (the relay's). */
   readonly after: Frame[] = [];
 
   constructor(
     private readonly connection: BackendConnection,
     public left: number,
-  ) {}
+  ) {
+    this.readies = left;
+  }
 
   readonly sink: FrameSink = (code, source, offset, length) => {
     if (this.left === 0) {
@@ -94,7 +101,10 @@ class Answer {
         const fields = m.body();
         const severity = fields.severityV ?? fields.severity;
         if (severity === 'FATAL' || severity === 'PANIC') throw new BackendLost(`${fields.code ?? ''} ${fields.message ?? ''}`.trim());
-        this.error ??= PgError.fromFields(fields);
+        if (!this.error) {
+          this.error = PgError.fromFields(fields);
+          this.erredAt = this.readies - this.left;
+        }
         break;
       }
       case 'ReadyForQuery':

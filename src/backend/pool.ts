@@ -1,64 +1,15 @@
 import { fe, Limits, PgError, SqlState } from '../protocol/index.js';
-import { BackendLost, exchange, parametersRequest, query, sync } from './exchange.js';
+import { BackendLost, exchange, sync } from './exchange.js';
+import { parameterAsk, resetRequests, type ParameterAsk } from './pool-params.js';
 import { waitForSlot, type Waiter } from './pool-wait.js';
-import { lookAtIdle, type IdleLook } from './liveness.js';
-import { asBackendRefusal, connectBackend, type BackendConnection, type LoginOptions } from './login.js';
+import { lookAtIdle } from './liveness.js';
+import type { Lease, PoolOptions, PoolRequest, PoolStats } from './pool-types.js';
+import { asBackendRefusal, connectBackend, type BackendConnection } from './login.js';
 import { poolSettings, samePoolSettings, type PoolOverride, type PoolSettings } from './pool-settings.js';
 import type { BackendTarget } from './url.js';
 import { targetKey, targetLabel } from './pool-target.js';
 
-/** What a session asks the pool for. */
-export interface PoolRequest {
-  /** The startup parameters a new connection logs in with: the target's own, never a client's. */
-  params: Map<string, string>;
-  /** The session's own parameters, applied with `set_config` to whichever connection it gets. */
-  apply: ReadonlyMap<string, string>;
-  password?: string;
-  signal?: AbortSignal;
-}
-
-/** A connection lent to one session. */
-export interface Lease {
-  readonly connection: BackendConnection;
-  /** Logged in for this session (else reused from an earlier one). */
-  readonly fresh: boolean;
-  /**
-   * Gives the connection back: when `reusable` (the session ended with it idle and at a message
-   * boundary) it is reset and kept for the next session, else closed. `parameters`: the values
-   * the backend last reported to the session.
-   */
-  release(reusable: boolean, parameters?: ReadonlyMap<string, string>): void;
-}
-
-export type AcquireResult = 'reused' | 'new' | 'timeout';
-
-export interface PoolStats {
-  /** `user@host:port/database`: never a password. */
-  target: string;
-  active: number;
-  idle: number;
-  waiting: number;
-  maxSize: number;
-}
-
-export interface PoolEvents {
-  acquired?(target: string, result: AcquireResult, waitedSeconds: number): void;
-  /** A pooled connection was closed (why: `idle timeout`, `reset failed`, …). */
-  closed?(target: string, why: string): void;
-}
-
-export interface PoolOptions {
-  settings: PoolSettings;
-  events?: PoolEvents;
-  /** How a new connection is made (tests may wrap it). */
-  connect?: (target: BackendTarget, opts: LoginOptions) => Promise<BackendConnection>;
-  /** How long the reset, or applying a session's parameters, may take. */
-  exchangeTimeoutMs?: number;
-  /** An idle connection used within this long is vouched for by a look at its descriptor; one idle longer is asked with a Sync. */
-  checkAfterMs?: number;
-  /** How an idle connection is looked at (tests may replace it); undefined: it cannot be, so it is asked. */
-  lookAtIdle?: (socket: BackendConnection['socket']) => IdleLook | undefined;
-}
+export type { AcquireResult, Lease, PoolEvents, PoolOptions, PoolRequest, PoolStats } from './pool-types.js';
 
 const DEFAULT_EXCHANGE_TIMEOUT_MS = 10_000;
 /**
@@ -159,6 +110,8 @@ interface Pooled {
   born: number;
   /** When it last went idle. */
   idleSince: number;
+  /** The session parameters set on it after its last reset (see pool-params.ts). */
+  applied?: ReadonlyMap<string, string>;
   /** Undoes what watches an idle connection (listeners, expiry timer); `handOn`: read on at once (see `exchange`). */
   unwatch?: (handOn?: boolean) => void;
 }
@@ -202,15 +155,15 @@ class TargetPool {
     for (;;) {
       const taken = this.takeIdle(request.apply);
       if (taken) {
-        if (!taken.ask || (await this.prepare(taken.pooled, taken.ask, true))) return this.lend(taken.pooled, false, started);
+        if (!taken.ask || (await this.prepare(taken.pooled, taken.ask, true))) return this.lend(taken.pooled, false, started, request.apply);
         continue;
       }
       // A connection being reset is ready sooner than a new login would be.
       const soonIdle = this.resetting > this.waiters.length;
       if (this.size < this.settings.maxSize && !soonIdle) {
         const fresh = await this.open(request);
-        const ask = parametersRequest(request.apply, fresh.connection.parameters);
-        if (!ask || (await this.prepare(fresh, ask, false))) return this.lend(fresh, true, started);
+        const ask = parameterAsk(request.apply, undefined, fresh.connection.parameters, this.settings.reset);
+        if (!ask || (await this.prepare(fresh, ask, false))) return this.lend(fresh, true, started, request.apply);
         throw new PgError('FATAL', SqlState.ConnectionFailure, 'backend connection closed during login');
       }
       if (!(await waitForSlot(this.waiters, deadline, request.signal))) {
@@ -237,23 +190,29 @@ class TargetPool {
   }
 
   /**
-   * Sends `ask` (the session's parameters with `set_config`, or a Sync that only proves a reused
-   * connection alive) and reads the answer. False: the connection was lost (and is closed). A
-   * refusal of the parameters is thrown as the session's FATAL error; the connection, still clean, is kept.
+   * Sends `ask` (the session's parameters with `set_config`, after the reset again when another
+   * session's are set, or a Sync that only proves a reused connection alive) and reads the answer.
+   * False: the connection was lost or its reset failed (and it is closed). A refusal of the
+   * parameters is thrown as the session's FATAL error; the connection, still clean, is kept.
    */
-  private async prepare(pooled: Pooled, ask: Buffer, reused: boolean): Promise<boolean> {
+  private async prepare(pooled: Pooled, ask: ParameterAsk, reused: boolean): Promise<boolean> {
     const { connection } = pooled;
     let result;
     try {
-      result = await exchange(connection, [ask], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS);
+      result = await exchange(connection, ask.requests, ask.requests.length, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS);
     } catch (err) {
       if (!(err instanceof BackendLost)) throw err;
       this.close(pooled, reused ? 'lost while idle' : err.why);
       return false;
     }
     if (result.error) {
-      this.keep(pooled);
       const e = result.error;
+      if (ask.resets && result.erredAt === 0) {
+        this.close(pooled, `reset failed: ${e.sqlstate}`);
+        return false;
+      }
+      pooled.applied = undefined;
+      this.keep(pooled);
       throw asBackendRefusal(new PgError('FATAL', e.sqlstate, e.message, { detail: e.detail, hint: e.hint }));
     }
     if (result.status === 'I') return true;
@@ -261,7 +220,8 @@ class TargetPool {
     return false;
   }
 
-  private lend(pooled: Pooled, fresh: boolean, started: number): Lease {
+  private lend(pooled: Pooled, fresh: boolean, started: number, applied: ReadonlyMap<string, string>): Lease {
+    pooled.applied = applied;
     this.opts.events?.acquired?.(this.label, fresh ? 'new' : 'reused', (performance.now() - started) / 1000);
     let returned = false;
     return {
@@ -290,7 +250,8 @@ class TargetPool {
     this.resetting++;
     try {
       // Read on after it: `keep` watches the connection (or closes it) as this continuation runs.
-      const result = await exchange(connection, [query(this.settings.reset)], 1, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS, true);
+      const requests = resetRequests(this.settings.reset, pooled.applied);
+      const result = await exchange(connection, requests, requests.length, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS, true);
       if (result.error || result.status !== 'I') return this.close(pooled, `reset failed${result.error ? `: ${result.error.sqlstate}` : ''}`);
     } catch (err) {
       return this.close(pooled, `lost during reset (${(err as BackendLost).why ?? 'error'})`);
@@ -315,25 +276,26 @@ class TargetPool {
 
   /**
    * The most recently used idle connection still fit for use, and what to ask it before it is
-   * handed out: the session's parameters that differ (a round trip that also proves it alive), a
-   * Sync when there are none and it cannot be vouched for without one, or nothing when a look at
-   * its descriptor finds it open and quiet after a short idle (SPEC §8: one that died while idle
-   * is never handed out; as PgBouncer's `server_check_delay`, one idle longer is asked).
+   * handed out: the session's parameters when they are not in place (see pool-params.ts; a round
+   * trip that also proves it alive), a Sync when they are and it cannot be vouched for without
+   * one, or nothing when a look at its descriptor finds it open and quiet after a short idle
+   * (SPEC §8: one that died while idle is never handed out; as PgBouncer's `server_check_delay`,
+   * one idle longer is asked).
    */
-  private takeIdle(apply: ReadonlyMap<string, string>): { pooled: Pooled; ask: Buffer | undefined } | undefined {
+  private takeIdle(apply: ReadonlyMap<string, string>): { pooled: Pooled; ask: ParameterAsk | undefined } | undefined {
     for (let pooled = this.idle.pop(); pooled; pooled = this.idle.pop()) {
       if (!this.reusable(pooled) || pooled.connection.socket.destroyed) {
         this.close(pooled, 'too old');
         continue;
       }
-      let ask = parametersRequest(apply, pooled.connection.parameters);
+      let ask = parameterAsk(apply, pooled.applied, pooled.connection.parameters, this.settings.reset);
       if (!ask) {
         const look = Date.now() - pooled.idleSince < (this.opts.checkAfterMs ?? DEFAULT_CHECK_AFTER_MS) ? (this.opts.lookAtIdle ?? lookAtIdle)(pooled.connection.socket) : undefined;
         if (look === 'gone') {
           this.close(pooled, 'closed by the backend while idle');
           continue;
         }
-        if (look === undefined) ask = sync();
+        if (look === undefined) ask = { requests: [sync()], resets: false };
       }
       // One that is asked is read on at once (`prepare`'s exchange): it is not paused between.
       pooled.unwatch?.(ask !== undefined);

@@ -14,9 +14,10 @@ import { PgCluster } from '../helpers/pg-cluster.js';
 import { psqlPath } from '../helpers/psql.js';
 import { until } from '../helpers/wait.js';
 
-// How the pool vouches for an idle connection before handing it out (SPEC §8: one that died
-// while idle is never handed out): a look at its socket when it was used moments ago, else a
-// Sync round trip (also when the native addon cannot look).
+// What the pool asks an idle connection before handing it out (SPEC §8): its liveness (one that died
+// while idle is never handed out) by a look at its socket when it was used moments ago, else a
+// Sync round trip (also when the native addon cannot look); its parameters, left set by the reset
+// for a session that wants the same, else the reset again and set_config.
 
 const native = canLookAtIdle() ? {} : { skip: 'the native addon is not built' };
 
@@ -90,12 +91,15 @@ describe('vouching for a reused pooled connection', () => {
         writes.set(connection, types);
         written.push(connection);
         const write = connection.socket.write.bind(connection.socket) as (chunk: Buffer) => boolean;
-        connection.socket.write = ((chunk: Buffer) => (types.push(String.fromCharCode(chunk[0]!)), write(chunk))) as typeof connection.socket.write;
+        connection.socket.write = ((chunk: Buffer) => {
+          for (let at = 0; at < chunk.length; at += 1 + chunk.readInt32BE(at + 1)) types.push(String.fromCharCode(chunk[at]!));
+          return write(chunk);
+        }) as typeof connection.socket.write;
         return connection;
       },
       ...opts,
     });
-    const acquire = () => pool.acquire(target, { params: new Map([['user', 'postgres'], ['database', 'postgres']]), apply: new Map() });
+    const acquire = (apply = new Map<string, string>()) => pool.acquire(target, { params: new Map([['user', 'postgres'], ['database', 'postgres']]), apply });
     /** Gives `lease` back and waits until its reset is done and it is idle. */
     const giveBack = async (lease: Lease) => {
       lease.release(true);
@@ -169,4 +173,52 @@ describe('vouching for a reused pooled connection', () => {
       }
     });
   }
+
+  it("keeps a session's parameters set across its reset, for the next session that wants the same; another gets the reset again", native, async () => {
+    const { pool, acquire, giveBack, writes } = countingPool();
+    const app = (name: string) => new Map([['application_name', name]]);
+    try {
+      const first = await acquire(app('churn'));
+      const sent = writes.get(first.connection)!;
+      assert.deepEqual(sent, ['Q'], 'set_config on the new connection');
+      await giveBack(first);
+      assert.deepEqual(sent, ['Q', 'Q', 'Q'], 'the reset, then set_config of the same again');
+      assert.equal(first.connection.parameters.get('application_name'), 'churn');
+
+      const second = await acquire(app('churn'));
+      assert.equal(second.connection, first.connection);
+      assert.equal(sent.length, 3, 'handed out without a round trip');
+      await giveBack(second);
+
+      const third = await acquire();
+      assert.equal(third.connection, first.connection);
+      assert.deepEqual(sent.slice(5), ['Q'], 'the reset again, before a session that set nothing');
+      assert.equal(third.connection.parameters.get('application_name'), '', "the earlier session's application_name is gone");
+      await giveBack(third);
+      assert.deepEqual(sent.slice(6), ['Q'], 'a reset alone: the session applied nothing');
+
+      const fourth = await acquire(app('other'));
+      assert.deepEqual(sent.slice(7), ['Q'], 'set_config only: the reset left nothing of an earlier session');
+      assert.equal(fourth.connection.parameters.get('application_name'), 'other');
+      fourth.release(false);
+    } finally {
+      pool.close();
+    }
+  });
+
+  it('refuses a parameter the backend refuses after the reset again, and keeps the connection clean', native, async () => {
+    const { pool, acquire, giveBack, writes } = countingPool();
+    try {
+      const first = await acquire(new Map([['application_name', 'before']]));
+      await giveBack(first);
+      await assert.rejects(acquire(new Map([['TimeZone', 'Not/AZone']])), (e: { sqlstate?: string }) => e.sqlstate === '22023');
+      const next = await acquire();
+      assert.equal(next.connection, first.connection, 'kept');
+      assert.equal(next.connection.parameters.get('application_name'), '');
+      assert.deepEqual(writes.get(next.connection)!.slice(-2), ['Q', 'Q'], 'the reset again, and the refused set_config; nothing since');
+      next.release(false);
+    } finally {
+      pool.close();
+    }
+  });
 });

@@ -196,8 +196,12 @@ for (const relay of ['native', 'js'] as const) {
       const next = await pidOf(proxy.url('postgres'));
       assert.notEqual(next, pid);
       // Killed without the proxy having noticed: the next login must still not see an error.
+      // pg_terminate_backend waits (up to 5 s) until the backend has exited, so its FATAL is on
+      // the proxy's socket by then; without the wait the backend could still be alive at the
+      // hand-out (SIGTERM sent, not yet acted on), which is a backend killed mid-session, not
+      // one that died while idle: no check before the hand-out can see that.
       const killedUnseen = await pidOf(proxy.url('postgres'));
-      await cluster.sql('select pg_terminate_backend($1)', 'postgres', [killedUnseen]);
+      await cluster.sql('select pg_terminate_backend($1, 5000)', 'postgres', [killedUnseen]);
       assert.notEqual(await pidOf(proxy.url('postgres')), killedUnseen);
     });
 
