@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { realEventLoopLag } from './event-loop.js';
+import { Tally } from './tally.js';
 import { AUTH_RESULTS, boundedName, normalizeAuthReason, type AuthOutcome } from './spans.js';
 
 /** Histogram buckets in seconds, from the OpenTelemetry database client conventions. */
@@ -110,18 +111,35 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     realEventLoopLag(registry, 'pgward_', EVENT_LOOP_PRECISION_MS);
   }
 
-  const active = new Gauge({ name: 'pgward_connections_active', help: 'Client connections open now.', registers });
+  // What a login counts is kept in plain numbers and tallies, set or added at scrape time (see Tally).
+  const now = { active: 0, pendingLogins: 0 };
+  const active = new Gauge({
+    name: 'pgward_connections_active',
+    help: 'Client connections open now.',
+    registers,
+    collect() {
+      active.set(now.active);
+    },
+  });
+  const connectionTally = new Tally<'result'>((l) => l.result!);
   const connections = new Counter({
     name: 'pgward_connections_total',
     help: 'Client connections by outcome of their startup.',
     labelNames: ['result'] as const,
     registers,
+    collect() {
+      connectionTally.publish(connections);
+    },
   });
+  const authTally = new Tally<'provider' | 'result' | 'reason'>((l) => `${l.provider}\0${l.result}\0${l.reason}`);
   const auth = new Counter({
     name: 'pgward_auth_attempts_total',
     help: 'Authentication attempts by provider, result and reason.',
     labelNames: ['provider', 'result', 'reason'] as const,
     registers,
+    collect() {
+      authTally.publish(auth);
+    },
   });
   const backendConnect = new Histogram({
     name: 'pgward_backend_connect_seconds',
@@ -200,16 +218,23 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     labelNames: ['result'] as const,
     registers,
   });
+  const relayTally = new Tally<'relay'>((l) => l.relay!);
   const relays = new Counter({
     name: 'pgward_relay_sessions_total',
     help: 'Sessions by the carrier that carried them: native (the C addon) or js (JavaScript).',
     labelNames: ['relay'] as const,
     registers,
+    collect() {
+      relayTally.publish(relays);
+    },
   });
   const pendingLogins = new Gauge({
     name: 'pgward_logins_pending',
     help: 'Client connections still logging in (not yet in the relay), now.',
     registers,
+    collect() {
+      pendingLogins.set(now.pendingLogins);
+    },
   });
   const limited = new Counter({
     name: 'pgward_connections_limited_total',
@@ -233,7 +258,6 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   for (const result of CANCEL_RESULTS) cancels.inc({ result }, 0);
   for (const relay of RELAY_KINDS) relays.inc({ relay }, 0);
   for (const reason of LIMIT_REASONS) limited.inc({ reason }, 0);
-  pendingLogins.set(0);
   draining.set(0);
   buildInfo.set({ version: opts.version ?? packageVersion() }, 1);
 
@@ -242,11 +266,11 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
 
   return {
     registry,
-    connectionOpened: () => active.inc(),
-    connectionClosed: () => active.dec(),
-    connectionResult: (result) => connections.inc({ result: connectionResults.has(result) ? result : 'other' }),
+    connectionOpened: () => void now.active++,
+    connectionClosed: () => void now.active--,
+    connectionResult: (result) => connectionTally.add({ result: connectionResults.has(result) ? result : 'other' }),
     authAttempt: (provider, result, reason) =>
-      auth.inc({
+      authTally.add({
         provider: boundedName(provider),
         result: authResults.has(result) ? result : 'error',
         reason: normalizeAuthReason(reason ?? (result === 'success' ? undefined : 'other')),
@@ -273,10 +297,10 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     setDraining: (b) => draining.set(b ? 1 : 0),
     pluginError: (plugin) => pluginErrors.inc({ plugin: boundedName(plugin) }),
     cancelRequest: (result) => cancels.inc({ result: (CANCEL_RESULTS as readonly string[]).includes(result) ? result : 'failed' }),
-    relaySession: (relay) => relays.inc({ relay }),
-    setLoginsPending: (n) => pendingLogins.set(n),
+    relaySession: (relay) => relayTally.add({ relay }),
+    setLoginsPending: (n) => void (now.pendingLogins = n),
     connectionLimited: (reason) => {
-      connections.inc({ result: 'refused' });
+      connectionTally.add({ result: 'refused' });
       limited.inc({ reason });
     },
   };

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { DURATION_BUCKETS } from './metrics.js';
+import { Tally } from './tally.js';
 
 export const POOL_ACQUIRE_RESULTS = ['reused', 'new', 'timeout'] as const;
 export type PoolAcquireResult = (typeof POOL_ACQUIRE_RESULTS)[number];
@@ -37,11 +38,15 @@ export function createPoolMetrics(registry: Registry): PoolMetrics {
       }
     },
   });
+  const acquireTally = new Tally<'target' | 'result'>((l) => `${l.result}\0${l.target}`);
   const acquires = new Counter({
     name: 'pgward_pool_acquire_total',
     help: 'Sessions given a backend connection by the pool, by target and result (reused, new, or timeout: waited pool.waitTimeout in vain).',
     labelNames: ['target', 'result'] as const,
     registers,
+    collect() {
+      acquireTally.publish(acquires);
+    },
   });
   const wait = new Histogram({
     name: 'pgward_pool_wait_seconds',
@@ -51,7 +56,7 @@ export function createPoolMetrics(registry: Registry): PoolMetrics {
   });
   return {
     acquired: (target, result, waitedSeconds) => {
-      acquires.inc({ target, result });
+      acquireTally.add({ target, result });
       wait.observe(waitedSeconds);
     },
     watch: (s) => {

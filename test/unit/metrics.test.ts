@@ -38,6 +38,33 @@ function value(samples: Sample[], name: string, labels: Record<string, string> =
 const fresh = () => createMetrics({ collectDefault: false, version: '9.9.9-test' });
 
 describe('createMetrics', () => {
+  it('adds what a login counts between scrapes once, scrape after scrape', async () => {
+    const m = fresh();
+    m.connectionResult('accepted');
+    m.connectionResult('accepted');
+    m.authAttempt('jwt', 'success');
+    m.relaySession('native');
+    m.connectionOpened();
+    m.setLoginsPending(3);
+    let s = await scrape(m);
+    assert.equal(value(s, 'pgward_connections_total', { result: 'accepted' }), 2);
+    assert.equal(value(s, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'success' }), 1);
+    assert.equal(value(s, 'pgward_relay_sessions_total', { relay: 'native' }), 1);
+    assert.equal(value(s, 'pgward_connections_active'), 1);
+    assert.equal(value(s, 'pgward_logins_pending'), 3);
+    s = await scrape(m);
+    assert.equal(value(s, 'pgward_connections_total', { result: 'accepted' }), 2, 'not published twice');
+    m.connectionResult('accepted');
+    m.authAttempt('jwt', 'success');
+    m.connectionClosed();
+    m.setLoginsPending(0);
+    s = await scrape(m);
+    assert.equal(value(s, 'pgward_connections_total', { result: 'accepted' }), 3);
+    assert.equal(value(s, 'pgward_auth_attempts_total', { provider: 'jwt', result: 'success' }), 2);
+    assert.equal(value(s, 'pgward_connections_active'), 0);
+    assert.equal(value(s, 'pgward_logins_pending'), 0);
+  });
+
   it('gives each call its own registry, so two sets never collide', async () => {
     const a = fresh();
     const b = fresh();
