@@ -36,12 +36,26 @@ export function parameterAsk(
   return { requests, resets: true };
 }
 
-/** The reset of a connection whose session applied `applied`, and their `set_config` after it. */
-export function resetRequests(reset: string, applied: ReadonlyMap<string, string> | undefined): Buffer[] {
-  return applied && applied.size > 0 ? [query(reset), query(setConfigQuery(applied))] : [query(reset)];
+/**
+ * The reset of a connection whose session applied `applied`, and their `set_config` after it: one
+ * buffer with `readies` queries. Built once per reset statement and per `applied` (a connection
+ * serving one application keeps the same map, see `lend`), not at every release.
+ */
+export function resetRequest(reset: string, applied: ReadonlyMap<string, string> | undefined): { raw: Buffer; readies: number } {
+  if (resetQuery?.sql !== reset) resetQuery = { sql: reset, raw: { raw: query(reset), readies: 1 } };
+  if (!applied || applied.size === 0) return resetQuery.raw;
+  let made = withParameters.get(applied);
+  if (!made || made.sql !== reset) {
+    made = { sql: reset, raw: { raw: Buffer.concat([resetQuery.raw.raw, query(setConfigQuery(applied))]), readies: 2 } };
+    withParameters.set(applied, made);
+  }
+  return made.raw;
 }
 
-function sameParameters(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+let resetQuery: { sql: string; raw: { raw: Buffer; readies: number } } | undefined;
+const withParameters = new WeakMap<ReadonlyMap<string, string>, { sql: string; raw: { raw: Buffer; readies: number } }>();
+
+export function sameParameters(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
   if (a.size !== b.size) return false;
   for (const [k, v] of a) if (b.get(k) !== v) return false;
   return true;

@@ -1,6 +1,6 @@
 import { fe, Limits, PgError, SqlState } from '../protocol/index.js';
 import { BackendLost, exchange, sync } from './exchange.js';
-import { parameterAsk, resetRequests, type ParameterAsk } from './pool-params.js';
+import { parameterAsk, resetRequest, sameParameters, type ParameterAsk } from './pool-params.js';
 import { waitForSlot, type Waiter } from './pool-wait.js';
 import { lookAtIdle } from './liveness.js';
 import type { Lease, PoolOptions, PoolRequest, PoolStats } from './pool-types.js';
@@ -221,7 +221,8 @@ class TargetPool {
   }
 
   private lend(pooled: Pooled, fresh: boolean, started: number, applied: ReadonlyMap<string, string>): Lease {
-    pooled.applied = applied;
+    // The same map as long as the parameters stay the same: its reset request is built once.
+    if (!pooled.applied || !sameParameters(pooled.applied, applied)) pooled.applied = applied;
     this.opts.events?.acquired?.(this.label, fresh ? 'new' : 'reused', (performance.now() - started) / 1000);
     let returned = false;
     return {
@@ -250,8 +251,8 @@ class TargetPool {
     this.resetting++;
     try {
       // Read on after it: `keep` watches the connection (or closes it) as this continuation runs.
-      const requests = resetRequests(this.settings.reset, pooled.applied);
-      const result = await exchange(connection, requests, requests.length, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS, true);
+      const request = resetRequest(this.settings.reset, pooled.applied);
+      const result = await exchange(connection, [request.raw], request.readies, this.opts.exchangeTimeoutMs ?? DEFAULT_EXCHANGE_TIMEOUT_MS, true);
       if (result.error || result.status !== 'I') return this.close(pooled, `reset failed${result.error ? `: ${result.error.sqlstate}` : ''}`);
     } catch (err) {
       return this.close(pooled, `lost during reset (${(err as BackendLost).why ?? 'error'})`);
