@@ -3,6 +3,7 @@ import { BackendLost, exchange, sync } from './exchange.js';
 import { parameterAsk, resetRequest, sameParameters, type ParameterAsk } from './pool-params.js';
 import { waitForSlot, type Waiter } from './pool-wait.js';
 import { lookAtIdle } from './liveness.js';
+import { unparkReading } from '../transport/own-read.js';
 import type { Lease, PoolOptions, PoolRequest, PoolStats } from './pool-types.js';
 import { asBackendRefusal, connectBackend, type BackendConnection } from './login.js';
 import { poolSettings, samePoolSettings, type PoolOverride, type PoolSettings } from './pool-settings.js';
@@ -248,6 +249,8 @@ class TargetPool {
     // What the last session's relay set up for its reads (streaming to its client) goes with it.
     connection.framer.bound({ maxAssembled: Limits.assembledMessage });
     connection.leftover.length = 0;
+    // The carrier left it reading into 64 bytes: the reset's answer is more (one read, not two).
+    unparkReading(connection.socket);
     this.resetting++;
     try {
       // Read on after it: `keep` watches the connection (or closes it) as this continuation runs.

@@ -37,6 +37,11 @@ function ownReadRegions(route: ChunkRoute): OnReadOpts {
     used = 0;
     return new Uint8Array(region);
   };
+  route.unpark = () => {
+    if (region.byteLength !== PARKED_REGION || used !== 0) return undefined;
+    region = new ArrayBuffer(size);
+    return new Uint8Array(region);
+  };
   return {
     buffer: () => {
       const length = region.byteLength;
@@ -69,6 +74,8 @@ export class ChunkRoute {
   socket: Socket | undefined = undefined;
   /** Swaps the socket's region for a small one and returns the view to read into next (set by `ownReadRegions`). */
   park: (() => Uint8Array) | undefined = undefined;
+  /** Swaps a parked region nothing was read into for one of the smallest size (undefined: not parked). */
+  unpark: (() => Uint8Array | undefined) | undefined = undefined;
 
   deliver(chunk: Buffer): void {
     const direct = this.direct;
@@ -194,13 +201,29 @@ function bufferSymbolOf(socket: ParkableSocket): symbol | undefined {
  * not there in the expected shape (or the socket is reading), it does nothing and returns false.
  */
 export function parkReading(socket: Duplex): boolean {
+  return swapRegion(socket, (route) => route.park?.());
+}
+
+/**
+ * Gives a parked socket (see `parkReading`) that nothing has read since a region of the smallest
+ * size again, for a reader that expects more than a close: the pool's reset of a backend
+ * connection, whose answer (a hundred bytes or more) would otherwise take two reads, the first
+ * into the 64 parked bytes. False when it is not parked, or not in the expected shape.
+ */
+export function unparkReading(socket: Duplex): boolean {
+  return swapRegion(socket, (route) => route.unpark?.());
+}
+
+/** Has a paused socket read into the view `make` gives (undefined: leave it); false when it could not. */
+function swapRegion(socket: Duplex, make: (route: ChunkRoute) => Uint8Array | undefined): boolean {
   const route = routes.get(socket);
   const s = socket as ParkableSocket;
   const handle = s._handle;
-  if (!route?.park || s.destroyed || typeof handle?.useUserBuffer !== 'function' || handle.reading === true) return false;
+  if (!route || s.destroyed || typeof handle?.useUserBuffer !== 'function' || handle.reading === true) return false;
   const symbol = bufferSymbolOf(s);
   if (symbol === undefined || !(s[symbol] instanceof Uint8Array)) return false;
-  const view = route.park();
+  const view = make(route);
+  if (!view) return false;
   handle.useUserBuffer(view);
   s[symbol] = view;
   return true;

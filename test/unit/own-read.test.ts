@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { acceptWithOwnReadBuffer, adoptWithOwnReadBuffer, chunkRouteOf, connectWithOwnReadBuffer } from '../../src/transport/own-read.js';
+import { acceptWithOwnReadBuffer, adoptWithOwnReadBuffer, chunkRouteOf, connectWithOwnReadBuffer, parkReading, unparkReading } from '../../src/transport/own-read.js';
 import { readSocket } from '../../src/transport/socket-io.js';
 import { be } from '../../src/protocol/index.js';
 import { listening, pairOf, socketPair, connected } from '../helpers/loopback.js';
@@ -240,3 +240,30 @@ describe('adoptWithOwnReadBuffer', () => {
     }
   });
 });
+
+describe('parkReading and unparkReading', () => {
+  /** The first chunk `client` reads of `bytes` bytes the peer sends. */
+  async function firstChunk(pair: OwnBufferPair, bytes: number): Promise<Buffer> {
+    const got = new Promise<Buffer>((r) => pair.client.once('data', r));
+    pair.client.resume();
+    pair.peer.write(Buffer.alloc(bytes, 7));
+    return got;
+  }
+
+  it('reads into 64 bytes while parked, into a region of the smallest size once unparked', async () => {
+    for (const unpark of [false, true]) {
+      const pair = await dialledPair();
+      try {
+        assert.equal(unparkReading(pair.client), false, 'not parked yet');
+        assert.equal(parkReading(pair.client), true);
+        if (unpark) assert.equal(unparkReading(pair.client), true);
+        const chunk = await firstChunk(pair, 150);
+        assert.equal(chunk.length, unpark ? 150 : 64, unpark ? 'one read' : 'the parked bytes first');
+        assert.equal(chunk.buffer.byteLength, unpark ? 2 * 1024 : 64);
+      } finally {
+        pair.close();
+      }
+    }
+  });
+});
+
