@@ -58,6 +58,12 @@ export interface CarrierEvents {
   fromClient(m: FrontendMessage): void;
   /** A backend message the pipeline asked to see. */
   fromBackend(m: BackendMessage): void;
+  /**
+   * A client message of a type the pipeline only observes (`OBSERVED` in `MessageWants`): already
+   * forwarded; in the order read with the others, but maybe later than it was read (see `readTime`).
+   */
+  observedFromClient(m: FrontendMessage): void;
+  observedFromBackend(m: BackendMessage): void;
   /** After `watchIdle`: the session became idle (ReadyForQuery `I`, nothing unanswered). */
   idle(): void;
   /** The carrier stopped carrying, for whatever reason; called once, and nothing is delivered after it. */

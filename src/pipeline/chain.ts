@@ -1,6 +1,7 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
 import { BackendSpecs, FrontendSpecs, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
+import { readTime } from './read-time.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
@@ -18,6 +19,14 @@ export interface Chain {
   fromClient(m: FrontendMessage): void;
   /** A backend message into the last middleware. */
   fromBackend(m: BackendMessage): void;
+  /**
+   * A client message of a type only observed (see `MessageInterest.observeOnly`), already
+   * forwarded: it passes the operators, and what they emit while handling it is not written
+   * (injections aside).
+   */
+  observeClient(m: FrontendMessage): void;
+  /** A backend message only observed, already forwarded. */
+  observeBackend(m: BackendMessage): void;
   readonly handlers: readonly SessionHandlers[];
   /** What the session's operators must see; a carrier forwards everything else itself. Shared: add to a copy. */
   readonly wants: MessageWants;
@@ -35,14 +44,20 @@ export interface Chain {
  * is no stream at all: messages and injections go straight to the output.
  */
 export function composeChain(middleware: readonly Middleware[], session: SessionContext, outputs: ChainOutputs): Chain {
+  // While an observed message passes, what comes out is dropped, unless a middleware injects it;
+  // so is an observed message itself that an operator lets go later.
+  const drop: DropState = { observing: 0, injecting: 0 };
+  const kept = <M extends Message>(output: (m: M) => void) => (m: M) => {
+    if (drop.injecting > 0 || (drop.observing === 0 && !observedMessages.has(m))) output(m);
+  };
   const directions = {
-    toBackend: new Lane<FrontendMessage>(outputs.toBackend, (err) => outputs.error(err, 'toBackend')),
-    toClient: new Lane<BackendMessage>(outputs.toClient, (err) => outputs.error(err, 'toClient')),
+    toBackend: new Lane<FrontendMessage>(kept(outputs.toBackend), (err) => outputs.error(err, 'toBackend')),
+    toClient: new Lane<BackendMessage>(kept(outputs.toClient), (err) => outputs.error(err, 'toClient')),
   };
   const handlers: SessionHandlers[] = [];
   const contexts: StageContext[] = [];
   for (const mw of middleware) {
-    const ctx = new StageContext(session, directions.toClient, directions.toBackend);
+    const ctx = new StageContext(session, directions.toClient, directions.toBackend, drop);
     try {
       handlers.push(mw.session?.(ctx) ?? {});
     } catch (err) {
@@ -56,9 +71,13 @@ export function composeChain(middleware: readonly Middleware[], session: Session
   const { wants, frontendStages, backendStages } = stagesOf(middleware, handlers, contexts);
   directions.toBackend.build(frontendStages, 'toBackend');
   directions.toClient.build(backendStages.reverse(), 'toClient');
+  const fromClient = directions.toBackend.input;
+  const fromBackend = directions.toClient.input;
   return {
-    fromClient: directions.toBackend.input,
-    fromBackend: directions.toClient.input,
+    fromClient,
+    fromBackend,
+    observeClient: (m) => observed(drop, fromClient, m),
+    observeBackend: (m) => observed(drop, fromBackend, m),
     handlers,
     wants,
     fail: (direction, err) => directions[direction].fail(err),
@@ -80,13 +99,14 @@ function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionH
   const backendStages: Stage<BackendMessage>[] = [];
   for (let i = 0; i < handlers.length; i++) {
     const declared = middleware[i]!.messages;
+    const observe = declared?.observeOnly === true;
     let { frontend, backend } = handlers[i]!;
     if (frontend) {
-      wants.addFrontend(declared?.frontend ?? 'all');
+      wants.addFrontend(declared?.frontend ?? 'all', observe);
       if (declared?.frontend) frontend = declaredOnly(frontend, codesOf(declared.frontend, FrontendSpecs));
     }
     if (backend) {
-      wants.addBackend(declared?.backend ?? 'all');
+      wants.addBackend(declared?.backend ?? 'all', observe);
       if (declared?.backend) backend = declaredOnly(backend, codesOf(declared.backend, BackendSpecs));
     }
     frontendStages.push({ op: frontend, ctx: contexts[i]! });
@@ -136,6 +156,25 @@ export function buildChain(
 }
 
 type Stage<M> = { op?: OperatorFunction<M, M>; ctx: StageContext };
+
+/** Whether an observed message is passing the chain, and whether a middleware is injecting meanwhile. */
+interface DropState {
+  observing: number;
+  injecting: number;
+}
+
+/** Messages shown to a chain as observed (already forwarded): never written, whenever they come out. */
+const observedMessages = new WeakSet<Message>();
+
+function observed<M extends Message>(drop: DropState, input: (m: M) => void, m: M): void {
+  observedMessages.add(m);
+  drop.observing++;
+  try {
+    input(m);
+  } finally {
+    drop.observing--;
+  }
+}
 
 /**
  * One direction of the chain. Without operators it is a plain function call to the output; with
@@ -207,6 +246,7 @@ class StageContext implements MiddlewareContext {
     private readonly session: SessionContext,
     toClient: Lane<BackendMessage>,
     toBackend: Lane<FrontendMessage>,
+    private readonly drop: DropState,
   ) {
     // A lane with operators gives the stage an entry point of its own; otherwise injections go straight out.
     this.inject = { toClient: toClient.direct, toBackend: toBackend.direct };
@@ -251,12 +291,25 @@ class StageContext implements MiddlewareContext {
   get close(): (error?: PgError) => void {
     return this.session.close;
   }
+  readTime(): number {
+    return readTime();
+  }
   // Own properties, like the session's own controls: they work detached from the context too.
   readonly sendToClient = (...messages: BackendMessage[]): void => {
-    for (const m of messages) this.inject.toClient(m);
+    this.drop.injecting++;
+    try {
+      for (const m of messages) this.inject.toClient(m);
+    } finally {
+      this.drop.injecting--;
+    }
   };
   readonly sendToBackend = (...messages: FrontendMessage[]): void => {
-    for (const m of messages) this.inject.toBackend(m);
+    this.drop.injecting++;
+    try {
+      for (const m of messages) this.inject.toBackend(m);
+    } finally {
+      this.drop.injecting--;
+    }
   };
 }
 
