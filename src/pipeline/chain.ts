@@ -1,5 +1,5 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
-import { BackendSpecs, FrontendSpecs, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
+import { BackendSpecs, FrontendSpecs, LazyMessage, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
 import { readTime } from './read-time.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
@@ -48,7 +48,7 @@ export function composeChain(middleware: readonly Middleware[], session: Session
   // so is an observed message itself that an operator lets go later.
   const drop: DropState = { observing: 0, injecting: 0 };
   const kept = <M extends Message>(output: (m: M) => void) => (m: M) => {
-    if (drop.injecting > 0 || (drop.observing === 0 && !observedMessages.has(m))) output(m);
+    if (drop.injecting > 0 || (drop.observing === 0 && (m as { observed?: boolean }).observed !== true)) output(m);
   };
   const directions = {
     toBackend: new Lane<FrontendMessage>(kept(outputs.toBackend), (err) => outputs.error(err, 'toBackend')),
@@ -163,11 +163,9 @@ interface DropState {
   injecting: number;
 }
 
-/** Messages shown to a chain as observed (already forwarded): never written, whenever they come out. */
-const observedMessages = new WeakSet<Message>();
-
+/** An observed message (already forwarded) through the chain; it is marked, so it is never written, whenever it comes out. */
 function observed<M extends Message>(drop: DropState, input: (m: M) => void, m: M): void {
-  observedMessages.add(m);
+  if (m instanceof LazyMessage) m.observed = true;
   drop.observing++;
   try {
     input(m);
