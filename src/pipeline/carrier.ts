@@ -168,10 +168,11 @@ export function closeSockets(client: Duplex, backend: Duplex | undefined, client
 
 /**
  * What runs around each hand-over of the native carrier's batches (the batches of every session
- * read in one turn of the loop): `begin` before the first message reaches the chain, `end` after
- * the last, before anything the chain wrote leaves for a socket. The server holds the log's lines
- * between the two and writes them in one write, so a statement's line is still in the log before
- * its answer reaches the client. `end` is also called before a carrier closes its sockets.
+ * read in one turn of the loop, or over a few milliseconds for observed-only ones): `begin` before
+ * the first message reaches the chain, `end` after the last, before anything the chain wrote
+ * leaves for a socket. The server holds the log's lines between the two and writes them in one
+ * write. (For a message held for the chain its line is in the log before its answer leaves; an
+ * observed one has left already.) `end` is also called before a carrier closes its sockets.
  */
 export interface BatchHooks {
   begin(): void;
