@@ -48,11 +48,11 @@ export function composeChain(middleware: readonly Middleware[], session: Session
   // so is an observed message itself that an operator lets go later.
   const drop: DropState = { observing: 0, injecting: 0 };
   const kept = <M extends Message>(output: (m: M) => void) => (m: M) => {
-    if (drop.injecting > 0 || (drop.observing === 0 && (m as { observed?: boolean }).observed !== true)) output(m);
+    if (written(drop, m)) output(m);
   };
   const directions = {
-    toBackend: new Lane<FrontendMessage>(kept(outputs.toBackend), (err) => outputs.error(err, 'toBackend')),
-    toClient: new Lane<BackendMessage>(kept(outputs.toClient), (err) => outputs.error(err, 'toClient')),
+    toBackend: new Lane<FrontendMessage>(kept(outputs.toBackend), (err) => outputs.error(err, 'toBackend'), drop),
+    toClient: new Lane<BackendMessage>(kept(outputs.toClient), (err) => outputs.error(err, 'toClient'), drop),
   };
   const handlers: SessionHandlers[] = [];
   const contexts: StageContext[] = [];
@@ -73,11 +73,12 @@ export function composeChain(middleware: readonly Middleware[], session: Session
   directions.toClient.build(backendStages.reverse(), 'toClient');
   const fromClient = directions.toBackend.input;
   const fromBackend = directions.toClient.input;
+  const { toBackend, toClient } = directions;
   return {
     fromClient,
     fromBackend,
-    observeClient: (m) => observed(drop, fromClient, m),
-    observeBackend: (m) => observed(drop, fromBackend, m),
+    observeClient: (m) => observed(drop, toBackend.observe, m),
+    observeBackend: (m) => observed(drop, toClient.observe, m),
     handlers,
     wants,
     fail: (direction, err) => directions[direction].fail(err),
@@ -100,17 +101,14 @@ function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionH
   for (let i = 0; i < handlers.length; i++) {
     const declared = middleware[i]!.messages;
     const observe = declared?.observeOnly === true;
-    let { frontend, backend } = handlers[i]!;
-    if (frontend) {
-      wants.addFrontend(declared?.frontend ?? 'all', observe);
-      if (declared?.frontend) frontend = declaredOnly(frontend, codesOf(declared.frontend, FrontendSpecs));
-    }
-    if (backend) {
-      wants.addBackend(declared?.backend ?? 'all', observe);
-      if (declared?.backend) backend = declaredOnly(backend, codesOf(declared.backend, BackendSpecs));
-    }
-    frontendStages.push({ op: frontend, ctx: contexts[i]! });
-    backendStages.push({ op: backend, ctx: contexts[i]! });
+    const { frontend, backend } = handlers[i]!;
+    // An observer that declares no list for a direction observes all of it: it is narrowed to every type.
+    const all = observe ? ALL_CODES : undefined;
+    if (frontend) wants.addFrontend(declared?.frontend ?? 'all', observe);
+    if (backend) wants.addBackend(declared?.backend ?? 'all', observe);
+    const ctx = contexts[i]!;
+    frontendStages.push({ op: frontend, codes: declared?.frontend ? codesOf(declared.frontend, FrontendSpecs) : all, ctx });
+    backendStages.push({ op: backend, codes: declared?.backend ? codesOf(declared.backend, BackendSpecs) : all, ctx });
   }
   return { wants: sharedWants(wants), frontendStages, backendStages };
 }
@@ -155,7 +153,15 @@ export function buildChain(
   };
 }
 
-type Stage<M> = { op?: OperatorFunction<M, M>; ctx: StageContext };
+/** A middleware's operator for one direction, and the types it sees (undefined: all, in full). */
+type Stage<M> = { op?: OperatorFunction<M, M>; codes?: Uint8Array; ctx: StageContext };
+
+const ALL_CODES = new Uint8Array(256).fill(1);
+
+/** Whether what comes out of an operator goes on: not while an observed message passes (injections aside), never an observed message. */
+function written(drop: DropState, m: Message): boolean {
+  return drop.injecting > 0 || (drop.observing === 0 && (m as { observed?: boolean }).observed !== true);
+}
 
 /** Whether an observed message is passing the chain, and whether a middleware is injecting meanwhile. */
 interface DropState {
@@ -163,7 +169,10 @@ interface DropState {
   injecting: number;
 }
 
-/** An observed message (already forwarded) through the chain; it is marked, so it is never written, whenever it comes out. */
+/**
+ * An observed message (already forwarded) shown to the operators that declared its type; it is
+ * marked, so it is never written, whenever it comes out.
+ */
 function observed<M extends Message>(drop: DropState, input: (m: M) => void, m: M): void {
   if (m instanceof LazyMessage) m.observed = true;
   drop.observing++;
@@ -185,13 +194,24 @@ class Lane<M extends Message> {
   private closed = false;
   private source: Subject<M> | undefined;
   private subscription: Subscription | undefined;
+  /** Each narrowed stage's input, in the order messages pass them. */
+  private observers: (Observer<M> | undefined)[] = [];
 
   constructor(
     private readonly output: (m: M) => void,
     private readonly error: (err: unknown) => void,
+    private readonly drop: DropState,
   ) {
     this.input = this.direct;
   }
+
+  /**
+   * An observed message, straight to each operator that declared its type, in order: what one
+   * of them emits for it is not written, so the others get it as read, not through the stream.
+   */
+  readonly observe = (m: M): void => {
+    for (const o of this.observers) if (o?.codes[m.code] === 1) o.seen.next(m);
+  };
 
   /** Straight to the output (while the session lasts). */
   readonly direct = (m: M): void => {
@@ -203,16 +223,16 @@ class Lane<M extends Message> {
     const source = new Subject<M>();
     let out: Observable<M> = source;
     let waiting: Subject<M>[] = [];
-    for (const { op, ctx } of stages) {
+    stages.forEach(({ op, codes, ctx }, i) => {
       if (op) {
         if (waiting.length > 0) out = withInjections(out, waiting);
         waiting = [];
-        out = out.pipe(op);
+        out = out.pipe(codes ? declaredOnly(op, codes, this.drop, (seen) => (this.observers[i] = { codes, seen })) : op);
       }
       const injections = new Subject<M>();
       ctx.inject[direction] = (m) => injections.next(m as never);
       waiting.push(injections);
-    }
+    });
     if (waiting.length > 0) out = withInjections(out, waiting);
     this.source = source;
     this.input = (m) => source.next(m);
@@ -227,6 +247,7 @@ class Lane<M extends Message> {
   close(): void {
     this.closed = true;
     this.input = () => {};
+    this.observers = [];
     this.subscription?.unsubscribe();
     this.source?.complete();
   }
@@ -311,15 +332,29 @@ class StageContext implements MiddlewareContext {
   };
 }
 
+/** A narrowed stage's input, where the lane shows it observed messages (`Lane.observe`). */
+interface Observer<M> {
+  codes: Uint8Array;
+  seen: Subject<M>;
+}
+
 /**
  * An operator that sees only the types in `codes`: every other message goes straight to its
  * output, in its place (an operator that holds a message back can be overtaken by one passed by).
+ * What it emits for an observed message stays here (see `written`); `register` gets its input.
  */
-function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array): OperatorFunction<M, M> {
+function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array, drop: DropState, register: (seen: Subject<M>) => void): OperatorFunction<M, M> {
   return (source$) =>
     new Observable<M>((subscriber) => {
       const seen = new Subject<M>();
-      subscriber.add(op(seen).subscribe(subscriber));
+      register(seen);
+      subscriber.add(
+        op(seen).subscribe({
+          next: (m) => (written(drop, m) ? subscriber.next(m) : undefined),
+          error: (err) => subscriber.error(err),
+          complete: () => subscriber.complete(),
+        }),
+      );
       subscriber.add(
         source$.subscribe({
           next: (m) => (codes[m.code] === 1 ? seen.next(m) : subscriber.next(m)),
