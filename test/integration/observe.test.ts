@@ -101,7 +101,7 @@ for (const relay of ['native', 'js'] as const) describe(`observers, ${relay} car
     for (let i = 0; i < 5; i++) assert.equal((await lineOf(proxy, `select ? as last_of_${i}`)).rows, 1);
   });
 
-  it('times statements from when their messages were read: pg_sleep(0.2) logs about 200 ms, never more than the client waited', async () => {
+  it('times statements from when their messages were read: pg_sleep(0.2) logs about what the client waited, never more', async () => {
     await using proxy = await withConfig('pipeline: [query-log]\n');
     const client = new pg.Client({ connectionString: proxy.url('postgres') });
     await client.connect();
@@ -111,12 +111,14 @@ for (const relay of ['native', 'js'] as const) describe(`observers, ${relay} car
     await client.end();
     const line = await lineOf(proxy, 'select pg_sleep(?) as slept');
     const ms = line.duration_ms as number;
-    // PostgreSQL sleeps by the wall clock, the proxy times by the monotonic one: on this kind of
-    // machine (a VM) the two drift apart by up to a few percent, hence 190. The proxy (in this
-    // process) reads the Query after the client sent it and the answer before the client has it:
-    // a duration taken when query-log runs, a hand-over later, could exceed what the client waited.
-    assert.ok(ms >= 190 && ms < 1000, `duration_ms ${ms}`);
-    assert.ok(ms <= waited, `duration_ms ${ms} is within the ${waited.toFixed(3)} ms the client waited`);
+    // The proxy (in this process) reads the Query after the client sent it and the answer before
+    // the client has it: a duration taken when query-log runs, a hand-over later, could exceed
+    // what the client waited, and one from a wrong read time would fall far short of it.
+    // PostgreSQL sleeps by the wall clock, which on a VM can step against the monotonic one (172
+    // ms was logged once for 0.2 s here): the bounds are against what the client saw, 50 ms wide.
+    const seen = `duration_ms ${ms}, the client waited ${waited.toFixed(3)} ms`;
+    assert.ok(ms <= waited, `${seen}: no more than the client waited`);
+    assert.ok(ms >= waited - 50 && ms >= 150 && ms < 1000, seen);
   });
 
   it('holds a large result back for a client that does not read, and shows the observer every row in bounded bursts', async () => {
