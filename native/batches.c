@@ -16,23 +16,43 @@ static void free_assembled(napi_env env, void *data, void *hint) { free(data); }
  * `nativeBatchHooks`), are paid once for all of them. Until its batch is handed over, nothing
  * read from the same direction is forwarded from C, and any event of the carrier's waits for it.
  */
-void queue_batch(carrier_t *c, int d) {
+static void on_timer(uv_timer_t *handle) {
+  g.timer_armed = 0;
+  hand_batches(0);
+}
+
+void queue_batch(carrier_t *c, int d, int observed_only) {
   uint32_t *h = g.tape + 3 * g.tape_base;
-  h[0] = (uint32_t)T_BATCH << 8 | (uint32_t)d;
+  h[0] = (uint32_t)T_BATCH << 8 | (uint32_t)d | (observed_only ? B_OBSERVED_ONLY : 0);
   h[1] = g.tape_len;
-  h[2] = 0;
+  /* When it was read: durations measured in JavaScript start here, not at the hand-over. */
+  h[2] = (uint32_t)(uv_hrtime() / 1000);
   g.queue[g.queued].c = c;
   g.queue[g.queued].assembled = g.assembled;
-  g.queue[g.queued].assembled_len = g.assembled_len;
+  g.queue[g.queued].assembled_len = g.assembled ? g.assembled_len : 0;
   g.queue[g.queued].at = g.tape_base;
   g.queue[g.queued].d = d;
+  g.queue[g.queued].observed_only = observed_only;
   g.queued++;
+  g.observed_assembled += g.assembled ? g.assembled_len : 0;
   g.assembled = NULL;
   g.tape_base += 1 + g.tape_len;
   g.tape_len = 0;
   c->refs++;
-  c->dir[d].queued++;
+  if (!observed_only) {
+    c->dir[d].queued++;
+    g.held++;
+  } else {
+    c->dir[d].observed++;
+    if (!g.timer_armed && g.check_ready && !g.handing) {
+      uv_timer_start(&g.timer, on_timer, HAND_OVER_MS, 0);
+      g.timer_armed = 1;
+    }
+  }
 }
+
+/* Observed messages of this carrier's that JavaScript has not seen yet. */
+int observed_waiting(const carrier_t *c) { return c->dir[TO_BACKEND].observed || c->dir[TO_CLIENT].observed; }
 
 /*
  * One call into JavaScript with `n` batches queued from `first`: (region, n, then per batch its
@@ -76,8 +96,14 @@ static void handed(uint32_t first) {
   uint32_t last = g.queued, base = first < last ? g.queue[first].at : g.tape_base;
   for (uint32_t i = first; i < last; i++) {
     carrier_t *c = g.queue[i].c;
-    c->dir[g.queue[i].d].queued--;
-    if (!c->busy) settle(c);
+    g.observed_assembled -= g.queue[i].assembled_len;
+    if (g.queue[i].observed_only) {
+      c->dir[g.queue[i].d].observed--;
+    } else {
+      c->dir[g.queue[i].d].queued--;
+      g.held--;
+      if (!c->busy) settle(c);
+    }
     release_carrier(c);
   }
   g.tape_base = base;
@@ -91,6 +117,10 @@ static void handed(uint32_t first) {
  */
 void hand_batches(int plain) {
   if (g.queued == 0 || g.handing) return;
+  if (g.timer_armed) {
+    uv_timer_stop(&g.timer);
+    g.timer_armed = 0;
+  }
   napi_env env = g.env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -106,15 +136,15 @@ void hand_batches(int plain) {
  * over at once, or — JavaScript being in the middle of a hand-over — handed over alone, its
  * entries after those JavaScript is reading (framing always leaves a read's worth of room there).
  */
-void feed_batch(carrier_t *c, int d) {
+void feed_batch(carrier_t *c, int d, int observed_only) {
   if (!g.handing) {
-    queue_batch(c, d);
+    queue_batch(c, d, observed_only);
     hand_batches(1);
     return;
   }
   napi_handle_scope scope;
   uint32_t first = g.queued;
-  queue_batch(c, d);
+  queue_batch(c, d, observed_only);
   if (napi_open_handle_scope(g.env, &scope) == napi_ok) {
     hand(g.env, first, 1, 1);
     napi_close_handle_scope(g.env, scope);
@@ -122,7 +152,10 @@ void feed_batch(carrier_t *c, int d) {
   handed(first);
 }
 
-static void on_check(uv_check_t *handle) { hand_batches(0); }
+/* After each poll: batches that hold their direction go now; observed-only ones wait for the timer. */
+static void on_check(uv_check_t *handle) {
+  if (g.held > 0) hand_batches(0);
+}
 
 /* The check handle that hands batches over after each poll; it keeps no loop alive. */
 int batches_init(napi_env env) {
@@ -133,6 +166,9 @@ int batches_init(napi_env env) {
   if (err) return err;
   uv_check_start(&g.check, on_check);
   uv_unref((uv_handle_t *)&g.check);
+  err = uv_timer_init(loop, &g.timer);
+  if (err) return err;
+  uv_unref((uv_handle_t *)&g.timer);
   g.check_ready = 1;
   return 0;
 }

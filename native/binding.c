@@ -90,7 +90,8 @@ static int endpoint_arg(napi_env env, napi_value v, io_t *io, char *msg, size_t 
 
 /*
  * start(self, client, backend, wants, clientMaxAssembled, backendMaxAssembled, timing, keepBackend)
- * → handle. client, backend: see endpoint_arg. `wants`: 64 bytes, a bit per type byte, frontend types then backend types.
+ * → handle. client, backend: see endpoint_arg. `wants`: 128 bytes, a bit per type byte, frontend types then backend
+ * types, first those held for JavaScript, then those only observed.
  */
 static napi_value start(napi_env env, napi_callback_info info) {
   ARGS(8);
@@ -101,8 +102,8 @@ static napi_value start(napi_env env, napi_callback_info info) {
   size_t wants_len;
   uint8_t *wants = bytes_arg(env, argv[3], &wants_len);
   if (!wants) return NULL;
-  if (wants_len < 64) {
-    napi_throw_type_error(env, NULL, "wants: 64 bytes");
+  if (wants_len < 128) {
+    napi_throw_type_error(env, NULL, "wants: 128 bytes");
     return NULL;
   }
   io_t ios[2];
@@ -122,6 +123,8 @@ static napi_value start(napi_env env, napi_callback_info info) {
   }
   memcpy(c->dir[TO_BACKEND].wants, wants, 32);
   memcpy(c->dir[TO_CLIENT].wants, wants + 32, 32);
+  memcpy(c->dir[TO_BACKEND].observes, wants + 64, 32);
+  memcpy(c->dir[TO_CLIENT].observes, wants + 96, 32);
   c->dir[TO_BACKEND].max_assembled = (uint32_t)int_arg(env, argv[4]);
   c->dir[TO_CLIENT].max_assembled = (uint32_t)int_arg(env, argv[5]);
   c->timing = bool_arg(env, argv[6]);
@@ -208,11 +211,21 @@ static napi_value feed(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * Before JavaScript stops a carrier: what it observed and JavaScript has not seen yet is handed
+ * over (with every other session's queued batches, by a plain call), so nothing observed is lost.
+ * Inside a hand-over that cannot be: batches of this carrier's read later are not seen.
+ */
+static void observed_first(carrier_t *c) {
+  if (c->state == R_RUNNING && !c->busy && observed_waiting(c) && !g.handing) hand_batches(1);
+}
+
 /* stop(handle) → true when it stopped at once; otherwise an end event (stopped, or whatever came first) follows. */
 static napi_value stop(napi_env env, napi_callback_info info) {
   ARGS(1);
   carrier_t *c = handle_of(env, argv[0]);
   if (!c) return NULL;
+  observed_first(c);
   int now = 0;
   if (c->state == R_RUNNING) {
     c->stopping = 1;
@@ -230,6 +243,7 @@ static napi_value abort_carrier(napi_env env, napi_callback_info info) {
   ARGS(1);
   carrier_t *c = handle_of(env, argv[0]);
   if (!c) return NULL;
+  observed_first(c);
   int running = c->state == R_RUNNING && !c->busy;
   if (running) {
     for (int d = 0; d < 2; d++) bytes_free(&c->dir[d].queue);

@@ -134,29 +134,56 @@ static void flush_queue(carrier_t *c, int d) {
   bytes_free(&dir->queue);
 }
 
+/*
+ * Forwards what was read, nothing of it being held for JavaScript; the tape keeps only the
+ * observed entries (already forwarded), for JavaScript to see later. Their bytes stay where
+ * they are in the region until then.
+ */
+static void forward_read(carrier_t *c, int d) {
+  uint32_t *t = g.tape + 3 * (g.tape_base + 1);
+  uint32_t kept = 0, run = 0, run_end = 0;
+  for (uint32_t e = 0; e < g.tape_len; e++) {
+    uint32_t kind = t[3 * e] >> 8, offset = t[3 * e + 1], length = t[3 * e + 2];
+    /* Adjacent ranges go in one write. An assembled entry went on in pieces, as its bytes came. */
+    if (kind != T_OBSERVE_ASSEMBLED) {
+      if (offset != run_end) {
+        carrier_put(c, d, g.slab + run, run_end - run, 1);
+        run = offset;
+      }
+      run_end = offset + length;
+    }
+    if (kind == T_FORWARD) continue;
+    if (kept != e) memcpy(t + 3 * kept, t + 3 * e, 3 * sizeof *t);
+    kept++;
+  }
+  carrier_put(c, d, g.slab + run, run_end - run, 1);
+  g.tape_len = kept;
+}
+
 /* Frames what was read and forwards it, or hands it to JavaScript with what it must see. */
 void process_read(carrier_t *c, int d, uint8_t *buf, size_t n) {
-  int delivers = 0;
+  int delivers = 0, observes = 0;
   g.tape_len = 0;
-  if (frame_input(c, d, buf, n, &delivers) < 0) {
+  if (frame_input(c, d, buf, n, &delivers, &observes) < 0) {
     free(g.assembled);
     g.assembled = NULL;
     end(c, d == TO_BACKEND ? R_CLIENT_VIOLATION : R_BACKEND_VIOLATION, 0);
     return;
   }
-  if (!delivers && !c->dir[d].queued) {
-    /* Nothing for JavaScript: the region is reused by the next read, whoever's it is. */
-    const uint32_t *t = g.tape + 3 * (g.tape_base + 1);
-    for (uint32_t e = 0; e < g.tape_len; e++) carrier_put(c, d, g.slab + t[3 * e + 1], t[3 * e + 2], 1);
-    return;
+  /* Nothing held for JavaScript, and nothing of this direction waiting for it: forwarded now. */
+  int observed_only = !delivers && !c->dir[d].queued;
+  if (observed_only) {
+    forward_read(c, d);
+    /* Nothing to show either: the region is reused by the next read, whoever's it is. */
+    if (!observes) return;
   }
   /* JavaScript may keep views of these bytes: they are never read over. */
   g.slab_used = (size_t)(buf + n - g.slab);
   /* Fed from JavaScript (bytes read before the carrier started): handed over at once, as before. */
-  if (c->in_js) return feed_batch(c, d);
-  queue_batch(c, d);
+  if (c->in_js) return feed_batch(c, d, observed_only);
+  queue_batch(c, d, observed_only);
   /* The next read must find a slot and a read's worth of room on the tape (a feed's too, see feed_batch). */
-  if (g.queued == MAX_QUEUED || TAPE_TOTAL - g.tape_base < TAPE_ENTRIES + 1) hand_batches(0);
+  if (g.queued == MAX_QUEUED || TAPE_TOTAL - g.tape_base < TAPE_ENTRIES + 1 || g.observed_assembled > OBSERVED_PENDING_MAX) hand_batches(0);
 }
 
 static int wants_read(const carrier_t *c, int d);
@@ -243,7 +270,7 @@ static void drop_self(carrier_t *c) {
 void end(carrier_t *c, int state, int error) {
   if (c->state != R_RUNNING) return;
   /* What was read before the end reaches JavaScript while the carrier still writes (see batches.c). */
-  if (c->dir[TO_BACKEND].queued || c->dir[TO_CLIENT].queued) {
+  if (c->dir[TO_BACKEND].queued || c->dir[TO_CLIENT].queued || observed_waiting(c)) {
     hand_batches(c->in_js);
     if (c->state != R_RUNNING) return;
   }

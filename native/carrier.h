@@ -44,6 +44,13 @@
 /* Statements in flight at once beyond this are not timed (a pipeline that deep is rare). */
 #define MAX_IN_FLIGHT 65536
 #define INLINE_STARTS 4
+/*
+ * Batches of observed messages only (forwarded from C already) wait this long for JavaScript, so
+ * many reads share one hand-over; a held batch, an event, a stop or a full region hands them over
+ * sooner. Assembled observed messages waiting past OBSERVED_PENDING_MAX bytes are handed over at once.
+ */
+#define HAND_OVER_MS 2
+#define OBSERVED_PENDING_MAX (256 * 1024)
 
 /* Directions, and the endpoints they read from. */
 enum { TO_BACKEND = 0, TO_CLIENT = 1 };
@@ -65,8 +72,14 @@ enum {
 /* Why a length was refused: impossible or over the type's limit, or too long to hold whole. */
 enum { V_INVALID_LENGTH = 1, V_TOO_LONG = 2 };
 
-/* Batch entries on the tape: three uint32 each, (kind << 8 | type byte, offset, length). */
-enum { T_FORWARD = 1, T_DELIVER = 2, T_DELIVER_ASSEMBLED = 3, T_BATCH = 4 };
+/*
+ * Batch entries on the tape: three uint32 each, (kind << 8 | type byte, offset, length). An
+ * observed message (T_OBSERVE in the region, T_OBSERVE_ASSEMBLED copied whole) is forwarded by C
+ * in an observed-only batch, by JavaScript in a held one; an assembled one was forwarded in pieces.
+ * A batch's header: (T_BATCH << 8 | direction | B_OBSERVED_ONLY, entries, read time in µs mod 2^32).
+ */
+enum { T_FORWARD = 1, T_DELIVER = 2, T_DELIVER_ASSEMBLED = 3, T_BATCH = 4, T_OBSERVE = 5, T_OBSERVE_ASSEMBLED = 6 };
+#define B_OBSERVED_ONLY (1u << 16)
 
 /* Events passed to JavaScript's event callback. */
 enum { EV_END = 1, EV_IDLE = 2, EV_TIMINGS_FULL = 3 };
@@ -80,6 +93,7 @@ typedef struct {
   uint8_t hlen;      /* bytes of a header split across reads, collected so far */
   uint8_t code;      /* type of the message in flight */
   uint8_t marked;    /* in: the message goes to JavaScript; out: the message is dropped */
+  uint8_t observed;  /* in: the message is forwarded and a copy goes to JavaScript */
   uint32_t body_left;
   uint32_t body_seen;
 } framing_t;
@@ -97,9 +111,11 @@ typedef struct {
   bytes_t queue;       /* for the destination, not taken by it yet */
   bytes_t deferred;    /* whole messages from JavaScript waiting for `out` to finish a message */
   uint8_t wants[32];   /* a bit per type byte: hand it to JavaScript */
+  uint8_t observes[32]; /* a bit per type byte: forward it, and show it to JavaScript later */
   double bytes;        /* taken by the destination */
   uint32_t max_assembled;
   uint32_t queued;     /* batches from this direction waiting for JavaScript: what C forwards waits behind them */
+  uint32_t observed;   /* observed-only batches from this direction waiting for JavaScript (nothing waits behind them) */
   int write_error;     /* errno of a failed write, reported from the loop */
 } direction_t;
 
@@ -166,8 +182,13 @@ typedef struct {
     uint32_t assembled_len;
     uint32_t at; /* its header's entry on the tape */
     int d;
+    int observed_only;
   } queue[MAX_QUEUED + 1]; /* one more for a batch fed while the others are being handed over */
   uint32_t queued;
+  uint32_t held;  /* of them, batches that hold their direction (not observed-only): handed over at the check */
+  size_t observed_assembled; /* bytes of assembled observed messages waiting */
+  uv_timer_t timer; /* hands observed-only batches over HAND_OVER_MS after the first */
+  int timer_armed;
   int handing; /* inside hand_batches: what is queued meanwhile waits for the next hand-over */
   uv_check_t check;
   int check_ready;
@@ -176,18 +197,20 @@ typedef struct {
 
 extern globals_t g;
 
-void queue_batch(carrier_t *c, int d);
+void queue_batch(carrier_t *c, int d, int observed_only);
 void hand_batches(int plain);
-void feed_batch(carrier_t *c, int d);
+void feed_batch(carrier_t *c, int d, int observed_only);
+int observed_waiting(const carrier_t *c);
 int batches_init(napi_env env);
 
 static inline int src_of(int d) { return d == TO_BACKEND ? CLIENT : BACKEND; }
 static inline int dst_of(int d) { return d == TO_BACKEND ? BACKEND : CLIENT; }
 static inline int at_boundary(const framing_t *f) { return f->hlen == 0 && f->body_left == 0; }
 static inline int wanted(const direction_t *dir, uint8_t code) { return (dir->wants[code >> 3] >> (code & 7)) & 1; }
+static inline int observed(const direction_t *dir, uint8_t code) { return (dir->observes[code >> 3] >> (code & 7)) & 1; }
 
 /* framing.c */
-int frame_input(carrier_t *c, int d, const uint8_t *buf, size_t n, int *delivers);
+int frame_input(carrier_t *c, int d, const uint8_t *buf, size_t n, int *delivers, int *observes);
 void carrier_put(carrier_t *c, int d, const uint8_t *p, size_t n, int continues);
 int reusable(const carrier_t *c);
 void statements_reset(carrier_t *c);

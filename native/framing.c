@@ -137,7 +137,7 @@ static int begin_message(carrier_t *c, int d, framing_t *f, uint32_t len) {
   f->body_left = len - 4;
   f->body_seen = 0;
   input_started(c, d, f->code);
-  if (f->marked) {
+  if (f->marked || f->observed) {
     bytes_t *a = &c->dir[d].assembling;
     a->data = malloc((size_t)len + 1);
     if (!a->data) return -1;
@@ -154,7 +154,7 @@ static int begin_message(carrier_t *c, int d, framing_t *f, uint32_t len) {
 }
 
 static void body_bytes(carrier_t *c, int d, framing_t *f, const uint8_t *p, size_t n) {
-  if (f->marked) bytes_append(&c->dir[d].assembling, p, n);
+  if (f->marked || f->observed) bytes_append(&c->dir[d].assembling, p, n);
   if (c->capture && d == TO_CLIENT && c->capture_len < ERROR_HEAD) {
     size_t take = ERROR_HEAD - c->capture_len;
     if (take > n) take = n;
@@ -163,27 +163,27 @@ static void body_bytes(carrier_t *c, int d, framing_t *f, const uint8_t *p, size
   }
 }
 
-static void finish_message(carrier_t *c, int d, framing_t *f, int *delivers) {
+static void finish_message(carrier_t *c, int d, framing_t *f, int *delivers, int *observes) {
   if (d == TO_CLIENT) {
     input_ended(c, f->code, c->capture ? c->capture : (const uint8_t *)"", c->capture_len);
     free(c->capture);
     c->capture = NULL;
   }
-  if (!f->marked) return;
+  if (!f->marked && !f->observed) return;
   bytes_t *a = &c->dir[d].assembling;
-  /* It completes at the start of this read, so it is the batch's first entry. */
+  /* It completes at the start of this read, so it is the batch's only assembled entry. */
   g.assembled = a->data;
   g.assembled_len = (uint32_t)a->len;
-  tape_put(T_DELIVER_ASSEMBLED, f->code, 0, (uint32_t)a->len);
+  tape_put(f->marked ? T_DELIVER_ASSEMBLED : T_OBSERVE_ASSEMBLED, f->code, 0, (uint32_t)a->len);
   memset(a, 0, sizeof *a);
-  *delivers = 1;
+  *(f->marked ? delivers : observes) = 1;
 }
 
 /*
  * Frames `n` bytes just read for direction `d` (they lie in the shared read region): forwarded
  * runs and messages for JavaScript go on the tape in order. Returns -1 on a refused length.
  */
-int frame_input(carrier_t *c, int d, const uint8_t *buf, size_t n, int *delivers) {
+int frame_input(carrier_t *c, int d, const uint8_t *buf, size_t n, int *delivers, int *observes) {
   direction_t *dir = &c->dir[d];
   framing_t *f = &dir->in;
   uint32_t base = (uint32_t)(buf - g.slab);
@@ -198,9 +198,9 @@ int frame_input(carrier_t *c, int d, const uint8_t *buf, size_t n, int *delivers
       if (f->hlen < 5) break;
       f->hlen = 0;
       uint32_t len = be32(f->hdr + 1);
-      if (refuse(c, d, f->code, len, f->marked)) return -1;
+      if (refuse(c, d, f->code, len, f->marked | f->observed)) return -1;
       if (begin_message(c, d, f, len) < 0) return -1;
-      if (f->body_left == 0) finish_message(c, d, f, delivers);
+      if (f->body_left == 0) finish_message(c, d, f, delivers, observes);
     } else if (f->body_left > 0) {
       size_t take = f->body_left < n - i ? f->body_left : n - i;
       body_bytes(c, d, f, buf + i, take);
@@ -208,33 +208,37 @@ int frame_input(carrier_t *c, int d, const uint8_t *buf, size_t n, int *delivers
       f->body_left -= (uint32_t)take;
       f->body_seen += (uint32_t)take;
       i += take;
-      if (f->body_left == 0) finish_message(c, d, f, delivers);
+      if (f->body_left == 0) finish_message(c, d, f, delivers, observes);
     } else {
       uint8_t code = buf[i];
       int marked = wanted(dir, code);
+      int seen = !marked && observed(dir, code);
       if (n - i < 5) {
         /* A header split across reads: forwarded as it comes, unless JavaScript is to have it. */
         f->code = code;
         f->marked = (uint8_t)marked;
+        f->observed = (uint8_t)seen;
         f->hlen = (uint8_t)(n - i);
         memcpy(f->hdr, buf + i, n - i);
         if (!marked) tape_put(T_FORWARD, 0, base + (uint32_t)i, (uint32_t)(n - i));
         break;
       }
       uint32_t len = be32(buf + i + 1);
-      if (refuse(c, d, code, len, marked)) return -1;
+      if (refuse(c, d, code, len, marked | seen)) return -1;
       size_t total = (size_t)len + 1;
       if (n - i >= total) {
         /* The common case: the whole message is in this read. */
         input_started(c, d, code);
         if (d == TO_CLIENT) input_ended(c, code, buf + i + 5, len - 4);
         if (marked) *delivers = 1;
-        tape_put(marked ? T_DELIVER : T_FORWARD, marked ? code : 0, base + (uint32_t)i, (uint32_t)total);
+        if (seen) *observes = 1;
+        tape_put(marked ? T_DELIVER : seen ? T_OBSERVE : T_FORWARD, marked | seen ? code : 0, base + (uint32_t)i, (uint32_t)total);
         i += total;
         continue;
       }
       f->code = code;
       f->marked = (uint8_t)marked;
+      f->observed = (uint8_t)seen;
       memcpy(f->hdr, buf + i, 5);
       if (begin_message(c, d, f, len) < 0) return -1;
       if (!marked) tape_put(T_FORWARD, 0, base + (uint32_t)i, 5);

@@ -69,7 +69,8 @@ export class QueryReporter {
   /** Reports a statement unless it is faster than `slowMs`; returns the clock reading it ended at. */
   report(stmt: StatementText | undefined, params: number, start: number, rowsSent: number, outcome: Outcome): number {
     const end = this.s.now();
-    const duration = end - start;
+    // Never below zero: clocks read a moment apart (an observed message's read time) must not hide a statement.
+    const duration = Math.max(0, end - start);
     if (duration < this.s.slowMs) return end;
     const text = stmt ? stmt.text(this.s.redact, this.standardConformingStrings) : '';
     const tag = outcome.tag !== undefined ? commandTagOf(outcome.tag) : undefined;

@@ -14,16 +14,21 @@ export interface QueryLogOptions {
   maxStatementLength?: number;
   /** Where events go; by default each session's logger, as an info line `query`. */
   emit?: (event: QueryEvent) => void;
-  /** Clock in milliseconds (tests); default `performance.now()`. */
+  /**
+   * Clock in milliseconds (tests); by default when each message was read (`ctx.readTime()`),
+   * so durations hold although query-log sees the messages a little later.
+   */
   now?: () => number;
 }
 
 /**
  * What the tracker reads (`fromClient`, `fromBackend`); every other message passes it by, on the
  * native carrier without leaving C. DataRow is read to count the rows of a result whose command
- * tag has no count (a suspended portal, SHOW).
+ * tag has no count (a suspended portal, SHOW). Only observed: query-log never changes a message,
+ * so none waits for it (see `MessageInterest.observeOnly`).
  */
 const MESSAGES = {
+  observeOnly: true,
   frontend: ['Query', 'Parse', 'Bind', 'Execute', 'Describe', 'Close', 'Sync', 'FunctionCall'],
   backend: [
     'DataRow',
@@ -60,7 +65,7 @@ export function queryLog(opts: QueryLogOptions = {}): Middleware {
     name: 'query-log',
     messages: MESSAGES,
     session(ctx: MiddlewareContext): SessionHandlers {
-      const tracker = new QueryTracker(ctx, settings);
+      const tracker = new QueryTracker(ctx, opts.now ? settings : { ...settings, now: () => ctx.readTime() });
       return {
         frontend: tap(tracker.onClient),
         backend: tap(tracker.onBackend),

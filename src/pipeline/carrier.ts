@@ -58,6 +58,12 @@ export interface CarrierEvents {
   fromClient(m: FrontendMessage): void;
   /** A backend message the pipeline asked to see. */
   fromBackend(m: BackendMessage): void;
+  /**
+   * A client message of a type the pipeline only observes (`OBSERVED` in `MessageWants`): already
+   * forwarded; in the order read with the others, but maybe later than it was read (see `readTime`).
+   */
+  observedFromClient(m: FrontendMessage): void;
+  observedFromBackend(m: BackendMessage): void;
   /** After `watchIdle`: the session became idle (ReadyForQuery `I`, nothing unanswered). */
   idle(): void;
   /** The carrier stopped carrying, for whatever reason; called once, and nothing is delivered after it. */
@@ -162,10 +168,11 @@ export function closeSockets(client: Duplex, backend: Duplex | undefined, client
 
 /**
  * What runs around each hand-over of the native carrier's batches (the batches of every session
- * read in one turn of the loop): `begin` before the first message reaches the chain, `end` after
- * the last, before anything the chain wrote leaves for a socket. The server holds the log's lines
- * between the two and writes them in one write, so a statement's line is still in the log before
- * its answer reaches the client. `end` is also called before a carrier closes its sockets.
+ * read in one turn of the loop, or over a few milliseconds for observed-only ones): `begin` before
+ * the first message reaches the chain, `end` after the last, before anything the chain wrote
+ * leaves for a socket. The server holds the log's lines between the two and writes them in one
+ * write. (For a message held for the chain its line is in the log before its answer leaves; an
+ * observed one has left already.) `end` is also called before a carrier closes its sockets.
  */
 export interface BatchHooks {
   begin(): void;

@@ -1,6 +1,7 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
-import { BackendSpecs, FrontendSpecs, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
+import { BackendSpecs, FrontendSpecs, LazyMessage, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
+import { readTime } from './read-time.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
@@ -18,6 +19,14 @@ export interface Chain {
   fromClient(m: FrontendMessage): void;
   /** A backend message into the last middleware. */
   fromBackend(m: BackendMessage): void;
+  /**
+   * A client message of a type only observed (see `MessageInterest.observeOnly`), already
+   * forwarded: it passes the operators, and what they emit while handling it is not written
+   * (injections aside).
+   */
+  observeClient(m: FrontendMessage): void;
+  /** A backend message only observed, already forwarded. */
+  observeBackend(m: BackendMessage): void;
   readonly handlers: readonly SessionHandlers[];
   /** What the session's operators must see; a carrier forwards everything else itself. Shared: add to a copy. */
   readonly wants: MessageWants;
@@ -35,14 +44,20 @@ export interface Chain {
  * is no stream at all: messages and injections go straight to the output.
  */
 export function composeChain(middleware: readonly Middleware[], session: SessionContext, outputs: ChainOutputs): Chain {
+  // While an observed message passes, what comes out is dropped, unless a middleware injects it;
+  // so is an observed message itself that an operator lets go later.
+  const drop: DropState = { observing: 0, injecting: 0 };
+  const kept = <M extends Message>(output: (m: M) => void) => (m: M) => {
+    if (written(drop, m)) output(m);
+  };
   const directions = {
-    toBackend: new Lane<FrontendMessage>(outputs.toBackend, (err) => outputs.error(err, 'toBackend')),
-    toClient: new Lane<BackendMessage>(outputs.toClient, (err) => outputs.error(err, 'toClient')),
+    toBackend: new Lane<FrontendMessage>(kept(outputs.toBackend), (err) => outputs.error(err, 'toBackend'), drop),
+    toClient: new Lane<BackendMessage>(kept(outputs.toClient), (err) => outputs.error(err, 'toClient'), drop),
   };
   const handlers: SessionHandlers[] = [];
   const contexts: StageContext[] = [];
   for (const mw of middleware) {
-    const ctx = new StageContext(session, directions.toClient, directions.toBackend);
+    const ctx = new StageContext(session, directions.toClient, directions.toBackend, drop);
     try {
       handlers.push(mw.session?.(ctx) ?? {});
     } catch (err) {
@@ -56,9 +71,14 @@ export function composeChain(middleware: readonly Middleware[], session: Session
   const { wants, frontendStages, backendStages } = stagesOf(middleware, handlers, contexts);
   directions.toBackend.build(frontendStages, 'toBackend');
   directions.toClient.build(backendStages.reverse(), 'toClient');
+  const fromClient = directions.toBackend.input;
+  const fromBackend = directions.toClient.input;
+  const { toBackend, toClient } = directions;
   return {
-    fromClient: directions.toBackend.input,
-    fromBackend: directions.toClient.input,
+    fromClient,
+    fromBackend,
+    observeClient: (m) => observed(drop, toBackend.observe, m),
+    observeBackend: (m) => observed(drop, toClient.observe, m),
     handlers,
     wants,
     fail: (direction, err) => directions[direction].fail(err),
@@ -80,17 +100,15 @@ function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionH
   const backendStages: Stage<BackendMessage>[] = [];
   for (let i = 0; i < handlers.length; i++) {
     const declared = middleware[i]!.messages;
-    let { frontend, backend } = handlers[i]!;
-    if (frontend) {
-      wants.addFrontend(declared?.frontend ?? 'all');
-      if (declared?.frontend) frontend = declaredOnly(frontend, codesOf(declared.frontend, FrontendSpecs));
-    }
-    if (backend) {
-      wants.addBackend(declared?.backend ?? 'all');
-      if (declared?.backend) backend = declaredOnly(backend, codesOf(declared.backend, BackendSpecs));
-    }
-    frontendStages.push({ op: frontend, ctx: contexts[i]! });
-    backendStages.push({ op: backend, ctx: contexts[i]! });
+    const observe = declared?.observeOnly === true;
+    const { frontend, backend } = handlers[i]!;
+    // An observer that declares no list for a direction observes all of it: it is narrowed to every type.
+    const all = observe ? ALL_CODES : undefined;
+    if (frontend) wants.addFrontend(declared?.frontend ?? 'all', observe);
+    if (backend) wants.addBackend(declared?.backend ?? 'all', observe);
+    const ctx = contexts[i]!;
+    frontendStages.push({ op: frontend, codes: declared?.frontend ? codesOf(declared.frontend, FrontendSpecs) : all, ctx });
+    backendStages.push({ op: backend, codes: declared?.backend ? codesOf(declared.backend, BackendSpecs) : all, ctx });
   }
   return { wants: sharedWants(wants), frontendStages, backendStages };
 }
@@ -135,7 +153,35 @@ export function buildChain(
   };
 }
 
-type Stage<M> = { op?: OperatorFunction<M, M>; ctx: StageContext };
+/** A middleware's operator for one direction, and the types it sees (undefined: all, in full). */
+type Stage<M> = { op?: OperatorFunction<M, M>; codes?: Uint8Array; ctx: StageContext };
+
+const ALL_CODES = new Uint8Array(256).fill(1);
+
+/** Whether what comes out of an operator goes on: not while an observed message passes (injections aside), never an observed message. */
+function written(drop: DropState, m: Message): boolean {
+  return drop.injecting > 0 || (drop.observing === 0 && (m as { observed?: boolean }).observed !== true);
+}
+
+/** Whether an observed message is passing the chain, and whether a middleware is injecting meanwhile. */
+interface DropState {
+  observing: number;
+  injecting: number;
+}
+
+/**
+ * An observed message (already forwarded) shown to the operators that declared its type; it is
+ * marked, so it is never written, whenever it comes out.
+ */
+function observed<M extends Message>(drop: DropState, input: (m: M) => void, m: M): void {
+  if (m instanceof LazyMessage) m.observed = true;
+  drop.observing++;
+  try {
+    input(m);
+  } finally {
+    drop.observing--;
+  }
+}
 
 /**
  * One direction of the chain. Without operators it is a plain function call to the output; with
@@ -148,13 +194,24 @@ class Lane<M extends Message> {
   private closed = false;
   private source: Subject<M> | undefined;
   private subscription: Subscription | undefined;
+  /** Each narrowed stage's input, in the order messages pass them. */
+  private observers: (Observer<M> | undefined)[] = [];
 
   constructor(
     private readonly output: (m: M) => void,
     private readonly error: (err: unknown) => void,
+    private readonly drop: DropState,
   ) {
     this.input = this.direct;
   }
+
+  /**
+   * An observed message, straight to each operator that declared its type, in order: what one
+   * of them emits for it is not written, so the others get it as read, not through the stream.
+   */
+  readonly observe = (m: M): void => {
+    for (const o of this.observers) if (o?.codes[m.code] === 1) o.seen.next(m);
+  };
 
   /** Straight to the output (while the session lasts). */
   readonly direct = (m: M): void => {
@@ -166,16 +223,16 @@ class Lane<M extends Message> {
     const source = new Subject<M>();
     let out: Observable<M> = source;
     let waiting: Subject<M>[] = [];
-    for (const { op, ctx } of stages) {
+    stages.forEach(({ op, codes, ctx }, i) => {
       if (op) {
         if (waiting.length > 0) out = withInjections(out, waiting);
         waiting = [];
-        out = out.pipe(op);
+        out = out.pipe(codes ? declaredOnly(op, codes, this.drop, (seen) => (this.observers[i] = { codes, seen })) : op);
       }
       const injections = new Subject<M>();
       ctx.inject[direction] = (m) => injections.next(m as never);
       waiting.push(injections);
-    }
+    });
     if (waiting.length > 0) out = withInjections(out, waiting);
     this.source = source;
     this.input = (m) => source.next(m);
@@ -190,6 +247,7 @@ class Lane<M extends Message> {
   close(): void {
     this.closed = true;
     this.input = () => {};
+    this.observers = [];
     this.subscription?.unsubscribe();
     this.source?.complete();
   }
@@ -207,6 +265,7 @@ class StageContext implements MiddlewareContext {
     private readonly session: SessionContext,
     toClient: Lane<BackendMessage>,
     toBackend: Lane<FrontendMessage>,
+    private readonly drop: DropState,
   ) {
     // A lane with operators gives the stage an entry point of its own; otherwise injections go straight out.
     this.inject = { toClient: toClient.direct, toBackend: toBackend.direct };
@@ -251,24 +310,51 @@ class StageContext implements MiddlewareContext {
   get close(): (error?: PgError) => void {
     return this.session.close;
   }
+  readTime(): number {
+    return readTime();
+  }
   // Own properties, like the session's own controls: they work detached from the context too.
   readonly sendToClient = (...messages: BackendMessage[]): void => {
-    for (const m of messages) this.inject.toClient(m);
+    this.drop.injecting++;
+    try {
+      for (const m of messages) this.inject.toClient(m);
+    } finally {
+      this.drop.injecting--;
+    }
   };
   readonly sendToBackend = (...messages: FrontendMessage[]): void => {
-    for (const m of messages) this.inject.toBackend(m);
+    this.drop.injecting++;
+    try {
+      for (const m of messages) this.inject.toBackend(m);
+    } finally {
+      this.drop.injecting--;
+    }
   };
+}
+
+/** A narrowed stage's input, where the lane shows it observed messages (`Lane.observe`). */
+interface Observer<M> {
+  codes: Uint8Array;
+  seen: Subject<M>;
 }
 
 /**
  * An operator that sees only the types in `codes`: every other message goes straight to its
  * output, in its place (an operator that holds a message back can be overtaken by one passed by).
+ * What it emits for an observed message stays here (see `written`); `register` gets its input.
  */
-function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array): OperatorFunction<M, M> {
+function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array, drop: DropState, register: (seen: Subject<M>) => void): OperatorFunction<M, M> {
   return (source$) =>
     new Observable<M>((subscriber) => {
       const seen = new Subject<M>();
-      subscriber.add(op(seen).subscribe(subscriber));
+      register(seen);
+      subscriber.add(
+        op(seen).subscribe({
+          next: (m) => (written(drop, m) ? subscriber.next(m) : undefined),
+          error: (err) => subscriber.error(err),
+          complete: () => subscriber.complete(),
+        }),
+      );
       subscriber.add(
         source$.subscribe({
           next: (m) => (codes[m.code] === 1 ? seen.next(m) : subscriber.next(m)),

@@ -29,6 +29,7 @@ import {
 } from './carrier.js';
 import { SessionBook } from './session-book.js';
 import { readSocket, SocketSink, type Pausable } from '../transport/socket-io.js';
+import { FULL, OBSERVED } from './wants.js';
 
 const COPY_DATA = 0x64;
 const DATA_ROW = 0x44;
@@ -89,9 +90,9 @@ export class JsCarrier implements Carrier {
     this.clientSink = new SocketSink(client.socket, this.backendGate);
     this.backendSink = new SocketSink(backend.socket, this.clientGate);
     const { frontend, backend: fromBackend } = opts.wants;
-    // Large CopyData and DataRow that no middleware reads stream through in pieces, never held whole.
-    const toBackendStreamed = [COPY_DATA].filter((c) => frontend[c] !== 1);
-    const toClientStreamed = [COPY_DATA, DATA_ROW].filter((c) => fromBackend[c] !== 1);
+    // Large CopyData and DataRow that no middleware reads (nor observes) stream through in pieces, never held whole.
+    const toBackendStreamed = [COPY_DATA].filter((c) => frontend[c] === 0);
+    const toClientStreamed = [COPY_DATA, DATA_ROW].filter((c) => fromBackend[c] === 0);
     client.framer.bound({
       maxAssembled: opts.maxMessageSize,
       typeMaxLength: frontendMaxLength,
@@ -223,18 +224,23 @@ export class JsCarrier implements Carrier {
   private readonly fromClient: FrameSink = (code, source, offset, length) => {
     if (this.finished) return;
     this.book.fromClient(code);
-    if (this.opts.wants.frontend[code] === 1) return this.opts.events.fromClient(frontendMessage(code, source, offset, length));
+    const want = this.opts.wants.frontend[code];
+    if (want === FULL) return this.opts.events.fromClient(frontendMessage(code, source, offset, length));
     if (this.releasing(code)) return;
     this.backendSink.write(source, offset, length);
     this.book.toBackend(code);
+    // Observed: forwarded above, shown to the pipeline now (its output for it is not written).
+    if (want === OBSERVED) this.opts.events.observedFromClient(frontendMessage(code, source, offset, length));
   };
 
   private readonly fromBackend: FrameSink = (code, source, offset, length) => {
     if (this.finished) return;
     this.book.fromBackend(code, source, offset, length);
-    if (this.opts.wants.backend[code] === 1) return this.opts.events.fromBackend(backendMessage(code, source, offset, length));
+    const want = this.opts.wants.backend[code];
+    if (want === FULL) return this.opts.events.fromBackend(backendMessage(code, source, offset, length));
     this.clientSink.write(source, offset, length);
     if (backendFlags[code]! & BE_READY) this.book.ready(String.fromCharCode(source[offset + 5]!) as TransactionStatus);
+    if (want === OBSERVED) this.opts.events.observedFromBackend(backendMessage(code, source, offset, length));
   };
 
   /** A Terminate for a backend that can be reused is kept from it: the carrier ends, giving the backend back. */

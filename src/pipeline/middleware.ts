@@ -74,6 +74,13 @@ export interface MiddlewareContext extends SessionContext {
   sendToClient(...messages: BackendMessage[]): void;
   /** Sends messages toward the backend; they pass the middleware listed after this one. */
   sendToBackend(...messages: FrontendMessage[]): void;
+  /**
+   * When the message being handled was read from its socket, in `performance.now()`
+   * milliseconds: for an observed message (see `MessageInterest.observeOnly`) that can be a few
+   * milliseconds before it reaches the operators. Outside a carrier's delivery (an injection, a
+   * timer, an operator that delays) it is simply `performance.now()`.
+   */
+  readTime(): number;
 }
 
 /** What a middleware does in one session. Omitted directions are passed through untouched. */
@@ -98,10 +105,21 @@ export interface BackendStartup {
  * message of it; `[]` means none. Every other message passes this middleware by — on the native
  * carrier it never leaves C — and keeps its place in the stream: only a message delayed inside an
  * operator can be overtaken by one that passed by.
+ *
+ * With `observeOnly: true` the middleware only watches these types: they are forwarded by the
+ * carrier at once, as if undeclared, and shown to its operators afterwards, in the order read
+ * (on the native carrier in bulk, a few milliseconds later, see `MiddlewareContext.readTime`).
+ * What the chain emits for an observed message is not written — it has already gone — so an
+ * observer cannot change or drop it, nor answer it in its place; `sendToClient`/`sendToBackend`
+ * still work, but what they send lands later than the message it replies to. A type that any
+ * middleware of the pipeline declares without `observeOnly` is delivered in full for all (held
+ * until the chain ran, the chain's output written), observers included.
  */
 export interface MessageInterest {
   readonly frontend?: readonly FrontendType[];
   readonly backend?: readonly BackendType[];
+  /** Only observe these types (see above); default false. */
+  readonly observeOnly?: boolean;
 }
 
 /**

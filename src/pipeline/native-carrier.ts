@@ -29,6 +29,7 @@ import {
 import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
+import { setReadTime } from './read-time.js';
 
 interface Ended {
   reason: CarrierEndReason | 'running';
@@ -61,6 +62,8 @@ const TO_BACKEND = 0;
 const TO_CLIENT = 1;
 const T_FORWARD = 1;
 const T_DELIVER = 2;
+const T_OBSERVE = 5; // and T_OBSERVE_ASSEMBLED = 6
+const B_OBSERVED_ONLY = 1 << 16;
 const EV_END = 1;
 const EV_IDLE = 2;
 const EV_TIMINGS_FULL = 3;
@@ -99,6 +102,19 @@ export function liveNativeCarriers(): number {
   return addon()?.live() ?? 0;
 }
 
+// C stamps a batch with uv_hrtime in µs mod 2^32 (process.hrtime's clock).
+const WRAP = 2 ** 32;
+
+/**
+ * A batch's read time (`stamp`, see carrier.h) in performance.now() milliseconds, knowing that
+ * `now` is `nowStamp` on C's clock. A stamp that looks later than now (the two clocks read a
+ * moment apart) is now.
+ */
+function readTimeOf(stamp: number, now: number, nowStamp: number): number {
+  const ago = (nowStamp - stamp + WRAP) % WRAP;
+  return ago > WRAP / 2 ? now : now - ago / 1000;
+}
+
 // The shared read region as a Buffer, made again only when C starts a new region.
 let regionSeen: ArrayBuffer | undefined;
 let regionBuffer: Buffer = Buffer.alloc(0);
@@ -118,6 +134,9 @@ function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): vo
   const buffer = regionBuffer;
   const hooks = currentBatchHooks();
   const opened: NativeCarrier[] = [];
+  const [seconds, nanos] = process.hrtime();
+  const now = performance.now();
+  const nowStamp = (seconds * 1e6 + Math.floor(nanos / 1000)) % WRAP;
   hooks.begin();
   try {
     for (let b = 0, at = 0; b < count; b++) {
@@ -127,11 +146,13 @@ function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): vo
       if (carrier) {
         carrier.open();
         opened.push(carrier);
-        carrier.batch(head & 0xff, buffer, at + 1, entries, values[2 * b + 1] as ArrayBuffer | undefined);
+        setReadTime(readTimeOf(tape[3 * at + 2]!, now, nowStamp));
+        carrier.batch(head & 0xff, buffer, at + 1, entries, values[2 * b + 1] as ArrayBuffer | undefined, (head & B_OBSERVED_ONLY) !== 0);
       }
       at += 1 + entries;
     }
   } finally {
+    setReadTime(undefined);
     hooks.end();
     for (const carrier of opened) carrier.release();
   }
@@ -297,8 +318,12 @@ export class NativeCarrier implements Carrier {
     }
   }
 
-  /** A batch from C: `count` entries of the tape from `first`, in the order read, for one direction. */
-  batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined): void {
+  /**
+   * A batch from C: `count` entries of the tape from `first`, in the order read, for one
+   * direction. `observedOnly`: its observed messages were forwarded by C already (and nothing
+   * else is on the tape); otherwise this forwards them, as it does what C forwarded not.
+   */
+  batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined, observedOnly: boolean): void {
     const forward = direction === TO_BACKEND ? this.toBackendWriter : this.toClientWriter;
     const events = this.opts.events;
     for (let i = first, last = first + count; i < last && !this.final; i++) {
@@ -310,9 +335,19 @@ export class NativeCarrier implements Carrier {
         forward.put(region, offset, length, true);
         continue;
       }
-      const source = kind === T_DELIVER ? region : Buffer.from(assembled!);
-      if (direction === TO_BACKEND) events.fromClient(frontendMessage(head & 0xff, source, offset, length));
-      else events.fromBackend(backendMessage(head & 0xff, source, offset, length));
+      const observed = kind >= T_OBSERVE;
+      // An assembled observed message went on in pieces as it was read.
+      if (kind === T_OBSERVE && !observedOnly) forward.put(region, offset, length, true);
+      const source = kind === T_DELIVER || kind === T_OBSERVE ? region : Buffer.from(assembled!);
+      if (direction === TO_BACKEND) {
+        const m = frontendMessage(head & 0xff, source, offset, length);
+        if (observed) events.observedFromClient(m);
+        else events.fromClient(m);
+      } else {
+        const m = backendMessage(head & 0xff, source, offset, length);
+        if (observed) events.observedFromBackend(m);
+        else events.fromBackend(m);
+      }
     }
   }
 

@@ -197,6 +197,22 @@ class SessionRelay implements CarrierEvents {
     }
   }
 
+  observedFromClient(m: FrontendMessage): void {
+    try {
+      this.chain?.observeClient(m);
+    } catch (err) {
+      this.requestClose('error', asPgError(err));
+    }
+  }
+
+  observedFromBackend(m: BackendMessage): void {
+    try {
+      this.chain?.observeBackend(m);
+    } catch (err) {
+      this.requestClose('error', asPgError(err));
+    }
+  }
+
   idle(): void {
     this.session.state.idleReached();
   }

@@ -1,24 +1,28 @@
 import { BackendSpecs, FrontendSpecs, type BackendType, type FrontendType } from '../protocol/index.js';
 
+/** A type the pipeline must see before it goes on (held, and what the chain writes is written). */
+export const FULL = 1;
+/** A type the pipeline only observes: forwarded at once, shown to the chain afterwards, its output dropped. */
+export const OBSERVED = 2;
+
 /**
- * The message types a session's pipeline must see, by direction: one flag per type byte. A
- * carrier hands these to the pipeline and forwards every other message itself. Sessions share
- * equal wants (`sharedWants`): change a copy, never wants a chain or carrier was given.
+ * The message types a session's pipeline must see, by direction: one flag per type byte, FULL or
+ * OBSERVED (a type wanted in full by anyone is FULL for all). A carrier hands these to the
+ * pipeline and forwards every other message itself. Sessions share equal wants (`sharedWants`):
+ * change a copy, never wants a chain or carrier was given.
  */
 export class MessageWants {
   readonly frontend = new Uint8Array(256);
   readonly backend = new Uint8Array(256);
 
-  /** Adds frontend types by name; `all` for every type byte (known or not). */
-  addFrontend(types: readonly FrontendType[] | 'all'): this {
-    if (types === 'all') this.frontend.fill(1);
-    else for (const t of types) this.frontend[FrontendSpecs[t].code] = 1;
+  /** Adds frontend types by name; `all` for every type byte (known or not). `observe`: only observed (see OBSERVED). */
+  addFrontend(types: readonly FrontendType[] | 'all', observe = false): this {
+    add(this.frontend, types === 'all' ? 'all' : types.map((t) => FrontendSpecs[t].code), observe);
     return this;
   }
 
-  addBackend(types: readonly BackendType[] | 'all'): this {
-    if (types === 'all') this.backend.fill(1);
-    else for (const t of types) this.backend[BackendSpecs[t].code] = 1;
+  addBackend(types: readonly BackendType[] | 'all', observe = false): this {
+    add(this.backend, types === 'all' ? 'all' : types.map((t) => BackendSpecs[t].code), observe);
     return this;
   }
 
@@ -30,20 +34,32 @@ export class MessageWants {
     return out;
   }
 
-  /** Nothing asked for in either direction: every message can be forwarded. */
+  /** Nothing asked for in either direction, not even observed: every message can be forwarded. */
   get none(): boolean {
-    return !this.frontend.includes(1) && !this.backend.includes(1);
+    return this.frontend.every((f) => f === 0) && this.backend.every((f) => f === 0);
   }
 
-  /** As bits for the native carrier: 32 bytes of frontend types, then 32 of backend types. */
+  /**
+   * As bits for the native carrier: 32 bytes of frontend types, then 32 of backend types, wanted
+   * in full; then the same 64 for the types only observed.
+   */
   bits(): Uint8Array {
-    const out = new Uint8Array(64);
+    const out = new Uint8Array(128);
     for (let code = 0; code < 256; code++) {
-      if (this.frontend[code]) out[code >> 3]! |= 1 << (code & 7);
-      if (this.backend[code]) out[32 + (code >> 3)]! |= 1 << (code & 7);
+      const bit = 1 << (code & 7);
+      const f = this.frontend[code]!;
+      const b = this.backend[code]!;
+      if (f) out[(f === OBSERVED ? 64 : 0) + (code >> 3)]! |= bit;
+      if (b) out[(b === OBSERVED ? 64 : 0) + 32 + (code >> 3)]! |= bit;
     }
     return out;
   }
+}
+
+/** Sets FULL on `codes` (or every byte), or OBSERVED where nothing is wanted yet. */
+function add(flags: Uint8Array, codes: readonly number[] | 'all', observe: boolean): void {
+  const all = codes === 'all' ? Array.from(flags.keys()) : codes;
+  for (const c of all) if (!observe || flags[c] === 0) flags[c] = observe ? OBSERVED : FULL;
 }
 
 /** Distinct wants seen so far: one per pipeline configuration (middleware and statement telemetry). */

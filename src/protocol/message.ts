@@ -34,6 +34,8 @@ const NOT_DECODED = Symbol('not decoded');
 export class LazyMessage<T extends string, B> implements Message<T, B> {
   private cached: B | typeof NOT_DECODED = NOT_DECODED;
   private view: Buffer | undefined = undefined;
+  /** Shown to a pipeline as observed, already forwarded: the chain never writes it (src/pipeline/chain.ts). */
+  observed = false;
 
   constructor(
     private readonly spec: MessageSpec<T, B>,

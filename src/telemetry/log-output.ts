@@ -29,8 +29,8 @@ let heldBy: FdWriter[] = [];
 
 /**
  * Holds every writer's lines until {@link writeHeldLines}: the native carrier's batches of one
- * turn of the loop log their statements this way, one write(2) for all of them instead of one per
- * line, and write the lines before any of those sessions' answers leave (src/pipeline/carrier.ts).
+ * hand-over log their statements this way, one write(2) for all of them instead of one per line,
+ * before anything the chain wrote in that hand-over leaves (src/pipeline/carrier.ts).
  */
 export function holdLines(): void {
   holding = true;

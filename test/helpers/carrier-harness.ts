@@ -20,6 +20,9 @@ export interface Options {
   /** What to do with a message handed up (default: write it on, as an empty pipeline would). */
   onClient?: (m: FrontendMessage, carrier: Carrier) => void;
   onBackend?: (m: BackendMessage, carrier: Carrier) => void;
+  /** Told of a message only observed (already forwarded). */
+  onObservedClient?: (m: FrontendMessage, carrier: Carrier) => void;
+  onObservedBackend?: (m: BackendMessage, carrier: Carrier) => void;
 }
 
 /** A plain TCP socket as the proxy holds one (reading into regions of its own), and its far end. */
@@ -62,6 +65,14 @@ export async function carriedBy(opts: Options, existingBackend?: { socket: net.S
         delivered.push(`backend:${m.type}`);
         if (opts.onBackend) opts.onBackend(m, carrier);
         else carrier.toClient(m);
+      },
+      observedFromClient: (m) => {
+        delivered.push(`client-observed:${m.type}`);
+        opts.onObservedClient?.(m, carrier);
+      },
+      observedFromBackend: (m) => {
+        delivered.push(`backend-observed:${m.type}`);
+        opts.onObservedBackend?.(m, carrier);
       },
       idle: () => idles++,
       ended: (e) => ends.push(e),

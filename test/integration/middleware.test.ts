@@ -45,6 +45,16 @@ function queries(proxy: TestProxy, mark = 0): Record<string, unknown>[] {
   return logEvents(proxy.logs.slice(mark), 'query');
 }
 
+/**
+ * The query-log events since `mark`, once there are `count` of them: query-log only observes, so
+ * a statement's line may follow its answer by a few milliseconds (README, "Middleware API"), and
+ * lines come in the order of their statements.
+ */
+async function logged(proxy: TestProxy, count: number, mark = 0): Promise<Record<string, unknown>[]> {
+  await until(() => queries(proxy, mark).length >= count, 1000, `${count} query-log lines`);
+  return queries(proxy, mark);
+}
+
 /** Runs `sql` and returns the error code it failed with (or undefined). */
 async function failing(c: pg.Client, sql: string, values?: unknown[]): Promise<string | undefined> {
   try {
@@ -81,7 +91,7 @@ describe('query-log', () => {
       // A simple statement.
       let mark = proxy.logs.length;
       await c.query('select 1 as a');
-      let ev = queries(proxy, mark);
+      let ev = await logged(proxy, 1, mark);
       assert.equal(ev.length, 1);
       const first = ev[0]!;
       assert.equal(first.event, 'query');
@@ -101,7 +111,7 @@ describe('query-log', () => {
       // A multi-statement query: one event per statement, each with its own row count.
       mark = proxy.logs.length;
       await c.query('create temp table ql(x int, s text); insert into ql values (1, \'a\'), (2, \'b\'), (3, \'c\'); update ql set x = x + 10 where x > 1; select * from ql');
-      ev = queries(proxy, mark);
+      ev = await logged(proxy, 4, mark);
       assert.deepEqual(
         ev.map((e) => [e.statement, e.command, e.rows]),
         [
@@ -118,7 +128,7 @@ describe('query-log', () => {
       mark = proxy.logs.length;
       const r = await c.query('select $1::text as v, $2::int + 1 as n', [secret, 41]);
       assert.equal(r.rows[0].v, secret);
-      ev = queries(proxy, mark);
+      ev = await logged(proxy, 1, mark);
       assert.equal(ev.length, 1);
       assert.equal(ev[0]!.statement, 'select $1::text as v, $2::int + ? as n');
       assert.equal(ev[0]!.params, 2);
@@ -131,7 +141,7 @@ describe('query-log', () => {
       for (const v of [`${secret}-1`, `${secret}-2`]) {
         await c.query({ name: 'ins', text: 'insert into ql(x, s) values (100, $1)', values: [v] });
       }
-      ev = queries(proxy, mark);
+      ev = await logged(proxy, 2, mark);
       assert.deepEqual(
         ev.map((e) => [e.statement, e.params, e.rows, e.command]),
         [
@@ -147,7 +157,7 @@ describe('query-log', () => {
       assert.equal(await failing(c, 'select $1::int as n', [`${secret}-not-an-int`]), '22P02');
       assert.equal(await failing(c, 'select 1; select * from no_such_table; select 2'), '42P01');
       assert.equal(await failing(c, 'selec 1'), '42601');
-      ev = queries(proxy, mark);
+      ev = await logged(proxy, 5, mark);
       assert.deepEqual(
         ev.map((e) => [e.statement, e.sqlstate, e.params]),
         [
@@ -164,7 +174,7 @@ describe('query-log', () => {
       mark = proxy.logs.length;
       const n = await c.query('select count(*)::int as n from ql where s like $1', [`${secret}%`]);
       assert.equal(n.rows[0].n, 2);
-      ev = queries(proxy, mark);
+      ev = await logged(proxy, 1, mark);
       assert.deepEqual(ev.map((e) => [e.statement, e.params, e.rows]), [['select count(*)::int as n from ql where s like $1', 1, 1]]);
 
       // No bound value ever reaches the log, in any line.
@@ -182,7 +192,7 @@ describe('query-log', () => {
       const c = await connect(proxy);
       try {
         await c.query(sql);
-        const ev = queries(proxy);
+        const ev = await logged(proxy, 1);
         assert.equal(ev.length, 1);
         assert.equal(ev[0]!.statement, 'select ? as s, ? as n, ? as b, ? as d');
         for (const lit of ['hello-literal-5521', '12345', 'dollar-quoted-8812']) {
@@ -198,7 +208,7 @@ describe('query-log', () => {
       try {
         await c.query(sql);
         assert.equal(await failing(c, "select proxy_login('login-secret-3307')"), '42883');
-        const ev = queries(proxy);
+        const ev = await logged(proxy, 2);
         assert.deepEqual(
           ev.map((e) => [e.statement, e.sqlstate]),
           [
@@ -221,7 +231,7 @@ describe('query-log', () => {
       await c.query('select pg_sleep(0.3)');
       await c.query('select 2', []);
       await c.query('select pg_sleep($1)', [0.3]);
-      const ev = queries(proxy);
+      const ev = await logged(proxy, 2);
       assert.deepEqual(ev.map((e) => [e.statement, e.params]), [
         ['select pg_sleep(?)', 0],
         ['select pg_sleep($1)', 1],

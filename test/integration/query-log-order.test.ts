@@ -12,14 +12,17 @@ import { PgCluster } from '../helpers/pg-cluster.js';
 import { freePort } from '../helpers/ports.js';
 import { until } from '../helpers/wait.js';
 
-// query-log's promise: a statement's line is in the log before its answer reaches the client.
-// On the native carrier the statements of every session read in one turn of the loop are logged
-// with one write, held until after the chain ran for all of them and written before any of their
-// answers leave; many busy sessions at once make those turns hold several sessions each.
+// query-log only observes (MessageInterest.observeOnly): a statement's answer leaves without
+// waiting for it, and its line follows within LINE_WITHIN_MS (on the native carrier the observed
+// messages of every session reach JavaScript together every few milliseconds and their lines
+// leave in one write; see README, "Middleware API"). What holds with many busy sessions at once:
+// each answer is its own statement's, every statement gets exactly one line, and each line is in
+// the log at most LINE_WITHIN_MS after its answer arrived.
 
 const BIN = fileURLToPath(new URL('../../../bin/pgward.js', import.meta.url));
 const SESSIONS = 24;
 const STATEMENTS = 25;
+const LINE_WITHIN_MS = 1000;
 
 let cluster: PgCluster;
 let dir: string;
@@ -51,29 +54,40 @@ async function startWithLogFile(log: string, flags: string[]): Promise<{ port: n
 }
 
 for (const relay of ['native', 'js'] as const) {
-  describe(`query-log's line before the answer, ${relay} carrier`, () => {
-    it(`${SESSIONS} sessions at once: each answer is its own statement's, in order, and its line is already in the log`, async () => {
+  describe(`query-log's lines with many sessions, ${relay} carrier`, () => {
+    it(`${SESSIONS} sessions at once: each answer is its own statement's, in order, and its line follows within ${LINE_WITHIN_MS} ms`, async () => {
       const log = join(dir, `${relay}.log`);
       await using proxy = await startWithLogFile(log, relay === 'js' ? ['--no-nativeRelay'] : []);
       const url = `postgres://postgres@127.0.0.1:${proxy.port}/postgres?sslmode=disable`;
       const clients = Array.from({ length: SESSIONS }, () => new pg.Client({ connectionString: url }));
       // One at a time: logins at once from one address are bounded (--maxPendingLoginsPerAddress).
       for (const c of clients) await c.connect();
-      let missing = 0;
+      // When each statement's answer arrived, and when its line was first seen in the log.
+      const answered = new Map<string, number>();
+      const seen = new Map<string, number>();
+      const look = () => {
+        const now = performance.now();
+        for (const [, name] of readFileSync(log, 'utf8').matchAll(/select \? as (q_\d+_\d+)"/g)) if (!seen.has(name!)) seen.set(name!, now);
+        return seen.size;
+      };
+      const looking = setInterval(look, 10);
       try {
         await Promise.all(clients.map(async (client, s) => {
           for (let i = 0; i < STATEMENTS; i++) {
             // The column's name tells whose statement it was; redaction keeps names, not literals.
             const name = `q_${s}_${i}`;
             const r = await client.query(`select ${i} as ${name}`);
+            answered.set(name, performance.now());
             assert.deepEqual(r.rows, [{ [name]: i }], 'the answer to this session\'s own statement');
-            if (!readFileSync(log, 'utf8').includes(`select ? as ${name}"`)) missing++;
           }
         }));
+        await until(() => look() === SESSIONS * STATEMENTS, LINE_WITHIN_MS, `every statement's line (missing: ${[...answered.keys()].filter((n) => !seen.has(n)).join(' ')})`);
       } finally {
+        clearInterval(looking);
         await Promise.all(clients.map((c) => c.end()));
       }
-      assert.equal(missing, 0, 'every statement was in the log when its answer arrived');
+      const late = [...answered].filter(([name, at]) => seen.get(name)! - at > LINE_WITHIN_MS).map(([name]) => name);
+      assert.deepEqual(late, [], `every line is in the log within ${LINE_WITHIN_MS} ms of its answer`);
       const lines = readFileSync(log, 'utf8').split('\n').filter((l) => l.includes(' query '));
       assert.equal(lines.length, SESSIONS * STATEMENTS, 'one line per statement, none twice');
     });

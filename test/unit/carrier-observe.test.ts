@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MessageWants } from '../../src/pipeline/wants.js';
+import { be, fe } from '../../src/protocol/index.js';
+import { until } from '../helpers/wait.js';
+import { carriedBy, frontendTraffic, trickle } from '../helpers/carrier-harness.js';
+
+// Observed types (MessageInterest.observeOnly): forwarded by the carrier as if nobody wanted them,
+// and shown to the pipeline afterwards, in the order read; whole even when they came in pieces.
+for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: observed types`, () => {
+  for (const size of [1, 3, 7, 64]) {
+    it(`forwards observed messages itself and shows each once, in order with held ones (pieces of ${size} bytes)`, async () => {
+      // Query and ReadyForQuery only observed; Execute held (the harness writes it on).
+      const wants = new MessageWants().addFrontend(['Query'], true).addFrontend(['Execute']).addBackend(['ReadyForQuery', 'DataRow'], true);
+      const seen: string[] = [];
+      const t = await carriedBy({
+        kind,
+        wants,
+        onObservedClient: (m) => seen.push(m.type === 'Query' ? m.body().sql : m.type),
+        onObservedBackend: (m) => seen.push(m.type === 'DataRow' ? `row ${m.body().values[0]}` : m.type),
+      });
+      try {
+        const traffic = frontendTraffic();
+        await trickle(t.client.peer, traffic, size);
+        await until(() => t.atBackend().length === traffic.length, 5000, 'everything to arrive');
+        assert.deepEqual(t.atBackend(), traffic, 'intact, in order, nothing twice');
+        await until(() => t.delivered.length === 2, 5000, 'the observed Query to be shown');
+        assert.deepEqual(t.delivered, ['client:Execute', 'client-observed:Query']);
+        const reply = Buffer.concat([be.dataRow([Buffer.from('7')]), be.dataRow([Buffer.from('x'.repeat(300))]), be.commandComplete('SELECT 2'), be.readyForQuery('I')].map((m) => m.raw));
+        await trickle(t.backend.peer, reply, size);
+        await until(() => t.atClient().length === reply.length, 5000, 'the reply to arrive');
+        assert.deepEqual(t.atClient(), reply);
+        await until(() => seen.length === 4, 5000, 'the observed replies to be shown');
+        assert.deepEqual(seen, ['select 1', 'row 7', `row ${'x'.repeat(300)}`, 'ReadyForQuery']);
+        assert.equal(t.carrier.status().transactionStatus, 'I');
+      } finally {
+        t.close();
+      }
+    });
+  }
+
+  it('does not wait for the pipeline to forward an observed message', async () => {
+    // Nothing is written back for observed messages: the bytes arrive although the handler writes nothing.
+    const t = await carriedBy({ kind, wants: new MessageWants().addFrontend(['Query'], true), onObservedClient: () => {} });
+    try {
+      const query = fe.query('select 1').raw;
+      t.client.peer.write(query);
+      await until(() => t.atBackend().length === query.length, 5000, 'the query to arrive');
+      assert.deepEqual(t.atBackend(), query);
+      assert.equal(t.carrier.status().unanswered, 1);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('shows what it observed before it tells of its end', async () => {
+    const t = await carriedBy({ kind, wants: new MessageWants().addFrontend(['Query'], true) });
+    try {
+      t.client.peer.end(fe.query('select 1').raw);
+      await until(() => t.ends.length === 1, 5000, 'the end');
+      assert.deepEqual(t.delivered, ['client-observed:Query'], 'the observed Query came first');
+      assert.equal(t.ends[0]!.reason, 'client-eof');
+    } finally {
+      t.close();
+    }
+  });
+});
