@@ -121,6 +121,10 @@ export interface ObservableChain {
   readonly toClient$: Observable<BackendMessage>;
   readonly handlers: readonly SessionHandlers[];
   readonly wants: MessageWants;
+  /** An observed client message (see `MessageInterest.observeOnly`), already forwarded by the caller. */
+  observeClient(m: FrontendMessage): void;
+  /** An observed backend message, already forwarded by the caller. */
+  observeBackend(m: BackendMessage): void;
 }
 
 /**
@@ -150,6 +154,8 @@ export function buildChain(
     toClient$: wire(fromBackend$, 'toClient', chain.fromBackend, toClient$),
     handlers: chain.handlers,
     wants: chain.wants,
+    observeClient: chain.observeClient,
+    observeBackend: chain.observeBackend,
   };
 }
 

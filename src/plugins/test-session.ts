@@ -1,5 +1,6 @@
 import { Subject, type Subscription } from 'rxjs';
-import { buildChain } from '../pipeline/chain.js';
+import { buildChain, type ObservableChain } from '../pipeline/chain.js';
+import { OBSERVED } from '../pipeline/wants.js';
 import type { Endpoint, Middleware, MiddlewareContext, SessionContext } from '../pipeline/middleware.js';
 import { Session } from '../pipeline/session.js';
 import { asPgError, backendMessage, be, fe, frontendMessage, PgError, SqlState, type BackendMessage, type FrontendMessage } from '../protocol/index.js';
@@ -75,6 +76,7 @@ class Harness {
   private terminating = false;
   private relaying = false;
   private lastBackendError: BackendMessage | undefined;
+  private chain: ObservableChain | undefined;
 
   constructor(opts: TestSessionOptions) {
     const user = opts.user ?? 'alice';
@@ -97,6 +99,7 @@ class Harness {
     this.relaying = true;
     try {
       const chain = buildChain(middleware.map((mw) => this.recording(mw)), this.session, this.fromClient, this.fromBackend);
+      this.chain = chain;
       this.onClose = chain.handlers.flatMap((h) => (h.onClose ? [() => h.onClose!()] : []));
       this.session.onCloseRequest((error) => this.finish('closed', error));
       this.subs.push(
@@ -116,14 +119,21 @@ class Harness {
     }
   }
 
+  // A type the pipeline only observes goes on at once, as a carrier forwards it, and is then
+  // shown to the chain, which writes nothing for it (see MessageInterest.observeOnly).
   clientSends(m: FrontendMessage): void {
     if (this.ended) return;
     this.session.state.fromClient(m.code);
-    this.fromClient.next(frontendMessage(m.code, m.raw));
+    if (this.chain?.wants.frontend[m.code] !== OBSERVED) return this.fromClient.next(frontendMessage(m.code, m.raw));
+    this.deliverToBackend(frontendMessage(m.code, m.raw));
+    if (!this.ended) this.chain.observeClient(frontendMessage(m.code, m.raw));
   }
 
   backendSends(m: BackendMessage): void {
-    if (!this.ended) this.fromBackend.next(backendMessage(m.code, m.raw));
+    if (this.ended) return;
+    if (this.chain?.wants.backend[m.code] !== OBSERVED) return this.fromBackend.next(backendMessage(m.code, m.raw));
+    this.deliverToClient(backendMessage(m.code, m.raw));
+    if (!this.ended) this.chain.observeBackend(backendMessage(m.code, m.raw));
   }
 
   finish(reason: TestSessionEndReason, error?: PgError): void {

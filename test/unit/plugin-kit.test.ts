@@ -71,6 +71,29 @@ describe('plugin test kit: startTestSession', () => {
     assert.deepEqual(s.backend.take(), [], 'take() forgets what it returned');
   });
 
+  it('runs an observer (observeOnly) as a carrier does: its types go on untouched, it sees them after, only its injections are written', async () => {
+    const seen: string[] = [];
+    const observer: Middleware = {
+      name: 'observer',
+      messages: { frontend: ['Query'], backend: ['CommandComplete'], observeOnly: true },
+      session: (ctx) => ({
+        frontend: map((m) => {
+          seen.push(sqlOf(m));
+          if (m.type === 'Query' && m.body().sql === 'hello') ctx.sendToClient(be.noticeResponse({ severity: 'NOTICE', code: '00000', message: 'seen' }));
+          return fe.query('rewritten'); // an observer's output is not written
+        }),
+        backend: filter(() => false), // nor is an observed message it drops kept from the client
+      }),
+    };
+    const s = await startTestSession(observer);
+    s.client.send(fe.query('select 1'), fe.query('hello'), fe.sync());
+    assert.deepEqual(s.backend.take().map(sqlOf), ['select 1', 'hello', 'Sync'], 'forwarded as sent, once each');
+    assert.deepEqual(seen, ['select 1', 'hello'], 'the observer saw only its declared type');
+    assert.deepEqual(types(s.client.take()), ['NoticeResponse'], 'its injection was written');
+    s.backend.send(...answer());
+    assert.deepEqual(types(s.client.take()), ['CommandComplete', 'ReadyForQuery']);
+  });
+
   it('keeps ctx.state as the relay does: requests unanswered until ReadyForQuery, its status, whenIdle', async () => {
     let idleAt: string | undefined;
     const s = await startTestSession({ name: 'watch', session: () => undefined });
