@@ -74,11 +74,13 @@ for (const layer of ['node', 'native'] as const) describe(`TLS on both hops, ${l
     };
     const ended = logEvents(proxy.logs, 'session ended').length;
     const first = await pid();
-    await until(() => logEvents(proxy.logs, 'session ended').length > ended, 5000, 'the session to end');
+    // Deadlines, not delays: a loaded machine (a full suite beside a benchmark) once took longer than 5 s here.
+    await until(() => logEvents(proxy.logs, 'session ended').length > ended, 15_000, 'the session to end');
     assert.equal(await pid(), first, 'the same backend served the next session');
     assert.equal(logEvents(proxy.logs, 'session started').at(-1)!.backend_pool, 'reused');
-    await cluster.sql(`select pg_terminate_backend(${first})`);
-    await until(() => logEvents(proxy.logs, 'backend connection closed').some((e) => e.why === 'closed by the backend while idle'), 5000, 'the pool to see the idle connection go');
+    // Waits (up to 5 s) for the backend to exit, so its close is on the socket when the pool looks.
+    await cluster.sql(`select pg_terminate_backend(${first}, 5000)`);
+    await until(() => logEvents(proxy.logs, 'backend connection closed').some((e) => e.why === 'closed by the backend while idle'), 15_000, 'the pool to see the idle connection go');
     assert.notEqual(await pid(), first, 'a new connection serves the next session');
   });
 
