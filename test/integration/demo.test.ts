@@ -125,11 +125,25 @@ describe('pgward demo', { timeout: 240_000 }, () => {
     running.push(d);
     return d;
   };
+  /**
+   * A demo on a port free a moment ago, and its banner. Tests run two at a time and connect a
+   * lot: the kernel can give that port to another test's outgoing connection before the demo
+   * binds it (a CI run once failed so). Then, and only then, another port is tried.
+   */
+  const startOnFreePort = async (args: string[]): Promise<{ demo: Demo; port: number; text: string }> => {
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      const demo = start(['--port', String(port), ...args]);
+      try {
+        return { demo, port, text: await banner(demo) };
+      } catch (err) {
+        if (attempt >= 3 || !/is already in use/.test(demo.stderr())) throw err;
+      }
+    }
+  };
 
   it('prints a working psql command line and URL; SIGINT stops it cleanly and removes the keys', async () => {
-    const port = await freePort();
-    const demo = start(['--port', String(port)]);
-    const text = await banner(demo);
+    const { demo, port, text } = await startOnFreePort([]);
     const printed = parseBanner(text);
     assert.equal(printed.psqlUrl, `postgres://demo@127.0.0.1:${port}/postgres?sslmode=disable`);
     assert.equal(printed.url, `postgres://demo:${printed.token}@127.0.0.1:${port}/postgres?sslmode=disable`);
@@ -160,16 +174,16 @@ describe('pgward demo', { timeout: 240_000 }, () => {
 
   it('--data keeps the database across runs', async () => {
     const data = join(scratch, 'pgdata');
-    const first = start(['--port', String(await freePort()), '--data', data]);
-    const one = parseBanner(await banner(first));
+    const { demo: first, text: firstText } = await startOnFreePort(['--data', data]);
+    const one = parseBanner(firstText);
     const client = new pg.Client({ connectionString: one.url });
     await client.connect();
     await client.query(`insert into demo (id, name, note) values (6, 'foxtrot', 'kept on disk')`);
     await client.end();
     await interrupt(first);
 
-    const second = start(['--port', String(await freePort()), '--data', data]);
-    const two = parseBanner(await banner(second));
+    const { demo: second, text: secondText } = await startOnFreePort(['--data', data]);
+    const two = parseBanner(secondText);
     assert.notEqual(two.token, one.token, 'a fresh key and token each run');
     assert.equal(await count(two.url), 6, 'the seed is not repeated and the new row is kept');
     await interrupt(second);
