@@ -15,6 +15,8 @@ static void free_assembled(napi_env env, void *data, void *hint) { free(data); }
  * call into JavaScript, and the log lines a batch writes (see src/pipeline/carrier.ts,
  * `nativeBatchHooks`), are paid once for all of them. Until its batch is handed over, nothing
  * read from the same direction is forwarded from C, and any event of the carrier's waits for it.
+ * Observed-only batches (forwarded already) hold nothing back: they wait for this timer, or go
+ * sooner with a held batch, an event, the end, or a full tape or region.
  */
 static void on_timer(uv_timer_t *handle) {
   g.timer_armed = 0;

@@ -147,7 +147,7 @@ static void forward_read(carrier_t *c, int d) {
     /* Adjacent ranges go in one write. An assembled entry went on in pieces, as its bytes came. */
     if (kind != T_OBSERVE_ASSEMBLED) {
       if (offset != run_end) {
-        carrier_put(c, d, g.slab + run, run_end - run, 1);
+        if (run_end > run) carrier_put(c, d, g.slab + run, run_end - run, 1);
         run = offset;
       }
       run_end = offset + length;
@@ -156,7 +156,7 @@ static void forward_read(carrier_t *c, int d) {
     if (kept != e) memcpy(t + 3 * kept, t + 3 * e, 3 * sizeof *t);
     kept++;
   }
-  carrier_put(c, d, g.slab + run, run_end - run, 1);
+  if (run_end > run) carrier_put(c, d, g.slab + run, run_end - run, 1);
   g.tape_len = kept;
 }
 
