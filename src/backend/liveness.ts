@@ -1,5 +1,5 @@
-import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
+import { nativeAddon } from '../transport/native-addon.js';
 
 /**
  * What a look at an idle backend connection's descriptor says, without a round trip: `quiet`
@@ -19,13 +19,8 @@ let loaded: LivenessAddon | null | undefined;
 
 function addon(): LivenessAddon | null {
   if (loaded !== undefined) return loaded;
-  try {
-    // dist/src/backend → the repository root.
-    const lib = createRequire(import.meta.url)('../../../native/build/Release/pgward_relay.node') as Partial<LivenessAddon>;
-    loaded = typeof lib.peekIdle === 'function' ? (lib as LivenessAddon) : null;
-  } catch {
-    loaded = null;
-  }
+  const addon = nativeAddon();
+  loaded = 'lib' in addon && typeof addon.lib.peekIdle === 'function' ? (addon.lib as unknown as LivenessAddon) : null;
   return loaded;
 }
 

@@ -4,7 +4,6 @@
 // of the loop in one call (onBatches), and what the pipeline writes goes back to C.
 // The global `Buffer` is an accessor on globalThis: a getter call on every use.
 import { Buffer } from 'node:buffer';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
@@ -29,6 +28,7 @@ import {
 import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
+import { nativeAddon } from '../transport/native-addon.js';
 import { setReadTime } from './read-time.js';
 
 interface Ended {
@@ -78,17 +78,16 @@ let tape: Uint32Array;
 
 function addon(): Addon | null {
   if (loaded !== undefined) return loaded;
-  try {
-    // dist/src/pipeline → the repository root.
-    const require = createRequire(import.meta.url);
-    const lib = require('../../../native/build/Release/pgward_relay.node') as Addon;
-    tape = new Uint32Array(3 * lib.tapeEntries);
-    lib.setup(onBatches, onEvent, tape);
-    loaded = lib;
-  } catch (err) {
+  const addon = nativeAddon();
+  if ('error' in addon) {
     loaded = null;
-    loadError = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    loadError = addon.error;
+    return loaded;
   }
+  const lib = addon.lib as unknown as Addon;
+  tape = new Uint32Array(3 * lib.tapeEntries);
+  lib.setup(onBatches, onEvent, tape);
+  loaded = lib;
   return loaded;
 }
 

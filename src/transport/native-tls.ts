@@ -1,8 +1,8 @@
 // The native TLS layer (native/tls*.c, in the pgward_relay addon): TLS with the OpenSSL Node
 // itself contains, driven from libuv's loop. This file loads it and makes its contexts; the socket
 // over an endpoint is `NativeTlsSocket` (native-tls-socket.ts).
-import { createRequire } from 'node:module';
 import tls from 'node:tls';
+import { nativeAddon } from './native-addon.js';
 
 /** Events an endpoint's callback receives; the numbers are native/tls-endpoint.h's. */
 export const enum TlsEvent {
@@ -56,15 +56,13 @@ let loadError: string | undefined;
 /** The addon's TLS functions, or null when the addon is not built (or predates the TLS layer). */
 export function nativeTlsAddon(): TlsAddon | null {
   if (loaded !== undefined) return loaded;
-  try {
-    // dist/src/transport → the repository root.
-    const require = createRequire(import.meta.url);
-    const addon = require('../../../native/build/Release/pgward_relay.node') as { tls?: TlsAddon };
-    loaded = addon.tls ?? null;
-    if (!loaded) loadError = 'the native addon has no TLS layer (rebuild it)';
-  } catch (err) {
+  const addon = nativeAddon();
+  if ('error' in addon) {
     loaded = null;
-    loadError = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    loadError = addon.error;
+  } else {
+    loaded = (addon.lib.tls as TlsAddon | undefined) ?? null;
+    if (!loaded) loadError = 'the native addon has no TLS layer (rebuild it)';
   }
   return loaded;
 }
