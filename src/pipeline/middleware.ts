@@ -112,8 +112,9 @@ export interface BackendStartup {
  * What the chain emits for an observed message is not written — it has already gone — so an
  * observer cannot change or drop it, nor answer it in its place; `sendToClient`/`sendToBackend`
  * still work, but what they send lands later than the message it replies to. A type that any
- * middleware of the pipeline declares without `observeOnly` is delivered in full for all (held
- * until the chain ran, the chain's output written), observers included.
+ * middleware of the pipeline declares without `observeOnly` (or that the relay reads itself:
+ * ParameterStatus, and statement telemetry's types when tracing is on) is delivered in full for
+ * all (held until the chain ran, the chain's output written), observers included.
  */
 export interface MessageInterest {
   readonly frontend?: readonly FrontendType[];
