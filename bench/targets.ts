@@ -73,7 +73,8 @@ async function startPgward(
   if (ctx.pgwardFlags.poolMaxSize && capacity.sessions + 10 > 100) sized.push('--poolMaxSize', String(capacity.sessions + 100));
   const service = spawnService(process.execPath, [
     ...ctx.config.pgwardNodeArgs,
-    pgwardBin, 'start', ...ctx.config.pgwardArgs, ...flags,
+    // No line per session, as PgBouncer is run here (log_connections = 0, log_disconnections = 0).
+    pgwardBin, 'start', '--no-logConnections', '--no-logDisconnections', ...ctx.config.pgwardArgs, ...flags,
     '--auth', 'jwt',
     '--signingKeys', ctx.signingKey,
     '--backends', backends,

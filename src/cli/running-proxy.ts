@@ -81,6 +81,8 @@ export function liveSettings(
     maxConnections: config.maxConnections,
     pendingLogins: { max: config.maxPendingLogins, perAddress: config.maxPendingLoginsPerAddress },
     maxMessageSize: config.maxMessageSize,
+    logConnections: config.log.connections,
+    logDisconnections: config.log.disconnections,
     throttle: config.throttleAfter > 0 ? new AuthThrottle({ after: config.throttleAfter }) : undefined,
   };
 }

@@ -64,6 +64,8 @@ export const START_FLAGS: readonly FlagSpec[] = [
   { name: 'gracePeriod', type: 'duration', default: '30s', help: 'on SIGTERM/SIGINT, how long to wait for sessions to become idle' },
   { name: 'logDestination', type: 'string', arg: 'FILE', help: 'write logs to this file instead of stdout' },
   { name: 'logFormat', type: 'string', default: 'text', arg: 'FORMAT', help: 'text, json or fluent' },
+  { name: 'logConnections', type: 'boolean', default: true, help: 'log a "session started" line for each session (--no-logConnections: not; refused and failed logins are logged either way)' },
+  { name: 'logDisconnections', type: 'boolean', default: true, help: 'log a "session ended" line for each session (--no-logDisconnections: only for sessions that end with an error or are closed by pgward or the backend)' },
 ];
 
 export function kebab(name: string): string {

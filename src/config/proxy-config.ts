@@ -84,7 +84,8 @@ export interface ProxyConfig {
   /** Reload interval for keys, backends and certificates; 0 = never. */
   readonly refreshMs: number;
   readonly expiry: { mode: 'close' | 'ignore'; toleranceMs: number; warningMs: number };
-  readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string };
+  /** `connections`, `disconnections`: each session's start line, and its line when the client ends it cleanly. */
+  readonly log: { level: 'info' | 'debug' | 'trace'; format: 'text' | 'json' | 'fluent'; destination?: string; connections: boolean; disconnections: boolean };
   readonly peers?: PeersConfig;
   /** `clientAuth:` rules in order; absent means the one rule { method: password }. */
   readonly clientAuth?: readonly ClientAuthRule[];
@@ -162,6 +163,7 @@ function resolve({ values: v, verbosity, extra, problems }: LoadedSettings, env:
       level: (verbosity >= 2 ? 'trace' : verbosity === 1 ? 'debug' : 'info') as ProxyConfig['log']['level'],
       format: str('logFormat') as ProxyConfig['log']['format'],
       destination: str('logDestination'),
+      connections: bool('logConnections'), disconnections: bool('logDisconnections'),
     },
     peers,
     clientAuth,

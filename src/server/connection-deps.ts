@@ -17,6 +17,10 @@ export interface ConnectionDeps extends NegotiateOptions, ClientAuthDeps {
   middleware: readonly Middleware[];
   cancels: CancelRegistry;
   log: Logger;
+  /** Log "session started" (default true; `--logConnections`). */
+  logConnections?: boolean;
+  /** Log "session ended" for sessions the client ended cleanly (default true; `--logDisconnections`); others are logged always. */
+  logDisconnections?: boolean;
   /** Refuse clients that did not use TLS (when TLS is configured and --insecure is not set). */
   requireTls: boolean;
   authTimeoutMs: number;

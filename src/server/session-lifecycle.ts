@@ -157,7 +157,7 @@ export class SessionLifecycle {
 
   /** A pooled connection or a new login; undefined when the login timed out meanwhile (already answered). */
   private async connectBackend(auth: AuthResult): Promise<BackendHandle | undefined> {
-    const { session, deps, startup, span, abort, authTimer, log } = this.init;
+    const { session, deps, startup, span, abort, authTimer } = this.init;
     session.identity = auth.identity;
     session.user = auth.target.user ?? startup.params.get('user')!;
     session.database = auth.target.database ?? session.user;
@@ -190,9 +190,16 @@ export class SessionLifecycle {
     }
     session.backend = { address: auth.target.host, port: auth.target.port, tls: backend.tls };
     deps.metrics?.connectionResult('accepted');
-    // The TLS fields named here: spreading a fresh object into the line costs more than the line.
+    if (deps.logConnections !== false) this.logStarted(auth, handle, started);
+    return handle;
+  }
+
+  private logStarted(auth: AuthResult, handle: BackendHandle, started: number): void {
+    const { session, log } = this.init;
+    const backend = handle.connection;
     const clientTls = describeTls(this.init.socket);
     const backendTls = backend.tls ? describeTls(backend.socket) : undefined;
+    // The TLS fields named here: spreading a fresh object into the line costs more than the line.
     log.info('session started', {
       user: session.user,
       database: session.database,
@@ -210,7 +217,6 @@ export class SessionLifecycle {
       backend_pool: handle.source,
       connect_ms: Date.now() - started,
     });
-    return handle;
   }
 
   private async handshakeAndRelay(auth: AuthResult, handle: BackendHandle, login: TokenInfo): Promise<undefined> {
@@ -289,6 +295,10 @@ export class SessionLifecycle {
     );
     stopExpiry();
     stopCountingBytes();
+    // A clean end by the client is the routine case --no-logDisconnections leaves out; every other
+    // end says something the operator may need.
+    const routine = (end.reason === 'client-terminate' || end.reason === 'client-eof') && !end.error;
+    if (routine && deps.logDisconnections === false) return end.backendKept;
     log.info('session ended', {
       reason: end.reason,
       relay: relayKind,
