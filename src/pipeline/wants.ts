@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { BackendSpecs, FrontendSpecs, type BackendType, type FrontendType } from '../protocol/index.js';
 
 /** A type the pipeline must see before it goes on (held, and what the chain writes is written). */
@@ -12,25 +13,33 @@ export const OBSERVED = 2;
  * change a copy, never wants a chain or carrier was given.
  */
 export class MessageWants {
-  readonly frontend = new Uint8Array(256);
-  readonly backend = new Uint8Array(256);
+  /**
+   * Both directions' flags in one 512-byte store: a typed array this size lives outside V8's heap
+   * (a malloc and an ArrayBuffer record each), and a session builds two or three MessageWants.
+   */
+  private readonly flags = new Uint8Array(512);
+  readonly frontend = new Uint8Array(this.flags.buffer, 0, 256);
+  readonly backend = new Uint8Array(this.flags.buffer, 256, 256);
+  /** `bits()` as last computed; dropped by every add (the flags change only through them). */
+  private bitsMade: Uint8Array | undefined = undefined;
 
   /** Adds frontend types by name; `all` for every type byte (known or not). `observe`: only observed (see OBSERVED). */
   addFrontend(types: readonly FrontendType[] | 'all', observe = false): this {
     add(this.frontend, types === 'all' ? 'all' : types.map((t) => FrontendSpecs[t].code), observe);
+    this.bitsMade = undefined;
     return this;
   }
 
   addBackend(types: readonly BackendType[] | 'all', observe = false): this {
     add(this.backend, types === 'all' ? 'all' : types.map((t) => BackendSpecs[t].code), observe);
+    this.bitsMade = undefined;
     return this;
   }
 
   /** Wants of their own with the same types, to add to. */
   copy(): MessageWants {
     const out = new MessageWants();
-    out.frontend.set(this.frontend);
-    out.backend.set(this.backend);
+    out.flags.set(this.flags);
     return out;
   }
 
@@ -41,9 +50,19 @@ export class MessageWants {
 
   /**
    * As bits for the native carrier: 32 bytes of frontend types, then 32 of backend types, wanted
-   * in full; then the same 64 for the types only observed.
+   * in full; then the same 64 for the types only observed. Made once per set of wants (a carrier
+   * per session asks for the shared wants' bits): the same array each time, not to be changed.
    */
   bits(): Uint8Array {
+    return (this.bitsMade ??= this.makeBits());
+  }
+
+  /** The flags as a key: equal for equal wants. */
+  key(): string {
+    return Buffer.from(this.flags.buffer, 0, 512).toString('latin1');
+  }
+
+  private makeBits(): Uint8Array {
     const out = new Uint8Array(128);
     for (let code = 0; code < 256; code++) {
       const bit = 1 << (code & 7);
@@ -72,7 +91,7 @@ const MAX_SHARED = 256;
  * pipeline whose declarations vary per session), `wants` itself.
  */
 export function sharedWants(wants: MessageWants): MessageWants {
-  const key = Buffer.from(wants.bits()).toString('latin1');
+  const key = wants.key();
   const known = shared.get(key);
   if (known) return known;
   if (shared.size < MAX_SHARED) shared.set(key, wants);
