@@ -1,4 +1,3 @@
-import { Buffer } from 'node:buffer';
 import { BackendSpecs, FrontendSpecs, type BackendType, type FrontendType } from '../protocol/index.js';
 
 /** A type the pipeline must see before it goes on (held, and what the chain writes is written). */
@@ -57,9 +56,23 @@ export class MessageWants {
     return (this.bitsMade ??= this.makeBits());
   }
 
-  /** The flags as a key: equal for equal wants. */
-  key(): string {
-    return Buffer.from(this.flags.buffer, 0, 512).toString('latin1');
+  /** A hash of the flags (equal wants hash alike), made without allocating: see `sharedWants`. */
+  hash(): number {
+    const flags = this.flags;
+    let h = 0x811c9dc5;
+    for (let i = 0; i < 512; i++) {
+      const f = flags[i]!;
+      if (f !== 0) h = Math.imul(h ^ ((i << 2) | f), 0x01000193);
+    }
+    return h >>> 0;
+  }
+
+  /** The same types wanted the same way. */
+  equals(other: MessageWants): boolean {
+    const a = this.flags;
+    const b = other.flags;
+    for (let i = 0; i < 512; i++) if (a[i] !== b[i]) return false;
+    return true;
   }
 
   private makeBits(): Uint8Array {
@@ -81,8 +94,9 @@ function add(flags: Uint8Array, codes: readonly number[] | 'all', observe: boole
   for (const c of all) if (!observe || flags[c] === 0) flags[c] = observe ? OBSERVED : FULL;
 }
 
-/** Distinct wants seen so far: one per pipeline configuration (middleware and statement telemetry). */
-const shared = new Map<string, MessageWants>();
+/** Distinct wants seen so far, by hash: one per pipeline configuration (middleware and statement telemetry). */
+const shared = new Map<number, MessageWants[]>();
+let sharedCount = 0;
 const MAX_SHARED = 256;
 
 /**
@@ -91,10 +105,15 @@ const MAX_SHARED = 256;
  * pipeline whose declarations vary per session), `wants` itself.
  */
 export function sharedWants(wants: MessageWants): MessageWants {
-  const key = wants.key();
-  const known = shared.get(key);
-  if (known) return known;
-  if (shared.size < MAX_SHARED) shared.set(key, wants);
+  // Found by hash and compared, not keyed by a string of the flags: two per session, 500 bytes each.
+  const hash = wants.hash();
+  const known = shared.get(hash);
+  if (known) for (const k of known) if (k.equals(wants)) return k;
+  if (sharedCount < MAX_SHARED) {
+    sharedCount++;
+    if (known) known.push(wants);
+    else shared.set(hash, [wants]);
+  }
   return wants;
 }
 
