@@ -17,11 +17,15 @@
  * LOGIN_PERF_DIR (`perf record -g` of pgward during each measurement, into this directory; with
  * LOGIN_NODE_ARGS=--perf-basic-prof perf names the JavaScript functions too), LOGIN_OUTPUT_DIR
  * (pgward's stdout, its log and what Node options such as --trace-deopt print, into files there).
+ * LOGIN_CALLGRIND (a directory: pgward runs under `valgrind --tool=callgrind`, instrumented only
+ * while measured; instructions per connection, main thread and all threads, are printed — steady
+ * on a loaded machine where CPU time is not; pair with LOGIN_CONNECTIONS), LOGIN_CONNECTIONS (a
+ * fixed number of connections per measurement instead of LOGIN_SECONDS).
  * `node dist/bench/login-profile.js summarize FILE.cpuprofile` prints where a profile's time went.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,6 +68,10 @@ interface Settings {
   outputDir?: string;
   /** `perf record` each measurement into this directory. */
   perfDir?: string;
+  /** Run pgward under callgrind, its dumps into this directory. */
+  callgrindDir?: string;
+  /** Connections per measurement (instead of `seconds`). */
+  connections?: number;
 }
 
 interface Measurement {
@@ -74,6 +82,8 @@ interface Measurement {
   perSecond: number;
   /** pgward's CPU (user + system) per connection, milliseconds. */
   cpuMs: number;
+  /** Under callgrind: instructions per connection, main thread and all threads. */
+  instructions?: { main: number; all: number };
 }
 
 interface Fixture {
@@ -108,7 +118,8 @@ async function main(): Promise<void> {
         const m = await measure(proc, build, variant, fixture, settings);
         results.push(m);
         console.log(`#${r} ${pad(variant.name, 11)} ${pad(shortBuild(build), 22)} ${m.perSecond.toFixed(0).padStart(5)} conn/s  ` +
-          `${m.cpuMs.toFixed(3)} ms CPU/conn  (${m.connections} connections, ${m.failed} failed)`);
+          `${m.cpuMs.toFixed(3)} ms CPU/conn  (${m.connections} connections, ${m.failed} failed)` +
+          (m.instructions ? `  ${(m.instructions.main / 1e6).toFixed(3)} M / ${(m.instructions.all / 1e6).toFixed(3)} M instructions/conn (main / all threads)` : ''));
       }
     }
     console.log('\nmedian [min – max] of pgward CPU per connection:');
@@ -149,6 +160,8 @@ function readSettings(): Settings {
     nodeArgs: (process.env.LOGIN_NODE_ARGS ?? '').split(' ').filter(Boolean),
     perfDir: process.env.LOGIN_PERF_DIR,
     outputDir: process.env.LOGIN_OUTPUT_DIR,
+    callgrindDir: process.env.LOGIN_CALLGRIND,
+    connections: process.env.LOGIN_CONNECTIONS ? int('LOGIN_CONNECTIONS', 1) : undefined,
   };
 }
 
@@ -199,7 +212,12 @@ async function startPgward(build: string, variant: Variant, fixture: Fixture, se
     '--backends', variant.backendTls ? fixture.backends.tls : fixture.backends.plain,
     ...tls, ...settings.pgwardArgs,
   ];
-  const child = spawn(process.execPath, args, { cwd: build, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  const tag = build.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '');
+  const command = settings.callgrindDir ? 'valgrind' : process.execPath;
+  if (settings.callgrindDir) {
+    args.unshift('--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${join(settings.callgrindDir, `cg-${variant.name}-${tag}.%p`)}`, process.execPath);
+  }
+  const child = spawn(command, args, { cwd: build, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   if (settings.outputDir) child.stdout!.pipe(createWriteStream(join(settings.outputDir, `pgward-${variant.name}-${child.pid}.log`)));
   const port = await listeningPort(child);
   return {
@@ -236,14 +254,38 @@ async function measure(proc: Pgward, build: string, variant: Variant, fixture: F
   const perf = settings.perfDir ? startPerf(proc.pid, join(settings.perfDir, `${variant.name}-${proc.pid}.data`)) : undefined;
   const before = await cpuSeconds(proc.pid);
   const started = process.hrtime.bigint();
-  const out = await runPgbench(proc.port, variant, fixture, settings.clients, { seconds: settings.seconds });
+  const callgrind = settings.callgrindDir;
+  if (callgrind) {
+    // Instrumented from the first measurement on (switching it off and on again spoils the counts), zeroed before each.
+    await execFileAsync('callgrind_control', ['-i', 'on', String(proc.pid)]);
+    await execFileAsync('callgrind_control', ['-z', String(proc.pid)]);
+  }
+  const amount = settings.connections ? { connections: settings.connections } : { seconds: settings.seconds };
+  const out = await runPgbench(proc.port, variant, fixture, settings.clients, amount);
   await perf?.stop();
+  const instructions = callgrind ? await dumpInstructions(callgrind, proc.pid) : undefined;
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = (await cpuSeconds(proc.pid)) - before;
   const connections = Number(/^number of transactions actually processed: (\d+)/m.exec(out)?.[1] ?? NaN);
   const failed = Number(/^number of failed transactions: (\d+)/m.exec(out)?.[1] ?? 0);
   if (!(connections > 0)) throw new Error(`pgbench made no connections through ${variant.name}:\n${out}`);
-  return { build, variant: variant.name, connections, failed, perSecond: connections / elapsed, cpuMs: (cpu * 1000) / connections };
+  const perConnection = instructions && { main: instructions.main / connections, all: instructions.all / connections };
+  return { build, variant: variant.name, connections, failed, perSecond: connections / elapsed, cpuMs: (cpu * 1000) / connections, instructions: perConnection };
+}
+
+/** Dumps callgrind's counts since they were zeroed: instructions of the main thread and of all. */
+async function dumpInstructions(dir: string, pid: number): Promise<{ main: number; all: number }> {
+  const before = new Set(await readdir(dir));
+  await execFileAsync('callgrind_control', ['-d', String(pid)]);
+  const dumped = (await readdir(dir)).filter((f) => !before.has(f) && f.includes(`.${pid}.`));
+  let main = 0;
+  let all = 0;
+  for (const file of dumped) {
+    const ir = Number(/^summary: (\d+)/m.exec(await readFile(join(dir, file), 'utf8'))?.[1] ?? 0);
+    all += ir;
+    if (file.endsWith('-01')) main += ir;
+  }
+  return { main, all };
 }
 
 /** pgbench -C: each transaction on a new connection, for a time or a number of connections. */

@@ -278,7 +278,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {
       {"setup", setup},       {"start", start},   {"write", write_bytes}, {"feed", feed},
       {"stop", stop},         {"abort", abort_carrier}, {"pause", pause_side}, {"watchIdle", watch_idle},
-      {"status", carrier_status}, {"ended", carrier_ended}, {"timings", carrier_timings}, {"live", carrier_live},
+      {"status", carrier_status}, {"report", carrier_report}, {"ended", carrier_ended}, {"timings", carrier_timings}, {"live", carrier_live},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -67,6 +67,9 @@ static inline void set(napi_env env, napi_value obj, const char *name, napi_valu
 
 /* The functions of binding-report.c: what a carrier tells JavaScript of its session. */
 napi_value carrier_status(napi_env env, napi_callback_info info);
+/* Slots of report()'s Float64Array (see binding-report.c). */
+#define REPORT_SLOTS 13
+napi_value carrier_report(napi_env env, napi_callback_info info);
 napi_value carrier_ended(napi_env env, napi_callback_info info);
 napi_value carrier_timings(napi_env env, napi_callback_info info);
 napi_value carrier_live(napi_env env, napi_callback_info info);

@@ -61,6 +61,11 @@ void io_tls(io_t *io, int fd, struct tls_conn *conn) {
   io->ops = &tls_ops;
   io->fd = fd;
   io->tls = conn;
-  /* The endpoint may have read records JavaScript had not asked for yet: the first read looks. */
-  io->more = 1;
+  /*
+   * Records the endpoint read and JavaScript had not asked for yet wait in OpenSSL, where the
+   * descriptor will not tell of them: then the first read looks at once. Otherwise the carrier
+   * polls for reading only (asking for writability too cost two epoll_ctl and a wake-up per
+   * endpoint and session, for a read that found nothing).
+   */
+  io->more = tls_pending(conn) != 0;
 }

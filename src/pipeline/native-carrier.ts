@@ -19,7 +19,6 @@ import {
   currentBatchHooks,
   type Carrier,
   type CarrierEndpoint,
-  type CarrierEndReason,
   type CarrierFinals,
   type CarrierOptions,
   type CarrierStatus,
@@ -30,14 +29,7 @@ import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 import { nativeAddon } from '../transport/native-addon.js';
 import { setReadTime } from './read-time.js';
-
-interface Ended {
-  reason: CarrierEndReason | 'running';
-  errno: number;
-  violation?: { code: string; length: number; kind: 'invalid-length' | 'too-long' };
-  unsentToClient?: Buffer;
-  unsentToBackend?: Buffer;
-}
+import { reportedEnd, reportedStatus, type Ended } from './native-report.js';
 
 /** The addon's functions (native/binding.c). */
 interface Addon {
@@ -52,6 +44,7 @@ interface Addon {
   pause(handle: object, side: number, paused: boolean): void;
   watchIdle(handle: object): void;
   status(handle: object): CarrierStatus;
+  report(handle: object, out: Float64Array): void;
   ended(handle: object): Ended;
   timings(handle: object): Float64Array;
   live(): number;
@@ -266,7 +259,7 @@ export class NativeCarrier implements Carrier {
     if (this.final) return this.final;
     this.toClientWriter.flush();
     this.toBackendWriter.flush();
-    return this.final ?? this.lib.status(this.handle!);
+    return this.final ?? reportedStatus(this.lib, this.handle!);
   }
 
   stop(): void {
@@ -378,8 +371,8 @@ export class NativeCarrier implements Carrier {
     this.stopPulling();
     // A closure of the metrics' would keep this carrier alive with a session someone retains.
     this.stopPulling = NOTHING;
-    const ended = this.lib.ended(this.handle);
-    this.final = this.lib.status(this.handle);
+    const { status, ended } = reportedEnd(this.lib, this.handle);
+    this.final = status;
     this.unsent = ended;
     const reason = ended.reason === 'running' ? 'stopped' : ended.reason;
     const v = ended.violation;

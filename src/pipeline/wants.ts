@@ -12,25 +12,33 @@ export const OBSERVED = 2;
  * change a copy, never wants a chain or carrier was given.
  */
 export class MessageWants {
-  readonly frontend = new Uint8Array(256);
-  readonly backend = new Uint8Array(256);
+  /**
+   * Both directions' flags in one 512-byte store: a typed array this size lives outside V8's heap
+   * (a malloc and an ArrayBuffer record each), and a session builds two or three MessageWants.
+   */
+  private readonly flags = new Uint8Array(512);
+  readonly frontend = new Uint8Array(this.flags.buffer, 0, 256);
+  readonly backend = new Uint8Array(this.flags.buffer, 256, 256);
+  /** `bits()` as last computed; dropped by every add (the flags change only through them). */
+  private bitsMade: Uint8Array | undefined = undefined;
 
   /** Adds frontend types by name; `all` for every type byte (known or not). `observe`: only observed (see OBSERVED). */
   addFrontend(types: readonly FrontendType[] | 'all', observe = false): this {
     add(this.frontend, types === 'all' ? 'all' : types.map((t) => FrontendSpecs[t].code), observe);
+    this.bitsMade = undefined;
     return this;
   }
 
   addBackend(types: readonly BackendType[] | 'all', observe = false): this {
     add(this.backend, types === 'all' ? 'all' : types.map((t) => BackendSpecs[t].code), observe);
+    this.bitsMade = undefined;
     return this;
   }
 
   /** Wants of their own with the same types, to add to. */
   copy(): MessageWants {
     const out = new MessageWants();
-    out.frontend.set(this.frontend);
-    out.backend.set(this.backend);
+    out.flags.set(this.flags);
     return out;
   }
 
@@ -41,9 +49,33 @@ export class MessageWants {
 
   /**
    * As bits for the native carrier: 32 bytes of frontend types, then 32 of backend types, wanted
-   * in full; then the same 64 for the types only observed.
+   * in full; then the same 64 for the types only observed. Made once per set of wants (a carrier
+   * per session asks for the shared wants' bits): the same array each time, not to be changed.
    */
   bits(): Uint8Array {
+    return (this.bitsMade ??= this.makeBits());
+  }
+
+  /** A hash of the flags (equal wants hash alike), made without allocating: see `sharedWants`. */
+  hash(): number {
+    const flags = this.flags;
+    let h = 0x811c9dc5;
+    for (let i = 0; i < 512; i++) {
+      const f = flags[i]!;
+      if (f !== 0) h = Math.imul(h ^ ((i << 2) | f), 0x01000193);
+    }
+    return h >>> 0;
+  }
+
+  /** The same types wanted the same way. */
+  equals(other: MessageWants): boolean {
+    const a = this.flags;
+    const b = other.flags;
+    for (let i = 0; i < 512; i++) if (a[i] !== b[i]) return false;
+    return true;
+  }
+
+  private makeBits(): Uint8Array {
     const out = new Uint8Array(128);
     for (let code = 0; code < 256; code++) {
       const bit = 1 << (code & 7);
@@ -62,8 +94,9 @@ function add(flags: Uint8Array, codes: readonly number[] | 'all', observe: boole
   for (const c of all) if (!observe || flags[c] === 0) flags[c] = observe ? OBSERVED : FULL;
 }
 
-/** Distinct wants seen so far: one per pipeline configuration (middleware and statement telemetry). */
-const shared = new Map<string, MessageWants>();
+/** Distinct wants seen so far, by hash: one per pipeline configuration (middleware and statement telemetry). */
+const shared = new Map<number, MessageWants[]>();
+let sharedCount = 0;
 const MAX_SHARED = 256;
 
 /**
@@ -72,10 +105,15 @@ const MAX_SHARED = 256;
  * pipeline whose declarations vary per session), `wants` itself.
  */
 export function sharedWants(wants: MessageWants): MessageWants {
-  const key = Buffer.from(wants.bits()).toString('latin1');
-  const known = shared.get(key);
-  if (known) return known;
-  if (shared.size < MAX_SHARED) shared.set(key, wants);
+  // Found by hash and compared, not keyed by a string of the flags: two per session, 500 bytes each.
+  const hash = wants.hash();
+  const known = shared.get(hash);
+  if (known) for (const k of known) if (k.equals(wants)) return k;
+  if (sharedCount < MAX_SHARED) {
+    sharedCount++;
+    if (known) known.push(wants);
+    else shared.set(hash, [wants]);
+  }
   return wants;
 }
 

@@ -244,6 +244,17 @@ describe('message declarations', () => {
     assert.equal(sharedWants(first.copy()), first);
   });
 
+  it('tells wants observed from wants in full when sharing, and gives bits that follow every add', () => {
+    const full = sharedWants(new MessageWants().addFrontend(['Describe']));
+    const observed = sharedWants(new MessageWants().addFrontend(['Describe'], true));
+    assert.notEqual(full, observed);
+    assert.equal(sharedWants(new MessageWants().addFrontend(['Describe'], true)), observed);
+    const wants = new MessageWants().addFrontend(['Query']);
+    assert.equal(wants.bits().filter((b) => b !== 0).length, 1);
+    wants.addBackend(['ReadyForQuery']);
+    assert.equal(wants.bits().filter((b) => b !== 0).length, 2, 'the bits made before the add are not reused');
+  });
+
   it('wants every type of a direction whose operator declares nothing, and nothing for middleware without operators', () => {
     const everything = harness([{ name: 'all', session: () => ({ backend: tap(() => {}) }) }]);
     assert.equal(everything.chain.wants.backend.every((f) => f === 1), true);
