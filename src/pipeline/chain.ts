@@ -2,6 +2,7 @@ import { Observable, Subject, type OperatorFunction, type Subscription } from 'r
 import { BackendSpecs, FrontendSpecs, LazyMessage, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
 import { readTime } from './read-time.js';
+import { Feed } from './feed.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
@@ -198,10 +199,10 @@ function observed<M extends Message>(drop: DropState, input: (m: M) => void, m: 
 class Lane<M extends Message> {
   input: (m: M) => void;
   private closed = false;
-  private source: Subject<M> | undefined;
+  private source: Feed<M> | undefined;
   private subscription: Subscription | undefined;
-  /** Each narrowed stage's input, in the order messages pass them. */
-  private observers: (Observer<M> | undefined)[] = [];
+  /** Each narrowed stage's input, in the order messages pass them (by stage while the lane is built). */
+  private observers: Observer<M>[] = [];
 
   constructor(
     private readonly output: (m: M) => void,
@@ -216,7 +217,11 @@ class Lane<M extends Message> {
    * of them emits for it is not written, so the others get it as read, not through the stream.
    */
   readonly observe = (m: M): void => {
-    for (const o of this.observers) if (o?.codes[m.code] === 1) o.seen.next(m);
+    const observers = this.observers;
+    for (let i = 0; i < observers.length; i++) {
+      const o = observers[i]!;
+      if (o.codes[m.code] === 1) o.seen.next(m);
+    }
   };
 
   /** Straight to the output (while the session lasts). */
@@ -226,7 +231,7 @@ class Lane<M extends Message> {
 
   build(stages: readonly Stage<M>[], direction: 'toBackend' | 'toClient'): void {
     if (!stages.some((s) => s.op)) return;
-    const source = new Subject<M>();
+    const source = new Feed<M>();
     let out: Observable<M> = source;
     let waiting: Subject<M>[] = [];
     stages.forEach(({ op, codes, ctx }, i) => {
@@ -243,6 +248,8 @@ class Lane<M extends Message> {
     this.source = source;
     this.input = (m) => source.next(m);
     this.subscription = out.subscribe({ next: this.output, error: this.error });
+    // Stages register from the last one in; without the gaps of stages that declared nothing.
+    this.observers = this.observers.filter((o) => o !== undefined);
   }
 
   fail(err: unknown): void {
@@ -341,7 +348,7 @@ class StageContext implements MiddlewareContext {
 /** A narrowed stage's input, where the lane shows it observed messages (`Lane.observe`). */
 interface Observer<M> {
   codes: Uint8Array;
-  seen: Subject<M>;
+  seen: Feed<M>;
 }
 
 /**
@@ -349,10 +356,10 @@ interface Observer<M> {
  * output, in its place (an operator that holds a message back can be overtaken by one passed by).
  * What it emits for an observed message stays here (see `written`); `register` gets its input.
  */
-function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array, drop: DropState, register: (seen: Subject<M>) => void): OperatorFunction<M, M> {
+function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array, drop: DropState, register: (seen: Feed<M>) => void): OperatorFunction<M, M> {
   return (source$) =>
     new Observable<M>((subscriber) => {
-      const seen = new Subject<M>();
+      const seen = new Feed<M>();
       register(seen);
       subscriber.add(
         op(seen).subscribe({
