@@ -223,7 +223,7 @@ export class QueryTracker {
 
   /** One statement of a simple query finished; the next one is timed from here. */
   private queryStep(q: QueryRun, outcome: Outcome): void {
-    q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings());
+    q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings);
     // More completions than statements found: the split disagrees with the server; report it all.
     const stmt = q.statements[q.idx] ?? StatementText.of(q.sql.trim(), q.sensitive, this.s.maxLength);
     q.idx++;
