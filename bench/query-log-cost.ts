@@ -64,7 +64,9 @@ async function measure(root: string, mode: Mode, statements: number, rounds: num
     chain.observeClient(P.frontendMessage(q[0]!, q, 0, q.length));
     let offset = 0;
     for (const part of answerParts) {
-      chain.observeBackend(P.backendMessage(part[0]!, answer, offset, part.length));
+      // A type only counted (wants flag 3, COUNTED in src/pipeline/wants.ts) is counted, no message made.
+      if (chain.wants.backend[part[0]!] === 3) chain.countBackend(part[0]!);
+      else chain.observeBackend(P.backendMessage(part[0]!, answer, offset, part.length));
       offset += part.length;
     }
     if (i % STATEMENTS_PER_HAND_OVER === STATEMENTS_PER_HAND_OVER - 1) writeHeldLines();

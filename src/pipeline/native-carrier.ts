@@ -30,6 +30,7 @@ import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 import { nativeAddon } from '../transport/native-addon.js';
 import { setReadTime } from './read-time.js';
+import { COUNTED } from './wants.js';
 
 interface Ended {
   reason: CarrierEndReason | 'running';
@@ -325,6 +326,7 @@ export class NativeCarrier implements Carrier {
   batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined, observedOnly: boolean): void {
     const forward = direction === TO_BACKEND ? this.toBackendWriter : this.toClientWriter;
     const events = this.opts.events;
+    const wants = direction === TO_BACKEND ? this.opts.wants.frontend : this.opts.wants.backend;
     for (let i = first, last = first + count; i < last && !this.final; i++) {
       const head = tape[3 * i]!;
       const offset = tape[3 * i + 1]!;
@@ -337,6 +339,12 @@ export class NativeCarrier implements Carrier {
       const observed = kind >= T_OBSERVE;
       // An assembled observed message went on in pieces as it was read.
       if (kind === T_OBSERVE && !observedOnly) forward.put(region, offset, length, true);
+      // Only counted (C frames it as observed): no message is made for it.
+      if (observed && wants[head & 0xff] === COUNTED) {
+        if (direction === TO_BACKEND) events.countedFromClient(head & 0xff);
+        else events.countedFromBackend(head & 0xff);
+        continue;
+      }
       const source = kind === T_DELIVER || kind === T_OBSERVE ? region : Buffer.from(assembled!);
       if (direction === TO_BACKEND) {
         const m = frontendMessage(head & 0xff, source, offset, length);

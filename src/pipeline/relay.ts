@@ -213,6 +213,14 @@ class SessionRelay implements CarrierEvents {
     }
   }
 
+  countedFromClient(code: number): void {
+    this.chain?.countClient(code);
+  }
+
+  countedFromBackend(code: number): void {
+    this.chain?.countBackend(code);
+  }
+
   idle(): void {
     this.session.state.idleReached();
   }

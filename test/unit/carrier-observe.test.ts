@@ -53,6 +53,21 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: observe
     }
   });
 
+  it('forwards a counted type itself and hands over only its count, in order with what it shows', async () => {
+    const wants = new MessageWants().addBackend(['ReadyForQuery'], true).countBackend(['DataRow']);
+    const t = await carriedBy({ kind, wants });
+    try {
+      const reply = Buffer.concat([be.dataRow([Buffer.from('1')]), be.dataRow([Buffer.from('2')]), be.commandComplete('SHOW'), be.readyForQuery('I')].map((m) => m.raw));
+      t.backend.peer.write(reply);
+      await until(() => t.atClient().length === reply.length, 5000, 'the reply to arrive');
+      assert.deepEqual(t.atClient(), reply, 'intact, in order');
+      await until(() => t.delivered.length === 3, 5000, 'the counts and the observed ReadyForQuery');
+      assert.deepEqual(t.delivered, ['backend-counted:D', 'backend-counted:D', 'backend-observed:ReadyForQuery']);
+    } finally {
+      t.close();
+    }
+  });
+
   it('shows what it observed before it tells of its end', async () => {
     const t = await carriedBy({ kind, wants: new MessageWants().addFrontend(['Query'], true) });
     try {
