@@ -40,10 +40,10 @@ export interface Chain {
   observeClient(m: FrontendMessage): void;
   /** A backend message only observed, already forwarded. */
   observeBackend(m: BackendMessage): void;
-  /** A client message of a type only counted (see `MessageInterest.count`), already forwarded: only its count goes on. */
-  countClient(code: number): void;
-  /** A backend message only counted, already forwarded. */
-  countBackend(code: number): void;
+  /** `n` (default 1) client messages of a type only counted (see `MessageInterest.count`), already forwarded: only their count goes on. */
+  countClient(code: number, n?: number): void;
+  /** Backend messages only counted, already forwarded. */
+  countBackend(code: number, n?: number): void;
   readonly handlers: readonly SessionHandlers[];
   /** What the session's operators must see; a carrier forwards everything else itself. Shared: add to a copy. */
   readonly wants: MessageWants;
@@ -154,7 +154,7 @@ function countsOf(middleware: readonly Middleware[]): MessageCounts | undefined 
   return counts;
 }
 
-const NO_COUNT = (_code: number): void => {};
+const NO_COUNT = (_code: number, _n?: number): void => {};
 
 /** The chain as two Observables, for code that drives it with streams of its own (tests, the plugin test kit). */
 export interface ObservableChain {
@@ -168,10 +168,10 @@ export interface ObservableChain {
   observeClient(m: FrontendMessage): void;
   /** An observed backend message, already forwarded by the caller. */
   observeBackend(m: BackendMessage): void;
-  /** A client message of a type only counted (see `MessageInterest.count`), already forwarded by the caller. */
-  countClient(code: number): void;
-  /** A backend message only counted, already forwarded by the caller. */
-  countBackend(code: number): void;
+  /** `n` (default 1) client messages of a type only counted (see `MessageInterest.count`), already forwarded by the caller. */
+  countClient(code: number, n?: number): void;
+  /** Backend messages only counted, already forwarded by the caller. */
+  countBackend(code: number, n?: number): void;
 }
 
 /**

@@ -23,14 +23,14 @@ export class MessageCounts {
     this.backend ??= new Float64Array(256);
   }
 
-  /** A client message of type byte `code` passed. */
-  readonly fromClient = (code: number): void => {
-    if (this.frontendCounted[code] === 1) this.frontend![code]++;
+  /** `n` client messages of type byte `code` passed. */
+  readonly fromClient = (code: number, n = 1): void => {
+    if (this.frontendCounted[code] === 1) this.frontend![code] += n;
   };
 
-  /** A backend message of type byte `code` passed. */
-  readonly fromBackend = (code: number): void => {
-    if (this.backendCounted[code] === 1) this.backend![code]++;
+  /** `n` backend messages of type byte `code` passed. */
+  readonly fromBackend = (code: number, n = 1): void => {
+    if (this.backendCounted[code] === 1) this.backend![code] += n;
   };
 
   /** See `MiddlewareContext.messageCount`. */

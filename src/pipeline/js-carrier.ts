@@ -231,7 +231,7 @@ export class JsCarrier implements Carrier {
     this.book.toBackend(code);
     // Observed: forwarded above, shown to the pipeline now (its output for it is not written).
     if (want === OBSERVED) this.opts.events.observedFromClient(frontendMessage(code, source, offset, length));
-    else if (want === COUNTED) this.opts.events.countedFromClient(code);
+    else if (want === COUNTED) this.opts.events.countedFromClient(code, 1);
   };
 
   private readonly fromBackend: FrameSink = (code, source, offset, length) => {
@@ -242,7 +242,7 @@ export class JsCarrier implements Carrier {
     this.clientSink.write(source, offset, length);
     if (backendFlags[code]! & BE_READY) this.book.ready(String.fromCharCode(source[offset + 5]!) as TransactionStatus);
     if (want === OBSERVED) this.opts.events.observedFromBackend(backendMessage(code, source, offset, length));
-    else if (want === COUNTED) this.opts.events.countedFromBackend(code);
+    else if (want === COUNTED) this.opts.events.countedFromBackend(code, 1);
   };
 
   /** A Terminate for a backend that can be reused is kept from it: the carrier ends, giving the backend back. */

@@ -29,7 +29,7 @@ import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 import { nativeAddon } from '../transport/native-addon.js';
-import { setReadTime } from './read-time.js';
+import { readTimeOf, setReadTime, stampNow } from './read-time.js';
 import { COUNTED } from './wants.js';
 
 interface Ended {
@@ -102,19 +102,6 @@ export function liveNativeCarriers(): number {
   return addon()?.live() ?? 0;
 }
 
-// C stamps a batch with uv_hrtime in µs mod 2^32 (process.hrtime's clock).
-const WRAP = 2 ** 32;
-
-/**
- * A batch's read time (`stamp`, see carrier.h) in performance.now() milliseconds, knowing that
- * `now` is `nowStamp` on C's clock. A stamp that looks later than now (the two clocks read a
- * moment apart) is now.
- */
-function readTimeOf(stamp: number, now: number, nowStamp: number): number {
-  const ago = (nowStamp - stamp + WRAP) % WRAP;
-  return ago > WRAP / 2 ? now : now - ago / 1000;
-}
-
 // The shared read region as a Buffer, made again only when C starts a new region.
 let regionSeen: ArrayBuffer | undefined;
 let regionBuffer: Buffer = Buffer.alloc(0);
@@ -134,9 +121,8 @@ function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): vo
   const buffer = regionBuffer;
   const hooks = currentBatchHooks();
   const opened: NativeCarrier[] = [];
-  const [seconds, nanos] = process.hrtime();
   const now = performance.now();
-  const nowStamp = (seconds * 1e6 + Math.floor(nanos / 1000)) % WRAP;
+  const nowStamp = stampNow();
   hooks.begin();
   try {
     for (let b = 0, at = 0; b < count; b++) {
@@ -339,10 +325,18 @@ export class NativeCarrier implements Carrier {
       const observed = kind >= T_OBSERVE;
       // An assembled observed message went on in pieces as it was read.
       if (kind === T_OBSERVE && !observedOnly) forward.put(region, offset, length, true);
-      // Only counted (C frames it as observed): no message is made for it.
-      if (observed && wants[head & 0xff] === COUNTED) {
-        if (direction === TO_BACKEND) events.countedFromClient(head & 0xff);
-        else events.countedFromBackend(head & 0xff);
+      // Only counted (C frames it as observed): no message is made for it, and a run of them (a
+      // result's rows) is counted at once.
+      const code = head & 0xff;
+      if (observed && wants[code] === COUNTED) {
+        let n = 1;
+        for (; i + 1 < last; i++, n++) {
+          const next = tape[3 * (i + 1)]!;
+          if ((next & 0xff) !== code || next >>> 8 < T_OBSERVE) break;
+          if (next >>> 8 === T_OBSERVE && !observedOnly) forward.put(region, tape[3 * (i + 1) + 1]!, tape[3 * (i + 1) + 2]!, true);
+        }
+        if (direction === TO_BACKEND) events.countedFromClient(code, n);
+        else events.countedFromBackend(code, n);
         continue;
       }
       const source = kind === T_DELIVER || kind === T_OBSERVE ? region : Buffer.from(assembled!);

@@ -213,12 +213,12 @@ class SessionRelay implements CarrierEvents {
     }
   }
 
-  countedFromClient(code: number): void {
-    this.chain?.countClient(code);
+  countedFromClient(code: number, n: number): void {
+    this.chain?.countClient(code, n);
   }
 
-  countedFromBackend(code: number): void {
-    this.chain?.countBackend(code);
+  countedFromBackend(code: number, n: number): void {
+    this.chain?.countBackend(code, n);
   }
 
   idle(): void {

@@ -68,6 +68,21 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: observe
     }
   });
 
+  it('forwards a run of counted messages read with a held one itself, in order (a held batch)', async () => {
+    // ReadyForQuery held (the harness writes it on): the rows before it go on from the batch, counted at once.
+    const wants = new MessageWants().addBackend(['ReadyForQuery']).countBackend(['DataRow']);
+    const t = await carriedBy({ kind, wants });
+    try {
+      const reply = Buffer.concat([...[1, 2, 3].map((i) => be.dataRow([Buffer.from(String(i))])), be.commandComplete('SELECT 3'), be.readyForQuery('I')].map((m) => m.raw));
+      t.backend.peer.write(reply);
+      await until(() => t.atClient().length === reply.length, 5000, 'the reply to arrive');
+      assert.deepEqual(t.atClient(), reply, 'intact, in order');
+      assert.deepEqual(t.delivered, [...Array<string>(3).fill('backend-counted:D'), 'backend:ReadyForQuery']);
+    } finally {
+      t.close();
+    }
+  });
+
   it('shows what it observed before it tells of its end', async () => {
     const t = await carriedBy({ kind, wants: new MessageWants().addFrontend(['Query'], true) });
     try {
