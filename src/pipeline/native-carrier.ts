@@ -29,7 +29,8 @@ import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 import { nativeAddon } from '../transport/native-addon.js';
-import { readTimeOf, setReadTime, stampNow } from './read-time.js';
+import { beginHandOver, cursor, endHandOver, observedLeft } from './native-hand-over.js';
+import { readTimeOf, setReadTime } from './read-time.js';
 import { COUNTED } from './wants.js';
 
 interface Ended {
@@ -121,23 +122,25 @@ function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): vo
   const buffer = regionBuffer;
   const hooks = currentBatchHooks();
   const opened: NativeCarrier[] = [];
-  const now = performance.now();
-  const nowStamp = stampNow();
+  const h = beginHandOver(count, values, buffer);
   hooks.begin();
   try {
     for (let b = 0, at = 0; b < count; b++) {
       const head = tape[3 * at]!;
       const entries = tape[3 * at + 1]!;
       const carrier = values[2 * b] as NativeCarrier | undefined;
+      h.batch = b;
+      h.at = at;
       if (carrier) {
         carrier.open();
         opened.push(carrier);
-        setReadTime(readTimeOf(tape[3 * at + 2]!, now, nowStamp));
+        setReadTime(readTimeOf(tape[3 * at + 2]!, h.now, h.nowStamp));
         carrier.batch(head & 0xff, buffer, at + 1, entries, values[2 * b + 1] as ArrayBuffer | undefined, (head & B_OBSERVED_ONLY) !== 0);
       }
       at += 1 + entries;
     }
   } finally {
+    endHandOver(h);
     setReadTime(undefined);
     hooks.end();
     for (const carrier of opened) carrier.release();
@@ -309,11 +312,12 @@ export class NativeCarrier implements Carrier {
    * direction. `observedOnly`: its observed messages were forwarded by C already (and nothing
    * else is on the tape); otherwise this forwards them, as it does what C forwarded not.
    */
-  batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined, observedOnly: boolean): void {
+  batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined, observedOnly: boolean, ended = false): void {
     const forward = direction === TO_BACKEND ? this.toBackendWriter : this.toClientWriter;
     const events = this.opts.events;
     const wants = direction === TO_BACKEND ? this.opts.wants.frontend : this.opts.wants.backend;
-    for (let i = first, last = first + count; i < last && !this.final; i++) {
+    for (let i = first, last = first + count; i < last && (ended || !this.final); i++) {
+      cursor.entry = i;
       const head = tape[3 * i]!;
       const offset = tape[3 * i + 1]!;
       const length = tape[3 * i + 2]!;
@@ -382,6 +386,8 @@ export class NativeCarrier implements Carrier {
     this.stopPulling = NOTHING;
     const ended = this.lib.ended(this.handle);
     this.final = this.lib.status(this.handle);
+    // Ended inside a hand-over: what C forwarded and it observed later in it is shown first.
+    observedLeft(tape, this, (direction, region, first, count, assembled) => this.batch(direction, region, first, count, assembled, true, true));
     this.unsent = ended;
     const reason = ended.reason === 'running' ? 'stopped' : ended.reason;
     const v = ended.violation;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MessageWants } from '../../src/pipeline/wants.js';
-import { be, fe } from '../../src/protocol/index.js';
+import { be, fe, Framer } from '../../src/protocol/index.js';
 import { until } from '../helpers/wait.js';
 import { carriedBy, frontendTraffic, trickle } from '../helpers/carrier-harness.js';
 
@@ -78,6 +78,24 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: observe
       await until(() => t.atClient().length === reply.length, 5000, 'the reply to arrive');
       assert.deepEqual(t.atClient(), reply, 'intact, in order');
       assert.deepEqual(t.delivered, [...Array<string>(3).fill('backend-counted:D'), 'backend:ReadyForQuery']);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('a stop while an observed message is shown still shows every observed message it forwarded', async () => {
+    // Three Queries in one read: the carrier is stopped while the first is shown.
+    const t = await carriedBy({ kind, wants: new MessageWants().addFrontend(['Query'], true), onObservedClient: (_m, carrier) => carrier.stop() });
+    try {
+      const queries = ['select 1', 'select 2', 'select 3'].map((sql) => fe.query(sql));
+      t.client.peer.write(Buffer.concat(queries.map((q) => q.raw)));
+      await until(() => t.ends.length === 1, 5000, 'the end');
+      await new Promise((r) => setTimeout(r, 50));
+      const forwarded = new Framer();
+      let queriesForwarded = 0;
+      forwarded.push(t.atBackend(), () => void queriesForwarded++);
+      assert.ok(queriesForwarded >= 1);
+      assert.deepEqual(t.delivered, Array<string>(queriesForwarded).fill('client-observed:Query'), 'each Query forwarded was shown, before the end');
     } finally {
       t.close();
     }
