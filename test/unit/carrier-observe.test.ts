@@ -113,3 +113,21 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: observe
     }
   });
 });
+
+describe('native carrier: observed types at an end from JavaScript', () => {
+  it('shows an observed message waiting in C before a Terminate written from JavaScript releases the backend', async () => {
+    const wants = new MessageWants().addBackend(['ReadyForQuery'], true);
+    const t = await carriedBy({ kind: 'native', wants, keepBackend: true });
+    try {
+      // The observed ReadyForQuery reaches the client at once and waits in C for its hand-over;
+      // the Terminate is written as soon as the client has it.
+      t.client.peer.once('data', () => t.carrier.toBackend(fe.terminate()));
+      t.backend.peer.write(be.readyForQuery('I').raw);
+      await until(() => t.ends.length === 1, 5000, 'the carrier to end');
+      assert.equal(t.ends[0]!.reason, 'released');
+      assert.deepEqual(t.delivered, ['backend-observed:ReadyForQuery'], 'shown before the end');
+    } finally {
+      t.close();
+    }
+  });
+});
