@@ -138,6 +138,16 @@ static napi_value start(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+/*
+ * Before JavaScript stops a carrier, or a write of its ends it: what it observed and JavaScript
+ * has not seen yet is handed over (with every other session's queued batches, by a plain call),
+ * so nothing observed is lost. Inside a hand-over that cannot be: there JavaScript shows what is
+ * left of the hand-over itself (src/pipeline/native-hand-over.ts).
+ */
+static void observed_first(carrier_t *c) {
+  if (c->state == R_RUNNING && !c->busy && observed_waiting(c) && !g.handing) hand_batches(1);
+}
+
 /* What JavaScript's call may have made due, now that nothing of the carrier is on the stack. */
 static int after_js(carrier_t *c) {
   int flags = 0;
@@ -149,11 +159,16 @@ static int after_js(carrier_t *c) {
   for (int d = 0; d < 2; d++) {
     int err = c->dir[d].write_error;
     if (err) {
+      observed_first(c);
+      /* JavaScript, shown what was observed, may have ended it otherwise (and knows it). */
+      if (c->state != R_RUNNING) return flags;
       halt_quietly(c, d == TO_CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, err);
       return flags | W_ENDED;
     }
   }
   if (c->release_due) {
+    observed_first(c);
+    if (c->state != R_RUNNING) return flags;
     halt_quietly(c, R_RELEASED, 0);
     return flags | W_ENDED;
   }
@@ -209,15 +224,6 @@ static napi_value feed(napi_env env, napi_callback_info info) {
   settle(c);
   c->in_js = 0;
   return NULL;
-}
-
-/*
- * Before JavaScript stops a carrier: what it observed and JavaScript has not seen yet is handed
- * over (with every other session's queued batches, by a plain call), so nothing observed is lost.
- * Inside a hand-over that cannot be: batches of this carrier's read later are not seen.
- */
-static void observed_first(carrier_t *c) {
-  if (c->state == R_RUNNING && !c->busy && observed_waiting(c) && !g.handing) hand_batches(1);
 }
 
 /* stop(handle) → true when it stopped at once; otherwise an end event (stopped, or whatever came first) follows. */

@@ -52,7 +52,8 @@ export function isSensitive(sql: string): boolean {
  * be reported redacted) redacted in one pass over the text; none when it holds only whitespace
  * and comments.
  */
-export function queryStatements(sql: string, sensitive: boolean, redact: boolean, maxLength: number, standardConformingStrings: boolean): StatementText[] {
-  const pieces = splitStatementsRedacted(sql, redact || sensitive, { standardConformingStrings });
+export function queryStatements(sql: string, sensitive: boolean, redact: boolean, maxLength: number, standardConformingStrings: () => boolean): StatementText[] {
+  // The setting changes only how backslashes in '…' literals read: without a quote it is not asked (a lookup per query).
+  const pieces = splitStatementsRedacted(sql, redact || sensitive, { standardConformingStrings: sql.includes("'") ? standardConformingStrings() : true });
   return pieces.map((p) => StatementText.of(p.text, sensitive, maxLength, p.redacted));
 }

@@ -1,4 +1,4 @@
-import type { MiddlewareContext } from '../pipeline/middleware.js';
+import type { BackendType, MiddlewareContext } from '../pipeline/middleware.js';
 import { FRONTEND_MEANINGS, leadingCString, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
 import { QueryReporter, type Outcome, type Settings } from './query-log-report.js';
 import { isSensitive, queryStatements, StatementText } from './query-log-text.js';
@@ -48,6 +48,9 @@ const CLOSE: Pending = { kind: 'close' };
 const SYNC: Pending = { kind: 'sync' };
 const CALL: Pending = { kind: 'call' };
 
+/** The backend types query-log only counts (`MessageInterest.count`): see `QueryTracker.catchUp`. */
+export const COUNTED: readonly BackendType[] = ['DataRow', 'RowDescription', 'NoData'];
+
 /** Bounds on what one session remembers (statements the client never closes, runaway pipelines). */
 const MAX_STATEMENTS = 10_000;
 const MAX_STATEMENT_CHARS = 1 << 20;
@@ -64,6 +67,9 @@ export class QueryTracker {
   private readonly portals = new BoundedMap<Portal>(MAX_PORTALS, Infinity);
   private readonly reporter: QueryReporter;
   private failed = false;
+  /** The counts of DataRow and of Describe answers (RowDescription, NoData) already accounted for. */
+  private rowsSeen = 0;
+  private describedSeen = 0;
 
   constructor(
     private readonly ctx: MiddlewareContext,
@@ -146,21 +152,34 @@ export class QueryTracker {
     }
   }
 
+  /**
+   * Accounts for the counted messages that came since the last backend message seen, all before
+   * this one: Describe answers first (one that came after rows would have come after the
+   * CommandComplete or PortalSuspended that ends them, a message seen), then the rows, which
+   * belong to the request at the head then. A RowDescription of a simple query's result finds a
+   * query at the head and is passed by, as before.
+   */
+  private catchUp(): void {
+    const { ctx } = this;
+    const described = ctx.messageCount('backend', 'RowDescription') + ctx.messageCount('backend', 'NoData');
+    for (; this.describedSeen < described && this.peek()?.kind === 'describe'; this.describedSeen++) this.shift();
+    this.describedSeen = described;
+    const rows = ctx.messageCount('backend', 'DataRow');
+    const head = this.peek();
+    if (head?.kind === 'execute' || head?.kind === 'query') head.rows += rows - this.rowsSeen;
+    this.rowsSeen = rows;
+  }
+
   fromBackend(m: BackendMessage): void {
+    this.catchUp();
     const head = this.peek();
     switch (m.type) {
-      case 'DataRow':
-        if (head?.kind === 'execute' || head?.kind === 'query') head.rows++;
-        return;
       case 'ParseComplete':
         return this.popIf('parse');
       case 'BindComplete':
         return this.popIf('bind');
       case 'CloseComplete':
         return this.popIf('close');
-      case 'NoData':
-      case 'RowDescription': // also sent inside a simple query: popIf ignores it there
-        return this.popIf('describe');
       case 'CommandComplete':
       case 'EmptyQueryResponse':
       case 'PortalSuspended': {
@@ -223,7 +242,7 @@ export class QueryTracker {
 
   /** One statement of a simple query finished; the next one is timed from here. */
   private queryStep(q: QueryRun, outcome: Outcome): void {
-    q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings());
+    q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings);
     // More completions than statements found: the split disagrees with the server; report it all.
     const stmt = q.statements[q.idx] ?? StatementText.of(q.sql.trim(), q.sensitive, this.s.maxLength);
     q.idx++;

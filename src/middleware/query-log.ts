@@ -1,7 +1,7 @@
 import { tap } from 'rxjs';
 import type { Middleware, MiddlewareContext, SessionHandlers } from '../pipeline/middleware.js';
 import type { QueryEvent, Settings } from './query-log-report.js';
-import { QueryTracker } from './query-log-tracker.js';
+import { COUNTED, QueryTracker } from './query-log-tracker.js';
 
 export type { QueryEvent } from './query-log-report.js';
 
@@ -23,26 +23,16 @@ export interface QueryLogOptions {
 
 /**
  * What the tracker reads (`fromClient`, `fromBackend`); every other message passes it by, on the
- * native carrier without leaving C. DataRow is read to count the rows of a result whose command
- * tag has no count (a suspended portal, SHOW). Only observed: query-log never changes a message,
- * so none waits for it (see `MessageInterest.observeOnly`).
+ * native carrier without leaving C. Only observed: query-log never changes a message, so none
+ * waits for it (see `MessageInterest.observeOnly`). Only counted, never shown (COUNTED, see the
+ * tracker's `catchUp`): DataRow, for the rows of a result whose command tag has no count (a
+ * suspended portal, SHOW), and RowDescription and NoData, the answers to a Describe.
  */
 const MESSAGES = {
   observeOnly: true,
   frontend: ['Query', 'Parse', 'Bind', 'Execute', 'Describe', 'Close', 'Sync', 'FunctionCall'],
-  backend: [
-    'DataRow',
-    'ParseComplete',
-    'BindComplete',
-    'CloseComplete',
-    'NoData',
-    'RowDescription',
-    'CommandComplete',
-    'EmptyQueryResponse',
-    'PortalSuspended',
-    'ErrorResponse',
-    'ReadyForQuery',
-  ],
+  backend: ['ParseComplete', 'BindComplete', 'CloseComplete', 'CommandComplete', 'EmptyQueryResponse', 'PortalSuspended', 'ErrorResponse', 'ReadyForQuery'],
+  count: { backend: [...COUNTED] },
 } as const;
 
 /**

@@ -64,6 +64,9 @@ export interface CarrierEvents {
    */
   observedFromClient(m: FrontendMessage): void;
   observedFromBackend(m: BackendMessage): void;
+  /** `n` client messages of a type the pipeline only counts (`COUNTED`): already forwarded, in the order read with the others. */
+  countedFromClient(code: number, n: number): void;
+  countedFromBackend(code: number, n: number): void;
   /** After `watchIdle`: the session became idle (ReadyForQuery `I`, nothing unanswered). */
   idle(): void;
   /** The carrier stopped carrying, for whatever reason; called once, and nothing is delivered after it. */

@@ -1,7 +1,20 @@
 import { Observable, Subject, type OperatorFunction, type Subscription } from 'rxjs';
-import { BackendSpecs, FrontendSpecs, LazyMessage, type BackendMessage, type FrontendMessage, type Message, type PgError } from '../protocol/index.js';
+import {
+  BackendSpecs,
+  FrontendSpecs,
+  LazyMessage,
+  type BackendMessage,
+  type BackendType,
+  type FrontendMessage,
+  type FrontendType,
+  type Message,
+  type PgError,
+} from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
 import { readTime } from './read-time.js';
+import { MessageCounts } from './counts.js';
+import { Feed } from './feed.js';
+import { declaredOnly, withInjections, written, type DropState } from './lane-operators.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
@@ -27,6 +40,10 @@ export interface Chain {
   observeClient(m: FrontendMessage): void;
   /** A backend message only observed, already forwarded. */
   observeBackend(m: BackendMessage): void;
+  /** `n` (default 1) client messages of a type only counted (see `MessageInterest.count`), already forwarded: only their count goes on. */
+  countClient(code: number, n?: number): void;
+  /** Backend messages only counted, already forwarded. */
+  countBackend(code: number, n?: number): void;
   readonly handlers: readonly SessionHandlers[];
   /** What the session's operators must see; a carrier forwards everything else itself. Shared: add to a copy. */
   readonly wants: MessageWants;
@@ -54,10 +71,11 @@ export function composeChain(middleware: readonly Middleware[], session: Session
     toBackend: new Lane<FrontendMessage>(kept(outputs.toBackend), (err) => outputs.error(err, 'toBackend'), drop),
     toClient: new Lane<BackendMessage>(kept(outputs.toClient), (err) => outputs.error(err, 'toClient'), drop),
   };
+  const counts = countsOf(middleware);
   const handlers: SessionHandlers[] = [];
   const contexts: StageContext[] = [];
   for (const mw of middleware) {
-    const ctx = new StageContext(session, directions.toClient, directions.toBackend, drop);
+    const ctx = new StageContext(session, directions.toClient, directions.toBackend, drop, counts);
     try {
       handlers.push(mw.session?.(ctx) ?? {});
     } catch (err) {
@@ -71,14 +89,24 @@ export function composeChain(middleware: readonly Middleware[], session: Session
   const { wants, frontendStages, backendStages } = stagesOf(middleware, handlers, contexts);
   directions.toBackend.build(frontendStages, 'toBackend');
   directions.toClient.build(backendStages.reverse(), 'toClient');
-  const fromClient = directions.toBackend.input;
-  const fromBackend = directions.toClient.input;
   const { toBackend, toClient } = directions;
+  const input = { fromClient: toBackend.input, fromBackend: toClient.input, observeClient: toBackend.observe, observeBackend: toClient.observe };
+  // Counting, where a middleware counts: every message of a counted type is counted before it passes.
+  if (counts) {
+    const { fromClient, fromBackend, observeClient, observeBackend } = input;
+    input.fromClient = (m) => (counts.fromClient(m.code), fromClient(m));
+    input.fromBackend = (m) => (counts.fromBackend(m.code), fromBackend(m));
+    input.observeClient = (m) => (counts.fromClient(m.code), observeClient(m));
+    input.observeBackend = (m) => (counts.fromBackend(m.code), observeBackend(m));
+  }
+  const { observeClient, observeBackend } = input;
   return {
-    fromClient,
-    fromBackend,
-    observeClient: (m) => observed(drop, toBackend.observe, m),
-    observeBackend: (m) => observed(drop, toClient.observe, m),
+    fromClient: input.fromClient,
+    fromBackend: input.fromBackend,
+    observeClient: (m) => observed(drop, observeClient, m),
+    observeBackend: (m) => observed(drop, observeBackend, m),
+    countClient: counts?.fromClient ?? NO_COUNT,
+    countBackend: counts?.fromBackend ?? NO_COUNT,
     handlers,
     wants,
     fail: (direction, err) => directions[direction].fail(err),
@@ -106,12 +134,27 @@ function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionH
     const all = observe ? ALL_CODES : undefined;
     if (frontend) wants.addFrontend(declared?.frontend ?? 'all', observe);
     if (backend) wants.addBackend(declared?.backend ?? 'all', observe);
+    if (declared?.count?.frontend) wants.countFrontend(declared.count.frontend);
+    if (declared?.count?.backend) wants.countBackend(declared.count.backend);
     const ctx = contexts[i]!;
     frontendStages.push({ op: frontend, codes: declared?.frontend ? codesOf(declared.frontend, FrontendSpecs) : all, ctx });
     backendStages.push({ op: backend, codes: declared?.backend ? codesOf(declared.backend, BackendSpecs) : all, ctx });
   }
   return { wants: sharedWants(wants), frontendStages, backendStages };
 }
+
+/** The counts the pipeline's middleware declared (`MessageInterest.count`), or none. */
+function countsOf(middleware: readonly Middleware[]): MessageCounts | undefined {
+  let counts: MessageCounts | undefined;
+  for (const mw of middleware) {
+    const count = mw.messages?.count;
+    if (count?.frontend?.length) (counts ??= new MessageCounts()).countFrontend(count.frontend);
+    if (count?.backend?.length) (counts ??= new MessageCounts()).countBackend(count.backend);
+  }
+  return counts;
+}
+
+const NO_COUNT = (_code: number, _n?: number): void => {};
 
 /** The chain as two Observables, for code that drives it with streams of its own (tests, the plugin test kit). */
 export interface ObservableChain {
@@ -125,6 +168,10 @@ export interface ObservableChain {
   observeClient(m: FrontendMessage): void;
   /** An observed backend message, already forwarded by the caller. */
   observeBackend(m: BackendMessage): void;
+  /** `n` (default 1) client messages of a type only counted (see `MessageInterest.count`), already forwarded by the caller. */
+  countClient(code: number, n?: number): void;
+  /** Backend messages only counted, already forwarded by the caller. */
+  countBackend(code: number, n?: number): void;
 }
 
 /**
@@ -156,6 +203,8 @@ export function buildChain(
     wants: chain.wants,
     observeClient: chain.observeClient,
     observeBackend: chain.observeBackend,
+    countClient: chain.countClient,
+    countBackend: chain.countBackend,
   };
 }
 
@@ -163,17 +212,6 @@ export function buildChain(
 type Stage<M> = { op?: OperatorFunction<M, M>; codes?: Uint8Array; ctx: StageContext };
 
 const ALL_CODES = new Uint8Array(256).fill(1);
-
-/** Whether what comes out of an operator goes on: not while an observed message passes (injections aside), never an observed message. */
-function written(drop: DropState, m: Message): boolean {
-  return drop.injecting > 0 || (drop.observing === 0 && (m as { observed?: boolean }).observed !== true);
-}
-
-/** Whether an observed message is passing the chain, and whether a middleware is injecting meanwhile. */
-interface DropState {
-  observing: number;
-  injecting: number;
-}
 
 /**
  * An observed message (already forwarded) shown to the operators that declared its type; it is
@@ -198,10 +236,10 @@ function observed<M extends Message>(drop: DropState, input: (m: M) => void, m: 
 class Lane<M extends Message> {
   input: (m: M) => void;
   private closed = false;
-  private source: Subject<M> | undefined;
+  private source: Feed<M> | undefined;
   private subscription: Subscription | undefined;
-  /** Each narrowed stage's input, in the order messages pass them. */
-  private observers: (Observer<M> | undefined)[] = [];
+  /** Each narrowed stage's input, in the order messages pass them (by stage while the lane is built). */
+  private observers: Observer<M>[] = [];
 
   constructor(
     private readonly output: (m: M) => void,
@@ -216,7 +254,11 @@ class Lane<M extends Message> {
    * of them emits for it is not written, so the others get it as read, not through the stream.
    */
   readonly observe = (m: M): void => {
-    for (const o of this.observers) if (o?.codes[m.code] === 1) o.seen.next(m);
+    const observers = this.observers;
+    for (let i = 0; i < observers.length; i++) {
+      const o = observers[i]!;
+      if (o.codes[m.code] === 1) o.seen.next(m);
+    }
   };
 
   /** Straight to the output (while the session lasts). */
@@ -226,7 +268,7 @@ class Lane<M extends Message> {
 
   build(stages: readonly Stage<M>[], direction: 'toBackend' | 'toClient'): void {
     if (!stages.some((s) => s.op)) return;
-    const source = new Subject<M>();
+    const source = new Feed<M>();
     let out: Observable<M> = source;
     let waiting: Subject<M>[] = [];
     stages.forEach(({ op, codes, ctx }, i) => {
@@ -243,6 +285,8 @@ class Lane<M extends Message> {
     this.source = source;
     this.input = (m) => source.next(m);
     this.subscription = out.subscribe({ next: this.output, error: this.error });
+    // Stages register from the last one in; without the gaps of stages that declared nothing.
+    this.observers = this.observers.filter((o) => o !== undefined);
   }
 
   fail(err: unknown): void {
@@ -272,6 +316,7 @@ class StageContext implements MiddlewareContext {
     toClient: Lane<BackendMessage>,
     toBackend: Lane<FrontendMessage>,
     private readonly drop: DropState,
+    private readonly counts: MessageCounts | undefined,
   ) {
     // A lane with operators gives the stage an entry point of its own; otherwise injections go straight out.
     this.inject = { toClient: toClient.direct, toBackend: toBackend.direct };
@@ -319,6 +364,9 @@ class StageContext implements MiddlewareContext {
   readTime(): number {
     return readTime();
   }
+  messageCount(direction: 'frontend' | 'backend', type: FrontendType | BackendType): number {
+    return this.counts?.count(direction, type) ?? 0;
+  }
   // Own properties, like the session's own controls: they work detached from the context too.
   readonly sendToClient = (...messages: BackendMessage[]): void => {
     this.drop.injecting++;
@@ -341,48 +389,5 @@ class StageContext implements MiddlewareContext {
 /** A narrowed stage's input, where the lane shows it observed messages (`Lane.observe`). */
 interface Observer<M> {
   codes: Uint8Array;
-  seen: Subject<M>;
-}
-
-/**
- * An operator that sees only the types in `codes`: every other message goes straight to its
- * output, in its place (an operator that holds a message back can be overtaken by one passed by).
- * What it emits for an observed message stays here (see `written`); `register` gets its input.
- */
-function declaredOnly<M extends Message>(op: OperatorFunction<M, M>, codes: Uint8Array, drop: DropState, register: (seen: Subject<M>) => void): OperatorFunction<M, M> {
-  return (source$) =>
-    new Observable<M>((subscriber) => {
-      const seen = new Subject<M>();
-      register(seen);
-      subscriber.add(
-        op(seen).subscribe({
-          next: (m) => (written(drop, m) ? subscriber.next(m) : undefined),
-          error: (err) => subscriber.error(err),
-          complete: () => subscriber.complete(),
-        }),
-      );
-      subscriber.add(
-        source$.subscribe({
-          next: (m) => (codes[m.code] === 1 ? seen.next(m) : subscriber.next(m)),
-          error: (err) => seen.error(err),
-          complete: () => seen.complete(),
-        }),
-      );
-    });
-}
-
-/**
- * A stage's output with messages its middleware injected; the injections end when the stage's
- * input does (so a completed or failed stream completes or fails the output).
- */
-function withInjections<M>(stage$: Observable<M>, injected: readonly Subject<M>[]): Observable<M> {
-  return new Observable<M>((subscriber) => {
-    for (const s of injected) subscriber.add(s.subscribe({ next: (m) => subscriber.next(m) }));
-    subscriber.add(() => {
-      for (const s of injected) s.complete();
-    });
-    // Handing the subscriber itself to the stage (rather than an observer that forwards to it)
-    // spares every relayed message one layer of calls: RxJS uses a Subscriber as it is.
-    stage$.subscribe(subscriber);
-  });
+  seen: Feed<M>;
 }

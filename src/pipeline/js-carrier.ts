@@ -29,7 +29,7 @@ import {
 } from './carrier.js';
 import { SessionBook } from './session-book.js';
 import { readSocket, SocketSink, type Pausable } from '../transport/socket-io.js';
-import { FULL, OBSERVED } from './wants.js';
+import { COUNTED, FULL, OBSERVED } from './wants.js';
 
 const COPY_DATA = 0x64;
 const DATA_ROW = 0x44;
@@ -231,6 +231,7 @@ export class JsCarrier implements Carrier {
     this.book.toBackend(code);
     // Observed: forwarded above, shown to the pipeline now (its output for it is not written).
     if (want === OBSERVED) this.opts.events.observedFromClient(frontendMessage(code, source, offset, length));
+    else if (want === COUNTED) this.opts.events.countedFromClient(code, 1);
   };
 
   private readonly fromBackend: FrameSink = (code, source, offset, length) => {
@@ -241,6 +242,7 @@ export class JsCarrier implements Carrier {
     this.clientSink.write(source, offset, length);
     if (backendFlags[code]! & BE_READY) this.book.ready(String.fromCharCode(source[offset + 5]!) as TransactionStatus);
     if (want === OBSERVED) this.opts.events.observedFromBackend(backendMessage(code, source, offset, length));
+    else if (want === COUNTED) this.opts.events.countedFromBackend(code, 1);
   };
 
   /** A Terminate for a backend that can be reused is kept from it: the carrier ends, giving the backend back. */

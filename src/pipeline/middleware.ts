@@ -81,6 +81,15 @@ export interface MiddlewareContext extends SessionContext {
    * timer, an operator that delays) it is simply `performance.now()`.
    */
   readTime(): number;
+  /**
+   * How many messages of `type` have passed the session in that direction so far, the message
+   * being handled included, for a type some middleware of the pipeline counts
+   * (`MessageInterest.count`); 0 for a type nobody counts. Every message of a counted type is
+   * counted, whether it is only counted, observed or delivered, in the order read: a difference
+   * of two readings is how many passed between the messages handled then.
+   */
+  messageCount(direction: 'frontend', type: FrontendType): number;
+  messageCount(direction: 'backend', type: BackendType): number;
 }
 
 /** What a middleware does in one session. Omitted directions are passed through untouched. */
@@ -121,6 +130,15 @@ export interface MessageInterest {
   readonly backend?: readonly BackendType[];
   /** Only observe these types (see above); default false. */
   readonly observeOnly?: boolean;
+  /**
+   * Types only counted: forwarded by the carrier at once, like an undeclared type, and never
+   * shown to an operator; all the middleware learns of them is how many passed, from
+   * `MiddlewareContext.messageCount`, read when it handles a message it does see. Far cheaper
+   * than observing a type that comes many times a statement (DataRow) just to count it: on the
+   * native carrier no message is made for it in JavaScript. A type declared here and in
+   * `frontend`/`backend` is shown as declared there, and counted too.
+   */
+  readonly count?: { readonly frontend?: readonly FrontendType[]; readonly backend?: readonly BackendType[] };
 }
 
 /**

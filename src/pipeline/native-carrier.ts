@@ -28,8 +28,10 @@ import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 import { nativeAddon } from '../transport/native-addon.js';
-import { setReadTime } from './read-time.js';
+import { beginHandOver, cursor, endHandOver, observedLeft } from './native-hand-over.js';
+import { readTimeOf, setReadTime } from './read-time.js';
 import { reportedEnd, reportedStatus, type Ended } from './native-report.js';
+import { COUNTED } from './wants.js';
 
 /** The addon's functions (native/binding.c). */
 interface Addon {
@@ -94,19 +96,6 @@ export function liveNativeCarriers(): number {
   return addon()?.live() ?? 0;
 }
 
-// C stamps a batch with uv_hrtime in µs mod 2^32 (process.hrtime's clock).
-const WRAP = 2 ** 32;
-
-/**
- * A batch's read time (`stamp`, see carrier.h) in performance.now() milliseconds, knowing that
- * `now` is `nowStamp` on C's clock. A stamp that looks later than now (the two clocks read a
- * moment apart) is now.
- */
-function readTimeOf(stamp: number, now: number, nowStamp: number): number {
-  const ago = (nowStamp - stamp + WRAP) % WRAP;
-  return ago > WRAP / 2 ? now : now - ago / 1000;
-}
-
 // The shared read region as a Buffer, made again only when C starts a new region.
 let regionSeen: ArrayBuffer | undefined;
 let regionBuffer: Buffer = Buffer.alloc(0);
@@ -126,24 +115,25 @@ function onBatches(region: ArrayBuffer, count: number, ...values: unknown[]): vo
   const buffer = regionBuffer;
   const hooks = currentBatchHooks();
   const opened: NativeCarrier[] = [];
-  const [seconds, nanos] = process.hrtime();
-  const now = performance.now();
-  const nowStamp = (seconds * 1e6 + Math.floor(nanos / 1000)) % WRAP;
+  const h = beginHandOver(count, values, buffer);
   hooks.begin();
   try {
     for (let b = 0, at = 0; b < count; b++) {
       const head = tape[3 * at]!;
       const entries = tape[3 * at + 1]!;
       const carrier = values[2 * b] as NativeCarrier | undefined;
+      h.batch = b;
+      h.at = at;
       if (carrier) {
         carrier.open();
         opened.push(carrier);
-        setReadTime(readTimeOf(tape[3 * at + 2]!, now, nowStamp));
+        setReadTime(readTimeOf(tape[3 * at + 2]!, h.now, h.nowStamp));
         carrier.batch(head & 0xff, buffer, at + 1, entries, values[2 * b + 1] as ArrayBuffer | undefined, (head & B_OBSERVED_ONLY) !== 0);
       }
       at += 1 + entries;
     }
   } finally {
+    endHandOver(h);
     setReadTime(undefined);
     hooks.end();
     for (const carrier of opened) carrier.release();
@@ -315,10 +305,12 @@ export class NativeCarrier implements Carrier {
    * direction. `observedOnly`: its observed messages were forwarded by C already (and nothing
    * else is on the tape); otherwise this forwards them, as it does what C forwarded not.
    */
-  batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined, observedOnly: boolean): void {
+  batch(direction: number, region: Buffer, first: number, count: number, assembled: ArrayBuffer | undefined, observedOnly: boolean, ended = false): void {
     const forward = direction === TO_BACKEND ? this.toBackendWriter : this.toClientWriter;
     const events = this.opts.events;
-    for (let i = first, last = first + count; i < last && !this.final; i++) {
+    const wants = direction === TO_BACKEND ? this.opts.wants.frontend : this.opts.wants.backend;
+    for (let i = first, last = first + count; i < last && (ended || !this.final); i++) {
+      cursor.entry = i;
       const head = tape[3 * i]!;
       const offset = tape[3 * i + 1]!;
       const length = tape[3 * i + 2]!;
@@ -330,6 +322,20 @@ export class NativeCarrier implements Carrier {
       const observed = kind >= T_OBSERVE;
       // An assembled observed message went on in pieces as it was read.
       if (kind === T_OBSERVE && !observedOnly) forward.put(region, offset, length, true);
+      // Only counted (C frames it as observed): no message is made for it, and a run of them (a
+      // result's rows) is counted at once.
+      const code = head & 0xff;
+      if (observed && wants[code] === COUNTED) {
+        let n = 1;
+        for (; i + 1 < last; i++, n++) {
+          const next = tape[3 * (i + 1)]!;
+          if ((next & 0xff) !== code || next >>> 8 < T_OBSERVE) break;
+          if (next >>> 8 === T_OBSERVE && !observedOnly) forward.put(region, tape[3 * (i + 1) + 1]!, tape[3 * (i + 1) + 2]!, true);
+        }
+        if (direction === TO_BACKEND) events.countedFromClient(code, n);
+        else events.countedFromBackend(code, n);
+        continue;
+      }
       const source = kind === T_DELIVER || kind === T_OBSERVE ? region : Buffer.from(assembled!);
       if (direction === TO_BACKEND) {
         const m = frontendMessage(head & 0xff, source, offset, length);
@@ -373,6 +379,8 @@ export class NativeCarrier implements Carrier {
     this.stopPulling = NOTHING;
     const { status, ended } = reportedEnd(this.lib, this.handle);
     this.final = status;
+    // Ended inside a hand-over: what C forwarded and it observed later in it is shown first.
+    observedLeft(tape, this, (direction, region, first, count, assembled) => this.batch(direction, region, first, count, assembled, true, true));
     this.unsent = ended;
     const reason = ended.reason === 'running' ? 'stopped' : ended.reason;
     const v = ended.violation;

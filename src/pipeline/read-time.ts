@@ -12,3 +12,22 @@ export function readTime(): number {
 export function setReadTime(time: number | undefined): void {
   current = time;
 }
+
+// The native carrier stamps a batch with uv_hrtime in µs mod 2^32 (process.hrtime's clock).
+const WRAP = 2 ** 32;
+
+/** Now on the native carrier's stamp clock (see native/carrier.h). */
+export function stampNow(): number {
+  const [seconds, nanos] = process.hrtime();
+  return (seconds * 1e6 + Math.floor(nanos / 1000)) % WRAP;
+}
+
+/**
+ * A batch's read time (`stamp`) in performance.now() milliseconds, knowing that `now` is
+ * `nowStamp` on the stamp clock. A stamp that looks later than now (the two clocks read a moment
+ * apart) is now.
+ */
+export function readTimeOf(stamp: number, now: number, nowStamp: number): number {
+  const ago = (nowStamp - stamp + WRAP) % WRAP;
+  return ago > WRAP / 2 ? now : now - ago / 1000;
+}

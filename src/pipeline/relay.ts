@@ -213,6 +213,14 @@ class SessionRelay implements CarrierEvents {
     }
   }
 
+  countedFromClient(code: number, n: number): void {
+    this.chain?.countClient(code, n);
+  }
+
+  countedFromBackend(code: number, n: number): void {
+    this.chain?.countBackend(code, n);
+  }
+
   idle(): void {
     this.session.state.idleReached();
   }

@@ -4,6 +4,14 @@ import { BackendSpecs, FrontendSpecs, type BackendType, type FrontendType } from
 export const FULL = 1;
 /** A type the pipeline only observes: forwarded at once, shown to the chain afterwards, its output dropped. */
 export const OBSERVED = 2;
+/**
+ * A type the pipeline only counts (`MessageInterest.count`): forwarded at once, and only its
+ * count goes to the chain (`MiddlewareContext.messageCount`), no message. The native carrier
+ * frames it as an observed type.
+ */
+export const COUNTED = 3;
+/** Which flag wins where two middleware ask differently: seeing in full, then observing, then counting. */
+const RANK = [0, 3, 2, 1];
 
 /**
  * The message types a session's pipeline must see, by direction: one flag per type byte, FULL or
@@ -24,13 +32,26 @@ export class MessageWants {
 
   /** Adds frontend types by name; `all` for every type byte (known or not). `observe`: only observed (see OBSERVED). */
   addFrontend(types: readonly FrontendType[] | 'all', observe = false): this {
-    add(this.frontend, types === 'all' ? 'all' : types.map((t) => FrontendSpecs[t].code), observe);
+    add(this.frontend, types === 'all' ? 'all' : types.map((t) => FrontendSpecs[t].code), observe ? OBSERVED : FULL);
     this.bitsMade = undefined;
     return this;
   }
 
   addBackend(types: readonly BackendType[] | 'all', observe = false): this {
-    add(this.backend, types === 'all' ? 'all' : types.map((t) => BackendSpecs[t].code), observe);
+    add(this.backend, types === 'all' ? 'all' : types.map((t) => BackendSpecs[t].code), observe ? OBSERVED : FULL);
+    this.bitsMade = undefined;
+    return this;
+  }
+
+  /** Adds frontend types only counted (see COUNTED), where nothing more is wanted of them. */
+  countFrontend(types: readonly FrontendType[]): this {
+    add(this.frontend, types.map((t) => FrontendSpecs[t].code), COUNTED);
+    this.bitsMade = undefined;
+    return this;
+  }
+
+  countBackend(types: readonly BackendType[]): this {
+    add(this.backend, types.map((t) => BackendSpecs[t].code), COUNTED);
     this.bitsMade = undefined;
     return this;
   }
@@ -49,8 +70,9 @@ export class MessageWants {
 
   /**
    * As bits for the native carrier: 32 bytes of frontend types, then 32 of backend types, wanted
-   * in full; then the same 64 for the types only observed. Made once per set of wants (a carrier
-   * per session asks for the shared wants' bits): the same array each time, not to be changed.
+   * in full; then the same 64 for the types only observed or counted (to C, both are observed).
+   * Made once per set of wants (a carrier per session asks for the shared wants' bits): the same
+   * array each time, not to be changed.
    */
   bits(): Uint8Array {
     return (this.bitsMade ??= this.makeBits());
@@ -81,17 +103,17 @@ export class MessageWants {
       const bit = 1 << (code & 7);
       const f = this.frontend[code]!;
       const b = this.backend[code]!;
-      if (f) out[(f === OBSERVED ? 64 : 0) + (code >> 3)]! |= bit;
-      if (b) out[(b === OBSERVED ? 64 : 0) + 32 + (code >> 3)]! |= bit;
+      if (f) out[(f === FULL ? 0 : 64) + (code >> 3)]! |= bit;
+      if (b) out[(b === FULL ? 0 : 64) + 32 + (code >> 3)]! |= bit;
     }
     return out;
   }
 }
 
-/** Sets FULL on `codes` (or every byte), or OBSERVED where nothing is wanted yet. */
-function add(flags: Uint8Array, codes: readonly number[] | 'all', observe: boolean): void {
+/** Sets `flag` on `codes` (or every byte) where no flag that wins over it is set (see RANK). */
+function add(flags: Uint8Array, codes: readonly number[] | 'all', flag: number): void {
   const all = codes === 'all' ? Array.from(flags.keys()) : codes;
-  for (const c of all) if (!observe || flags[c] === 0) flags[c] = observe ? OBSERVED : FULL;
+  for (const c of all) if (RANK[flag]! > RANK[flags[c]!]!) flags[c] = flag;
 }
 
 /** Distinct wants seen so far, by hash: one per pipeline configuration (middleware and statement telemetry). */
@@ -105,7 +127,8 @@ const MAX_SHARED = 256;
  * pipeline whose declarations vary per session), `wants` itself.
  */
 export function sharedWants(wants: MessageWants): MessageWants {
-  // Found by hash and compared, not keyed by a string of the flags: two per session, 500 bytes each.
+  // Found by hash of the flags and compared, not keyed by a string of them (two per session, 500
+  // bytes each); the flags, not bits(): observed and counted types are the same bits there.
   const hash = wants.hash();
   const known = shared.get(hash);
   if (known) for (const k of known) if (k.equals(wants)) return k;
@@ -114,6 +137,7 @@ export function sharedWants(wants: MessageWants): MessageWants {
     if (known) known.push(wants);
     else shared.set(hash, [wants]);
   }
+
   return wants;
 }
 

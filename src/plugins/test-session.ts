@@ -1,6 +1,6 @@
 import { Subject, type Subscription } from 'rxjs';
 import { buildChain, type ObservableChain } from '../pipeline/chain.js';
-import { OBSERVED } from '../pipeline/wants.js';
+import { COUNTED, OBSERVED } from '../pipeline/wants.js';
 import type { Endpoint, Middleware, MiddlewareContext, SessionContext } from '../pipeline/middleware.js';
 import { Session } from '../pipeline/session.js';
 import { asPgError, backendMessage, be, fe, frontendMessage, PgError, SqlState, type BackendMessage, type FrontendMessage } from '../protocol/index.js';
@@ -120,20 +120,27 @@ class Harness {
   }
 
   // A type the pipeline only observes goes on at once, as a carrier forwards it, and is then
-  // shown to the chain, which writes nothing for it (see MessageInterest.observeOnly).
+  // shown to the chain, which writes nothing for it (see MessageInterest.observeOnly); a type it
+  // only counts goes on and is counted (MessageInterest.count).
   clientSends(m: FrontendMessage): void {
     if (this.ended) return;
     this.session.state.fromClient(m.code);
-    if (this.chain?.wants.frontend[m.code] !== OBSERVED) return this.fromClient.next(frontendMessage(m.code, m.raw));
+    const want = this.chain?.wants.frontend[m.code];
+    if (want !== OBSERVED && want !== COUNTED) return this.fromClient.next(frontendMessage(m.code, m.raw));
     this.deliverToBackend(frontendMessage(m.code, m.raw));
-    if (!this.ended) this.chain.observeClient(frontendMessage(m.code, m.raw));
+    if (this.ended) return;
+    if (want === COUNTED) this.chain!.countClient(m.code);
+    else this.chain!.observeClient(frontendMessage(m.code, m.raw));
   }
 
   backendSends(m: BackendMessage): void {
     if (this.ended) return;
-    if (this.chain?.wants.backend[m.code] !== OBSERVED) return this.fromBackend.next(backendMessage(m.code, m.raw));
+    const want = this.chain?.wants.backend[m.code];
+    if (want !== OBSERVED && want !== COUNTED) return this.fromBackend.next(backendMessage(m.code, m.raw));
     this.deliverToClient(backendMessage(m.code, m.raw));
-    if (!this.ended) this.chain.observeBackend(backendMessage(m.code, m.raw));
+    if (this.ended) return;
+    if (want === COUNTED) this.chain!.countBackend(m.code);
+    else this.chain!.observeBackend(backendMessage(m.code, m.raw));
   }
 
   finish(reason: TestSessionEndReason, error?: PgError): void {

@@ -74,6 +74,8 @@ export async function carriedBy(opts: Options, existingBackend?: { socket: net.S
         delivered.push(`backend-observed:${m.type}`);
         opts.onObservedBackend?.(m, carrier);
       },
+      countedFromClient: (code, n) => void delivered.push(...Array<string>(n).fill(`client-counted:${String.fromCharCode(code)}`)),
+      countedFromBackend: (code, n) => void delivered.push(...Array<string>(n).fill(`backend-counted:${String.fromCharCode(code)}`)),
       idle: () => idles++,
       ended: (e) => ends.push(e),
     },

@@ -89,6 +89,28 @@ for (const relay of ['native', 'js'] as const) describe(`observers, ${relay} car
     assert.equal((await cluster.sql('select 1 from observed_items limit 0')).rowCount, 0, 'the table is still there');
   });
 
+  it('counts the rows of a result whose tag has none from counted DataRows, and tells Describe answers apart by count (MessageInterest.count)', async () => {
+    await using proxy = await withConfig('pipeline: [query-log, drain-gate]\n');
+    const client = new pg.Client({ connectionString: proxy.url('postgres') });
+    await client.connect();
+    await client.query('show work_mem; show datestyle');
+    // Parse, Bind, Describe, Execute, Sync: the RowDescription answering the Describe is only counted.
+    assert.equal((await client.query({ name: 'counted_series', text: 'select generate_series(1, $1::int) as counted_n', values: [3] })).rowCount, 3);
+    await assert.rejects(client.query({ name: 'counted_div', text: 'select 1 / $1::int as counted_div', values: [0] }), (e: { code?: string }) => e.code === '22012');
+    assert.equal((await client.query({ name: 'counted_series', text: 'select generate_series(1, $1::int) as counted_n', values: [2] })).rowCount, 2);
+    await client.end();
+    assert.deepEqual([(await lineOf(proxy, 'show work_mem')).rows, (await lineOf(proxy, 'show datestyle')).rows], [1, 1]);
+    await until(() => queryLines(proxy).filter((e) => String(e.statement).includes('counted_')).length === 3, LINE_WITHIN_MS, 'the extended statements');
+    assert.deepEqual(
+      queryLines(proxy).filter((e) => String(e.statement).includes('counted_')).map((e) => [e.statement, e.params, e.rows, e.sqlstate]),
+      [
+        ['select generate_series(?, $1::int) as counted_n', 1, 3, undefined],
+        ['select ? / $1::int as counted_div', 1, undefined, '22012'],
+        ['select generate_series(?, $1::int) as counted_n', 1, 2, undefined],
+      ],
+    );
+  });
+
   it('logs the last statement of a session that ends right after it', async () => {
     await using proxy = await withConfig('pipeline: [query-log, drain-gate]\n');
     for (let i = 0; i < 5; i++) {

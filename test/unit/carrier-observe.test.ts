@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MessageWants } from '../../src/pipeline/wants.js';
-import { be, fe } from '../../src/protocol/index.js';
+import { be, fe, Framer } from '../../src/protocol/index.js';
 import { until } from '../helpers/wait.js';
 import { carriedBy, frontendTraffic, trickle } from '../helpers/carrier-harness.js';
 
@@ -53,6 +53,54 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: observe
     }
   });
 
+  it('forwards a counted type itself and hands over only its count, in order with what it shows', async () => {
+    const wants = new MessageWants().addBackend(['ReadyForQuery'], true).countBackend(['DataRow']);
+    const t = await carriedBy({ kind, wants });
+    try {
+      const reply = Buffer.concat([be.dataRow([Buffer.from('1')]), be.dataRow([Buffer.from('2')]), be.commandComplete('SHOW'), be.readyForQuery('I')].map((m) => m.raw));
+      t.backend.peer.write(reply);
+      await until(() => t.atClient().length === reply.length, 5000, 'the reply to arrive');
+      assert.deepEqual(t.atClient(), reply, 'intact, in order');
+      await until(() => t.delivered.length === 3, 5000, 'the counts and the observed ReadyForQuery');
+      assert.deepEqual(t.delivered, ['backend-counted:D', 'backend-counted:D', 'backend-observed:ReadyForQuery']);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('forwards a run of counted messages read with a held one itself, in order (a held batch)', async () => {
+    // ReadyForQuery held (the harness writes it on): the rows before it go on from the batch, counted at once.
+    const wants = new MessageWants().addBackend(['ReadyForQuery']).countBackend(['DataRow']);
+    const t = await carriedBy({ kind, wants });
+    try {
+      const reply = Buffer.concat([...[1, 2, 3].map((i) => be.dataRow([Buffer.from(String(i))])), be.commandComplete('SELECT 3'), be.readyForQuery('I')].map((m) => m.raw));
+      t.backend.peer.write(reply);
+      await until(() => t.atClient().length === reply.length, 5000, 'the reply to arrive');
+      assert.deepEqual(t.atClient(), reply, 'intact, in order');
+      assert.deepEqual(t.delivered, [...Array<string>(3).fill('backend-counted:D'), 'backend:ReadyForQuery']);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('a stop while an observed message is shown still shows every observed message it forwarded', async () => {
+    // Three Queries in one read: the carrier is stopped while the first is shown.
+    const t = await carriedBy({ kind, wants: new MessageWants().addFrontend(['Query'], true), onObservedClient: (_m, carrier) => carrier.stop() });
+    try {
+      const queries = ['select 1', 'select 2', 'select 3'].map((sql) => fe.query(sql));
+      t.client.peer.write(Buffer.concat(queries.map((q) => q.raw)));
+      await until(() => t.ends.length === 1, 5000, 'the end');
+      await new Promise((r) => setTimeout(r, 50));
+      const forwarded = new Framer();
+      let queriesForwarded = 0;
+      forwarded.push(t.atBackend(), () => void queriesForwarded++);
+      assert.ok(queriesForwarded >= 1);
+      assert.deepEqual(t.delivered, Array<string>(queriesForwarded).fill('client-observed:Query'), 'each Query forwarded was shown, before the end');
+    } finally {
+      t.close();
+    }
+  });
+
   it('shows what it observed before it tells of its end', async () => {
     const t = await carriedBy({ kind, wants: new MessageWants().addFrontend(['Query'], true) });
     try {
@@ -60,6 +108,24 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: observe
       await until(() => t.ends.length === 1, 5000, 'the end');
       assert.deepEqual(t.delivered, ['client-observed:Query'], 'the observed Query came first');
       assert.equal(t.ends[0]!.reason, 'client-eof');
+    } finally {
+      t.close();
+    }
+  });
+});
+
+describe('native carrier: observed types at an end from JavaScript', () => {
+  it('shows an observed message waiting in C before a Terminate written from JavaScript releases the backend', async () => {
+    const wants = new MessageWants().addBackend(['ReadyForQuery'], true);
+    const t = await carriedBy({ kind: 'native', wants, keepBackend: true });
+    try {
+      // The observed ReadyForQuery reaches the client at once and waits in C for its hand-over;
+      // the Terminate is written as soon as the client has it.
+      t.client.peer.once('data', () => t.carrier.toBackend(fe.terminate()));
+      t.backend.peer.write(be.readyForQuery('I').raw);
+      await until(() => t.ends.length === 1, 5000, 'the carrier to end');
+      assert.equal(t.ends[0]!.reason, 'released');
+      assert.deepEqual(t.delivered, ['backend-observed:ReadyForQuery'], 'shown before the end');
     } finally {
       t.close();
     }
