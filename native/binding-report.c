@@ -22,34 +22,72 @@ static const char *reason_name(int state) {
   }
 }
 
-/* status(handle) → what the carrier knows of the session now (or when it ended), by name. */
-napi_value carrier_status(napi_env env, napi_callback_info info) {
-  ARGS(1);
-  carrier_t *c = handle_of(env, argv[0]);
-  if (!c) return NULL;
-  const direction_t *tc = &c->dir[TO_CLIENT], *tb = &c->dir[TO_BACKEND];
-  napi_value out, tx;
+/*
+ * report()'s slots. JavaScript never counts positions: it finds each slot by the name given here
+ * (the addon's `reportNames`, read once at load), so the order can change on this side alone.
+ */
+enum {
+  S_TX_STATUS,
+  S_UNANSWERED,
+  S_TERMINATED,
+  S_BACKEND_SAID_FATAL,
+  S_BYTES_TO_CLIENT,
+  S_BYTES_TO_BACKEND,
+  S_CLIENT_MID_MESSAGE,
+  S_BACKEND_MID_MESSAGE,
+  S_REUSABLE,
+  S_STATE,
+  S_ERRNO,
+  S_UNSENT_TO_CLIENT,
+  S_UNSENT_TO_BACKEND,
+  S_COUNT
+};
+_Static_assert(S_COUNT == REPORT_SLOTS, "REPORT_SLOTS is the number of slots");
+
+static const char *const slot_names[S_COUNT] = {
+    [S_TX_STATUS] = "transactionStatus",
+    [S_UNANSWERED] = "unanswered",
+    [S_TERMINATED] = "terminated",
+    [S_BACKEND_SAID_FATAL] = "backendSaidFatal",
+    [S_BYTES_TO_CLIENT] = "bytesToClient",
+    [S_BYTES_TO_BACKEND] = "bytesToBackend",
+    [S_CLIENT_MID_MESSAGE] = "clientMidMessage",
+    [S_BACKEND_MID_MESSAGE] = "backendMidMessage",
+    [S_REUSABLE] = "reusable",
+    [S_STATE] = "state",
+    [S_ERRNO] = "errno",
+    [S_UNSENT_TO_CLIENT] = "unsentToClient",
+    [S_UNSENT_TO_BACKEND] = "unsentToBackend",
+};
+
+/*
+ * { slots, reasons }: the name of each of report()'s slots in its order, and of each state (the
+ * `state` slot's value) — what JavaScript reads report()'s numbers by.
+ */
+napi_value report_names(napi_env env) {
+  napi_value out, slots, reasons, name;
   napi_create_object(env, &out);
-  napi_create_string_latin1(env, &c->tx_status, 1, &tx);
-  set(env, out, "transactionStatus", tx);
-  set(env, out, "unanswered", number(env, c->unanswered));
-  set(env, out, "terminated", boolean(env, c->terminated));
-  set(env, out, "backendSaidFatal", boolean(env, c->backend_said_fatal));
-  set(env, out, "bytesToClient", number(env, tc->bytes));
-  set(env, out, "bytesToBackend", number(env, tb->bytes));
-  set(env, out, "clientMidMessage", boolean(env, !at_boundary(&tc->out)));
-  set(env, out, "backendMidMessage", boolean(env, !at_boundary(&tb->out)));
-  set(env, out, "reusable", boolean(env, reusable(c)));
+  napi_create_array_with_length(env, S_COUNT, &slots);
+  for (uint32_t i = 0; i < S_COUNT; i++) {
+    napi_create_string_utf8(env, slot_names[i], NAPI_AUTO_LENGTH, &name);
+    napi_set_element(env, slots, i, name);
+  }
+  napi_create_array_with_length(env, R_BACKEND_VIOLATION + 1, &reasons);
+  for (uint32_t i = 0; i <= R_BACKEND_VIOLATION; i++) {
+    napi_create_string_utf8(env, reason_name((int)i), NAPI_AUTO_LENGTH, &name);
+    napi_set_element(env, reasons, i, name);
+  }
+  set(env, out, "slots", slots);
+  set(env, out, "reasons", reasons);
   return out;
 }
 
 /*
- * report(handle, out) → the same as status(), and how it ended, as numbers into `out` (a
- * Float64Array of REPORT_SLOTS) for JavaScript to name: an object built here property by property
- * costs some 2 µs (each name made, each property stored through V8's slow path), once per session.
- * Slots: transaction status (its character code), unanswered, terminated, backendSaidFatal,
- * bytesToClient, bytesToBackend, clientMidMessage, backendMidMessage, reusable; then the state
- * (R_*), errno, and the bytes not sent to the client and to the backend (taken by ended()).
+ * report(handle, out) → what the carrier knows of the session now (or when it ended), and how it
+ * ended, as numbers into `out` (a Float64Array of REPORT_SLOTS) that JavaScript names by
+ * `reportNames`: an object built here property by property costs some 2 µs (each name made, each
+ * property stored through V8's slow path), once per session. The unsent byte counts are of bytes
+ * ended() takes.
  */
 napi_value carrier_report(napi_env env, napi_callback_info info) {
   ARGS(2);
@@ -64,19 +102,19 @@ napi_value carrier_report(napi_env env, napi_callback_info info) {
   }
   const direction_t *tc = &c->dir[TO_CLIENT], *tb = &c->dir[TO_BACKEND];
   double *out = data;
-  out[0] = (unsigned char)c->tx_status;
-  out[1] = c->unanswered;
-  out[2] = c->terminated != 0;
-  out[3] = c->backend_said_fatal != 0;
-  out[4] = (double)tc->bytes;
-  out[5] = (double)tb->bytes;
-  out[6] = !at_boundary(&tc->out);
-  out[7] = !at_boundary(&tb->out);
-  out[8] = reusable(c) != 0;
-  out[9] = c->state;
-  out[10] = c->error;
-  out[11] = (double)tc->queue.len;
-  out[12] = (double)tb->queue.len;
+  out[S_TX_STATUS] = (unsigned char)c->tx_status;
+  out[S_UNANSWERED] = c->unanswered;
+  out[S_TERMINATED] = c->terminated != 0;
+  out[S_BACKEND_SAID_FATAL] = c->backend_said_fatal != 0;
+  out[S_BYTES_TO_CLIENT] = (double)tc->bytes;
+  out[S_BYTES_TO_BACKEND] = (double)tb->bytes;
+  out[S_CLIENT_MID_MESSAGE] = !at_boundary(&tc->out);
+  out[S_BACKEND_MID_MESSAGE] = !at_boundary(&tb->out);
+  out[S_REUSABLE] = reusable(c) != 0;
+  out[S_STATE] = c->state;
+  out[S_ERRNO] = c->error;
+  out[S_UNSENT_TO_CLIENT] = (double)tc->queue.len;
+  out[S_UNSENT_TO_BACKEND] = (double)tb->queue.len;
   return NULL;
 }
 

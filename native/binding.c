@@ -284,7 +284,7 @@ NAPI_MODULE_INIT() {
   } fns[] = {
       {"setup", setup},       {"start", start},   {"write", write_bytes}, {"feed", feed},
       {"stop", stop},         {"abort", abort_carrier}, {"pause", pause_side}, {"watchIdle", watch_idle},
-      {"status", carrier_status}, {"report", carrier_report}, {"ended", carrier_ended}, {"timings", carrier_timings}, {"live", carrier_live},
+      {"report", carrier_report}, {"ended", carrier_ended}, {"timings", carrier_timings}, {"live", carrier_live},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
@@ -294,6 +294,7 @@ NAPI_MODULE_INIT() {
   napi_value entries;
   napi_create_uint32(env, TAPE_TOTAL, &entries);
   napi_set_named_property(env, exports, "tapeEntries", entries);
+  napi_set_named_property(env, exports, "reportNames", report_names(env));
   /* The native TLS layer lives in the same addon (tls*.c). */
   pgward_tls_register(env, exports);
   pgward_liveness_register(env, exports);

@@ -66,9 +66,9 @@ static inline napi_value boolean(napi_env env, int v) {
 static inline void set(napi_env env, napi_value obj, const char *name, napi_value v) { napi_set_named_property(env, obj, name, v); }
 
 /* The functions of binding-report.c: what a carrier tells JavaScript of its session. */
-napi_value carrier_status(napi_env env, napi_callback_info info);
 /* Slots of report()'s Float64Array (see binding-report.c). */
 #define REPORT_SLOTS 13
+napi_value report_names(napi_env env);
 napi_value carrier_report(napi_env env, napi_callback_info info);
 napi_value carrier_ended(napi_env env, napi_callback_info info);
 napi_value carrier_timings(napi_env env, napi_callback_info info);

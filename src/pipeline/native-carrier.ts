@@ -45,8 +45,8 @@ interface Addon {
   abort(handle: object): boolean;
   pause(handle: object, side: number, paused: boolean): void;
   watchIdle(handle: object): void;
-  status(handle: object): CarrierStatus;
   report(handle: object, out: Float64Array): void;
+  readonly reportNames: { readonly slots: readonly string[]; readonly reasons: readonly string[] };
   ended(handle: object): Ended;
   timings(handle: object): Float64Array;
   live(): number;
