@@ -12,7 +12,7 @@ import {
 } from '../protocol/index.js';
 import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
 import { readTime } from './read-time.js';
-import { MessageCounts } from './counts.js';
+import { countedTypes, MessageCounts } from './counts.js';
 import { Feed } from './feed.js';
 import { declaredOnly, withInjections, written, type DropState } from './lane-operators.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
@@ -145,13 +145,8 @@ function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionH
 
 /** The counts the pipeline's middleware declared (`MessageInterest.count`), or none. */
 function countsOf(middleware: readonly Middleware[]): MessageCounts | undefined {
-  let counts: MessageCounts | undefined;
-  for (const mw of middleware) {
-    const count = mw.messages?.count;
-    if (count?.frontend?.length) (counts ??= new MessageCounts()).countFrontend(count.frontend);
-    if (count?.backend?.length) (counts ??= new MessageCounts()).countBackend(count.backend);
-  }
-  return counts;
+  const counted = countedTypes(middleware);
+  return counted && new MessageCounts(counted);
 }
 
 const NO_COUNT = (_code: number, _n?: number): void => {};
