@@ -28,7 +28,7 @@ import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import { NativeWriter } from './native-writer.js';
 import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 import { nativeAddon } from '../transport/native-addon.js';
-import { beginHandOver, cursor, endHandOver, observedLeft } from './native-hand-over.js';
+import { B_OBSERVED_ONLY, beginHandOver, cursor, endHandOver, observedLeft } from './native-hand-over.js';
 import { readTimeOf, setReadTime } from './read-time.js';
 import { reportedEnd, reportedStatus, type Ended } from './native-report.js';
 import { COUNTED } from './wants.js';
@@ -58,7 +58,6 @@ const TO_CLIENT = 1;
 const T_FORWARD = 1;
 const T_DELIVER = 2;
 const T_OBSERVE = 5; // and T_OBSERVE_ASSEMBLED = 6
-const B_OBSERVED_ONLY = 1 << 16;
 const EV_END = 1;
 const EV_IDLE = 2;
 const EV_TIMINGS_FULL = 3;

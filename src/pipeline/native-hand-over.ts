@@ -3,8 +3,8 @@
 // already (the ones of held batches it never forwards, so they are not shown either).
 import { readTime, readTimeOf, setReadTime, stampNow } from './read-time.js';
 
-/** Mirror of native/carrier.h. */
-const B_OBSERVED_ONLY = 1 << 16;
+/** A batch header's flag for a batch of observed messages only (mirror of native/carrier.h). */
+export const B_OBSERVED_ONLY = 1 << 16;
 
 /** A hand-over running: its batches (see onBatches), the clocks read at its start, and the batch it is at. */
 export interface HandOver {

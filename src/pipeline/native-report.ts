@@ -21,7 +21,8 @@ interface ReportingAddon {
   readonly reportNames: { readonly slots: readonly string[]; readonly reasons: readonly string[] };
 }
 
-const SLOT_NAMES = [
+/** What JavaScript reads of report()'s slots, each by the name C gives it. */
+export const REPORT_FIELDS = [
   'transactionStatus',
   'unanswered',
   'terminated',
@@ -36,7 +37,7 @@ const SLOT_NAMES = [
   'unsentToClient',
   'unsentToBackend',
 ] as const;
-type Layout = Record<(typeof SLOT_NAMES)[number], number> & { reasons: readonly (CarrierEndReason | 'running')[] };
+type Layout = Record<(typeof REPORT_FIELDS)[number], number> & { reasons: readonly (CarrierEndReason | 'running')[] };
 
 /**
  * Where each field is in report()'s numbers, by the names C gives its slots: nothing here counts
@@ -50,13 +51,13 @@ function layoutOf(lib: ReportingAddon): Layout {
   if (layout) return layout;
   const { slots: names, reasons } = lib.reportNames;
   const at = {} as Record<string, number>;
-  for (const name of SLOT_NAMES) {
+  for (const name of REPORT_FIELDS) {
     const i = names.indexOf(name);
     if (i < 0) throw new Error(`the native addon reports no "${name}": it is older than this pgward (npm run build)`);
     at[name] = i;
   }
   slots = new Float64Array(names.length);
-  layout = { ...(at as Record<(typeof SLOT_NAMES)[number], number>), reasons: reasons as Layout['reasons'] };
+  layout = { ...(at as Record<(typeof REPORT_FIELDS)[number], number>), reasons: reasons as Layout['reasons'] };
   return layout;
 }
 

@@ -1,25 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Ended } from '../../src/pipeline/native-report.js';
-import { reportedEnd, reportedStatus } from '../../src/pipeline/native-report.js';
+import { REPORT_FIELDS, reportedEnd, reportedStatus } from '../../src/pipeline/native-report.js';
 import { nativeAddon } from '../../src/transport/native-addon.js';
 
-/** What JavaScript reads of a carrier's report, by the names C gives its slots. */
-const FIELDS = [
-  'transactionStatus',
-  'unanswered',
-  'terminated',
-  'backendSaidFatal',
-  'bytesToClient',
-  'bytesToBackend',
-  'clientMidMessage',
-  'backendMidMessage',
-  'reusable',
-  'state',
-  'errno',
-  'unsentToClient',
-  'unsentToBackend',
-];
 const REASONS = ['running', 'stopped', 'released', 'client-eof', 'backend-eof', 'client-error', 'backend-error', 'client-violation', 'backend-violation'];
 
 /** An addon stand-in that lays its slots out in `order` and fills them from `values` by name. */
@@ -43,13 +27,13 @@ describe('a native carrier report crosses into JavaScript by name', () => {
     const addon = nativeAddon();
     assert.ok('lib' in addon, `the native addon loads (${'error' in addon ? addon.error : ''})`);
     const names = addon.lib.reportNames as { slots: string[]; reasons: string[] };
-    assert.deepEqual([...names.slots].sort(), [...FIELDS].sort());
+    assert.deepEqual([...names.slots].sort(), [...REPORT_FIELDS].sort());
     assert.deepEqual([...names.reasons].sort(), [...REASONS].sort());
   });
 
   // One process holds one layout (read from the first addon), so both checks below use the same
   // stand-in order: reversed and rotated, nothing where JavaScript would find it by position.
-  const order = [...FIELDS].reverse().slice(3).concat([...FIELDS].reverse().slice(0, 3));
+  const order = [...REPORT_FIELDS].reverse().slice(3).concat([...REPORT_FIELDS].reverse().slice(0, 3));
   const reasons = [...REASONS].reverse();
 
   it('reads a status whatever order C lays the slots out in', () => {
