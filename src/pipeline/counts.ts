@@ -36,20 +36,25 @@ export class MessageCounts {
   // Made when a direction counts something: most sessions count nothing, or in one direction.
   private readonly frontend: Float64Array | undefined;
   private readonly backend: Float64Array | undefined;
+  // The pipeline's tables, held directly: read for every message that passes a counting session.
+  private readonly frontendCounted: Uint8Array | undefined;
+  private readonly backendCounted: Uint8Array | undefined;
 
-  constructor(private readonly counted: CountedTypes) {
+  constructor(counted: CountedTypes) {
+    this.frontendCounted = counted.frontend;
+    this.backendCounted = counted.backend;
     if (counted.frontend) this.frontend = new Float64Array(256);
     if (counted.backend) this.backend = new Float64Array(256);
   }
 
   /** `n` client messages of type byte `code` passed. */
   readonly fromClient = (code: number, n = 1): void => {
-    if (this.counted.frontend?.[code] === 1) this.frontend![code] += n;
+    if (this.frontendCounted?.[code] === 1) this.frontend![code] += n;
   };
 
   /** `n` backend messages of type byte `code` passed. */
   readonly fromBackend = (code: number, n = 1): void => {
-    if (this.counted.backend?.[code] === 1) this.backend![code] += n;
+    if (this.backendCounted?.[code] === 1) this.backend![code] += n;
   };
 
   /** See `MiddlewareContext.messageCount`. */
