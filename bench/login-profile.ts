@@ -4,7 +4,8 @@
  * `pgbench -n -S -C` through them with a token as PGPASSWORD; each connection is one transaction.
  * The CPU a pgward process spent (/proc/<pid>/stat utime + stime) is divided by the connections
  * pgbench made. Several builds (repository roots with a built dist/) can be compared in one run:
- * they are measured in turn, repeat after repeat, so a noisy machine hits them alike.
+ * they are measured in turn, repeat after repeat, so a noisy machine hits them alike. pgward writes
+ * no line per session (`--no-logConnections --no-logDisconnections`), as in `npm run bench`.
  *
  *   node dist/bench/login-profile.js
  *   LOGIN_BUILDS=/tmp/pgward-base,. LOGIN_REPEATS=5 node dist/bench/login-profile.js
@@ -207,7 +208,9 @@ interface Pgward {
 async function startPgward(build: string, variant: Variant, fixture: Fixture, settings: Settings): Promise<Pgward> {
   const tls = variant.clientTls ? ['--bindCert', fixture.certs[variant.clientTls].cert, '--bindKey', fixture.certs[variant.clientTls].key] : ['--insecure'];
   const args = [
-    ...settings.nodeArgs, join(build, 'bin', 'pgward.js'), 'start', '--bindAddr', '127.0.0.1:0', '--logFormat', 'json',
+    // No line per session, as the churn cell of `npm run bench` runs it (bench/targets.ts).
+    ...settings.nodeArgs, join(build, 'bin', 'pgward.js'), 'start', '--no-logConnections', '--no-logDisconnections',
+    '--bindAddr', '127.0.0.1:0', '--logFormat', 'json',
     '--signingKeys', fixture.keyPath, '--algorithms', 'ES256',
     '--backends', variant.backendTls ? fixture.backends.tls : fixture.backends.plain,
     ...tls, ...settings.pgwardArgs,
