@@ -177,6 +177,12 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
       /* The peer's first records often come with its last handshake message: OpenSSL read them already. */
       if (tls_pending(ep->conn)) ep->kick = 1;
       emit(ep, EV_SECURE, NULL, 0, NULL);
+      /*
+       * JavaScript, told, is reading by now (a session asks for its startup packet at once): what
+       * OpenSSL holds is read here, not a loop turn later through a poll for writability, which
+       * cost four epoll_ctl per TLS login (to writable and back) and a wake-up.
+       */
+      if (ep->state == EP_OPEN && ep->kick && ep->reading && !ep->close_due) pump(ep);
     } else if (r == TLS_ERROR) {
       fail(ep, tls_error(ep->conn));
     }
