@@ -59,32 +59,30 @@ static void finalize(napi_env env, void *data, void *hint) {
 
 /*
  * An endpoint from JavaScript: a plain socket's descriptor (a number), or a native TLS endpoint's
- * handle (its connection is borrowed until the carrier halts). Either way the carrier polls a
- * duplicate descriptor of its own. -1 with `msg` set when it cannot be carried.
+ * handle (its connection is borrowed until the carrier halts). A plain socket is polled through a
+ * duplicate descriptor of the carrier's own: Node's socket may close its descriptor whenever it
+ * likes. A TLS endpoint's descriptor is polled as it is: it is already the endpoint's own
+ * duplicate, which the endpoint stops polling while lent and closes only once given back (a dup
+ * and a close fewer per TLS endpoint and session). -1 with `msg` set when it cannot be carried.
  */
 static int endpoint_arg(napi_env env, napi_value v, io_t *io, char *msg, size_t msglen) {
   napi_valuetype type;
   napi_typeof(env, v, &type);
-  tls_conn_t *conn = NULL;
-  int fd;
-  if (type == napi_number) {
-    fd = int_arg(env, v);
-  } else {
-    conn = tls_endpoint_lend(env, v);
+  if (type != napi_number) {
+    tls_conn_t *conn = tls_endpoint_lend(env, v);
     if (!conn) {
       snprintf(msg, msglen, "the TLS endpoint cannot be carried (closed, or plaintext waiting to be written)");
       return -1;
     }
-    fd = tls_fd(conn);
+    io_tls(io, tls_fd(conn), conn);
+    return 0;
   }
-  int own = dup(fd);
+  int own = dup(int_arg(env, v));
   if (own < 0) {
     snprintf(msg, msglen, "dup: %s", strerror(errno));
-    if (conn) tls_endpoint_give_back(conn);
     return -1;
   }
-  if (conn) io_tls(io, own, conn);
-  else io_plain(io, own);
+  io_plain(io, own);
   return 0;
 }
 

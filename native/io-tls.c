@@ -1,9 +1,8 @@
 /*
  * TLS endpoints for the native carrier (see io.h): plaintext through a connection borrowed from
- * the native TLS layer (tls.h), polled through the carrier's own duplicate of its descriptor.
+ * the native TLS layer (tls.h), polled through the endpoint's own descriptor while it is lent.
  */
 #include <errno.h>
-#include <unistd.h>
 #include <uv.h>
 
 #include "io.h"
@@ -48,8 +47,8 @@ static int tls_io_ready(io_t *io, int events) {
   return out;
 }
 
+/* The descriptor is the endpoint's (see io_tls): it stays open for the endpoint to poll again. */
 static void tls_io_release(io_t *io) {
-  if (io->fd >= 0) close(io->fd);
   io->fd = -1;
   if (io->tls) tls_endpoint_give_back(io->tls);
   io->tls = NULL;
