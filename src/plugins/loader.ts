@@ -224,8 +224,14 @@ class Registry implements LoadedPlugins {
     };
   }
 
-  async runHook<K extends HookName>(hook: K, ...args: Parameters<PluginHooks[K]>): Promise<void> {
-    for (const h of this.hooks.get(hook) ?? []) {
+  runHook<K extends HookName>(hook: K, ...args: Parameters<PluginHooks[K]>): Promise<void> {
+    const list = this.hooks.get(hook);
+    // Three hooks run per session: one no plugin registered costs no async call of its own.
+    return list ? this.runEach(hook, list, args) : NOTHING_RUN;
+  }
+
+  private async runEach(hook: HookName, list: readonly { plugin: string; fn: (...a: unknown[]) => unknown }[], args: unknown[]): Promise<void> {
+    for (const h of list) {
       try {
         await h.fn(...args);
       } catch (err) {
@@ -234,6 +240,8 @@ class Registry implements LoadedPlugins {
     }
   }
 }
+
+const NOTHING_RUN: Promise<void> = Promise.resolve();
 
 export function defaultBaseDir(configPath?: string): string {
   return configPath ? dirname(resolve(configPath)) : process.cwd();

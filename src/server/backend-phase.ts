@@ -1,5 +1,6 @@
 import { connectBackend, type BackendConnection } from '../backend/login.js';
 import type { BackendPool, Lease } from '../backend/pool.js';
+import type { PoolRequest } from '../backend/pool-types.js';
 import type { BackendTarget } from '../backend/url.js';
 import { backendStartupParams } from './startup-params.js';
 
@@ -30,6 +31,8 @@ const SETTABLE = /^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)*$/;
 /** Startup parameters that only a new backend process can take. */
 const STARTUP_ONLY = new Set(['options', 'replication']);
 
+const NO_PARAMS: ReadonlyMap<string, string> = new Map();
+
 /**
  * Splits a session's startup parameters for the pool: what a pooled connection logs in with (the
  * target's own) and what is applied to it with `set_config` (the session's own). Undefined when
@@ -37,7 +40,7 @@ const STARTUP_ONLY = new Set(['options', 'replication']);
  * cannot be set on an open session).
  */
 export function poolableParams(req: BackendRequest): { login: Map<string, string>; apply: Map<string, string> } | undefined {
-  const login = backendStartupParams(new Map(), req.target, req.user, req.database, req.reserved);
+  const login = backendStartupParams(NO_PARAMS, req.target, req.user, req.database, req.reserved);
   const apply = new Map<string, string>();
   for (const [name, value] of req.params) {
     if (login.get(name) === value) continue;
@@ -59,15 +62,24 @@ export async function obtainBackend(pool: BackendPool | undefined, req: BackendR
     const connection = await connectBackend(target, { params: req.params, password: target.password, signal: req.abort?.signal });
     return { connection, source: 'unpooled' };
   }
-  const abort = req.abort;
-  const lease = await pool.acquire(target, {
-    params: split.login,
-    apply: split.apply,
-    password: target.password,
-    // Read by the pool only to dial or to wait for a slot: a connection handed out at once needs none.
-    get signal() {
-      return abort?.signal;
-    },
-  });
+  const lease = await pool.acquire(target, new PooledRequest(split.login, split.apply, target.password, req.abort));
   return { connection: lease.connection, source: lease.fresh ? 'new' : 'reused', lease };
+}
+
+/**
+ * What a session asks the pool for. Its signal is read by the pool only to dial or to wait for a
+ * slot (a connection handed out at once needs none), so the login's abort makes one only then: a
+ * getter on a class, not on an object literal made per login (a slower object to make).
+ */
+class PooledRequest implements PoolRequest {
+  constructor(
+    readonly params: Map<string, string>,
+    readonly apply: ReadonlyMap<string, string>,
+    readonly password: string | undefined,
+    private readonly abort: { readonly signal: AbortSignal } | undefined,
+  ) {}
+
+  get signal(): AbortSignal | undefined {
+    return this.abort?.signal;
+  }
 }

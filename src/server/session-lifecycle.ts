@@ -110,10 +110,10 @@ export class SessionLifecycle {
     const provider = chooseAuthProvider(deps, session.client, user, params.get('database') ?? user);
     deps.onSessionStart?.(session);
     // Clients get at most 3.2 (whatever the backend speaks: cancel keys are mapped); _pq_ options are negotiated down.
-    const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
-    if (startup.minor > 2 || unsupported.length > 0) {
+    const unsupported = protocolOptions(params);
+    if (startup.minor > 2 || unsupported) {
       // The field is the whole version (3 << 16 | minor), as PostgreSQL sends it and libpq checks.
-      this.channel.send(be.negotiateProtocolVersion((3 << 16) | Math.min(startup.minor, 2), unsupported));
+      this.channel.send(be.negotiateProtocolVersion((3 << 16) | Math.min(startup.minor, 2), unsupported ?? []));
     }
     session.state.phase = 'authenticating';
     this.outcome = new AuthOutcome(provider.name, session.client, deps, log, span);
@@ -309,4 +309,11 @@ export class SessionLifecycle {
     });
     return end.backendKept;
   }
+}
+
+/** The `_pq_.` protocol options a client asked for; undefined (and no array) when none, nearly always. */
+function protocolOptions(params: ReadonlyMap<string, string>): string[] | undefined {
+  let found: string[] | undefined;
+  for (const k of params.keys()) if (k.startsWith('_pq_.')) (found ??= []).push(k);
+  return found;
 }
