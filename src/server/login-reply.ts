@@ -63,3 +63,42 @@ interface ParameterItem {
   nameBytes: number;
   valueBytes: number;
 }
+
+/** A connection's ParameterStatus messages as last encoded, and the values they were encoded from. */
+interface EncodedParameters {
+  names: string[];
+  values: string[];
+  block: Buffer;
+}
+
+/** Per backend connection's parameter map: a pooled connection reports the same set session after session. */
+const encodedParameters = new WeakMap<ReadonlyMap<string, string>, EncodedParameters>();
+
+/**
+ * The ParameterStatus messages of every parameter in `parameters`, in order, in one buffer, each
+ * also set in `copyTo` (the session's own record). Encoded again only when a value, a name or
+ * their number changed since the last session of this connection; otherwise the same buffer.
+ */
+export function parameterStatusBlock(parameters: ReadonlyMap<string, string>, copyTo: Map<string, string>): Buffer {
+  const kept = encodedParameters.get(parameters);
+  let same = kept !== undefined && kept.names.length === parameters.size;
+  let i = 0;
+  for (const [name, value] of parameters) {
+    copyTo.set(name, value);
+    if (same && (kept!.names[i] !== name || kept!.values[i] !== value)) same = false;
+    i++;
+  }
+  if (same) return kept!.block;
+  const reply = new LoginReply();
+  const made: EncodedParameters = { names: [], values: [], block: EMPTY };
+  for (const [name, value] of parameters) {
+    reply.parameterStatus(name, value);
+    made.names.push(name);
+    made.values.push(value);
+  }
+  made.block = reply.toBuffer();
+  encodedParameters.set(parameters, made);
+  return made.block;
+}
+
+const EMPTY = Buffer.alloc(0);

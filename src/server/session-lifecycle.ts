@@ -11,7 +11,7 @@ import type { SessionSpan } from '../telemetry/spans.js';
 import { recordLogin, serveAdminSession, type TokenInfo } from './admin-session.js';
 import { AuthOutcome } from './auth-outcome.js';
 import type { LoginAbort } from './login-abort.js';
-import { LoginReply } from './login-reply.js';
+import { LoginReply, parameterStatusBlock } from './login-reply.js';
 import { obtainBackend, type BackendHandle } from './backend-phase.js';
 import { chooseAuthProvider } from './client-auth-phase.js';
 import type { ConnectionDeps } from './connection-deps.js';
@@ -248,9 +248,12 @@ export class SessionLifecycle {
     if (!done) reply.authOk();
     // A reused connection's login notices were its first session's.
     if (handle.source !== 'reused') for (const notice of backend.notices) reply.raw(notice.raw);
-    for (const [name, value] of backend.parameters) {
-      session.serverParams.set(name, value);
-      if (done?.sentParameters.get(name) !== value) reply.parameterStatus(name, value);
+    if (!done) reply.raw(parameterStatusBlock(backend.parameters, session.serverParams));
+    else {
+      for (const [name, value] of backend.parameters) {
+        session.serverParams.set(name, value);
+        if (done.sentParameters.get(name) !== value) reply.parameterStatus(name, value);
+      }
     }
     if (done) for (const m of done.completion) reply.raw(m.raw);
     else {

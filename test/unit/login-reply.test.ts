@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { backendMessage, be, Framer } from '../../src/protocol/index.js';
-import { LoginReply } from '../../src/server/login-reply.js';
+import { LoginReply, parameterStatusBlock } from '../../src/server/login-reply.js';
 
 describe('the login reply in one buffer', () => {
   it('is byte for byte the messages it stands for, in order', () => {
@@ -30,5 +30,23 @@ describe('the login reply in one buffer', () => {
 
   it('is empty with nothing in it', () => {
     assert.equal(new LoginReply().toBuffer().length, 0);
+  });
+
+  it("encodes a connection's parameters once while they stay the same, again when one changes", () => {
+    const parameters = new Map([['server_version', '17.2'], ['TimeZone', 'Etc/UTC']]);
+    const encoded = () => Buffer.concat([...parameters].map(([name, value]) => be.parameterStatus(name, value).raw));
+    const first = new Map<string, string>();
+    const block = parameterStatusBlock(parameters, first);
+    assert.deepEqual(block, encoded());
+    assert.deepEqual([...first], [...parameters]);
+    const second = new Map<string, string>();
+    assert.equal(parameterStatusBlock(parameters, second), block, 'the same buffer for the same parameters');
+    assert.deepEqual([...second], [...parameters]);
+    parameters.set('TimeZone', 'Europe/Paris');
+    assert.deepEqual(parameterStatusBlock(parameters, new Map()), encoded());
+    parameters.set('is_superuser', 'off');
+    assert.deepEqual(parameterStatusBlock(parameters, new Map()), encoded());
+    parameters.delete('server_version');
+    assert.deepEqual(parameterStatusBlock(parameters, new Map()), encoded());
   });
 });
