@@ -193,10 +193,35 @@ const NO_FIELDS: Record<string, unknown> = Object.freeze({});
 
 function pair(name: string, value: unknown): string {
   if (value === undefined) return '';
-  if (typeof value === 'string') return ` ${name}=${NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value}`;
+  if (typeof value === 'string') return ` ${name}=${textValue(value)}`;
   // A finite number reads the same either way; numberText() skips JSON.stringify's generic path.
   if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${numberText(value)}`;
   return ` ${name}=${JSON.stringify(value)}`;
+}
+
+/**
+ * A string field's value as a text line writes it: as it is, or JSON-quoted when it holds
+ * whitespace or a quote. One scan instead of a regex test and JSON.stringify (a statement per
+ * line): printable ASCII with no quote or backslash reads the same quoted by hand; anything else takes
+ * the general path, which writes the same text.
+ */
+function textValue(value: string): string {
+  let space = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c === 32) space = true;
+    else if (c < 32 || c === 34 || c === 92 || c > 126) return NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value;
+  }
+  return space ? '"' + value + '"' : value;
+}
+
+/** A string as JSON.stringify writes it, the same way by hand for printable ASCII with no quote or backslash. */
+function jsonString(value: string): string {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 32 || c === 34 || c === 92 || c > 126) return JSON.stringify(value);
+  }
+  return '"' + value + '"';
 }
 
 /**
@@ -300,7 +325,7 @@ function preparedLine(
 function jsonValue(v: unknown): string | undefined {
   switch (typeof v) {
     case 'string':
-      return JSON.stringify(v);
+      return jsonString(v);
     case 'number':
       return Number.isFinite(v) ? numberText(v) : 'null';
     case 'boolean':

@@ -213,6 +213,24 @@ describe('log lines are all written, in order, however the process ends', () => 
     );
   });
 
+  it('writes strings as before: JSON-quoted in text lines when they hold whitespace or a quote, JSON strings in json lines', () => {
+    const values = ['', 'a', 'a b', 'select * from t where id = ?', 'a"b', 'a\\b', 'a\\ b', 'tab\there', 'nl\n', '\u0000', '\u007f x', 'é x', 'é', '\u00a0', 'a\u2028b', '\ud800 x', '\ud83d\ude00 x', '~ !'];
+    for (let i = 0; i < 2000; i++) values.push(Array.from({ length: i % 12 }, () => String.fromCharCode(Math.floor(Math.random() * (i % 3 ? 128 : 0x3000)))).join(''));
+    for (const format of ['text', 'json'] as const) {
+      const lines: string[] = [];
+      const log = createLogger({ format }, {}, { write: (l) => void lines.push(l) });
+      const line = log.prepare!('info', 'q', {});
+      for (const v of values) {
+        log.info('s', { s: v });
+        line({ s: v });
+      }
+      const expected = values.map((v) => (format === 'json' ? JSON.stringify(v) : /\s|"/.test(v) ? JSON.stringify(v) : v));
+      const written = (l: string) => (format === 'json' ? /,"s":(.*)}\n$/s : / s=(.*)\n$/s).exec(l)?.[1];
+      assert.deepEqual(lines.filter((_, i) => i % 2 === 0).map(written), expected);
+      assert.deepEqual(lines.filter((_, i) => i % 2 === 1).map(written), expected);
+    }
+  });
+
   it('redacts secret field names given to a child logger or a line', () => {
     const lines: string[] = [];
     const log = createLogger({ format: 'json' }, { password: 'base-secret' }, { write: (l) => void lines.push(l) });
