@@ -32,7 +32,7 @@ class QueryShape {
   match(sql: string, scs: boolean): SplitStatement | undefined {
     this.seen = 'other';
     const { segments, runs } = this;
-    if (segments.length === 0 || scs !== this.scs || !sql.startsWith(segments[0]!)) return undefined;
+    if (segments.length === 0 || scs !== this.scs || !has(sql, 0, segments[0]!)) return undefined;
     let pos = segments[0]!.length;
     let allDiffer = true;
     for (let k = 1; k < segments.length; k++) {
@@ -40,9 +40,9 @@ class QueryShape {
       while (pos < sql.length && isDigit(sql.charCodeAt(pos))) pos++;
       if (pos === start) return undefined;
       const run = runs[k - 1]!;
-      if (!this.trusted && pos - start === run.length && sql.startsWith(run, start)) allDiffer = false;
+      if (!this.trusted && pos - start === run.length && has(sql, start, run)) allDiffer = false;
       const segment = segments[k]!;
-      if (!sql.startsWith(segment, pos)) return undefined;
+      if (!has(sql, pos, segment)) return undefined;
       pos += segment.length;
     }
     if (pos !== sql.length) return undefined;
@@ -123,6 +123,14 @@ export class QueryShapes {
     candidate.learn(sql, scs, pieces);
     return pieces;
   }
+}
+
+/**
+ * `sql.startsWith(part, at)`: a slice compared with `===` is several times faster in V8 (Node 20)
+ * than `startsWith` or a loop over the characters, once the text is a few dozen characters.
+ */
+function has(sql: string, at: number, part: string): boolean {
+  return sql.length - at >= part.length && sql.slice(at, at + part.length) === part;
 }
 
 function isDigit(c: number): boolean {
