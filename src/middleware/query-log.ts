@@ -1,5 +1,4 @@
-import { Observable, type MonoTypeOperatorFunction } from 'rxjs';
-import type { Message } from '../protocol/index.js';
+import { observer } from '../pipeline/lane-operators.js';
 import type { Middleware, MiddlewareContext, SessionHandlers } from '../pipeline/middleware.js';
 import type { QueryEvent, Settings } from './query-log-report.js';
 import { COUNTED, QueryTracker } from './query-log-tracker.js';
@@ -58,30 +57,10 @@ export function queryLog(opts: QueryLogOptions = {}): Middleware {
     session(ctx: MiddlewareContext): SessionHandlers {
       const tracker = new QueryTracker(ctx, opts.now ? settings : { ...settings, now: () => ctx.readTime() });
       return {
-        frontend: watching(tracker.onClient),
-        backend: watching(tracker.onBackend),
+        frontend: observer(tracker.onClient),
+        backend: observer(tracker.onBackend),
         onClose: () => tracker.reset(),
       };
     },
   };
-}
-
-/**
- * `tap(see)`, less the hop that hands on an observed message: the chain never writes what an
- * operator emits for one (`Message.observed`, see src/pipeline/chain.ts), so it stops here. A
- * message delivered in full (another middleware of the pipeline reads its type) goes on as tap
- * would hand it on.
- */
-function watching<M extends Message>(see: (m: M) => void): MonoTypeOperatorFunction<M> {
-  return (source) =>
-    new Observable<M>((subscriber) =>
-      source.subscribe({
-        next: (m) => {
-          see(m);
-          if ((m as { observed?: boolean }).observed !== true) subscriber.next(m);
-        },
-        error: (err) => subscriber.error(err),
-        complete: () => subscriber.complete(),
-      }),
-    );
 }
