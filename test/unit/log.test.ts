@@ -111,6 +111,21 @@ describe('log lines are all written, in order, however the process ends', () => 
     assert.deepEqual(numbers(r.stdout), range(21000));
   });
 
+  it('…nor when the lines are held and written a batch at a time (a hand-over\'s lines in one write)', async () => {
+    const output = JSON.stringify(fileURLToPath(new URL('../../src/telemetry/log-output.js', import.meta.url)));
+    const r = await run(
+      `const { holdLines, writeHeldLines } = await import(${output});
+       for (let b = 0; b < 300; b++) {
+         holdLines();
+         for (let i = 0; i < 100; i++) log.info('line', { n: b * 100 + i, pad: 'x'.repeat(b % 7 * 20) });
+         writeHeldLines();
+       }`,
+      { stallMs: 300 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(numbers(r.stdout), range(30000));
+  });
+
   it('past 8 MiB waiting for a stalled reader, lines are dropped, counted and reported', async () => {
     const r = await run(
       `const pad = 'x'.repeat(200);
