@@ -1,6 +1,7 @@
 /**
- * query-log's own CPU per statement, in process (issue 19): one session's chain composed as the
- * relay composes it, a real logger appending text lines to a file, and pgbench -S's traffic
+ * query-log's own CPU per statement, in process (issue 19): 32 sessions' chains composed as the
+ * relay composes them (statements to each in turn: one session alone lets the JIT specialise what
+ * pgward's sessions share, and reads ~10 % low), a real logger appending text lines to a file, and pgbench -S's traffic
  * (`SELECT abalance FROM pgbench_accounts WHERE aid = N;` with N random, then RowDescription,
  * DataRow, CommandComplete, ReadyForQuery) fed as the native carrier hands it over (observed, the
  * log lines of some 40 statements written in one write). No sockets, no
@@ -12,7 +13,8 @@
  *   QLOG_BUILDS=/tmp/pgward-base,. node dist/bench/query-log-cost.js
  *
  * Env: QLOG_BUILDS (comma-separated roots, default this one), QLOG_STATEMENTS (50 000 per
- * round), QLOG_ROUNDS (7; the median and the minimum are printed). Modes per build: `query-log`
+ * round), QLOG_ROUNDS (7; the median and the minimum are printed), QLOG_SESSIONS (32, each
+ * statement to the next in turn). Modes per build: `query-log`
  * (its defaults, logging to the file), `no-log` (an `emit` that drops the events: tracking, lexing
  * and redaction only) and `no-op` (a middleware declaring the same messages whose operators do
  * nothing: the chain alone).
@@ -31,8 +33,9 @@ const STATEMENTS_PER_HAND_OVER = 40;
 const thisRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Runs in a child process per build and mode, so that builds and modes do not share a heap or JIT state. */
-async function measure(root: string, mode: Mode, statements: number, rounds: number, logFile: string): Promise<number[]> {
-  const load = (path: string) => import(resolve(root, 'dist/src', path));
+async function measure(build: string, mode: Mode, statements: number, rounds: number, logFile: string): Promise<number[]> {
+  const load = (path: string) => import(resolve(build, 'dist/src', path));
+  const sessions = Number(process.env.QLOG_SESSIONS ?? 32);
   const { queryLog } = await load('middleware/query-log.js');
   const { composeChain } = await load('pipeline/chain.js');
   const { Session } = await load('pipeline/session.js');
@@ -40,13 +43,18 @@ async function measure(root: string, mode: Mode, statements: number, rounds: num
   const { holdLines, writeHeldLines } = await load('telemetry/log-output.js');
   const { tap } = await import('rxjs');
   const P = await load('protocol/index.js');
-  const log = createLogger({ format: 'text', destination: logFile }).child({ client: '127.0.0.1:50000' }).child({ session: 'c0ffee000001' });
-  const session = new Session({ id: 'c0ffee000001', client: { address: '127.0.0.1', port: 50000, tls: false }, clientParams: new Map(), log });
-  session.user = 'postgres';
-  session.database = 'postgres';
+  const root = createLogger({ format: 'text', destination: logFile });
   const real = queryLog(mode === 'no-log' ? { emit: () => {} } : {});
   const middleware = mode === 'no-op' ? { name: 'no-op', messages: real.messages, session: () => ({ frontend: tap(() => {}), backend: tap(() => {}) }) } : real;
-  const chain = composeChain([middleware], session, { toBackend: () => {}, toClient: () => {}, error: (err: unknown) => { throw err; } });
+  // Statements go to the sessions in turn, as pgbench's clients' do: what runs for each is shared code, as in pgward.
+  const chains = Array.from({ length: sessions }, (_, n) => {
+    const id = `c0ffee${String(n).padStart(6, '0')}`;
+    const log = root.child({ client: `127.0.0.1:${50000 + n}` }).child({ session: id });
+    const session = new Session({ id, client: { address: '127.0.0.1', port: 50000 + n, tls: false }, clientParams: new Map(), log });
+    session.user = 'postgres';
+    session.database = 'postgres';
+    return composeChain([middleware], session, { toBackend: () => {}, toClient: () => {}, error: (err: unknown) => { throw err; } });
+  });
   const answerParts: Buffer[] = [
     P.be.rowDescription([{ name: 'abalance', tableOid: 0, columnAttr: 0, typeOid: 23, typeSize: 4, typeModifier: -1, format: 0 }]).raw,
     P.be.dataRow([Buffer.from('0')]).raw,
@@ -60,6 +68,7 @@ async function measure(root: string, mode: Mode, statements: number, rounds: num
   // hand-over (2 ms, some 40 statements at 20 000 TPS) held and written in one write.
   const one = (i: number) => {
     if (i % STATEMENTS_PER_HAND_OVER === 0) holdLines();
+    const chain = chains[i % sessions]!;
     const q = queries[i % queries.length]!;
     chain.observeClient(P.frontendMessage(q[0]!, q, 0, q.length));
     let offset = 0;

@@ -1,4 +1,5 @@
 import { redactSql, splitStatementsRedacted } from '../sql/text.js';
+import type { QueryShapes } from './query-log-shape.js';
 
 /** Mentions proxy_login: its literals are redacted even when redaction is off. */
 const SENSITIVE = /proxy_login/i;
@@ -52,8 +53,18 @@ export function isSensitive(sql: string): boolean {
  * be reported redacted) redacted in one pass over the text; none when it holds only whitespace
  * and comments.
  */
-export function queryStatements(sql: string, sensitive: boolean, redact: boolean, maxLength: number, standardConformingStrings: () => boolean): StatementText[] {
+export function queryStatements(
+  sql: string,
+  sensitive: boolean,
+  redact: boolean,
+  maxLength: number,
+  standardConformingStrings: () => boolean,
+  shapes: QueryShapes,
+): StatementText[] {
   // The setting changes only how backslashes in '…' literals read: without a quote it is not asked (a lookup per query).
-  const pieces = splitStatementsRedacted(sql, redact || sensitive, { standardConformingStrings: sql.includes("'") ? standardConformingStrings() : true });
+  const scs = sql.includes("'") ? standardConformingStrings() : true;
+  const split = () => splitStatementsRedacted(sql, redact || sensitive, { standardConformingStrings: scs });
+  // A shape gives the redacted text only: kept for queries reported redacted and not cut.
+  const pieces = (redact || sensitive) && sql.length <= maxLength ? shapes.statements(sql, scs, split) : split();
   return pieces.map((p) => StatementText.of(p.text, sensitive, maxLength, p.redacted));
 }

@@ -1,6 +1,7 @@
 import type { BackendType, MiddlewareContext } from '../pipeline/middleware.js';
 import { FRONTEND_MEANINGS, leadingCString, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
 import { QueryReporter, type Outcome, type Settings } from './query-log-report.js';
+import { QueryShapes } from './query-log-shape.js';
 import { isSensitive, queryStatements, StatementText } from './query-log-text.js';
 
 interface Portal {
@@ -66,6 +67,7 @@ export class QueryTracker {
   private readonly statements = new BoundedMap<StatementText>(MAX_STATEMENTS, MAX_STATEMENT_CHARS);
   private readonly portals = new BoundedMap<Portal>(MAX_PORTALS, Infinity);
   private readonly reporter: QueryReporter;
+  private readonly shapes = new QueryShapes();
   private failed = false;
   /** The counts of DataRow and of Describe answers (RowDescription, NoData) already accounted for. */
   private rowsSeen = 0;
@@ -242,7 +244,7 @@ export class QueryTracker {
 
   /** One statement of a simple query finished; the next one is timed from here. */
   private queryStep(q: QueryRun, outcome: Outcome): void {
-    q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings);
+    q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings, this.shapes);
     // More completions than statements found: the split disagrees with the server; report it all.
     const stmt = q.statements[q.idx] ?? StatementText.of(q.sql.trim(), q.sensitive, this.s.maxLength);
     q.idx++;

@@ -1,4 +1,4 @@
-import { tap } from 'rxjs';
+import { observer } from '../pipeline/lane-operators.js';
 import type { Middleware, MiddlewareContext, SessionHandlers } from '../pipeline/middleware.js';
 import type { QueryEvent, Settings } from './query-log-report.js';
 import { COUNTED, QueryTracker } from './query-log-tracker.js';
@@ -57,8 +57,8 @@ export function queryLog(opts: QueryLogOptions = {}): Middleware {
     session(ctx: MiddlewareContext): SessionHandlers {
       const tracker = new QueryTracker(ctx, opts.now ? settings : { ...settings, now: () => ctx.readTime() });
       return {
-        frontend: tap(tracker.onClient),
-        backend: tap(tracker.onBackend),
+        frontend: observer(tracker.onClient),
+        backend: observer(tracker.onBackend),
         onClose: () => tracker.reset(),
       };
     },

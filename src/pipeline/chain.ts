@@ -14,7 +14,7 @@ import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } f
 import { readTime } from './read-time.js';
 import { countedTypes, MessageCounts } from './counts.js';
 import { Feed } from './feed.js';
-import { declaredOnly, withInjections, written, type DropState } from './lane-operators.js';
+import { declaredOnly, seenBy, withInjections, written, type DropState } from './lane-operators.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
@@ -252,7 +252,16 @@ class Lane<M extends Message> {
     const observers = this.observers;
     for (let i = 0; i < observers.length; i++) {
       const o = observers[i]!;
-      if (o.codes[m.code] === 1) o.seen.next(m);
+      if (o.codes[m.code] !== 1) continue;
+      if (!o.see) o.seen.next(m);
+      else {
+        // As the operator would: its error fails its stream.
+        try {
+          o.see(m);
+        } catch (err) {
+          o.seen.error(err);
+        }
+      }
     }
   };
 
@@ -270,7 +279,7 @@ class Lane<M extends Message> {
       if (op) {
         if (waiting.length > 0) out = withInjections(out, waiting);
         waiting = [];
-        out = out.pipe(codes ? declaredOnly(op, codes, this.drop, (seen) => (this.observers[i] = { codes, seen })) : op);
+        out = out.pipe(codes ? declaredOnly(op, codes, this.drop, (seen) => (this.observers[i] = { codes, seen, see: seenBy(op) })) : op);
       }
       const injections = new Subject<M>();
       ctx.inject[direction] = (m) => injections.next(m as never);
@@ -385,4 +394,6 @@ class StageContext implements MiddlewareContext {
 interface Observer<M> {
   codes: Uint8Array;
   seen: Feed<M>;
+  /** An operator made by `observer`: its function, called directly. */
+  see: ((m: M) => void) | undefined;
 }

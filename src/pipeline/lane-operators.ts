@@ -57,3 +57,37 @@ export function withInjections<M>(stage$: Observable<M>, injected: readonly Subj
     stage$.subscribe(subscriber);
   });
 }
+
+/** Marks an operator made by {@link observer}: its function, which the chain calls itself for an observed message. */
+const SEES = Symbol('sees');
+
+/**
+ * `tap(see)` for a middleware that only looks: every message goes to `see` and on unchanged,
+ * except an observed one, which stops here (the chain drops what comes out for one anyway). For
+ * an observed message the chain calls `see` itself, not through RxJS: one call, not five, for
+ * each message of each statement (query-log). An error `see` throws fails the stream, as in tap.
+ */
+export function observer<M extends Message>(see: (m: M) => void): OperatorFunction<M, M> {
+  const op = (source: Observable<M>) =>
+    new Observable<M>((subscriber) =>
+      source.subscribe({
+        next: (m) => {
+          try {
+            see(m);
+          } catch (err) {
+            subscriber.error(err);
+            return;
+          }
+          if ((m as { observed?: boolean }).observed !== true) subscriber.next(m);
+        },
+        error: (err) => subscriber.error(err),
+        complete: () => subscriber.complete(),
+      }),
+    );
+  return Object.assign(op, { [SEES]: see });
+}
+
+/** The function of an operator made by {@link observer}; undefined for any other. */
+export function seenBy<M>(op: OperatorFunction<M, M>): ((m: M) => void) | undefined {
+  return (op as { [SEES]?: (m: M) => void })[SEES];
+}

@@ -91,8 +91,19 @@ export function leadingCString(message: Message): string {
 function cstringIn(buf: Buffer, start: number, end: number, type: string): string {
   const nul = buf.indexOf(0, start);
   if (nul < 0 || nul >= end) throw protocolViolation(`malformed ${type} message: unterminated string`);
-  return buf.toString('utf8', start, nul);
+  return utf8Slice.call(buf, start, nul);
 }
+
+/**
+ * `buf.toString('utf8', start, end)` without its argument checks and encoding lookup (a statement's
+ * text and its command tag are decoded for every statement query-log sees): Node's own method
+ * behind it, where this Node has it.
+ */
+const utf8Slice: (this: Buffer, start: number, end: number) => string =
+  (Buffer.prototype as unknown as { utf8Slice?: (this: Buffer, start: number, end: number) => string }).utf8Slice ??
+  function (this: Buffer, start: number, end: number) {
+    return this.toString('utf8', start, end);
+  };
 
 export function decodeWith<T extends string, B>(spec: MessageSpec<T, B>, payload: Buffer): B {
   try {

@@ -193,10 +193,35 @@ const NO_FIELDS: Record<string, unknown> = Object.freeze({});
 
 function pair(name: string, value: unknown): string {
   if (value === undefined) return '';
-  if (typeof value === 'string') return ` ${name}=${NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value}`;
+  if (typeof value === 'string') return ` ${name}=${textValue(value)}`;
   // A finite number reads the same either way; numberText() skips JSON.stringify's generic path.
   if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${numberText(value)}`;
   return ` ${name}=${JSON.stringify(value)}`;
+}
+
+/**
+ * A string field's value as a text line writes it: as it is, or JSON-quoted when it holds
+ * whitespace or a quote. One scan instead of a regex test and JSON.stringify (a statement per
+ * line): printable ASCII with no quote or backslash reads the same quoted by hand; anything else takes
+ * the general path, which writes the same text.
+ */
+function textValue(value: string): string {
+  let space = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c === 32) space = true;
+    else if (c < 32 || c === 34 || c === 92 || c > 126) return NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value;
+  }
+  return space ? '"' + value + '"' : value;
+}
+
+/** A string as JSON.stringify writes it, the same way by hand for printable ASCII with no quote or backslash. */
+function jsonString(value: string): string {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 32 || c === 34 || c === 92 || c > 126) return JSON.stringify(value);
+  }
+  return '"' + value + '"';
 }
 
 /**
@@ -269,26 +294,28 @@ function preparedLine(
   if (format === 'text') {
     let head = ` ${LEVEL_TEXT[level]} ${event}`;
     for (const k in leading) head += pair(k, leading[k]);
+    const last = new LastFields();
     return (fields) => {
       let line = isoTime(Date.now()) + head;
+      let i = 0;
       for (const k in fields) {
-        if (!renders(k)) return slow(fields);
-        line += pair(k, fields[k]);
+        const text = last.text(i++, k, fields[k], renders, pair);
+        if (text === undefined) return slow(fields);
+        line += text;
       }
       write(line + '\n');
     };
   }
   const members = JSON.stringify(leading).slice(1, -1);
   const head = `"level":${JSON.stringify(level)},"msg":${JSON.stringify(event)}${members ? ',' + members : ''}`;
+  const last = new LastFields();
   return (fields) => {
     let line = '';
+    let i = 0;
     for (const k in fields) {
-      if (!renders(k)) return slow(fields);
-      const v = fields[k];
-      if (v === undefined) continue;
-      const text = jsonValue(v);
+      const text = last.text(i++, k, fields[k], renders, jsonMember);
       if (text === undefined) return slow(fields);
-      line += `,${JSON.stringify(k)}:${text}`;
+      line += text;
     }
     const now = Date.now();
     if (format === 'fluent') write(`["pgward",${Math.floor(now / 1000)},{${head}${line}}]\n`);
@@ -296,11 +323,42 @@ function preparedLine(
   };
 }
 
+/**
+ * What a prepared line's fields rendered as, by position: a line logged again and again (one a
+ * statement) mostly repeats the values of the one before (the statement's text, its command), so
+ * their text is kept. Only primitives: an object's content may have changed since.
+ */
+class LastFields {
+  private readonly names: string[] = [];
+  private readonly values: unknown[] = [];
+  private readonly texts: string[] = [];
+
+  /** `render(k, v)` if `renders(k)`, else undefined; the same text as last time at position `i` when `k` and `v` are. */
+  text(i: number, k: string, v: unknown, renders: (k: string) => boolean, render: (k: string, v: unknown) => string | undefined): string | undefined {
+    if (this.names[i] === k && this.values[i] === v && (typeof v !== 'object' || v === null)) return this.texts[i];
+    if (!renders(k)) return undefined;
+    const text = render(k, v);
+    if (text !== undefined && i < 64) {
+      this.names[i] = k;
+      this.values[i] = v;
+      this.texts[i] = text;
+    }
+    return text;
+  }
+}
+
+/** `,"name":value` for a JSON line; nothing for undefined, undefined for a value jsonValue cannot write. */
+function jsonMember(k: string, v: unknown): string | undefined {
+  if (v === undefined) return '';
+  const text = jsonValue(v);
+  return text === undefined ? undefined : `,${JSON.stringify(k)}:${text}`;
+}
+
 /** A string, number, boolean or null as JSON.stringify writes it inside an object; undefined for anything else. */
 function jsonValue(v: unknown): string | undefined {
   switch (typeof v) {
     case 'string':
-      return JSON.stringify(v);
+      return jsonString(v);
     case 'number':
       return Number.isFinite(v) ? numberText(v) : 'null';
     case 'boolean':

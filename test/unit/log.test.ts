@@ -111,6 +111,21 @@ describe('log lines are all written, in order, however the process ends', () => 
     assert.deepEqual(numbers(r.stdout), range(21000));
   });
 
+  it('…nor when the lines are held and written a batch at a time (a hand-over\'s lines in one write)', async () => {
+    const output = JSON.stringify(fileURLToPath(new URL('../../src/telemetry/log-output.js', import.meta.url)));
+    const r = await run(
+      `const { holdLines, writeHeldLines } = await import(${output});
+       for (let b = 0; b < 300; b++) {
+         holdLines();
+         for (let i = 0; i < 100; i++) log.info('line', { n: b * 100 + i, pad: 'x'.repeat(b % 7 * 20) });
+         writeHeldLines();
+       }`,
+      { stallMs: 300 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(numbers(r.stdout), range(30000));
+  });
+
   it('past 8 MiB waiting for a stalled reader, lines are dropped, counted and reported', async () => {
     const r = await run(
       `const pad = 'x'.repeat(200);
@@ -187,7 +202,11 @@ describe('log lines are all written, in order, however the process ends', () => 
       const log = createLogger({ format }, { client: '10.0.0.1:5' }, { write: (l) => void lines.push(l) }).child({ session: 's1' });
       const fixed = { event: 'query', session: 's1', user: 'alice', database: 'app' };
       const line = log.prepare!('info', 'query', fixed);
-      for (const fields of cases) {
+      // Each case again, and in turn with the others: a prepared line keeps the text of values repeated.
+      const shared = { a: 1 };
+      const changed = [{ obj: shared, n: 1 }, { obj: shared, n: 1 }];
+      for (const fields of [...cases, ...cases, ...cases.slice().reverse(), ...changed]) {
+        shared.a++; // the same object, with other content: written anew
         line(fields);
         log.info('query', { ...fixed, ...fields });
         const [prepared, general] = lines.splice(0, 2);
@@ -211,6 +230,25 @@ describe('log lines are all written, in order, however the process ends', () => 
       lines.map((l) => / n=(\S+)\n$/.exec(l)?.[1]),
       values.map((v) => String(v)),
     );
+  });
+
+  it('writes strings as before: JSON-quoted in text lines when they hold whitespace or a quote, JSON strings in json lines', () => {
+    const values = ['', 'a', 'a b', 'select * from t where id = ?', 'a"b', 'a\\b', 'a\\ b', 'tab\there', 'nl\n', '\u0000', '\u007f x', 'é x', 'é', '\u00a0', 'a\u2028b', '\ud800 x', '\ud83d\ude00 x', '~ !'];
+    for (let i = 0; i < 2000; i++) values.push(Array.from({ length: i % 12 }, () => String.fromCharCode(Math.floor(Math.random() * (i % 3 ? 128 : 0x3000)))).join(''));
+    for (const format of ['text', 'json'] as const) {
+      const lines: string[] = [];
+      const log = createLogger({ format }, {}, { write: (l) => void lines.push(l) });
+      const line = log.prepare!('info', 'q', {});
+      // A prepared line keeps the text of a value repeated: each is written twice in a row.
+      for (const v of values) {
+        log.info('s', { s: v });
+        line({ s: v });
+        line({ s: v });
+      }
+      const expected = values.map((v) => (format === 'json' ? JSON.stringify(v) : /\s|"/.test(v) ? JSON.stringify(v) : v));
+      const written = (l: string) => (format === 'json' ? /,"s":(.*)}\n$/s : / s=(.*)\n$/s).exec(l)?.[1];
+      for (let k = 0; k < 3; k++) assert.deepEqual(lines.filter((_, i) => i % 3 === k).map(written), expected);
+    }
   });
 
   it('redacts secret field names given to a child logger or a line', () => {

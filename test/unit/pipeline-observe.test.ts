@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { filter, map, tap } from 'rxjs';
 import { composeChain } from '../../src/pipeline/chain.js';
+import { observer as observing } from '../../src/pipeline/lane-operators.js';
 import type { Middleware, MiddlewareContext } from '../../src/pipeline/middleware.js';
 import { setReadTime } from '../../src/pipeline/read-time.js';
 import { Session } from '../../src/pipeline/session.js';
@@ -112,5 +113,33 @@ describe('observe-only interest', () => {
     const before = performance.now();
     const now = ctx!.readTime();
     assert.ok(now >= before && now <= performance.now());
+  });
+
+  it('observer(see): sees observed messages (called directly) and delivered ones, passes on only the delivered, and fails the stream when see throws', () => {
+    const seen: string[] = [];
+    let fail = false;
+    const see = (m: FrontendMessage) => {
+      if (fail) throw new Error('see failed');
+      seen.push(m.type === 'Query' ? m.body().sql : m.type);
+    };
+    const watcher: Middleware = { name: 'watcher', messages: { frontend: ['Query'], observeOnly: true }, session: () => ({ frontend: observing(see) }) };
+    const full: Middleware = { name: 'full', messages: { frontend: ['Parse'] }, session: () => ({ frontend: tap(() => {}) }) };
+    const errors: unknown[] = [];
+    const toBackend: string[] = [];
+    const session = new Session({ client: { address: '127.0.0.1', port: 1, tls: false }, clientParams: new Map(), log: silentLogger });
+    const chain = composeChain([watcher, full], session, {
+      toBackend: (m) => toBackend.push(m.type === 'Query' ? m.body().sql : m.type),
+      toClient: () => {},
+      error: (err) => errors.push(err),
+    });
+    chain.observeClient(fe.query('observed'));
+    chain.fromClient(fe.query('delivered'));
+    chain.fromClient(fe.parse({ name: '', sql: 'select 1', paramTypes: [] }));
+    assert.deepEqual(seen, ['observed', 'delivered']);
+    assert.deepEqual(toBackend, ['delivered', 'Parse']);
+    fail = true;
+    chain.observeClient(fe.query('again'));
+    assert.equal(errors.length, 1);
+    assert.match(String(errors[0]), /see failed/);
   });
 });
