@@ -202,26 +202,33 @@ function pair(name: string, value: unknown): string {
 /**
  * A string field's value as a text line writes it: as it is, or JSON-quoted when it holds
  * whitespace or a quote. One scan instead of a regex test and JSON.stringify (a statement per
- * line): printable ASCII with no quote or backslash reads the same quoted by hand; anything else takes
- * the general path, which writes the same text.
+ * line): plain text (see {@link plainText}) reads the same quoted by hand; anything else takes the
+ * general path, which writes the same text.
  */
 function textValue(value: string): string {
+  const plain = plainText(value);
+  if (plain === NOT_PLAIN) return NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value;
+  return plain === PLAIN_WITH_SPACE ? '"' + value + '"' : value;
+}
+
+/** A string as JSON.stringify writes it, the same way by hand for plain text (see {@link plainText}). */
+function jsonString(value: string): string {
+  return plainText(value) === NOT_PLAIN ? JSON.stringify(value) : '"' + value + '"';
+}
+
+const NOT_PLAIN = 0;
+const PLAIN = 1;
+const PLAIN_WITH_SPACE = 2;
+
+/** Whether `value` is printable ASCII with no quote or backslash (which JSON writes as it is), and with a space. */
+function plainText(value: string): typeof NOT_PLAIN | typeof PLAIN | typeof PLAIN_WITH_SPACE {
   let space = false;
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
     if (c === 32) space = true;
-    else if (c < 32 || c === 34 || c === 92 || c > 126) return NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value;
+    else if (c < 32 || c === 34 || c === 92 || c > 126) return NOT_PLAIN;
   }
-  return space ? '"' + value + '"' : value;
-}
-
-/** A string as JSON.stringify writes it, the same way by hand for printable ASCII with no quote or backslash. */
-function jsonString(value: string): string {
-  for (let i = 0; i < value.length; i++) {
-    const c = value.charCodeAt(i);
-    if (c < 32 || c === 34 || c === 92 || c > 126) return JSON.stringify(value);
-  }
-  return '"' + value + '"';
+  return space ? PLAIN_WITH_SPACE : PLAIN;
 }
 
 /**
