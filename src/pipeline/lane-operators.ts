@@ -6,7 +6,12 @@ import { Feed } from './feed.js';
 
 /** Whether what comes out of an operator goes on: not while an observed message passes (injections aside), never an observed message. */
 export function written(drop: DropState, m: Message): boolean {
-  return drop.injecting > 0 || (drop.observing === 0 && (m as { observed?: boolean }).observed !== true);
+  return drop.injecting > 0 || (drop.observing === 0 && !isObserved(m));
+}
+
+/** A message the chain was shown only to observe (marked by the chain; already forwarded). */
+function isObserved(m: Message): boolean {
+  return (m as { observed?: boolean }).observed === true;
 }
 
 /** Whether an observed message is passing the chain, and whether a middleware is injecting meanwhile. */
@@ -78,7 +83,7 @@ export function observer<M extends Message>(see: (m: M) => void): OperatorFuncti
             subscriber.error(err);
             return;
           }
-          if ((m as { observed?: boolean }).observed !== true) subscriber.next(m);
+          if (!isObserved(m)) subscriber.next(m);
         },
         error: (err) => subscriber.error(err),
         complete: () => subscriber.complete(),
