@@ -60,25 +60,32 @@ static const char *const slot_names[S_COUNT] = {
     [S_UNSENT_TO_BACKEND] = "unsentToBackend",
 };
 
+#define TEXT_OF_(x) #x
+#define TEXT_OF(x) TEXT_OF_(x)
+
+static const char *slot_name(uint32_t i) { return slot_names[i]; }
+static const char *state_name(uint32_t i) { return reason_name((int)i); }
+
+/* An array of `count` names, the i-th `name_of(i)`. */
+static napi_value names(napi_env env, uint32_t count, const char *(*name_of)(uint32_t)) {
+  napi_value array, name;
+  napi_create_array_with_length(env, count, &array);
+  for (uint32_t i = 0; i < count; i++) {
+    napi_create_string_utf8(env, name_of(i), NAPI_AUTO_LENGTH, &name);
+    napi_set_element(env, array, i, name);
+  }
+  return array;
+}
+
 /*
  * { slots, reasons }: the name of each of report()'s slots in its order, and of each state (the
  * `state` slot's value) — what JavaScript reads report()'s numbers by.
  */
 napi_value report_names(napi_env env) {
-  napi_value out, slots, reasons, name;
+  napi_value out;
   napi_create_object(env, &out);
-  napi_create_array_with_length(env, S_COUNT, &slots);
-  for (uint32_t i = 0; i < S_COUNT; i++) {
-    napi_create_string_utf8(env, slot_names[i], NAPI_AUTO_LENGTH, &name);
-    napi_set_element(env, slots, i, name);
-  }
-  napi_create_array_with_length(env, R_BACKEND_VIOLATION + 1, &reasons);
-  for (uint32_t i = 0; i <= R_BACKEND_VIOLATION; i++) {
-    napi_create_string_utf8(env, reason_name((int)i), NAPI_AUTO_LENGTH, &name);
-    napi_set_element(env, reasons, i, name);
-  }
-  set(env, out, "slots", slots);
-  set(env, out, "reasons", reasons);
+  set(env, out, "slots", names(env, S_COUNT, slot_name));
+  set(env, out, "reasons", names(env, R_BACKEND_VIOLATION + 1, state_name));
   return out;
 }
 
@@ -97,7 +104,7 @@ napi_value carrier_report(napi_env env, napi_callback_info info) {
   size_t length = 0;
   void *data = NULL;
   if (napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok || type != napi_float64_array || length < REPORT_SLOTS) {
-    napi_throw_type_error(env, NULL, "report: expected a Float64Array of 13");
+    napi_throw_type_error(env, NULL, "report: expected a Float64Array of " TEXT_OF(REPORT_SLOTS));
     return NULL;
   }
   const direction_t *tc = &c->dir[TO_CLIENT], *tb = &c->dir[TO_BACKEND];
