@@ -61,15 +61,15 @@ static void finalize(napi_env env, void *data, void *hint) {
  * An endpoint from JavaScript: a plain socket's descriptor (a number), or a native TLS endpoint's
  * handle (its connection is borrowed until the carrier halts). A plain socket is polled through a
  * duplicate descriptor of the carrier's own: Node's socket may close its descriptor whenever it
- * likes. A TLS endpoint's descriptor is polled as it is: it is already the endpoint's own
- * duplicate, which the endpoint stops polling while lent and closes only once given back (a dup
- * and a close fewer per TLS endpoint and session). -1 with `msg` set when it cannot be carried.
+ * likes. A TLS endpoint is polled through the endpoint's own poll handle, which stays in epoll
+ * across the loan (see io.h, watch): no dup, no second handle and no epoll removal and re-adding
+ * per TLS endpoint and session. -1 with `msg` set when it cannot be carried.
  */
 static int endpoint_arg(napi_env env, napi_value v, io_t *io, char *msg, size_t msglen) {
   napi_valuetype type;
   napi_typeof(env, v, &type);
   if (type != napi_number) {
-    tls_conn_t *conn = tls_endpoint_lend(env, v);
+    tls_conn_t *conn = tls_endpoint_lend(env, v, 1);
     if (!conn) {
       snprintf(msg, msglen, "the TLS endpoint cannot be carried (closed, or plaintext waiting to be written)");
       return -1;

@@ -238,6 +238,11 @@ void update_polls(carrier_t *c) {
     int writer = e == CLIENT ? TO_CLIENT : TO_BACKEND;
     int events = ep->io.ops->poll_events(&ep->io, wants_read(c, reader), wants_write(c, writer));
     if (events == ep->events) continue;
+    if (ep->borrowed) {
+      ep->events = events;
+      ep->io.ops->poll(&ep->io, events);
+      continue;
+    }
     ep->events = events;
     if (events) uv_poll_start(&ep->poll, events, on_poll);
     else uv_poll_stop(&ep->poll);
@@ -252,7 +257,8 @@ void halt(carrier_t *c, int state) {
   for (int e = 0; e < 2; e++) {
     /* Closing the handle takes the descriptor out of epoll at once (the callback comes later): only then is it closed. */
     c->ep[e].events = 0;
-    uv_close((uv_handle_t *)&c->ep[e].poll, on_closed);
+    /* A borrowed poll handle goes back with the io (its events as they are: the lender polls on). */
+    if (!c->ep[e].borrowed) uv_close((uv_handle_t *)&c->ep[e].poll, on_closed);
     c->ep[e].io.ops->release(&c->ep[e].io);
   }
   /* Whole messages that waited for a stream to finish a message can follow it no more. */
@@ -314,8 +320,8 @@ void settle(carrier_t *c) {
   update_polls(c);
 }
 
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  endpoint_t *ep = (endpoint_t *)handle->data;
+static void on_event(void *data, int status, int events) {
+  endpoint_t *ep = data;
   carrier_t *c = ep->c;
   int e = ep == &c->ep[CLIENT] ? CLIENT : BACKEND;
   if (c->state != R_RUNNING) return;
@@ -334,6 +340,8 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   settle(c);
   napi_close_handle_scope(c->env, scope);
 }
+
+static void on_poll(uv_poll_t *handle, int status, int events) { on_event(handle->data, status, events); }
 
 void release_carrier(carrier_t *c) {
   if (--c->refs > 0) return;
@@ -365,16 +373,22 @@ carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error) {
     c->ep[e].c = c;
     c->ep[e].io = ios[e];
   }
+  /* References: JavaScript's handle, and each poll handle of the carrier's own until closed. */
+  int own = 0;
   for (int e = 0; e < 2; e++) {
     endpoint_t *ep = &c->ep[e];
+    if (ep->io.ops->watch) {
+      ep->borrowed = 1;
+      continue;
+    }
     int err = uv_poll_init(loop, &ep->poll, ep->io.fd);
     if (err) {
       *uv_error = err;
       c->ep[0].io.ops->release(&c->ep[0].io);
       c->ep[1].io.ops->release(&c->ep[1].io);
       /* Only the handles already made need closing; each close releases one reference. */
-      c->refs = e;
-      if (e == 1) {
+      c->refs = own;
+      if (own > 0) {
         g.live++;
         uv_close((uv_handle_t *)&c->ep[0].poll, on_closed);
       } else {
@@ -383,8 +397,13 @@ carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error) {
       return NULL;
     }
     ep->poll.data = ep;
+    own++;
+  }
+  /* Borrowed handles start polling for the carrier as they are (most often: readable, as the endpoint was). */
+  for (int e = 0; e < 2; e++) {
+    if (c->ep[e].borrowed) c->ep[e].events = c->ep[e].io.ops->watch(&c->ep[e].io, on_event, &c->ep[e]);
   }
   g.live++;
-  c->refs = 3;
+  c->refs = 1 + own;
   return c;
 }

@@ -122,8 +122,9 @@ typedef struct {
 typedef struct carrier carrier_t;
 
 typedef struct {
-  uv_poll_t poll;
+  uv_poll_t poll; /* unused when the io lends its own (io.ops->watch) */
   io_t io;
+  int borrowed;
   int events;
   int paused;
   carrier_t *c;

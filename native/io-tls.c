@@ -54,7 +54,11 @@ static void tls_io_release(io_t *io) {
   io->tls = NULL;
 }
 
-static const io_ops_t tls_ops = {tls_io_read, tls_io_write, tls_io_poll_events, tls_io_ready, tls_io_release};
+static int tls_io_watch(io_t *io, io_event_cb cb, void *data) { return tls_endpoint_watch(io->tls, cb, data); }
+
+static void tls_io_poll(io_t *io, int events) { tls_endpoint_poll(io->tls, events); }
+
+static const io_ops_t tls_ops = {tls_io_read, tls_io_write, tls_io_poll_events, tls_io_ready, tls_io_release, tls_io_watch, tls_io_poll};
 
 void io_tls(io_t *io, int fd, struct tls_conn *conn) {
   io->ops = &tls_ops;

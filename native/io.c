@@ -37,7 +37,7 @@ static void plain_release(io_t *io) {
   io->fd = -1;
 }
 
-static const io_ops_t plain_ops = {plain_read, plain_write, plain_poll_events, plain_ready, plain_release};
+static const io_ops_t plain_ops = {plain_read, plain_write, plain_poll_events, plain_ready, plain_release, NULL, NULL};
 
 void io_plain(io_t *io, int fd) {
   io->ops = &plain_ops;

@@ -17,6 +17,9 @@ enum { IO_READY_READ = 1, IO_READY_WRITE = 2 };
 
 typedef struct io io_t;
 
+/* An event on a handle the io layer polls for the carrier: libuv's status and UV_* events. */
+typedef void (*io_event_cb)(void *data, int status, int events);
+
 typedef struct {
   /* Up to `len` bytes into `buf`: how many, 0 at EOF, IO_AGAIN when none are there, IO_ERROR (errno set). */
   ssize_t (*read)(io_t *io, uint8_t *buf, size_t len);
@@ -31,6 +34,15 @@ typedef struct {
   int (*ready)(io_t *io, int events);
   /* Lets go of the endpoint: the connection itself stays, for Node's socket to go on with. */
   void (*release)(io_t *io);
+  /*
+   * TLS: the lending endpoint's own poll handle serves the carrier until release, its events
+   * going to `cb(data, …)`; returns the UV_* events it polls for now. The handle stays in epoll
+   * across the loan (no second handle, no probe, no remove and add again per session). NULL for
+   * plain TCP: the carrier polls the descriptor with a handle of its own.
+   */
+  int (*watch)(io_t *io, io_event_cb cb, void *data);
+  /* After watch: poll for these UV_* events instead (0: none). */
+  void (*poll)(io_t *io, int events);
 } io_ops_t;
 
 struct tls_conn;

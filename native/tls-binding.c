@@ -251,7 +251,7 @@ static loan_t *loan_arg(napi_env env, napi_value v) {
 
 static napi_value lend(napi_env env, napi_callback_info info) {
   ARGS(1);
-  tls_conn_t *conn = tls_endpoint_lend(env, argv[0]);
+  tls_conn_t *conn = tls_endpoint_lend(env, argv[0], 0);
   loan_t *loan = conn ? malloc(sizeof *loan) : NULL;
   if (!loan) {
     if (conn) tls_endpoint_give_back(conn);

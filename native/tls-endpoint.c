@@ -87,6 +87,8 @@ static void fail(endpoint_t *ep, const char *why) {
 /* ---- polling ---- */
 
 static void update_poll(endpoint_t *ep) {
+  /* Lent: the borrower polls through the handle (tls_endpoint_poll), or it polls nothing. */
+  if (ep->state == EP_LENT) return;
   int events = 0;
   if (ep->state == EP_HANDSHAKE) {
     events = tls_poll_events(ep->conn, 0, 0);
@@ -166,6 +168,11 @@ static void pump(endpoint_t *ep) {
 
 static void on_poll(uv_poll_t *handle, int status, int events) {
   endpoint_t *ep = handle->data;
+  /* Lent with its poll: the borrower's event (it may give the endpoint back, or close it, inside). */
+  if (ep->state == EP_LENT) {
+      if (ep->borrower_cb) ep->borrower_cb(ep->borrower, status, events);
+    return;
+  }
   if (ep->state != EP_HANDSHAKE && ep->state != EP_OPEN) return;
   ep->busy = 1;
   if (status < 0) {
@@ -213,18 +220,37 @@ endpoint_t *endpoint_of(napi_env env, napi_value v) {
  * Also from inside one of this endpoint's callbacks (a login that completes on the backend's last
  * message starts the relay there): on_poll then sees the state change and stops touching it.
  */
-tls_conn_t *tls_endpoint_lend(napi_env env, napi_value handle) {
+tls_conn_t *tls_endpoint_lend(napi_env env, napi_value handle, int keep_polling) {
   endpoint_t *ep = endpoint_of(env, handle);
   if (!ep || ep->state != EP_OPEN || ep->qlen > 0 || ep->ending) return NULL;
-  uv_poll_stop(&ep->poll);
-  ep->events = 0;
+  if (!keep_polling) {
+    uv_poll_stop(&ep->poll);
+    ep->events = 0;
+  }
   ep->state = EP_LENT;
   ep->refs++;
   return ep->conn;
 }
 
+int tls_endpoint_watch(tls_conn_t *conn, void (*cb)(void *data, int status, int events), void *data) {
+  endpoint_t *ep = tls_owner(conn);
+  ep->borrower_cb = cb;
+  ep->borrower = data;
+  return ep->events;
+}
+
+void tls_endpoint_poll(tls_conn_t *conn, int events) {
+  endpoint_t *ep = tls_owner(conn);
+  if (events == ep->events) return;
+  ep->events = events;
+  if (events) uv_poll_start(&ep->poll, events, on_poll);
+  else uv_poll_stop(&ep->poll);
+}
+
 void tls_endpoint_give_back(tls_conn_t *conn) {
   endpoint_t *ep = tls_owner(conn);
+  ep->borrower_cb = NULL;
+  ep->borrower = NULL;
   ep->state = EP_OPEN;
   if (tls_pending(conn)) ep->kick = 1;
   /* Inside on_poll, its end closes or polls. */

@@ -30,6 +30,9 @@ typedef struct {
   /* records held inside OpenSSL while JavaScript paused: read them without waiting for the socket */
   int kick;
   int ending, ended;
+  /* Lent with its poll kept (tls_endpoint_watch): who gets the poll's events meanwhile. */
+  void (*borrower_cb)(void *data, int status, int events);
+  void *borrower;
   uint8_t *queue; /* plaintext not yet taken by OpenSSL; its head is what a TLS_AGAIN write must retry */
   size_t qhead, qlen;
 } endpoint_t;

@@ -111,13 +111,19 @@ void *tls_owner(const tls_conn_t *c);
 /*
  * Lending an established endpoint to native code (the carrier): `handle` is the endpoint handle
  * JavaScript holds (NativeTlsSocket#nativeHandle). Returns its connection, or NULL when the
- * handle is not an open endpoint or has plaintext queued to write. While lent the endpoint polls
- * nothing and JavaScript neither reads nor writes it; the borrower polls tls_fd(conn) itself,
- * must not close it, and calls tls_endpoint_give_back(conn) when done (the endpoint then reads,
- * writes or closes for JavaScript again, and closes if JavaScript destroyed it meanwhile).
+ * handle is not an open endpoint or has plaintext queued to write. While lent JavaScript neither
+ * reads nor writes it. With `keep_polling` 0 the endpoint polls nothing: the borrower polls
+ * tls_fd(conn) itself. With 1 its poll handle stays in epoll for the borrower, who must call
+ * tls_endpoint_watch before the loop next polls. The borrower must not close the descriptor, and
+ * calls tls_endpoint_give_back(conn) when done (the endpoint then reads, writes or closes for
+ * JavaScript again, and closes if JavaScript destroyed it meanwhile).
  */
-tls_conn_t *tls_endpoint_lend(napi_env env, napi_value handle);
+tls_conn_t *tls_endpoint_lend(napi_env env, napi_value handle, int keep_polling);
 void tls_endpoint_give_back(tls_conn_t *conn);
+/* Lent with keep_polling: the poll handle's events go to `cb(data, status, events)`; returns the UV_* events polled for now. */
+int tls_endpoint_watch(tls_conn_t *conn, void (*cb)(void *data, int status, int events), void *data);
+/* Lent with keep_polling: poll for these UV_* events (0: none) until given back. */
+void tls_endpoint_poll(tls_conn_t *conn, int events);
 
 /* Adds the TLS functions to the addon's exports (called from the module's init). */
 void pgward_tls_register(napi_env env, napi_value exports);
