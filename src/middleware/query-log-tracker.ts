@@ -1,6 +1,7 @@
 import type { BackendType, MiddlewareContext } from '../pipeline/middleware.js';
 import { FRONTEND_MEANINGS, leadingCString, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
 import { QueryReporter, type Outcome, type Settings } from './query-log-report.js';
+import { RequestQueue } from './query-log-queue.js';
 import { QueryShapes } from './query-log-shape.js';
 import { isSensitive, queryStatements, StatementText } from './query-log-text.js';
 
@@ -60,8 +61,7 @@ const MAX_PENDING = 100_000;
 
 /** One session's statements, followed through the messages `query-log` declares (see MESSAGES). */
 export class QueryTracker {
-  private queue: Pending[] = [];
-  private head = 0;
+  private readonly queue = new RequestQueue<Pending>();
   /** After an extended-protocol error with no Sync sent yet: the backend ignores all until Sync. */
   private awaitingSync = false;
   private readonly statements = new BoundedMap<StatementText>(MAX_STATEMENTS, MAX_STATEMENT_CHARS);
@@ -106,8 +106,7 @@ export class QueryTracker {
   }
 
   reset(): void {
-    this.queue = [];
-    this.head = 0;
+    this.queue.clear();
     this.awaitingSync = false;
   }
 
@@ -164,7 +163,7 @@ export class QueryTracker {
   private catchUp(): void {
     const { ctx } = this;
     const described = ctx.messageCount('backend', 'RowDescription') + ctx.messageCount('backend', 'NoData');
-    for (; this.describedSeen < described && this.peek()?.kind === 'describe'; this.describedSeen++) this.shift();
+    for (; this.describedSeen < described && this.peek()?.kind === 'describe'; this.describedSeen++) this.queue.shift();
     this.describedSeen = described;
     const rows = ctx.messageCount('backend', 'DataRow');
     const head = this.peek();
@@ -188,7 +187,7 @@ export class QueryTracker {
         const tag = m.type === 'CommandComplete' ? leadingCString(m) : undefined; // body().tag
         if (head?.kind === 'query') this.queryStep(head, { tag });
         else if (head?.kind === 'execute') {
-          this.shift();
+          this.queue.shift();
           this.reporter.report(head.stmt, head.params, head.start, head.rows, { tag, suspended: m.type === 'PortalSuspended' });
         }
         return;
@@ -226,17 +225,17 @@ export class QueryTracker {
         break;
     }
     // Extended protocol: the backend discards everything up to the next Sync.
-    while (this.head < this.queue.length && this.queue[this.head]!.kind !== 'sync') this.shift();
-    if (this.head >= this.queue.length) {
+    while (this.queue.size > 0 && this.queue.peek()!.kind !== 'sync') this.queue.shift();
+    if (this.queue.size === 0) {
       this.reset();
       this.awaitingSync = true;
     }
   }
 
   private onReady(): void {
-    for (let i = this.head; i < this.queue.length; i++) {
-      if (TERMINATORS.has(this.queue[i]!.kind)) {
-        for (let n = i - this.head + 1; n > 0; n--) this.shift();
+    for (let i = 0; i < this.queue.size; i++) {
+      if (TERMINATORS.has(this.queue.at(i)!.kind)) {
+        for (let n = i + 1; n > 0; n--) this.queue.shift();
         return;
       }
     }
@@ -253,7 +252,7 @@ export class QueryTracker {
   }
 
   private push(p: Pending): void {
-    if (this.queue.length - this.head >= MAX_PENDING) {
+    if (this.queue.size >= MAX_PENDING) {
       this.ctx.log.warn('query-log: too many requests in flight, tracking restarted');
       this.reset();
     }
@@ -261,23 +260,11 @@ export class QueryTracker {
   }
 
   private peek(): Pending | undefined {
-    return this.queue[this.head];
-  }
-
-  private shift(): void {
-    this.queue[this.head++] = undefined as unknown as Pending;
-    if (this.head === this.queue.length) {
-      // Emptied in place: most sessions have one request in flight at a time.
-      this.queue.length = 0;
-      this.head = 0;
-    } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
+    return this.queue.peek();
   }
 
   private popIf(kind: Pending['kind']): void {
-    if (this.peek()?.kind === kind) this.shift();
+    if (this.peek()?.kind === kind) this.queue.shift();
   }
 }
 
