@@ -16,7 +16,7 @@ interface QueryRun {
   readonly sql: string;
   readonly sensitive: boolean;
   /** Split when the first statement completes. */
-  statements?: StatementText[];
+  statements?: readonly StatementText[];
   idx: number;
   start: number;
   rows: number;
@@ -67,7 +67,7 @@ export class QueryTracker {
   private readonly statements = new BoundedMap<StatementText>(MAX_STATEMENTS, MAX_STATEMENT_CHARS);
   private readonly portals = new BoundedMap<Portal>(MAX_PORTALS, Infinity);
   private readonly reporter: QueryReporter;
-  private readonly shapes = new QueryShapes();
+  private readonly shapes = new QueryShapes<readonly StatementText[]>();
   private failed = false;
   /** The counts of DataRow and of Describe answers (RowDescription, NoData) already accounted for. */
   private rowsSeen = 0;
