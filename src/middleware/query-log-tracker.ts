@@ -1,6 +1,6 @@
 import type { BackendType, MiddlewareContext } from '../pipeline/middleware.js';
 import { FRONTEND_MEANINGS, leadingCString, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
-import { QueryReporter, type Outcome, type Settings } from './query-log-report.js';
+import { QueryReporter, type Settings } from './query-log-report.js';
 import { RequestQueue } from './query-log-queue.js';
 import { QueryShapes } from './query-log-shape.js';
 import { isSensitive, queryStatements, StatementText } from './query-log-text.js';
@@ -10,13 +10,16 @@ interface Portal {
   readonly params: number;
 }
 
-/** A simple Query still running: its statements complete one after another. */
+/**
+ * A simple Query still running: its statements complete one after another. Once answered it is
+ * the session's next Query's (see `QueryTracker.queryRun`): every field is set anew then.
+ */
 interface QueryRun {
   kind: 'query';
-  readonly sql: string;
-  readonly sensitive: boolean;
+  sql: string;
+  sensitive: boolean;
   /** Split when the first statement completes. */
-  statements?: readonly StatementText[];
+  statements: readonly StatementText[] | undefined;
   idx: number;
   start: number;
   rows: number;
@@ -72,6 +75,8 @@ export class QueryTracker {
   /** The counts of DataRow and of Describe answers (RowDescription, NoData) already accounted for. */
   private rowsSeen = 0;
   private describedSeen = 0;
+  /** A Query answered (ReadyForQuery), no longer referred to: the object for the next one. */
+  private spareRun: QueryRun | undefined;
 
   constructor(
     private readonly ctx: MiddlewareContext,
@@ -118,7 +123,7 @@ export class QueryTracker {
     switch (m.type) {
       case 'Query': {
         const sql = leadingCString(m); // body().sql, without a view of the message or a body kept with it
-        this.push({ kind: 'query', sql, sensitive: isSensitive(sql), idx: 0, start: this.s.now(), rows: 0, done: false });
+        this.push(this.queryRun(sql, this.s.now()));
         return;
       }
       case 'Parse': {
@@ -185,10 +190,10 @@ export class QueryTracker {
       case 'EmptyQueryResponse':
       case 'PortalSuspended': {
         const tag = m.type === 'CommandComplete' ? leadingCString(m) : undefined; // body().tag
-        if (head?.kind === 'query') this.queryStep(head, { tag });
+        if (head?.kind === 'query') this.queryStep(head, tag, undefined);
         else if (head?.kind === 'execute') {
           this.queue.shift();
-          this.reporter.report(head.stmt, head.params, head.start, head.rows, { tag, suspended: m.type === 'PortalSuspended' });
+          this.reporter.report(head.stmt, head.params, head.start, head.rows, tag, undefined, m.type === 'PortalSuspended');
         }
         return;
       }
@@ -207,18 +212,18 @@ export class QueryTracker {
     switch (head.kind) {
       case 'query':
         // The rest of a multi-statement query is not run; ReadyForQuery follows.
-        if (!head.done) this.queryStep(head, { sqlstate });
+        if (!head.done) this.queryStep(head, undefined, sqlstate);
         head.done = true;
         return;
       case 'sync': // e.g. the implicit COMMIT at Sync failed; ReadyForQuery follows
       case 'call':
         return;
       case 'parse':
-        this.reporter.report(head.stmt, 0, head.start, 0, { sqlstate });
+        this.reporter.report(head.stmt, 0, head.start, 0, undefined, sqlstate);
         break;
       case 'bind':
       case 'execute':
-        this.reporter.report(head.stmt, head.params, head.start, 0, { sqlstate });
+        this.reporter.report(head.stmt, head.params, head.start, 0, undefined, sqlstate);
         break;
       case 'describe':
       case 'close':
@@ -234,20 +239,40 @@ export class QueryTracker {
 
   private onReady(): void {
     for (let i = 0; i < this.queue.size; i++) {
-      if (TERMINATORS.has(this.queue.at(i)!.kind)) {
+      const request = this.queue.at(i)!;
+      if (TERMINATORS.has(request.kind)) {
         for (let n = i + 1; n > 0; n--) this.queue.shift();
+        if (request.kind === 'query') this.spareRun = request;
         return;
       }
     }
   }
 
+  /**
+   * A Query's run, in the object of the last one answered when there is one: most sessions send
+   * one Query at a time, and one object less a statement means fewer collections.
+   */
+  private queryRun(sql: string, start: number): QueryRun {
+    const run = this.spareRun;
+    if (!run) return { kind: 'query', sql, sensitive: isSensitive(sql), statements: undefined, idx: 0, start, rows: 0, done: false };
+    this.spareRun = undefined;
+    run.sql = sql;
+    run.sensitive = isSensitive(sql);
+    run.statements = undefined;
+    run.idx = 0;
+    run.start = start;
+    run.rows = 0;
+    run.done = false;
+    return run;
+  }
+
   /** One statement of a simple query finished; the next one is timed from here. */
-  private queryStep(q: QueryRun, outcome: Outcome): void {
+  private queryStep(q: QueryRun, tag: string | undefined, sqlstate: string | undefined): void {
     q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings, this.shapes);
     // More completions than statements found: the split disagrees with the server; report it all.
     const stmt = q.statements[q.idx] ?? StatementText.of(q.sql.trim(), q.sensitive, this.s.maxLength);
     q.idx++;
-    q.start = this.reporter.report(stmt, 0, q.start, q.rows, outcome);
+    q.start = this.reporter.report(stmt, 0, q.start, q.rows, tag, sqlstate);
     q.rows = 0;
   }
 

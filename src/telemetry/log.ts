@@ -18,7 +18,8 @@ export interface Logger {
   /**
    * For an event logged again and again with the same leading fields (one a statement, say):
    * `fixed` is rendered once, here, and each call renders only its own fields. A call writes the
-   * line `level(event, { ...fixed, ...fields })` would.
+   * line `level(event, { ...fixed, ...fields })` would. It reads `fields` during the call and keeps
+   * nothing of the object: the caller may fill the same object in again for the next line.
    */
   prepare?(level: LogLevel, event: string, fixed: Record<string, unknown>): (fields: Record<string, unknown>) => void;
   /** Reopens the log file (after rotation moved it away); a no-op for stdout. */
