@@ -1,4 +1,5 @@
 import { openSync } from 'node:fs';
+import { PreparedFields } from './log-fields.js';
 import { FdWriter } from './log-output.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
@@ -302,57 +303,23 @@ function preparedLine(
   if (format === 'text') {
     let head = ` ${LEVEL_TEXT[level]} ${event}`;
     for (const k in leading) head += pair(k, leading[k]);
-    const last = new LastFields();
+    const text = new PreparedFields(head, '\n', renders, pair);
     return (fields) => {
-      let line = isoTime(Date.now()) + head;
-      let i = 0;
-      for (const k in fields) {
-        const text = last.text(i++, k, fields[k], renders, pair);
-        if (text === undefined) return slow(fields);
-        line += text;
-      }
-      write(line + '\n');
+      const line = text.line(fields);
+      if (line === undefined) return slow(fields);
+      write(isoTime(Date.now()) + line);
     };
   }
   const members = JSON.stringify(leading).slice(1, -1);
   const head = `"level":${JSON.stringify(level)},"msg":${JSON.stringify(event)}${members ? ',' + members : ''}`;
-  const last = new LastFields();
+  const json = new PreparedFields(format === 'fluent' ? `,{${head}` : `",${head}`, format === 'fluent' ? '}]\n' : '}\n', renders, jsonMember);
   return (fields) => {
-    let line = '';
-    let i = 0;
-    for (const k in fields) {
-      const text = last.text(i++, k, fields[k], renders, jsonMember);
-      if (text === undefined) return slow(fields);
-      line += text;
-    }
+    const line = json.line(fields);
+    if (line === undefined) return slow(fields);
     const now = Date.now();
-    if (format === 'fluent') write(`["pgward",${Math.floor(now / 1000)},{${head}${line}}]\n`);
-    else write(`{"time":"${isoTime(now)}",${head}${line}}\n`);
+    if (format === 'fluent') write(`["pgward",${Math.floor(now / 1000)}` + line);
+    else write(`{"time":"${isoTime(now)}` + line);
   };
-}
-
-/**
- * What a prepared line's fields rendered as, by position: a line logged again and again (one a
- * statement) mostly repeats the values of the one before (the statement's text, its command), so
- * their text is kept. Only primitives: an object's content may have changed since.
- */
-class LastFields {
-  private readonly names: string[] = [];
-  private readonly values: unknown[] = [];
-  private readonly texts: string[] = [];
-
-  /** `render(k, v)` if `renders(k)`, else undefined; the same text as last time at position `i` when `k` and `v` are. */
-  text(i: number, k: string, v: unknown, renders: (k: string) => boolean, render: (k: string, v: unknown) => string | undefined): string | undefined {
-    if (this.names[i] === k && this.values[i] === v && (typeof v !== 'object' || v === null)) return this.texts[i];
-    if (!renders(k)) return undefined;
-    const text = render(k, v);
-    if (text !== undefined && i < 64) {
-      this.names[i] = k;
-      this.values[i] = v;
-      this.texts[i] = text;
-    }
-    return text;
-  }
 }
 
 /** `,"name":value` for a JSON line; nothing for undefined, undefined for a value jsonValue cannot write. */
