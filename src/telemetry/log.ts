@@ -195,10 +195,22 @@ const NO_FIELDS: Record<string, unknown> = Object.freeze({});
 
 function pair(name: string, value: unknown): string {
   if (value === undefined) return '';
-  if (typeof value === 'string') return ` ${name}=${textValue(value)}`;
+  if (typeof value === 'string') return nameText(name) + textValue(value);
   // A finite number reads the same either way; numberText() skips JSON.stringify's generic path.
-  if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${numberText(value)}`;
-  return ` ${name}=${JSON.stringify(value)}`;
+  if (typeof value === 'number' && Number.isFinite(value)) return nameText(name) + numberText(value);
+  return nameText(name) + JSON.stringify(value);
+}
+
+/** ` name=` for each field name seen: the same few names come line after line. */
+const nameTexts = new Map<string, string>();
+
+function nameText(name: string): string {
+  let text = nameTexts.get(name);
+  if (text === undefined) {
+    text = ` ${name}=`;
+    if (nameTexts.size < 4096) nameTexts.set(name, text);
+  }
+  return text;
 }
 
 /**
@@ -245,10 +257,14 @@ function numberText(v: number): string {
   const whole = (abs - (abs % 1000)) / 1000;
   const frac = abs % 1000;
   const sign = n < 0 ? '-' : '';
-  if (frac === 0) return sign + whole;
-  if (frac % 100 === 0) return `${sign}${whole}.${frac / 100}`;
-  if (frac % 10 === 0) return `${sign}${whole}.${frac < 100 ? '0' : ''}${frac / 10}`;
-  return `${sign}${whole}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
+  return frac === 0 ? sign + whole : sign + whole + fractionText(frac);
+}
+
+/** `.d`, `.dd` or `.ddd` for 1 to 999 thousandths, trailing zeros left out; each made once (a duration's, line after line). */
+const fractionTexts: string[] = [];
+
+function fractionText(frac: number): string {
+  return (fractionTexts[frac] ??= '.' + String(1000 + frac).slice(1).replace(/0+$/, ''));
 }
 
 // Lines come many to a millisecond: the time text is made once per millisecond.
