@@ -14,12 +14,16 @@
  *
  * Env: QLOG_BUILDS (comma-separated roots, default this one), QLOG_STATEMENTS (50 000 per
  * round), QLOG_ROUNDS (7; the median and the minimum are printed), QLOG_SESSIONS (32, each
- * statement to the next in turn). Modes per build: `query-log`
+ * statement to the next in turn), QLOG_ALLOC=1 (instead of CPU: the bytes allocated per statement,
+ * objects the GC already collected included, sampled every 512 bytes by V8's heap profiler over
+ * the measured rounds, and the ten functions that allocate the most; not a timing, so it does not
+ * depend on the machine's load). Modes per build: `query-log`
  * (its defaults, logging to the file), `no-log` (an `emit` that drops the events: tracking, lexing
  * and redaction only) and `no-op` (a middleware declaring the same messages whose operators do
  * nothing: the chain alone).
  */
 import { execFileSync } from 'node:child_process';
+import { Session as Inspector } from 'node:inspector';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -29,11 +33,18 @@ const MODES = ['query-log', 'no-log', 'no-op'] as const;
 type Mode = (typeof MODES)[number];
 
 const STATEMENTS_PER_HAND_OVER = 40;
+const TOP_ALLOCATORS = 10;
+
+/** What a child reports: CPU µs per statement per round, or the allocation profile. */
+interface Allocation {
+  bytesPerStatement: number;
+  top: { name: string; bytesPerStatement: number }[];
+}
 
 const thisRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Runs in a child process per build and mode, so that builds and modes do not share a heap or JIT state. */
-async function measure(build: string, mode: Mode, statements: number, rounds: number, logFile: string): Promise<number[]> {
+async function measure(build: string, mode: Mode, statements: number, rounds: number, logFile: string): Promise<number[] | Allocation> {
   const load = (path: string) => import(resolve(build, 'dist/src', path));
   const sessions = Number(process.env.QLOG_SESSIONS ?? 32);
   const { queryLog } = await load('middleware/query-log.js');
@@ -81,6 +92,9 @@ async function measure(build: string, mode: Mode, statements: number, rounds: nu
     if (i % STATEMENTS_PER_HAND_OVER === STATEMENTS_PER_HAND_OVER - 1) writeHeldLines();
   };
   for (let i = 0; i < 20_000; i++) one(i); // warm-up: the JIT settles
+  if (process.env.QLOG_ALLOC === '1') return allocation(() => {
+    for (let r = 0; r < rounds; r++) for (let i = 0; i < statements; i++) one(i);
+  }, statements * rounds);
   const perStatement: number[] = [];
   for (let r = 0; r < rounds; r++) {
     const before = process.cpuUsage();
@@ -89,6 +103,43 @@ async function measure(build: string, mode: Mode, statements: number, rounds: nu
     perStatement.push((used.user + used.system) / statements);
   }
   return perStatement;
+}
+
+interface ProfileNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: ProfileNode[];
+}
+
+/** `run`'s allocation, per statement, by V8's sampling heap profiler (collected objects included). */
+async function allocation(run: () => void, statements: number): Promise<Allocation> {
+  const inspector = new Inspector();
+  inspector.connect();
+  const post = (method: string, params?: object) =>
+    new Promise<unknown>((done, fail) => inspector.post(method, params, (err, result) => (err ? fail(err) : done(result))));
+  await post('HeapProfiler.enable');
+  await post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
+  run();
+  const { profile } = (await post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
+  await post('HeapProfiler.disable');
+  inspector.disconnect();
+  const byFunction = new Map<string, number>();
+  let total = 0;
+  const walk = (node: ProfileNode) => {
+    const { functionName, url, lineNumber } = node.callFrame;
+    const name = `${functionName || '(anonymous)'} ${url.replace(/^file:\/\//, '')}:${lineNumber + 1}`;
+    byFunction.set(name, (byFunction.get(name) ?? 0) + node.selfSize);
+    total += node.selfSize;
+    for (const child of node.children) walk(child);
+  };
+  walk(profile.head);
+  const top = [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, TOP_ALLOCATORS);
+  return { bytesPerStatement: total / statements, top: top.map(([name, bytes]) => ({ name, bytesPerStatement: bytes / statements })) };
+}
+
+function printAllocation(mode: Mode, root: string, a: Allocation): void {
+  console.log(`  ${mode.padEnd(10)} ${a.bytesPerStatement.toFixed(0).padStart(6)} B  ${root}`);
+  for (const f of a.top) console.log(`      ${f.bytesPerStatement.toFixed(0).padStart(6)} B  ${f.name}`);
 }
 
 async function main(): Promise<void> {
@@ -103,13 +154,20 @@ async function main(): Promise<void> {
   const builds = (process.env.QLOG_BUILDS ?? '.').split(',').map((b) => resolve(b === '.' ? thisRoot : b));
   const dir = mkdtempSync(join(tmpdir(), 'pgward-qlog-cost-'));
   try {
-    console.log(`query-log's CPU per statement, in process (${rounds} rounds of ${statements} statements; median, min)`);
+    const alloc = process.env.QLOG_ALLOC === '1';
+    if (alloc) console.log(`query-log's bytes allocated per statement, in process (${rounds} rounds of ${statements} statements; top ${TOP_ALLOCATORS} functions by self size)`);
+    else console.log(`query-log's CPU per statement, in process (${rounds} rounds of ${statements} statements; median, min)`);
     for (const mode of MODES) {
       for (const root of builds) {
         const logFile = join(dir, 'query.log');
         const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), 'child', root, mode, logFile], { encoding: 'utf8' });
         rmSync(logFile, { force: true });
-        const values = (JSON.parse(out) as number[]).sort((a, b) => a - b);
+        const result = JSON.parse(out) as number[] | Allocation;
+        if (!Array.isArray(result)) {
+          printAllocation(mode, root, result);
+          continue;
+        }
+        const values = result.sort((a, b) => a - b);
         const median = values[Math.floor(values.length / 2)]!;
         console.log(`  ${mode.padEnd(10)} ${median.toFixed(2).padStart(6)} µs  (min ${values[0]!.toFixed(2)})  ${root}`);
       }

@@ -31,13 +31,6 @@ export interface Settings {
   emit?: (event: QueryEvent) => void;
 }
 
-/** How a statement ended: its command tag, its SQLSTATE, or a suspended portal. */
-export interface Outcome {
-  tag?: string;
-  sqlstate?: string;
-  suspended?: boolean;
-}
-
 /** A line's own fields, after the session's (event, session, user, database). */
 interface LineFields extends Record<string, unknown> {
   statement: string;
@@ -55,6 +48,11 @@ interface LineFields extends Record<string, unknown> {
  */
 export class QueryReporter {
   private readonly line: (fields: LineFields) => void;
+  /**
+   * Each line's fields, filled in anew for each statement: the prepared line and the general
+   * path read them during the call and keep nothing of the object (see `Logger.prepare`).
+   */
+  private readonly fields: LineFields = { statement: '', params: 0, duration_ms: 0, rows: undefined, sqlstate: undefined, command: undefined };
 
   constructor(
     private readonly ctx: MiddlewareContext,
@@ -66,22 +64,24 @@ export class QueryReporter {
     else this.line = log.prepare?.('info', 'query', fixed) ?? ((fields) => log.info('query', { ...fixed, ...fields }));
   }
 
-  /** Reports a statement unless it is faster than `slowMs`; returns the clock reading it ended at. */
-  report(stmt: StatementText | undefined, params: number, start: number, rowsSent: number, outcome: Outcome): number {
+  /**
+   * Reports a statement unless it is faster than `slowMs`; returns the clock reading it ended at.
+   * How it ended: its command tag, its SQLSTATE, or a suspended portal.
+   */
+  report(stmt: StatementText | undefined, params: number, start: number, rowsSent: number, tagText: string | undefined, sqlstate?: string, suspended = false): number {
     const end = this.s.now();
     // Never below zero: clocks read a moment apart (an observed message's read time) must not hide a statement.
     const duration = Math.max(0, end - start);
     if (duration < this.s.slowMs) return end;
     const text = stmt ? stmt.text(this.s.redact, this.standardConformingStrings) : '';
-    const tag = outcome.tag !== undefined ? commandTagOf(outcome.tag) : undefined;
-    const fields: LineFields = {
-      statement: text,
-      params,
-      duration_ms: Math.round(duration * 1000) / 1000,
-      rows: tag?.rows ?? (rowsSent > 0 || outcome.suspended ? rowsSent : undefined),
-      sqlstate: outcome.sqlstate,
-      command: tag?.command || firstKeyword(text) || undefined,
-    };
+    const tag = tagText !== undefined ? commandTagOf(tagText) : undefined;
+    const fields = this.fields;
+    fields.statement = text;
+    fields.params = params;
+    fields.duration_ms = Math.round(duration * 1000) / 1000;
+    fields.rows = tag?.rows ?? (rowsSent > 0 || suspended ? rowsSent : undefined);
+    fields.sqlstate = sqlstate;
+    fields.command = tag?.command || firstKeyword(text) || undefined;
     try {
       if (this.s.emit) this.s.emit(this.event(fields));
       else this.line(fields);

@@ -15,12 +15,14 @@ import type { SplitStatement } from '../sql/text.js';
  * text. So the shape is trusted only after a second query of it, each of its runs different, was
  * lexed in full and gave the same redacted text; until then every query is lexed as before.
  */
-class QueryShape {
+class QueryShape<Made> {
   /** The shape's text between its digit runs (one more than the runs; the first and last may be empty). */
   private segments: string[] = [];
   private runs: string[] = [];
   private scs = true;
-  private redacted = '';
+  redacted = '';
+  /** What `QueryShapes.known` made of `redacted`, once. */
+  made: Made | undefined;
   /** Where the statement's text starts, and the characters after it (whitespace and `;` only). */
   private from = 0;
   private suffix = 0;
@@ -28,27 +30,32 @@ class QueryShape {
   /** What the last `match` found for `learn`: a query of the shape to check it with, or one to keep it for. */
   seen: 'other' | 'check' | 'keep' = 'other';
 
-  /** `sql`'s one statement and its redaction when `sql` has this (trusted) shape. */
-  match(sql: string, scs: boolean): SplitStatement | undefined {
+  /** Whether `sql` has this shape, trusted (then its statement is `statement(sql)`). */
+  match(sql: string, scs: boolean): boolean {
     this.seen = 'other';
     const { segments, runs } = this;
-    if (segments.length === 0 || scs !== this.scs || !has(sql, 0, segments[0]!)) return undefined;
+    if (segments.length === 0 || scs !== this.scs || !has(sql, 0, segments[0]!)) return false;
     let pos = segments[0]!.length;
     let allDiffer = true;
     for (let k = 1; k < segments.length; k++) {
       const start = pos;
       while (pos < sql.length && isDigit(sql.charCodeAt(pos))) pos++;
-      if (pos === start) return undefined;
+      if (pos === start) return false;
       const run = runs[k - 1]!;
       if (!this.trusted && pos - start === run.length && has(sql, start, run)) allDiffer = false;
       const segment = segments[k]!;
-      if (!has(sql, pos, segment)) return undefined;
+      if (!has(sql, pos, segment)) return false;
       pos += segment.length;
     }
-    if (pos !== sql.length) return undefined;
-    if (this.trusted) return { text: sql.slice(this.from, sql.length - this.suffix), redacted: this.redacted };
+    if (pos !== sql.length) return false;
+    if (this.trusted) return true;
     this.seen = allDiffer ? 'check' : 'keep';
-    return undefined;
+    return false;
+  }
+
+  /** The one statement of `sql`, a query of this shape, and its redaction. */
+  statement(sql: string): SplitStatement {
+    return { text: sql.slice(this.from, sql.length - this.suffix), redacted: this.redacted };
   }
 
   /** `sql` was split (and redacted) in full: it checks the shape, or becomes the shape. */
@@ -64,6 +71,7 @@ class QueryShape {
     this.segments = [];
     this.runs = [];
     this.trusted = false;
+    this.made = undefined;
     if (!one || one.redacted === undefined) return;
     const from = sql.indexOf(one.text);
     const to = from + one.text.length;
@@ -94,34 +102,65 @@ const SHAPES = 8;
 /** Longer queries are lexed each time: what a session keeps stays small. */
 const MAX_SHAPE_LENGTH = 1024;
 
-/** A session's recent Query shapes (see QueryShape). */
-export class QueryShapes {
-  private readonly shapes: QueryShape[] = [];
+/**
+ * A session's recent Query shapes (see QueryShape). `Made` is what `known` gives for a query of a
+ * trusted shape, made once per shape: the same for every query of it.
+ */
+export class QueryShapes<Made = unknown> {
+  private readonly shapes: QueryShape<Made>[] = [];
   private next = 0;
+  /** The shape the last `find` found a query of to check or to keep, for the `learn` after it. */
+  private candidate: QueryShape<Made> | undefined;
 
   /**
    * The statements of `sql` split and redacted, as `split()` gives them: by a shape's redacted
    * text when `sql` has a trusted shape, else by `split()`, which checks or makes a shape.
    */
   statements(sql: string, scs: boolean, split: () => SplitStatement[]): SplitStatement[] {
-    if (sql.length > MAX_SHAPE_LENGTH) return split();
-    let candidate: QueryShape | undefined;
-    for (const shape of this.shapes) {
-      const one = shape.match(sql, scs);
-      if (one) return [one];
-      if (shape.seen !== 'other') {
-        candidate = shape;
-        break;
-      }
-    }
+    const shape = this.find(sql, scs);
+    if (shape) return [shape.statement(sql)];
     const pieces = split();
+    this.learn(sql, scs, pieces);
+    return pieces;
+  }
+
+  /**
+   * For a query of a trusted shape, `make(redacted)` of the shape's redacted text (the query's one
+   * statement redacted), made once per shape and given again for each query of it. Otherwise
+   * undefined: then `learn` is to be told the query's split, as `statements` does.
+   */
+  known(sql: string, scs: boolean, make: (redacted: string) => Made): Made | undefined {
+    const shape = this.find(sql, scs);
+    if (!shape) return undefined;
+    return (shape.made ??= make(shape.redacted));
+  }
+
+  /** `sql` (which `known` did not know) was split and redacted in full: it checks a shape or makes one. */
+  learn(sql: string, scs: boolean, pieces: readonly SplitStatement[]): void {
+    let candidate = this.candidate;
+    this.candidate = undefined;
+    if (sql.length > MAX_SHAPE_LENGTH) return;
     if (!candidate) {
-      if (this.shapes.length < SHAPES) this.shapes.push((candidate = new QueryShape()));
+      if (this.shapes.length < SHAPES) this.shapes.push((candidate = new QueryShape<Made>()));
       else candidate = this.shapes[this.next]!;
       this.next = (this.next + 1) % SHAPES;
     }
     candidate.learn(sql, scs, pieces);
-    return pieces;
+  }
+
+  /** The trusted shape `sql` has; else none, and the shape it checks or is kept for is the candidate. */
+  private find(sql: string, scs: boolean): QueryShape<Made> | undefined {
+    this.candidate = undefined;
+    if (sql.length > MAX_SHAPE_LENGTH) return undefined;
+    for (let i = 0; i < this.shapes.length; i++) {
+      const shape = this.shapes[i]!;
+      if (shape.match(sql, scs)) return shape;
+      if (shape.seen !== 'other') {
+        this.candidate = shape;
+        return undefined;
+      }
+    }
+    return undefined;
   }
 }
 

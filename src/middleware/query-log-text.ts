@@ -59,12 +59,30 @@ export function queryStatements(
   redact: boolean,
   maxLength: number,
   standardConformingStrings: () => boolean,
-  shapes: QueryShapes,
-): StatementText[] {
+  shapes: QueryShapes<readonly StatementText[]>,
+): readonly StatementText[] {
   // The setting changes only how backslashes in '…' literals read: without a quote it is not asked (a lookup per query).
   const scs = sql.includes("'") ? standardConformingStrings() : true;
-  const split = () => splitStatementsRedacted(sql, redact || sensitive, { standardConformingStrings: scs });
+  const redacting = redact || sensitive;
   // A shape gives the redacted text only: kept for queries reported redacted and not cut.
-  const pieces = (redact || sensitive) && sql.length <= maxLength ? shapes.statements(sql, scs, split) : split();
-  return pieces.map((p) => StatementText.of(p.text, sensitive, maxLength, p.redacted));
+  const shaped = redacting && sql.length <= maxLength;
+  if (shaped) {
+    const known = shapes.known(sql, scs, shapeStatements);
+    if (known) return known;
+  }
+  const pieces = splitStatementsRedacted(sql, redacting, { standardConformingStrings: scs });
+  if (shaped) shapes.learn(sql, scs, pieces);
+  // A loop, not map: its callback's closure would hold sensitive and maxLength in a context made on every call.
+  const statements: StatementText[] = [];
+  for (const p of pieces) statements.push(StatementText.of(p.text, sensitive, maxLength, p.redacted));
+  return statements;
+}
+
+/**
+ * The statements of a query of a trusted shape, shared by every query of it in the session: its
+ * one statement reports the shape's redacted text, as each query's own would (reported redacted,
+ * not cut), so nothing is made per query.
+ */
+function shapeStatements(redacted: string): readonly StatementText[] {
+  return Object.freeze([StatementText.of(redacted, true, Infinity, redacted)]);
 }

@@ -1,6 +1,7 @@
 import type { BackendType, MiddlewareContext } from '../pipeline/middleware.js';
 import { FRONTEND_MEANINGS, leadingCString, type BackendMessage, type FrontendMessage, type FrontendType } from '../protocol/index.js';
-import { QueryReporter, type Outcome, type Settings } from './query-log-report.js';
+import { QueryReporter, type Settings } from './query-log-report.js';
+import { RequestQueue } from './query-log-queue.js';
 import { QueryShapes } from './query-log-shape.js';
 import { isSensitive, queryStatements, StatementText } from './query-log-text.js';
 
@@ -9,13 +10,16 @@ interface Portal {
   readonly params: number;
 }
 
-/** A simple Query still running: its statements complete one after another. */
+/**
+ * A simple Query still running: its statements complete one after another. Once answered it is
+ * the session's next Query's (see `QueryTracker.queryRun`): every field is set anew then.
+ */
 interface QueryRun {
   kind: 'query';
-  readonly sql: string;
-  readonly sensitive: boolean;
+  sql: string;
+  sensitive: boolean;
   /** Split when the first statement completes. */
-  statements?: StatementText[];
+  statements: readonly StatementText[] | undefined;
   idx: number;
   start: number;
   rows: number;
@@ -60,18 +64,19 @@ const MAX_PENDING = 100_000;
 
 /** One session's statements, followed through the messages `query-log` declares (see MESSAGES). */
 export class QueryTracker {
-  private queue: Pending[] = [];
-  private head = 0;
+  private readonly queue = new RequestQueue<Pending>();
   /** After an extended-protocol error with no Sync sent yet: the backend ignores all until Sync. */
   private awaitingSync = false;
   private readonly statements = new BoundedMap<StatementText>(MAX_STATEMENTS, MAX_STATEMENT_CHARS);
   private readonly portals = new BoundedMap<Portal>(MAX_PORTALS, Infinity);
   private readonly reporter: QueryReporter;
-  private readonly shapes = new QueryShapes();
+  private readonly shapes = new QueryShapes<readonly StatementText[]>();
   private failed = false;
   /** The counts of DataRow and of Describe answers (RowDescription, NoData) already accounted for. */
   private rowsSeen = 0;
   private describedSeen = 0;
+  /** A Query answered (ReadyForQuery), no longer referred to: the object for the next one. */
+  private spareRun: QueryRun | undefined;
 
   constructor(
     private readonly ctx: MiddlewareContext,
@@ -106,8 +111,7 @@ export class QueryTracker {
   }
 
   reset(): void {
-    this.queue = [];
-    this.head = 0;
+    this.queue.clear();
     this.awaitingSync = false;
   }
 
@@ -119,7 +123,7 @@ export class QueryTracker {
     switch (m.type) {
       case 'Query': {
         const sql = leadingCString(m); // body().sql, without a view of the message or a body kept with it
-        this.push({ kind: 'query', sql, sensitive: isSensitive(sql), idx: 0, start: this.s.now(), rows: 0, done: false });
+        this.push(this.queryRun(sql, this.s.now()));
         return;
       }
       case 'Parse': {
@@ -164,7 +168,7 @@ export class QueryTracker {
   private catchUp(): void {
     const { ctx } = this;
     const described = ctx.messageCount('backend', 'RowDescription') + ctx.messageCount('backend', 'NoData');
-    for (; this.describedSeen < described && this.peek()?.kind === 'describe'; this.describedSeen++) this.shift();
+    for (; this.describedSeen < described && this.peek()?.kind === 'describe'; this.describedSeen++) this.queue.shift();
     this.describedSeen = described;
     const rows = ctx.messageCount('backend', 'DataRow');
     const head = this.peek();
@@ -186,10 +190,10 @@ export class QueryTracker {
       case 'EmptyQueryResponse':
       case 'PortalSuspended': {
         const tag = m.type === 'CommandComplete' ? leadingCString(m) : undefined; // body().tag
-        if (head?.kind === 'query') this.queryStep(head, { tag });
+        if (head?.kind === 'query') this.queryStep(head, tag, undefined);
         else if (head?.kind === 'execute') {
-          this.shift();
-          this.reporter.report(head.stmt, head.params, head.start, head.rows, { tag, suspended: m.type === 'PortalSuspended' });
+          this.queue.shift();
+          this.reporter.report(head.stmt, head.params, head.start, head.rows, tag, undefined, m.type === 'PortalSuspended');
         }
         return;
       }
@@ -208,52 +212,72 @@ export class QueryTracker {
     switch (head.kind) {
       case 'query':
         // The rest of a multi-statement query is not run; ReadyForQuery follows.
-        if (!head.done) this.queryStep(head, { sqlstate });
+        if (!head.done) this.queryStep(head, undefined, sqlstate);
         head.done = true;
         return;
       case 'sync': // e.g. the implicit COMMIT at Sync failed; ReadyForQuery follows
       case 'call':
         return;
       case 'parse':
-        this.reporter.report(head.stmt, 0, head.start, 0, { sqlstate });
+        this.reporter.report(head.stmt, 0, head.start, 0, undefined, sqlstate);
         break;
       case 'bind':
       case 'execute':
-        this.reporter.report(head.stmt, head.params, head.start, 0, { sqlstate });
+        this.reporter.report(head.stmt, head.params, head.start, 0, undefined, sqlstate);
         break;
       case 'describe':
       case 'close':
         break;
     }
     // Extended protocol: the backend discards everything up to the next Sync.
-    while (this.head < this.queue.length && this.queue[this.head]!.kind !== 'sync') this.shift();
-    if (this.head >= this.queue.length) {
+    while (this.queue.size > 0 && this.queue.peek()!.kind !== 'sync') this.queue.shift();
+    if (this.queue.size === 0) {
       this.reset();
       this.awaitingSync = true;
     }
   }
 
   private onReady(): void {
-    for (let i = this.head; i < this.queue.length; i++) {
-      if (TERMINATORS.has(this.queue[i]!.kind)) {
-        for (let n = i - this.head + 1; n > 0; n--) this.shift();
+    for (let i = 0; i < this.queue.size; i++) {
+      const request = this.queue.at(i)!;
+      if (TERMINATORS.has(request.kind)) {
+        for (let n = i + 1; n > 0; n--) this.queue.shift();
+        if (request.kind === 'query') this.spareRun = request;
         return;
       }
     }
   }
 
+  /**
+   * A Query's run, in the object of the last one answered when there is one: most sessions send
+   * one Query at a time, and one object less a statement means fewer collections.
+   */
+  private queryRun(sql: string, start: number): QueryRun {
+    const run = this.spareRun;
+    if (!run) return { kind: 'query', sql, sensitive: isSensitive(sql), statements: undefined, idx: 0, start, rows: 0, done: false };
+    this.spareRun = undefined;
+    run.sql = sql;
+    run.sensitive = isSensitive(sql);
+    run.statements = undefined;
+    run.idx = 0;
+    run.start = start;
+    run.rows = 0;
+    run.done = false;
+    return run;
+  }
+
   /** One statement of a simple query finished; the next one is timed from here. */
-  private queryStep(q: QueryRun, outcome: Outcome): void {
+  private queryStep(q: QueryRun, tag: string | undefined, sqlstate: string | undefined): void {
     q.statements ??= queryStatements(q.sql, q.sensitive, this.s.redact, this.s.maxLength, this.reporter.standardConformingStrings, this.shapes);
     // More completions than statements found: the split disagrees with the server; report it all.
     const stmt = q.statements[q.idx] ?? StatementText.of(q.sql.trim(), q.sensitive, this.s.maxLength);
     q.idx++;
-    q.start = this.reporter.report(stmt, 0, q.start, q.rows, outcome);
+    q.start = this.reporter.report(stmt, 0, q.start, q.rows, tag, sqlstate);
     q.rows = 0;
   }
 
   private push(p: Pending): void {
-    if (this.queue.length - this.head >= MAX_PENDING) {
+    if (this.queue.size >= MAX_PENDING) {
       this.ctx.log.warn('query-log: too many requests in flight, tracking restarted');
       this.reset();
     }
@@ -261,23 +285,11 @@ export class QueryTracker {
   }
 
   private peek(): Pending | undefined {
-    return this.queue[this.head];
-  }
-
-  private shift(): void {
-    this.queue[this.head++] = undefined as unknown as Pending;
-    if (this.head === this.queue.length) {
-      // Emptied in place: most sessions have one request in flight at a time.
-      this.queue.length = 0;
-      this.head = 0;
-    } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
+    return this.queue.peek();
   }
 
   private popIf(kind: Pending['kind']): void {
-    if (this.peek()?.kind === kind) this.shift();
+    if (this.peek()?.kind === kind) this.queue.shift();
   }
 }
 

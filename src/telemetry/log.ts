@@ -1,4 +1,5 @@
 import { openSync } from 'node:fs';
+import { PreparedFields } from './log-fields.js';
 import { FdWriter } from './log-output.js';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error';
@@ -18,7 +19,8 @@ export interface Logger {
   /**
    * For an event logged again and again with the same leading fields (one a statement, say):
    * `fixed` is rendered once, here, and each call renders only its own fields. A call writes the
-   * line `level(event, { ...fixed, ...fields })` would.
+   * line `level(event, { ...fixed, ...fields })` would. It reads `fields` during the call and keeps
+   * nothing of the object: the caller may fill the same object in again for the next line.
    */
   prepare?(level: LogLevel, event: string, fixed: Record<string, unknown>): (fields: Record<string, unknown>) => void;
   /** Reopens the log file (after rotation moved it away); a no-op for stdout. */
@@ -193,10 +195,22 @@ const NO_FIELDS: Record<string, unknown> = Object.freeze({});
 
 function pair(name: string, value: unknown): string {
   if (value === undefined) return '';
-  if (typeof value === 'string') return ` ${name}=${textValue(value)}`;
+  if (typeof value === 'string') return nameText(name) + textValue(value);
   // A finite number reads the same either way; numberText() skips JSON.stringify's generic path.
-  if (typeof value === 'number' && Number.isFinite(value)) return ` ${name}=${numberText(value)}`;
-  return ` ${name}=${JSON.stringify(value)}`;
+  if (typeof value === 'number' && Number.isFinite(value)) return nameText(name) + numberText(value);
+  return nameText(name) + JSON.stringify(value);
+}
+
+/** ` name=` for each field name seen: the same few names come line after line. */
+const nameTexts = new Map<string, string>();
+
+function nameText(name: string): string {
+  let text = nameTexts.get(name);
+  if (text === undefined) {
+    text = ` ${name}=`;
+    if (nameTexts.size < 4096) nameTexts.set(name, text);
+  }
+  return text;
 }
 
 /**
@@ -243,10 +257,14 @@ function numberText(v: number): string {
   const whole = (abs - (abs % 1000)) / 1000;
   const frac = abs % 1000;
   const sign = n < 0 ? '-' : '';
-  if (frac === 0) return sign + whole;
-  if (frac % 100 === 0) return `${sign}${whole}.${frac / 100}`;
-  if (frac % 10 === 0) return `${sign}${whole}.${frac < 100 ? '0' : ''}${frac / 10}`;
-  return `${sign}${whole}.${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}`;
+  return frac === 0 ? sign + whole : sign + whole + fractionText(frac);
+}
+
+/** `.d`, `.dd` or `.ddd` for 1 to 999 thousandths, trailing zeros left out; each made once (a duration's, line after line). */
+const fractionTexts: string[] = [];
+
+function fractionText(frac: number): string {
+  return (fractionTexts[frac] ??= '.' + String(1000 + frac).slice(1).replace(/0+$/, ''));
 }
 
 // Lines come many to a millisecond: the time text is made once per millisecond.
@@ -301,57 +319,23 @@ function preparedLine(
   if (format === 'text') {
     let head = ` ${LEVEL_TEXT[level]} ${event}`;
     for (const k in leading) head += pair(k, leading[k]);
-    const last = new LastFields();
+    const text = new PreparedFields(head, '\n', renders, pair);
     return (fields) => {
-      let line = isoTime(Date.now()) + head;
-      let i = 0;
-      for (const k in fields) {
-        const text = last.text(i++, k, fields[k], renders, pair);
-        if (text === undefined) return slow(fields);
-        line += text;
-      }
-      write(line + '\n');
+      const line = text.line(fields);
+      if (line === undefined) return slow(fields);
+      write(isoTime(Date.now()) + line);
     };
   }
   const members = JSON.stringify(leading).slice(1, -1);
   const head = `"level":${JSON.stringify(level)},"msg":${JSON.stringify(event)}${members ? ',' + members : ''}`;
-  const last = new LastFields();
+  const json = new PreparedFields(format === 'fluent' ? `,{${head}` : `",${head}`, format === 'fluent' ? '}]\n' : '}\n', renders, jsonMember);
   return (fields) => {
-    let line = '';
-    let i = 0;
-    for (const k in fields) {
-      const text = last.text(i++, k, fields[k], renders, jsonMember);
-      if (text === undefined) return slow(fields);
-      line += text;
-    }
+    const line = json.line(fields);
+    if (line === undefined) return slow(fields);
     const now = Date.now();
-    if (format === 'fluent') write(`["pgward",${Math.floor(now / 1000)},{${head}${line}}]\n`);
-    else write(`{"time":"${isoTime(now)}",${head}${line}}\n`);
+    if (format === 'fluent') write(`["pgward",${Math.floor(now / 1000)}` + line);
+    else write(`{"time":"${isoTime(now)}` + line);
   };
-}
-
-/**
- * What a prepared line's fields rendered as, by position: a line logged again and again (one a
- * statement) mostly repeats the values of the one before (the statement's text, its command), so
- * their text is kept. Only primitives: an object's content may have changed since.
- */
-class LastFields {
-  private readonly names: string[] = [];
-  private readonly values: unknown[] = [];
-  private readonly texts: string[] = [];
-
-  /** `render(k, v)` if `renders(k)`, else undefined; the same text as last time at position `i` when `k` and `v` are. */
-  text(i: number, k: string, v: unknown, renders: (k: string) => boolean, render: (k: string, v: unknown) => string | undefined): string | undefined {
-    if (this.names[i] === k && this.values[i] === v && (typeof v !== 'object' || v === null)) return this.texts[i];
-    if (!renders(k)) return undefined;
-    const text = render(k, v);
-    if (text !== undefined && i < 64) {
-      this.names[i] = k;
-      this.values[i] = v;
-      this.texts[i] = text;
-    }
-    return text;
-  }
 }
 
 /** `,"name":value` for a JSON line; nothing for undefined, undefined for a value jsonValue cannot write. */

@@ -91,6 +91,33 @@ describe('query-log: query shapes', () => {
     assert.equal(splits, 6, 'trusted: no split');
     assert.deepEqual(plain(run('select 345 from t')), [{ text: 'select 345 from t', redacted: 'select ? from t' }]);
   });
+
+  it('known: what make gave for a trusted shape, made once and given for each of its queries, made again for a new shape', () => {
+    const shapes = new QueryShapes<{ redacted: string }>();
+    let made = 0;
+    const make = (redacted: string) => {
+      made++;
+      return { redacted };
+    };
+    const ask = (sql: string) => {
+      const known = shapes.known(sql, true, make);
+      if (!known) shapes.learn(sql, true, splitStatementsRedacted(sql, true));
+      return known;
+    };
+    assert.equal(ask('select 1 from t'), undefined);
+    assert.equal(ask('select 2 from t'), undefined, 'checked, not yet trusted');
+    const first = ask('select 345 from t');
+    assert.deepEqual(first, { redacted: 'select ? from t' });
+    assert.equal(ask('select 6 from t'), first, 'the same object again');
+    assert.equal(made, 1);
+    // Eight other shapes, each learned, checked and trusted, push the first one out.
+    for (let k = 0; k < 8; k++) for (const n of [1, 2]) ask(`select ${n} from t${'x'.repeat(k + 1)}`);
+    assert.equal(ask('select 7 from t'), undefined, 'its slot was taken: learned anew');
+    assert.equal(ask('select 8 from t'), undefined);
+    const again = ask('select 9 from t');
+    assert.deepEqual(again, { redacted: 'select ? from t' });
+    assert.notEqual(again, first);
+  });
 });
 
 function plain(pieces: readonly SplitStatement[]): { text: string; redacted: string | undefined }[] {

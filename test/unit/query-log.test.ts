@@ -80,6 +80,35 @@ describe('query-log: simple protocol', () => {
     assert.equal(h.events[2]!.statement, 'select ?');
   });
 
+  it('keeps pipelined queries apart, a query answered making room for the next while another runs', () => {
+    const h = harness();
+    h.client(fe.query('select 1; select 2'), fe.query("select 'a'"));
+    h.tick(1);
+    h.server(be.commandComplete('SELECT 1'), be.commandComplete('SELECT 1'), rfq());
+    h.client(fe.query('insert into t values (3); select 4'));
+    h.tick(2);
+    h.server(be.commandComplete('SELECT 1'), rfq());
+    h.tick(3);
+    h.server(be.commandComplete('INSERT 0 1'), be.commandComplete('SELECT 1'), rfq());
+    // The same shape again and again: learned, checked, then trusted (reported by the shape).
+    for (const n of [5, 67, 890, 1234]) {
+      h.client(fe.query(`select abalance from a where aid = ${n};`));
+      h.tick(1);
+      h.server(rowDesc(), dataRow(), be.commandComplete('SELECT 1'), rfq());
+    }
+    assert.deepEqual(
+      h.events.map((e) => [e.statement, e.duration_ms, e.command]),
+      [
+        ['select ?', 1, 'SELECT'],
+        ['select ?', 0, 'SELECT'],
+        ['select ?', 3, 'SELECT'],
+        ['insert into t values (?)', 5, 'INSERT'], // sent at 1, while the one before ran
+        ['select ?', 0, 'SELECT'],
+        ...[1, 2, 3, 4].map(() => ['select abalance from a where aid = ?', 1, 'SELECT']),
+      ],
+    );
+  });
+
   it('reports an empty query', () => {
     const h = harness();
     h.client(fe.query('  -- nothing\n'));
