@@ -57,9 +57,12 @@ export class SessionLifecycle {
       log,
       send: (...msgs: BackendMessage[]) => msgs.forEach((m) => this.clientSink.write(m.raw)),
       read: async () => {
-        const f = await reader.read().catch((err: unknown) => {
+        let f;
+        try {
+          f = await reader.read();
+        } catch (err) {
           throw asClientClosed(err);
-        });
+        }
         return frontendMessage(f.code, f.raw);
       },
       reserveCancelKey: () => (this.reservedKey ??= deps.cancels.reserve(this.keyLength)),
@@ -272,8 +275,8 @@ export class SessionLifecycle {
     const backend = handle.connection;
     session.state.phase = 'relay';
     deps.onAuthenticated?.(session);
-    const stopExpiry = auth.expiresAt !== undefined && deps.expiry ? watchExpiry(session, auth.expiresAt, deps.expiry) : () => {};
-    let stopCountingBytes = () => {};
+    const stopExpiry = auth.expiresAt !== undefined && deps.expiry ? watchExpiry(session, auth.expiresAt, deps.expiry) : NOTHING_TO_STOP;
+    let stopCountingBytes = NOTHING_TO_STOP;
     let relayKind = 'js';
     const end = await relay(
       session,
@@ -313,6 +316,8 @@ export class SessionLifecycle {
     return end.backendKept;
   }
 }
+
+const NOTHING_TO_STOP = (): void => {};
 
 /** The `_pq_.` protocol options a client asked for; undefined (and no array) when none, nearly always. */
 function protocolOptions(params: ReadonlyMap<string, string>): string[] | undefined {
