@@ -67,6 +67,10 @@ export function exchange(connection: BackendConnection, requests: readonly Buffe
   });
 }
 
+const READY_FOR_QUERY = 'Z'.charCodeAt(0);
+const PARAMETER_STATUS = 'S'.charCodeAt(0);
+const ERROR_RESPONSE = 'E'.charCodeAt(0);
+
 /** What the backend answered so far: the messages up to the last awaited ReadyForQuery, and those after it. */
 class Answer {
   status: TransactionStatus = 'I';
@@ -90,6 +94,15 @@ class Answer {
       this.after.push({ code, raw: frameView(source, offset, length) });
       return;
     }
+    if (code === READY_FOR_QUERY) {
+      // The status byte read in place (a well-formed one); anything else is decoded, and refused, as a message.
+      const status = length === 6 ? String.fromCharCode(source[offset + 5]!) : '';
+      this.status = status === 'I' || status === 'T' || status === 'E' ? status : decodedStatus(source, offset, length);
+      this.left--;
+      return;
+    }
+    // Row descriptions, rows, command tags, notices: the caller needs none of them, not even as messages.
+    if (code !== PARAMETER_STATUS && code !== ERROR_RESPONSE) return;
     const m = backendMessage(code, source, offset, length);
     switch (m.type) {
       case 'ParameterStatus': {
@@ -107,15 +120,16 @@ class Answer {
         }
         break;
       }
-      case 'ReadyForQuery':
-        this.status = m.body().status;
-        this.left--;
-        break;
       default:
-        // Row descriptions, rows, command tags, notices: the caller needs none of them.
         break;
     }
   };
+}
+
+/** A ReadyForQuery's status, decoded as a message: one the protocol does not allow is refused there. */
+function decodedStatus(source: Buffer, offset: number, length: number): TransactionStatus {
+  const m = backendMessage(READY_FOR_QUERY, source, offset, length);
+  return m.type === 'ReadyForQuery' ? m.body().status : 'I';
 }
 
 /** A Query message for `sql`. */
