@@ -55,7 +55,9 @@ export class SessionLifecycle {
       client: session.client,
       startup: startup.params,
       log,
-      send: (...msgs: BackendMessage[]) => msgs.forEach((m) => this.clientSink.write(m.raw)),
+      send: (...msgs: BackendMessage[]) => {
+        for (const m of msgs) this.clientSink.write(m.raw);
+      },
       read: async () => {
         let f;
         try {
