@@ -148,7 +148,8 @@ export function sync(): Buffer {
  */
 export function parametersRequest(wanted: ReadonlyMap<string, string>, reported: ReadonlyMap<string, string>): Buffer | undefined {
   let changes: Map<string, string> | undefined;
-  for (const [name, value] of wanted) {
+  for (const name of wanted.keys()) {
+    const value = wanted.get(name)!;
     if ((reported.get(name) ?? reportedIgnoringCase(reported, name)) !== value) (changes ??= new Map()).set(name, value);
   }
   return changes && query(setConfigQuery(changes));

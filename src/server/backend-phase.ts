@@ -42,7 +42,8 @@ const NO_PARAMS: ReadonlyMap<string, string> = new Map();
 export function poolableParams(req: BackendRequest): { login: Map<string, string>; apply: Map<string, string> } | undefined {
   const login = backendStartupParams(NO_PARAMS, req.target, req.user, req.database, req.reserved);
   const apply = new Map<string, string>();
-  for (const [name, value] of req.params) {
+  for (const name of req.params.keys()) {
+    const value = req.params.get(name)!;
     if (login.get(name) === value) continue;
     if (login.has(name) || STARTUP_ONLY.has(name.toLowerCase()) || !SETTABLE.test(name)) return undefined;
     apply.set(name, value);

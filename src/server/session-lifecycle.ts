@@ -255,7 +255,8 @@ export class SessionLifecycle {
     if (handle.source !== 'reused') for (const notice of backend.notices) reply.raw(notice.raw);
     if (!done) reply.raw(parameterStatusBlock(backend.parameters, session.serverParams));
     else {
-      for (const [name, value] of backend.parameters) {
+      for (const name of backend.parameters.keys()) {
+        const value = backend.parameters.get(name)!;
         session.serverParams.set(name, value);
         if (done.sentParameters.get(name) !== value) reply.parameterStatus(name, value);
       }
