@@ -4,7 +4,7 @@
  * function on its stack), and the self time per module. Used by bench/login-profile.ts.
  */
 
-interface CallFrame {
+export interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
@@ -57,11 +57,11 @@ export function summarizeProfile(profile: CpuProfile, top = 40): string {
   ].join('\n\n');
 }
 
-function add(m: Map<string, number>, key: string, v: number): void {
+export function add(m: Map<string, number>, key: string, v: number): void {
   m.set(key, (m.get(key) ?? 0) + v);
 }
 
-function frameName(f: CallFrame): string {
+export function frameName(f: CallFrame): string {
   const where = f.url ? ` ${shortUrl(f.url)}:${f.lineNumber + 1}` : '';
   return `${f.functionName || '(anonymous)'}${where}`;
 }
@@ -74,7 +74,7 @@ function shortUrl(url: string): string {
   return url;
 }
 
-function moduleName(url: string): string {
+export function moduleName(url: string): string {
   if (!url) return '(native, GC, idle)';
   const short = shortUrl(url);
   if (url.includes('/node_modules/')) return short.split('/').slice(0, short.startsWith('@') ? 2 : 1).join('/');

@@ -21,12 +21,15 @@
  * LOGIN_CALLGRIND (a directory: pgward runs under `valgrind --tool=callgrind`, instrumented only
  * while measured; instructions per connection, main thread and all threads, are printed — steady
  * on a loaded machine where CPU time is not; pair with LOGIN_CONNECTIONS), LOGIN_CONNECTIONS (a
- * fixed number of connections per measurement instead of LOGIN_SECONDS).
+ * fixed number of connections per measurement instead of LOGIN_SECONDS). LOGIN_ALLOC (a directory:
+ * each pgward samples its JavaScript allocations, objects already collected included, only while
+ * measured, through the preload bench/alloc-sampler.ts; bytes allocated per connection and the
+ * functions that allocated most are printed, the profiles are left there as .heapprofile files).
  * `node dist/bench/login-profile.js summarize FILE.cpuprofile` prints where a profile's time went.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +38,7 @@ import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import { TestCA } from '../test/helpers/certs.js';
 import { PgCluster } from '../test/helpers/pg-cluster.js';
 import { summarizeProfile } from './cpuprofile-summary.js';
+import { summarizeHeapProfile, type HeapProfile } from './heapprofile-summary.js';
 
 const execFileAsync = promisify(execFile);
 const thisRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -73,6 +77,8 @@ interface Settings {
   callgrindDir?: string;
   /** Connections per measurement (instead of `seconds`). */
   connections?: number;
+  /** Sample each measurement's allocations (bench/alloc-sampler.ts) into this directory. */
+  allocDir?: string;
 }
 
 interface Measurement {
@@ -85,6 +91,8 @@ interface Measurement {
   cpuMs: number;
   /** Under callgrind: instructions per connection, main thread and all threads. */
   instructions?: { main: number; all: number };
+  /** With LOGIN_ALLOC: JavaScript bytes allocated per connection, and where. */
+  alloc?: { bytes: number; text: string };
 }
 
 interface Fixture {
@@ -120,7 +128,9 @@ async function main(): Promise<void> {
         results.push(m);
         console.log(`#${r} ${pad(variant.name, 11)} ${pad(shortBuild(build), 22)} ${m.perSecond.toFixed(0).padStart(5)} conn/s  ` +
           `${m.cpuMs.toFixed(3)} ms CPU/conn  (${m.connections} connections, ${m.failed} failed)` +
-          (m.instructions ? `  ${(m.instructions.main / 1e6).toFixed(3)} M / ${(m.instructions.all / 1e6).toFixed(3)} M instructions/conn (main / all threads)` : ''));
+          (m.instructions ? `  ${(m.instructions.main / 1e6).toFixed(3)} M / ${(m.instructions.all / 1e6).toFixed(3)} M instructions/conn (main / all threads)` : '') +
+          (m.alloc ? `  ${(m.alloc.bytes / 1024).toFixed(1)} KiB allocated/conn` : ''));
+        if (m.alloc && r === settings.repeats) console.log(m.alloc.text.replace(/^/gm, '    '));
       }
     }
     console.log('\nmedian [min – max] of pgward CPU per connection:');
@@ -163,6 +173,7 @@ function readSettings(): Settings {
     outputDir: process.env.LOGIN_OUTPUT_DIR,
     callgrindDir: process.env.LOGIN_CALLGRIND,
     connections: process.env.LOGIN_CONNECTIONS ? int('LOGIN_CONNECTIONS', 1) : undefined,
+    allocDir: process.env.LOGIN_ALLOC ? resolve(process.env.LOGIN_ALLOC) : undefined,
   };
 }
 
@@ -209,7 +220,8 @@ async function startPgward(build: string, variant: Variant, fixture: Fixture, se
   const tls = variant.clientTls ? ['--bindCert', fixture.certs[variant.clientTls].cert, '--bindKey', fixture.certs[variant.clientTls].key] : ['--insecure'];
   const args = [
     // No line per session, as the churn cell of `npm run bench` runs it (bench/targets.ts).
-    ...settings.nodeArgs, join(build, 'bin', 'pgward.js'), 'start', '--no-logConnections', '--no-logDisconnections',
+    ...settings.nodeArgs, ...(settings.allocDir ? ['--import', join(thisRoot, 'dist', 'bench', 'alloc-sampler.js')] : []),
+    join(build, 'bin', 'pgward.js'), 'start', '--no-logConnections', '--no-logDisconnections',
     '--bindAddr', '127.0.0.1:0', '--logFormat', 'json',
     '--signingKeys', fixture.keyPath, '--algorithms', 'ES256',
     '--backends', variant.backendTls ? fixture.backends.tls : fixture.backends.plain,
@@ -220,7 +232,8 @@ async function startPgward(build: string, variant: Variant, fixture: Fixture, se
   if (settings.callgrindDir) {
     args.unshift('--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${join(settings.callgrindDir, `cg-${variant.name}-${tag}.%p`)}`, process.execPath);
   }
-  const child = spawn(command, args, { cwd: build, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  const env = settings.allocDir ? { ...process.env, PGWARD_ALLOC_DIR: settings.allocDir } : process.env;
+  const child = spawn(command, args, { cwd: build, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   if (settings.outputDir) child.stdout!.pipe(createWriteStream(join(settings.outputDir, `pgward-${variant.name}-${child.pid}.log`)));
   const port = await listeningPort(child);
   return {
@@ -264,7 +277,9 @@ async function measure(proc: Pgward, build: string, variant: Variant, fixture: F
     await execFileAsync('callgrind_control', ['-z', String(proc.pid)]);
   }
   const amount = settings.connections ? { connections: settings.connections } : { seconds: settings.seconds };
+  const sampler = settings.allocDir ? await startSampling(settings.allocDir, proc.pid) : undefined;
   const out = await runPgbench(proc.port, variant, fixture, settings.clients, amount);
+  const heapProfile = await sampler?.stop();
   await perf?.stop();
   const instructions = callgrind ? await dumpInstructions(callgrind, proc.pid) : undefined;
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
@@ -273,7 +288,33 @@ async function measure(proc: Pgward, build: string, variant: Variant, fixture: F
   const failed = Number(/^number of failed transactions: (\d+)/m.exec(out)?.[1] ?? 0);
   if (!(connections > 0)) throw new Error(`pgbench made no connections through ${variant.name}:\n${out}`);
   const perConnection = instructions && { main: instructions.main / connections, all: instructions.all / connections };
-  return { build, variant: variant.name, connections, failed, perSecond: connections / elapsed, cpuMs: (cpu * 1000) / connections, instructions: perConnection };
+  const alloc = heapProfile && summarizeHeapProfile(heapProfile, connections);
+  return { build, variant: variant.name, connections, failed, perSecond: connections / elapsed, cpuMs: (cpu * 1000) / connections, instructions: perConnection, alloc };
+}
+
+/** Starts pgward's allocation sampling (bench/alloc-sampler.ts: SIGUSR2 on, SIGUSR2 off and write). */
+async function startSampling(dir: string, pid: number): Promise<{ stop(): Promise<HeapProfile> }> {
+  const started = join(dir, `alloc-${pid}.started`);
+  await rm(started, { force: true });
+  process.kill(pid, 'SIGUSR2');
+  await appears(started);
+  const taken = (await readdir(dir)).filter((f) => f.startsWith(`alloc-${pid}-`) && f.endsWith('.heapprofile')).length;
+  return {
+    stop: async () => {
+      process.kill(pid, 'SIGUSR2');
+      const file = join(dir, `alloc-${pid}-${taken + 1}.heapprofile`);
+      await appears(file);
+      return JSON.parse(await readFile(file, 'utf8')) as HeapProfile;
+    },
+  };
+}
+
+async function appears(file: string): Promise<void> {
+  for (let waited = 0; waited < 60_000; waited += 50) {
+    if (await stat(file).then(() => true, () => false)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${file} did not appear within a minute`);
 }
 
 /** Dumps callgrind's counts since they were zeroed: instructions of the main thread and of all. */

@@ -1,5 +1,5 @@
 import { backendMessage, fe, frameView, PgError, type FrameSink, type TransactionStatus } from '../protocol/index.js';
-import { ConnectionClosed, readSocket, type Frame } from '../transport/socket-io.js';
+import { ConnectionClosed, readSocket, type Frame, type SocketReading } from '../transport/socket-io.js';
 import type { BackendConnection } from './login.js';
 
 /** The backend connection cannot be used any more: it closed, failed, said FATAL or took too long. */
@@ -34,88 +34,116 @@ export interface ExchangeResult {
 export function exchange(connection: BackendConnection, requests: readonly Buffer[], readies: number, timeoutMs: number, keepReading = false): Promise<ExchangeResult> {
   const { socket } = connection;
   if (socket.destroyed || socket.writableEnded || socket.readableEnded) return Promise.reject(new BackendLost('closed'));
-  return new Promise((resolve, reject) => {
-    const answer = new Answer(connection, readies);
-    let settled = false;
-    let stop: (() => void) | undefined;
-    const settle = (lost?: BackendLost) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      stop?.();
-      if (!keepReading || lost) socket.pause();
-      connection.leftover.push(...answer.after);
-      if (lost) {
-        socket.destroy();
-        reject(lost);
-      } else resolve({ status: answer.status, error: answer.error, erredAt: answer.erredAt });
-    };
-    const timer = setTimeout(() => settle(new BackendLost('timed out')), timeoutMs);
-    stop = readSocket(socket, {
-      chunk(chunk) {
-        try {
-          connection.framer.push(chunk, answer.sink);
-        } catch (err) {
-          return settle(err instanceof BackendLost ? err : new BackendLost((err as Error).message));
-        }
-        if (answer.left === 0) settle();
-      },
-      end: () => settle(new BackendLost(new ConnectionClosed('backend').message)),
-      error: (err) => settle(new BackendLost((err as Error).message)),
-    });
-    if (!settled) socket.write(requests.length === 1 ? requests[0]! : Buffer.concat(requests));
-  });
+  return new Promise((resolve, reject) => new Exchange(connection, readies, keepReading, resolve, reject).start(requests, timeoutMs));
 }
 
-/** What the backend answered so far: the messages up to the last awaited ReadyForQuery, and those after it. */
-class Answer {
+const READY_FOR_QUERY = 'Z'.charCodeAt(0);
+const PARAMETER_STATUS = 'S'.charCodeAt(0);
+const ERROR_RESPONSE = 'E'.charCodeAt(0);
+
+/**
+ * One exchange: what the backend answered so far (the messages up to the last awaited
+ * ReadyForQuery, and those after it) and how it ends. One object, its own socket reader, rather
+ * than a closure per event: the pool runs two exchanges a login (the parameters, the reset).
+ */
+class Exchange implements SocketReading {
   status: TransactionStatus = 'I';
   /** The first ErrorResponse (not FATAL), and how many ReadyForQuery came before it. */
-  error: PgError | undefined;
-  erredAt: number | undefined;
-  /** How many ReadyForQuery were awaited. */
-  private readonly readies: number;
+  private failure: PgError | undefined;
+  private erredAt: number | undefined;
+  /** How many ReadyForQuery are still awaited. */
+  private left: number;
   /** Frames that came after the last awaited ReadyForQuery (the relay's). */
-  readonly after: Frame[] = [];
+  private after: Frame[] | undefined;
+  private settled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private stop: (() => void) | undefined;
 
   constructor(
     private readonly connection: BackendConnection,
-    public left: number,
+    private readonly readies: number,
+    private readonly keepReading: boolean,
+    private readonly resolve: (result: ExchangeResult) => void,
+    private readonly reject: (lost: BackendLost) => void,
   ) {
-    this.readies = left;
+    this.left = readies;
   }
 
-  readonly sink: FrameSink = (code, source, offset, length) => {
+  start(requests: readonly Buffer[], timeoutMs: number): void {
+    this.timer = setTimeout(timedOut, timeoutMs, this);
+    this.stop = readSocket(this.connection.socket, this);
+    if (!this.settled) this.connection.socket.write(requests.length === 1 ? requests[0]! : Buffer.concat(requests));
+  }
+
+  readonly chunk = (chunk: Buffer): void => {
+    try {
+      this.connection.framer.push(chunk, this.sink);
+    } catch (err) {
+      return this.settle(err instanceof BackendLost ? err : new BackendLost((err as Error).message));
+    }
+    if (this.left === 0) this.settle();
+  };
+
+  end(): void {
+    this.settle(new BackendLost(new ConnectionClosed('backend').message));
+  }
+
+  error(err: unknown): void {
+    this.settle(new BackendLost((err as Error).message));
+  }
+
+  settle(lost?: BackendLost): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    this.stop?.();
+    const { connection } = this;
+    if (!this.keepReading || lost) connection.socket.pause();
+    if (this.after) connection.leftover.push(...this.after);
+    if (lost) {
+      connection.socket.destroy();
+      this.reject(lost);
+    } else this.resolve({ status: this.status, error: this.failure, erredAt: this.erredAt });
+  }
+
+  private readonly sink: FrameSink = (code, source, offset, length) => {
     if (this.left === 0) {
-      this.after.push({ code, raw: frameView(source, offset, length) });
+      (this.after ??= []).push({ code, raw: frameView(source, offset, length) });
       return;
     }
+    if (code === READY_FOR_QUERY) {
+      // The status byte read in place (a well-formed one); anything else is decoded, and refused, as a message.
+      const status = length === 6 ? String.fromCharCode(source[offset + 5]!) : '';
+      this.status = status === 'I' || status === 'T' || status === 'E' ? status : decodedStatus(source, offset, length);
+      this.left--;
+      return;
+    }
+    // Row descriptions, rows, command tags, notices: the caller needs none of them, not even as messages.
+    if (code !== PARAMETER_STATUS && code !== ERROR_RESPONSE) return;
     const m = backendMessage(code, source, offset, length);
-    switch (m.type) {
-      case 'ParameterStatus': {
-        const { name, value } = m.body();
-        this.connection.parameters.set(name, value);
-        break;
+    if (m.type === 'ParameterStatus') {
+      const { name, value } = m.body();
+      this.connection.parameters.set(name, value);
+    } else if (m.type === 'ErrorResponse') {
+      const fields = m.body();
+      const severity = fields.severityV ?? fields.severity;
+      if (severity === 'FATAL' || severity === 'PANIC') throw new BackendLost(`${fields.code ?? ''} ${fields.message ?? ''}`.trim());
+      if (!this.failure) {
+        this.failure = PgError.fromFields(fields);
+        this.erredAt = this.readies - this.left;
       }
-      case 'ErrorResponse': {
-        const fields = m.body();
-        const severity = fields.severityV ?? fields.severity;
-        if (severity === 'FATAL' || severity === 'PANIC') throw new BackendLost(`${fields.code ?? ''} ${fields.message ?? ''}`.trim());
-        if (!this.error) {
-          this.error = PgError.fromFields(fields);
-          this.erredAt = this.readies - this.left;
-        }
-        break;
-      }
-      case 'ReadyForQuery':
-        this.status = m.body().status;
-        this.left--;
-        break;
-      default:
-        // Row descriptions, rows, command tags, notices: the caller needs none of them.
-        break;
     }
   };
+}
+
+function timedOut(exchange: Exchange): void {
+  exchange.settle(new BackendLost('timed out'));
+}
+
+/** A ReadyForQuery's status, decoded as a message: one the protocol does not allow is refused there. */
+function decodedStatus(source: Buffer, offset: number, length: number): TransactionStatus {
+  const m = backendMessage(READY_FOR_QUERY, source, offset, length);
+  return m.type === 'ReadyForQuery' ? m.body().status : 'I';
 }
 
 /** A Query message for `sql`. */
@@ -134,7 +162,8 @@ export function sync(): Buffer {
  */
 export function parametersRequest(wanted: ReadonlyMap<string, string>, reported: ReadonlyMap<string, string>): Buffer | undefined {
   let changes: Map<string, string> | undefined;
-  for (const [name, value] of wanted) {
+  for (const name of wanted.keys()) {
+    const value = wanted.get(name)!;
     if ((reported.get(name) ?? reportedIgnoringCase(reported, name)) !== value) (changes ??= new Map()).set(name, value);
   }
   return changes && query(setConfigQuery(changes));

@@ -57,6 +57,6 @@ const withParameters = new WeakMap<ReadonlyMap<string, string>, { sql: string; r
 
 export function sameParameters(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
   if (a.size !== b.size) return false;
-  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  for (const k of a.keys()) if (b.get(k) !== a.get(k)) return false;
   return true;
 }

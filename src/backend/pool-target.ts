@@ -6,10 +6,12 @@ import { BoundedMemo } from '../util/bounded-memo.js';
 /** Keeps passwords out of pool keys (a digest with a per-process salt, never printed). */
 const SALT = randomBytes(16);
 
+const NO_PARAMS: readonly [string, string][] = [];
+
 /** Everything that decides who a connection is on the backend, and how it was reached. */
 export function targetKey(t: BackendTarget): string {
   const credential = t.passwordFromCommand ? 'command' : credentialDigest(t.password ?? '', t.sslpassword ?? '');
-  const params = Object.entries(t.params ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const params = t.params ? Object.entries(t.params).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) : NO_PARAMS;
   return JSON.stringify([
     t.host, t.port, t.user, t.database, t.sslmode, t.sslrootcert, t.sslcert, t.sslkey,
     t.applicationName, t.options, t.maxProtocolMinor, params, t.routeId, credential,

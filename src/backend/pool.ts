@@ -232,7 +232,8 @@ class TargetPool {
       release: (reusable, parameters) => {
         if (returned) return;
         returned = true;
-        if (parameters) for (const [k, v] of parameters) pooled.connection.parameters.set(k, v);
+        // By key: an entry iteration would make an array per parameter.
+        if (parameters) for (const k of parameters.keys()) pooled.connection.parameters.set(k, parameters.get(k)!);
         if (reusable && this.reusable(pooled)) void this.reset(pooled);
         else this.close(pooled, reusable ? 'not reused' : 'session did not end cleanly');
       },

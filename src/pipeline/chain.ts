@@ -4,18 +4,15 @@ import {
   FrontendSpecs,
   LazyMessage,
   type BackendMessage,
-  type BackendType,
   type FrontendMessage,
-  type FrontendType,
   type Message,
-  type PgError,
 } from '../protocol/index.js';
-import type { Middleware, MiddlewareContext, SessionContext, SessionHandlers } from './middleware.js';
-import { readTime } from './read-time.js';
+import type { Middleware, SessionContext, SessionHandlers } from './middleware.js';
 import { countedTypes, MessageCounts } from './counts.js';
 import { Feed } from './feed.js';
 import { declaredOnly, seenBy, withInjections, written, type DropState } from './lane-operators.js';
 import { codesOf, MessageWants, sharedWants } from './wants.js';
+import { StageContext } from './stage-context.js';
 
 /** Where the chain's output goes: the carrier's writes, and the end of the session on a failure. */
 export interface ChainOutputs {
@@ -64,58 +61,80 @@ export function composeChain(middleware: readonly Middleware[], session: Session
   // While an observed message passes, what comes out is dropped, unless a middleware injects it;
   // so is an observed message itself that an operator lets go later.
   const drop: DropState = { observing: 0, injecting: 0 };
-  const kept = <M extends Message>(output: (m: M) => void) => (m: M) => {
-    if (written(drop, m)) output(m);
-  };
-  const directions = {
-    toBackend: new Lane<FrontendMessage>(kept(outputs.toBackend), (err) => outputs.error(err, 'toBackend'), drop),
-    toClient: new Lane<BackendMessage>(kept(outputs.toClient), (err) => outputs.error(err, 'toClient'), drop),
-  };
+  const toBackend = new Lane<FrontendMessage>(outputs, 'toBackend', drop);
+  const toClient = new Lane<BackendMessage>(outputs, 'toClient', drop);
   const counts = countsOf(middleware);
   const handlers: SessionHandlers[] = [];
   const contexts: StageContext[] = [];
+  let operators = false;
   for (const mw of middleware) {
-    const ctx = new StageContext(session, directions.toClient, directions.toBackend, drop, counts);
+    const ctx = new StageContext(session, toClient.direct, toBackend.direct, drop, counts);
+    let h: SessionHandlers;
     try {
-      handlers.push(mw.session?.(ctx) ?? {});
+      h = mw.session?.(ctx) ?? NO_HANDLERS;
     } catch (err) {
       // Middleware already set up for this session still get their onClose.
       for (const h of handlers) h.onClose?.();
       throw err;
     }
+    handlers.push(h);
     contexts.push(ctx);
+    operators ||= h.frontend !== undefined || h.backend !== undefined;
   }
-
+  // No operator in either direction (drain-gate, the default pipeline): no stages, no streams.
+  if (!operators) return new ComposedChain(toBackend, toClient, drop, counts, handlers, wantsOfCounts(middleware, counts));
   const { wants, frontendStages, backendStages } = stagesOf(middleware, handlers, contexts);
-  directions.toBackend.build(frontendStages, 'toBackend');
-  directions.toClient.build(backendStages.reverse(), 'toClient');
-  const { toBackend, toClient } = directions;
-  const input = { fromClient: toBackend.input, fromBackend: toClient.input, observeClient: toBackend.observe, observeBackend: toClient.observe };
-  // Counting, where a middleware counts: every message of a counted type is counted before it passes.
-  if (counts) {
-    const { fromClient, fromBackend, observeClient, observeBackend } = input;
-    input.fromClient = (m) => (counts.fromClient(m.code), fromClient(m));
-    input.fromBackend = (m) => (counts.fromBackend(m.code), fromBackend(m));
-    input.observeClient = (m) => (counts.fromClient(m.code), observeClient(m));
-    input.observeBackend = (m) => (counts.fromBackend(m.code), observeBackend(m));
-  }
-  const { observeClient, observeBackend } = input;
-  return {
-    fromClient: input.fromClient,
-    fromBackend: input.fromBackend,
-    observeClient: (m) => observed(drop, observeClient, m),
-    observeBackend: (m) => observed(drop, observeBackend, m),
-    countClient: counts?.fromClient ?? NO_COUNT,
-    countBackend: counts?.fromBackend ?? NO_COUNT,
-    handlers,
-    wants,
-    fail: (direction, err) => directions[direction].fail(err),
-    close: () => {
-      directions.toBackend.close();
-      directions.toClient.close();
-    },
-  };
+  toBackend.build(frontendStages);
+  toClient.build(backendStages.reverse());
+  return new ComposedChain(toBackend, toClient, drop, counts, handlers, wants);
 }
+
+/** What a composed chain is, as one object: its inputs count first where a middleware counts, then enter their lane. */
+class ComposedChain implements Chain {
+  constructor(
+    private readonly toBackend: Lane<FrontendMessage>,
+    private readonly toClient: Lane<BackendMessage>,
+    private readonly drop: DropState,
+    private readonly counts: MessageCounts | undefined,
+    readonly handlers: readonly SessionHandlers[],
+    readonly wants: MessageWants,
+  ) {}
+
+  fromClient(m: FrontendMessage): void {
+    this.counts?.fromClient(m.code);
+    this.toBackend.input(m);
+  }
+  fromBackend(m: BackendMessage): void {
+    this.counts?.fromBackend(m.code);
+    this.toClient.input(m);
+  }
+  observeClient(m: FrontendMessage): void {
+    this.counts?.fromClient(m.code);
+    observed(this.drop, this.toBackend, m);
+  }
+  observeBackend(m: BackendMessage): void {
+    this.counts?.fromBackend(m.code);
+    observed(this.drop, this.toClient, m);
+  }
+  countClient(code: number, n?: number): void {
+    this.counts?.fromClient(code, n);
+  }
+  countBackend(code: number, n?: number): void {
+    this.counts?.fromBackend(code, n);
+  }
+  fail(direction: Direction, err: unknown): void {
+    (direction === 'toBackend' ? this.toBackend : this.toClient).fail(err);
+  }
+  close(): void {
+    this.toBackend.close();
+    this.toClient.close();
+  }
+}
+
+const NO_HANDLERS: SessionHandlers = Object.freeze({});
+const IGNORE = (_m: Message): void => {};
+/** A lane's observers until it is built with operators (frozen: shared by every lane without). */
+const NO_OBSERVERS: readonly Observer<unknown>[] = Object.freeze([]);
 
 /**
  * Each middleware's operators, narrowed to the types it declared, and what the session must be
@@ -134,8 +153,7 @@ function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionH
     const all = observe ? ALL_CODES : undefined;
     if (frontend) wants.addFrontend(declared?.frontend ?? 'all', observe);
     if (backend) wants.addBackend(declared?.backend ?? 'all', observe);
-    if (declared?.count?.frontend) wants.countFrontend(declared.count.frontend);
-    if (declared?.count?.backend) wants.countBackend(declared.count.backend);
+    addCounts(wants, declared);
     const ctx = contexts[i]!;
     frontendStages.push({ op: frontend, codes: declared?.frontend ? codesOf(declared.frontend, FrontendSpecs) : all, ctx });
     backendStages.push({ op: backend, codes: declared?.backend ? codesOf(declared.backend, BackendSpecs) : all, ctx });
@@ -143,13 +161,29 @@ function stagesOf(middleware: readonly Middleware[], handlers: readonly SessionH
   return { wants: sharedWants(wants), frontendStages, backendStages };
 }
 
+function addCounts(wants: MessageWants, declared: Middleware['messages']): void {
+  if (declared?.count?.frontend) wants.countFrontend(declared.count.frontend);
+  if (declared?.count?.backend) wants.countBackend(declared.count.backend);
+}
+
+/** The wants of a chain with no operator (only counted types, if any), made once per pipeline. */
+const operatorlessWants = new WeakMap<readonly Middleware[], MessageWants>();
+
+function wantsOfCounts(middleware: readonly Middleware[], counts: MessageCounts | undefined): MessageWants {
+  let wants = operatorlessWants.get(middleware);
+  if (wants) return wants;
+  wants = new MessageWants();
+  if (counts) for (const mw of middleware) addCounts(wants, mw.messages);
+  wants = sharedWants(wants);
+  operatorlessWants.set(middleware, wants);
+  return wants;
+}
+
 /** The counts the pipeline's middleware declared (`MessageInterest.count`), or none. */
 function countsOf(middleware: readonly Middleware[]): MessageCounts | undefined {
   const counted = countedTypes(middleware);
   return counted && new MessageCounts(counted);
 }
-
-const NO_COUNT = (_code: number, _n?: number): void => {};
 
 /** The chain as two Observables, for code that drives it with streams of its own (tests, the plugin test kit). */
 export interface ObservableChain {
@@ -192,14 +226,14 @@ export function buildChain(
       subscriber.add(source$.subscribe({ next: (m) => into(m), error: (err) => chain.fail(direction, err), complete: () => out.complete() }));
     });
   return {
-    toBackend$: wire(fromClient$, 'toBackend', chain.fromClient, toBackend$),
-    toClient$: wire(fromBackend$, 'toClient', chain.fromBackend, toClient$),
+    toBackend$: wire(fromClient$, 'toBackend', (m) => chain.fromClient(m), toBackend$),
+    toClient$: wire(fromBackend$, 'toClient', (m) => chain.fromBackend(m), toClient$),
     handlers: chain.handlers,
     wants: chain.wants,
-    observeClient: chain.observeClient,
-    observeBackend: chain.observeBackend,
-    countClient: chain.countClient,
-    countBackend: chain.countBackend,
+    observeClient: (m) => chain.observeClient(m),
+    observeBackend: (m) => chain.observeBackend(m),
+    countClient: (code, n) => chain.countClient(code, n),
+    countBackend: (code, n) => chain.countBackend(code, n),
   };
 }
 
@@ -212,11 +246,11 @@ const ALL_CODES = new Uint8Array(256).fill(1);
  * An observed message (already forwarded) shown to the operators that declared its type; it is
  * marked, so it is never written, whenever it comes out.
  */
-function observed<M extends Message>(drop: DropState, input: (m: M) => void, m: M): void {
+function observed<M extends Message>(drop: DropState, lane: Lane<M>, m: M): void {
   if (m instanceof LazyMessage) m.observed = true;
   drop.observing++;
   try {
-    input(m);
+    lane.observe(m);
   } finally {
     drop.observing--;
   }
@@ -234,11 +268,11 @@ class Lane<M extends Message> {
   private source: Feed<M> | undefined;
   private subscription: Subscription | undefined;
   /** Each narrowed stage's input, in the order messages pass them (by stage while the lane is built). */
-  private observers: Observer<M>[] = [];
+  private observers: Observer<M>[] = NO_OBSERVERS as Observer<M>[];
 
   constructor(
-    private readonly output: (m: M) => void,
-    private readonly error: (err: unknown) => void,
+    private readonly outputs: ChainOutputs,
+    private readonly direction: Direction,
     private readonly drop: DropState,
   ) {
     this.input = this.direct;
@@ -248,7 +282,7 @@ class Lane<M extends Message> {
    * An observed message, straight to each operator that declared its type, in order: what one
    * of them emits for it is not written, so the others get it as read, not through the stream.
    */
-  readonly observe = (m: M): void => {
+  observe(m: M): void {
     const observers = this.observers;
     for (let i = 0; i < observers.length; i++) {
       const o = observers[i]!;
@@ -263,16 +297,28 @@ class Lane<M extends Message> {
         }
       }
     }
-  };
+  }
 
-  /** Straight to the output (while the session lasts). */
+  /** Straight to the output (while the session lasts); what comes out while an observed message passes is dropped, injections aside. */
   readonly direct = (m: M): void => {
-    if (!this.closed) this.output(m);
+    if (!this.closed) this.write(m);
   };
 
-  build(stages: readonly Stage<M>[], direction: 'toBackend' | 'toClient'): void {
+  private write(m: M): void {
+    if (!written(this.drop, m)) return;
+    if (this.direction === 'toBackend') this.outputs.toBackend(m as unknown as FrontendMessage);
+    else this.outputs.toClient(m as unknown as BackendMessage);
+  }
+
+  private error(err: unknown): void {
+    this.outputs.error(err, this.direction);
+  }
+
+  build(stages: readonly Stage<M>[]): void {
+    const direction = this.direction;
     if (!stages.some((s) => s.op)) return;
     const source = new Feed<M>();
+    this.observers = [];
     let out: Observable<M> = source;
     let waiting: Subject<M>[] = [];
     stages.forEach(({ op, codes, ctx }, i) => {
@@ -288,7 +334,7 @@ class Lane<M extends Message> {
     if (waiting.length > 0) out = withInjections(out, waiting);
     this.source = source;
     this.input = (m) => source.next(m);
-    this.subscription = out.subscribe({ next: this.output, error: this.error });
+    this.subscription = out.subscribe({ next: (m) => this.write(m), error: (err) => this.error(err) });
     // Stages register from the last one in; without the gaps of stages that declared nothing.
     this.observers = this.observers.filter((o) => o !== undefined);
   }
@@ -300,94 +346,11 @@ class Lane<M extends Message> {
 
   close(): void {
     this.closed = true;
-    this.input = () => {};
-    this.observers = [];
+    this.input = IGNORE;
+    if (this.source) this.observers = [];
     this.subscription?.unsubscribe();
     this.source?.complete();
   }
-}
-
-/**
- * The context a middleware gets: the session's facts and controls (read through, so they stay
- * current) and injection at the middleware's own place in the chain. A class of its own, not an
- * object on the session's prototype chain, so sessions keep one shape.
- */
-class StageContext implements MiddlewareContext {
-  readonly inject: { toClient: (m: BackendMessage) => void; toBackend: (m: FrontendMessage) => void };
-
-  constructor(
-    private readonly session: SessionContext,
-    toClient: Lane<BackendMessage>,
-    toBackend: Lane<FrontendMessage>,
-    private readonly drop: DropState,
-    private readonly counts: MessageCounts | undefined,
-  ) {
-    // A lane with operators gives the stage an entry point of its own; otherwise injections go straight out.
-    this.inject = { toClient: toClient.direct, toBackend: toBackend.direct };
-  }
-
-  get id() {
-    return this.session.id;
-  }
-  get client() {
-    return this.session.client;
-  }
-  get backend() {
-    return this.session.backend;
-  }
-  get user() {
-    return this.session.user;
-  }
-  get database() {
-    return this.session.database;
-  }
-  get identity() {
-    return this.session.identity;
-  }
-  get clientParams() {
-    return this.session.clientParams;
-  }
-  get serverParams() {
-    return this.session.serverParams;
-  }
-  get state() {
-    return this.session.state;
-  }
-  get log() {
-    return this.session.log;
-  }
-  get attributes() {
-    return this.session.attributes;
-  }
-  get closed() {
-    return this.session.closed;
-  }
-  get close(): (error?: PgError) => void {
-    return this.session.close;
-  }
-  readTime(): number {
-    return readTime();
-  }
-  messageCount(direction: 'frontend' | 'backend', type: FrontendType | BackendType): number {
-    return this.counts?.count(direction, type) ?? 0;
-  }
-  // Own properties, like the session's own controls: they work detached from the context too.
-  readonly sendToClient = (...messages: BackendMessage[]): void => {
-    this.drop.injecting++;
-    try {
-      for (const m of messages) this.inject.toClient(m);
-    } finally {
-      this.drop.injecting--;
-    }
-  };
-  readonly sendToBackend = (...messages: FrontendMessage[]): void => {
-    this.drop.injecting++;
-    try {
-      for (const m of messages) this.inject.toBackend(m);
-    } finally {
-      this.drop.injecting--;
-    }
-  };
 }
 
 /** A narrowed stage's input, where the lane shows it observed messages (`Lane.observe`). */

@@ -161,12 +161,11 @@ function carriable(socket: Duplex): number | object | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
-/** Plaintext a TLS endpoint handed to its stream and nobody read yet: once C holds the endpoint, nothing more arrives there. */
-function unreadPlaintext(socket: Duplex): Buffer[] {
-  const unread: Buffer[] = [];
-  if (!(socket instanceof NativeTlsSocket)) return unread;
-  for (let chunk: Buffer | null; (chunk = socket.read() as Buffer | null) !== null; ) unread.push(chunk);
-  return unread;
+/** Plaintext a TLS endpoint handed to its stream and nobody read yet, after `parts`: once C holds the endpoint, nothing more arrives there. */
+function unreadPlaintext(socket: Duplex, parts: Buffer[] | undefined): Buffer[] | undefined {
+  if (!(socket instanceof NativeTlsSocket)) return parts;
+  for (let chunk: Buffer | null; (chunk = socket.read() as Buffer | null) !== null; ) (parts ??= []).push(chunk);
+  return parts;
 }
 
 export class NativeCarrier implements Carrier {
@@ -204,15 +203,18 @@ export class NativeCarrier implements Carrier {
     backend.socket.pause();
     this.handle = lib.start(this, this.clientIo, this.backendIo, opts.wants.bits(), opts.maxMessageSize, opts.maxMessageSize, opts.timings !== undefined, opts.keepBackend === true);
     if (opts.timings) this.stopPulling = opts.timings.pull(() => this.drainTimings());
-    // What login read ahead is carried first, as if just read.
-    for (const [endpoint, direction] of [[client, TO_BACKEND], [backend, TO_CLIENT]] as const) {
-      const parts = (endpoint.leftover ?? []).map((f) => f.raw);
-      if (endpoint.framer.buffered > 0) parts.push(endpoint.framer.takeBuffered());
-      parts.push(...unreadPlaintext(endpoint.socket));
-      if (parts.length > 0 && !this.final) lib.feed(this.handle, direction, Buffer.concat(parts));
-      // C reads a duplicate of the descriptor: Node's socket only waits for the close (a no-op for TLS endpoints).
-      parkReading(endpoint.socket);
-    }
+    this.carryReadAhead(client, TO_BACKEND);
+    this.carryReadAhead(backend, TO_CLIENT);
+  }
+
+  /** What login read ahead is carried first, as if just read; no array made when there is none (nearly always). */
+  private carryReadAhead(endpoint: CarrierEndpoint, direction: number): void {
+    let parts = endpoint.leftover && endpoint.leftover.length > 0 ? endpoint.leftover.map((f) => f.raw) : undefined;
+    if (endpoint.framer.buffered > 0) (parts ??= []).push(endpoint.framer.takeBuffered());
+    parts = unreadPlaintext(endpoint.socket, parts);
+    if (parts && !this.final) this.lib.feed(this.handle!, direction, Buffer.concat(parts));
+    // C reads a duplicate of the descriptor: Node's socket only waits for the close (a no-op for TLS endpoints).
+    parkReading(endpoint.socket);
   }
 
   get transactionStatus(): TransactionStatus {

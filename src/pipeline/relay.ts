@@ -24,7 +24,7 @@ import { composeChain, type Chain } from './chain.js';
 import { JsCarrier } from './js-carrier.js';
 import type { Middleware } from './middleware.js';
 import { NativeCarrier } from './native-carrier.js';
-import { sharedWants } from './wants.js';
+import { sharedWants, type MessageWants } from './wants.js';
 import type { StatementTimings } from './session-book.js';
 import type { Session } from './session.js';
 
@@ -139,11 +139,8 @@ class SessionRelay implements CarrierEvents {
         error: (err) => this.requestClose('error', asPgError(err)),
       });
       this.chain = chain;
-      // The session keeps `serverParams` from every ParameterStatus.
-      const wants = chain.wants.copy().addBackend(['ParameterStatus']);
-      if (observer?.messages) wants.addFrontend(observer.messages.frontend).addBackend(observer.messages.backend);
       const carrierOptions: CarrierOptions = {
-        wants: sharedWants(wants),
+        wants: carrierWants(chain.wants, observer?.messages),
         maxMessageSize: options.maxMessageSize ?? Limits.assembledMessage,
         timings: observer?.timings,
         keepBackend: options.keepBackend,
@@ -161,7 +158,7 @@ class SessionRelay implements CarrierEvents {
         carrier.start();
       }
       options.onRelayKind?.(carrier.kind);
-      options.onTraffic?.(trafficOf(carrier));
+      options.onTraffic?.(new CarrierTraffic(carrier));
       if (this.done) return;
       session.state.attach(carrier);
       // The writer first: notices held since login leave before a close that was waiting too.
@@ -306,13 +303,36 @@ class SessionRelay implements CarrierEvents {
 }
 
 /** A live view of a carrier's byte counts. */
-function trafficOf(carrier: Carrier): RelayTraffic {
-  return {
-    get bytesToClient() {
-      return carrier.status().bytesToClient;
-    },
-    get bytesToBackend() {
-      return carrier.status().bytesToBackend;
-    },
-  };
+class CarrierTraffic implements RelayTraffic {
+  constructor(private readonly carrier: Carrier) {}
+  get bytesToClient(): number {
+    return this.carrier.status().bytesToClient;
+  }
+  get bytesToBackend(): number {
+    return this.carrier.status().bytesToBackend;
+  }
+}
+
+type ObservedMessages = NonNullable<RelayObserver['messages']>;
+
+/** The carrier's wants by the chain's and then by the observer's messages: both are the same objects session after session. */
+const carrierWantsMade = new WeakMap<MessageWants, WeakMap<ObservedMessages, MessageWants>>();
+const NO_MESSAGES: ObservedMessages = Object.freeze({ frontend: [], backend: [] });
+
+/**
+ * What the carrier hands up: what the chain wants, every ParameterStatus (the session keeps
+ * `serverParams` from them) and the observer's messages. Made once per pair, not per session.
+ */
+function carrierWants(chainWants: MessageWants, messages: ObservedMessages | undefined): MessageWants {
+  let byMessages = carrierWantsMade.get(chainWants);
+  if (!byMessages) carrierWantsMade.set(chainWants, (byMessages = new WeakMap()));
+  const key = messages ?? NO_MESSAGES;
+  let wants = byMessages.get(key);
+  if (!wants) {
+    const made = chainWants.copy().addBackend(['ParameterStatus']);
+    if (messages) made.addFrontend(messages.frontend).addBackend(messages.backend);
+    wants = sharedWants(made);
+    byMessages.set(key, wants);
+  }
+  return wants;
 }

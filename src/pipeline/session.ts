@@ -110,19 +110,27 @@ export class Session implements SessionContext {
   user = '';
   database = '';
   identity = '';
-  readonly closed: Promise<void>;
+  private closedPromise: Promise<void> | undefined = undefined;
+  private resolveClosed: (() => void) | undefined = undefined;
+  private ended = false;
   private closer: ((error?: PgError) => void) | null = null;
   private clientWriter: ((m: BackendMessage) => void) | null = null;
   private pendingNotices: BackendMessage[] | null = null;
   private pendingClose: { error?: PgError } | null = null;
-  private resolveClosed!: () => void;
 
   constructor(init: SessionInit) {
     this.id = init.id ?? newSessionId();
     this.client = init.client;
     this.clientParams = init.clientParams;
     this.log = init.log;
-    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  /** Settles once the session has ended. Made when first asked for: most sessions never are. */
+  get closed(): Promise<void> {
+    if (!this.closedPromise) {
+      this.closedPromise = this.ended ? Promise.resolve() : new Promise((resolve) => (this.resolveClosed = resolve));
+    }
+    return this.closedPromise;
   }
 
   /** The relay installs how to close; a close asked for earlier is applied then. */
@@ -156,6 +164,7 @@ export class Session implements SessionContext {
 
   markClosed(): void {
     this.state.phase = 'closed';
-    this.resolveClosed();
+    this.ended = true;
+    this.resolveClosed?.();
   }
 }

@@ -42,7 +42,8 @@ const NO_PARAMS: ReadonlyMap<string, string> = new Map();
 export function poolableParams(req: BackendRequest): { login: Map<string, string>; apply: Map<string, string> } | undefined {
   const login = backendStartupParams(NO_PARAMS, req.target, req.user, req.database, req.reserved);
   const apply = new Map<string, string>();
-  for (const [name, value] of req.params) {
+  for (const name of req.params.keys()) {
+    const value = req.params.get(name)!;
     if (login.get(name) === value) continue;
     if (login.has(name) || STARTUP_ONLY.has(name.toLowerCase()) || !SETTABLE.test(name)) return undefined;
     apply.set(name, value);
@@ -55,14 +56,21 @@ export function poolableParams(req: BackendRequest): { login: Map<string, string
  * The backend phase of a session: a connection from the pool when the target pools and the
  * session's parameters allow it, else a new connection of its own, as without a pool.
  */
-export async function obtainBackend(pool: BackendPool | undefined, req: BackendRequest): Promise<BackendHandle> {
+export function obtainBackend(pool: BackendPool | undefined, req: BackendRequest): Promise<BackendHandle> {
   const { target } = req;
   const split = pool && pool.settingsFor(target).mode === 'session' ? poolableParams(req) : undefined;
+  // Not an async function: a continuation costs less than a suspended frame, and a login makes one.
   if (!pool || !split) {
-    const connection = await connectBackend(target, { params: req.params, password: target.password, signal: req.abort?.signal });
-    return { connection, source: 'unpooled' };
+    return connectBackend(target, { params: req.params, password: target.password, signal: req.abort?.signal }).then(unpooled);
   }
-  const lease = await pool.acquire(target, new PooledRequest(split.login, split.apply, target.password, req.abort));
+  return pool.acquire(target, new PooledRequest(split.login, split.apply, target.password, req.abort)).then(pooled);
+}
+
+function unpooled(connection: BackendConnection): BackendHandle {
+  return { connection, source: 'unpooled' };
+}
+
+function pooled(lease: Lease): BackendHandle {
   return { connection: lease.connection, source: lease.fresh ? 'new' : 'reused', lease };
 }
 

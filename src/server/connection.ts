@@ -23,7 +23,6 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   // TCP_NODELAY is set by the listener (`noDelay`) as it accepts: a second setsockopt per connection buys nothing.
   guardSocket(raw);
   const client = { address: raw.remoteAddress ?? '', port: raw.remotePort ?? 0, tls: false };
-  let log = deps.log.child({ client: formatHostPort(client.address, client.port) });
   let socket: Duplex = raw;
   let session: Session | undefined;
   let span: SessionSpan | undefined;
@@ -36,6 +35,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     if (failed) return;
     failed = true;
     const result = connectionResultOf(err);
+    const log = clientLog(deps, client);
     if (result === 'abandoned') log.info('client closed the connection before the login was done', { session: session?.id });
     // The discovery half of an OAuth login was logged as such; it is no refusal.
     else if (result !== 'discovery') log.info('connection refused', { sqlstate: err.sqlstate, reason: err.message, session: session?.id });
@@ -50,12 +50,8 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   }
 
   try {
-    if (deps.proxyProtocol) {
-      const known = await takeProxyHeader(raw, deps, client, log);
-      if (!known) return;
-      log = known;
-    }
-    const throttled = throttleGate(deps, client.address, log);
+    if (deps.proxyProtocol && !(await takeProxyHeader(raw, deps, client))) return;
+    const throttled = throttleGate(deps, client);
     if (throttled) await throttled;
     timer = setTimeout(() => {
       startupAbort.abort();
@@ -64,7 +60,7 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     const negotiated = await negotiate(raw, deps);
     if (negotiated.kind === 'cancel') {
       clearTimeout(timer);
-      await forwardCancel(negotiated.request, deps, log);
+      await forwardCancel(negotiated.request, deps, clientLog(deps, client));
       raw.destroy();
       return;
     }
@@ -72,7 +68,8 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
     client.tls = negotiated.tls;
     // Like newSessionId (6 random bytes in hex), from the pooled random block.
     const id = pooledRandomHex(6);
-    const sessionLog = log.child({ session: id });
+    // The client's logger and the session's in one step: the first is made only when a line needs it.
+    const sessionLog = deps.log.child({ client: formatHostPort(client.address, client.port), session: id });
     session = new Session({ id, client, clientParams: negotiated.startup.params, log: sessionLog });
     span = startSessionSpan(client, traceparentFromStartup(negotiated.startup.params), accepted);
     session.attributes.set(SESSION_SPAN, span);
@@ -101,34 +98,38 @@ export async function handleConnection(raw: net.Socket, deps: ConnectionDeps): P
   }
 }
 
+/** The logger of lines about a connection before its session (or without one): its client's address. */
+function clientLog(deps: ConnectionDeps, client: { address: string; port: number }): Logger {
+  return deps.log.child({ client: formatHostPort(client.address, client.port) });
+}
+
 /**
- * `--proxyProtocol`: the client address from the PROXY header. Returns the logger for that
- * address, or undefined when the connection was closed (no valid header, or the address refused).
+ * `--proxyProtocol`: the client address from the PROXY header, into `client`. False when the
+ * connection was closed (no valid header, or the address refused).
  */
-async function takeProxyHeader(raw: net.Socket, deps: ConnectionDeps, client: { address: string; port: number }, log: Logger): Promise<Logger | undefined> {
+async function takeProxyHeader(raw: net.Socket, deps: ConnectionDeps, client: { address: string; port: number }): Promise<boolean> {
   let header;
   try {
     ({ header } = await readProxyHeaderInto(raw, deps.authTimeoutMs));
   } catch (err) {
-    log.warn('connection closed: no valid PROXY protocol header', { reason: (err as Error).message });
+    clientLog(deps, client).warn('connection closed: no valid PROXY protocol header', { reason: (err as Error).message });
     deps.metrics?.connectionResult('refused');
     raw.destroy();
-    return undefined;
+    return false;
   }
   if (header.command === 'PROXY') {
     client.address = header.source.address;
     client.port = header.source.port;
-    log = deps.log.child({ client: formatHostPort(client.address, client.port) });
   }
-  return deps.clientAddressKnown?.(client.address) === false ? undefined : log;
+  return deps.clientAddressKnown?.(client.address) !== false;
 }
 
 /**
  * Auth-failure throttling: an address past the limit is delayed (the promise to wait for), or
  * refused with 53300. Nothing to wait for (the usual case) costs no promise and no await.
  */
-function throttleGate(deps: ConnectionDeps, address: string, log: Logger): Promise<void> | undefined {
-  const verdict = deps.throttle?.check(address) ?? { action: 'allow' as const };
+function throttleGate(deps: ConnectionDeps, client: { address: string; port: number }): Promise<void> | undefined {
+  const verdict = deps.throttle?.check(client.address) ?? ALLOW;
   if (verdict.action === 'refuse') {
     deps.metrics?.authAttempt(deps.auth.name, 'failure', 'throttled');
     throw new PgError('FATAL', SqlState.TooManyConnections, 'too many failed login attempts from this address', {
@@ -136,11 +137,13 @@ function throttleGate(deps: ConnectionDeps, address: string, log: Logger): Promi
     });
   }
   if (verdict.action === 'delay') {
-    log.info('login delayed after repeated failures', { delay_ms: verdict.ms });
+    clientLog(deps, client).info('login delayed after repeated failures', { delay_ms: verdict.ms });
     return new Promise((r) => setTimeout(r, verdict.ms));
   }
   return undefined;
 }
+
+const ALLOW = { action: 'allow' as const };
 
 /** A CancelRequest: to the backend of the session that holds the key, or a peer instance. */
 async function forwardCancel(key: { processId: number; secretKey: Buffer }, deps: ConnectionDeps, log: Logger): Promise<void> {

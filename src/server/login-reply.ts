@@ -83,7 +83,9 @@ export function parameterStatusBlock(parameters: ReadonlyMap<string, string>, co
   const kept = encodedParameters.get(parameters);
   let same = kept !== undefined && kept.names.length === parameters.size;
   let i = 0;
-  for (const [name, value] of parameters) {
+  // Keys, then each value: `for (const [name, value] of map)` makes an array per entry (some 900 bytes for a login's parameters).
+  for (const name of parameters.keys()) {
+    const value = parameters.get(name)!;
     copyTo.set(name, value);
     if (same && (kept!.names[i] !== name || kept!.values[i] !== value)) same = false;
     i++;
@@ -91,7 +93,8 @@ export function parameterStatusBlock(parameters: ReadonlyMap<string, string>, co
   if (same) return kept!.block;
   const reply = new LoginReply();
   const made: EncodedParameters = { names: [], values: [], block: EMPTY };
-  for (const [name, value] of parameters) {
+  for (const name of parameters.keys()) {
+    const value = parameters.get(name)!;
     reply.parameterStatus(name, value);
     made.names.push(name);
     made.values.push(value);

@@ -53,13 +53,15 @@ export async function negotiate(raw: net.Socket, opts: NegotiateOptions): Promis
 
   let reader = startupReader(socket, secure ? undefined : first);
   for (;;) {
-    const partial = reader;
-    const frame = await reader.read().catch((err: unknown) => {
+    let frame;
+    try {
+      frame = await reader.read();
+    } catch (err) {
       if (err instanceof PgError && !(err instanceof ConnectionClosed)) throw err;
       // PostgreSQL: a close inside a packet is "incomplete startup packet", logged only
       // (COMMERROR); a close between packets is not worth a word.
-      throw partial.framer.buffered > 0 ? startupPacketRefused('incomplete startup packet') : new ConnectionClosed('client');
-    });
+      throw reader.framer.buffered > 0 ? startupPacketRefused('incomplete startup packet') : new ConnectionClosed('client');
+    }
     const packet = decodeStartupPacket(frame.raw);
     switch (packet.kind) {
       case 'SSLRequest':
@@ -132,9 +134,10 @@ function firstChunk(socket: net.Socket): Promise<Buffer> {
       socket.off('end', onEnd);
       socket.off('error', onEnd);
     }
+    // `on`, not `once`: each handler removes all three first, and `once` wraps a listener in two objects more.
     socket.on('data', onData);
-    socket.once('end', onEnd);
-    socket.once('error', onEnd);
+    socket.on('end', onEnd);
+    socket.on('error', onEnd);
     // A 'data' listener does not restart a stream paused on purpose (after a PROXY header).
     socket.resume();
   });

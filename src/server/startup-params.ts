@@ -20,10 +20,11 @@ export function backendStartupParams(
     ['user', user],
     ['database', database],
   ]);
-  for (const [k, v] of client) {
+  // By key: an entry iteration makes an array per parameter.
+  for (const k of client.keys()) {
     const name = k.toLowerCase();
     if (CONNECTION_PARAMS.has(name) || opts.reservedParams.has(name) || name.startsWith('_pq_.')) continue;
-    out.set(k, v);
+    out.set(k, client.get(k)!);
   }
   // The trace context is the proxy's; other PostgreSQL-compatible servers may refuse the setting.
   const options = out.get('options');
@@ -35,7 +36,8 @@ export function backendStartupParams(
   if (opts.allowReplication && client.has('replication')) out.set('replication', client.get('replication')!);
   if (target.applicationName !== undefined) out.set('application_name', target.applicationName);
   if (target.options !== undefined) out.set('options', [out.get('options'), target.options].filter(Boolean).join(' '));
-  for (const [k, v] of Object.entries(target.params ?? {})) out.set(k, v);
+  const targetParams = target.params;
+  if (targetParams) for (const k of Object.keys(targetParams)) out.set(k, targetParams[k]!);
   return out;
 }
 

@@ -45,6 +45,9 @@ export function statementsOf(session: Session): number | undefined {
 /** The backend messages that end statements (and ReadyForQuery, which ends those skipped), from the protocol table. */
 const STATEMENT_ENDS = (Object.keys(BACKEND_MEANINGS) as BackendType[]).filter((t) => BACKEND_MEANINGS[t].endsStatement || BACKEND_MEANINGS[t].ready);
 
+/** What a recording session's observer sees: one object for every session, so its carrier wants are made once (see relay.ts). */
+const STATEMENT_MESSAGES: RelayObserver['messages'] = { frontend: ['Query', 'Parse', 'Bind', 'Execute'], backend: STATEMENT_ENDS };
+
 interface Pending {
   started: number;
   span: StatementSpan;
@@ -116,6 +119,6 @@ export function statementTelemetry(metrics: Metrics): (session: Session) => Rela
         head = 0;
       }
     };
-    return { messages: { frontend: ['Query', 'Parse', 'Bind', 'Execute'], backend: STATEMENT_ENDS }, toBackend, fromBackend };
+    return { messages: STATEMENT_MESSAGES, toBackend, fromBackend };
   };
 }

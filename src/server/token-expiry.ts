@@ -30,7 +30,7 @@ const deadlines = new Map<number, Deadline>();
 function at(when: number, fn: () => void): () => void {
   if (when - Date.now() <= 0) {
     fn();
-    return () => {};
+    return NOTHING_TO_CANCEL;
   }
   let deadline = deadlines.get(when);
   if (!deadline) {
@@ -39,11 +39,11 @@ function at(when: number, fn: () => void): () => void {
     arm(when, made);
     deadline = made;
   }
-  const entry = () => fn();
+  // `fn` is made per watch, so it is its own entry in the set.
   const joined = deadline;
-  joined.due.add(entry);
+  joined.due.add(fn);
   return () => {
-    if (!joined.due.delete(entry) || joined.due.size > 0) return;
+    if (!joined.due.delete(fn) || joined.due.size > 0) return;
     clearTimeout(joined.timer);
     if (deadlines.get(when) === joined) deadlines.delete(when);
   };
@@ -69,34 +69,35 @@ function fire(when: number, deadline: Deadline): void {
  * Returns a function that cancels the watch.
  */
 export function watchExpiry(session: Session, expiresAt: number, policy: ExpiryPolicy): () => void {
-  if (policy.mode === 'ignore') return () => {};
-  const cancels: (() => void)[] = [];
-  if (policy.warningMs > 0) {
-    cancels.push(
-      at(expiresAt - policy.warningMs, () => {
-        const seconds = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
-        session.notifyClient(
-          be.noticeResponse({
-            severity: 'WARNING',
-            severityV: 'WARNING',
-            code: '01000',
-            message: `token expires in ${seconds} s; the session will be closed when it is idle after that`,
-            hint: 'Reconnect with a fresh token.',
-          }),
-        );
-      }),
-    );
-  }
-  cancels.push(
-    at(expiresAt + policy.toleranceMs, () => {
-      session.log.info('token expired', { identity: session.identity });
-      session.state.whenIdle(() => {
-        // The client may have left while the session waited to become idle: nothing to close then.
-        if (session.state.phase === 'closed') return;
-        session.close(new PgError('FATAL', SqlState.InvalidPassword, 'token expired', { hint: 'Reconnect with a fresh token.' }));
-        policy.closed?.();
-      });
+  if (policy.mode === 'ignore') return NOTHING_TO_CANCEL;
+  const stopWarning = policy.warningMs > 0 ? at(expiresAt - policy.warningMs, () => warnExpiring(session, expiresAt)) : undefined;
+  const stopClose = at(expiresAt + policy.toleranceMs, () => {
+    session.log.info('token expired', { identity: session.identity });
+    session.state.whenIdle(() => {
+      // The client may have left while the session waited to become idle: nothing to close then.
+      if (session.state.phase === 'closed') return;
+      session.close(new PgError('FATAL', SqlState.InvalidPassword, 'token expired', { hint: 'Reconnect with a fresh token.' }));
+      policy.closed?.();
+    });
+  });
+  if (!stopWarning) return stopClose;
+  return () => {
+    stopWarning();
+    stopClose();
+  };
+}
+
+const NOTHING_TO_CANCEL = (): void => {};
+
+function warnExpiring(session: Session, expiresAt: number): void {
+  const seconds = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
+  session.notifyClient(
+    be.noticeResponse({
+      severity: 'WARNING',
+      severityV: 'WARNING',
+      code: '01000',
+      message: `token expires in ${seconds} s; the session will be closed when it is idle after that`,
+      hint: 'Reconnect with a fresh token.',
     }),
   );
-  return () => cancels.forEach((c) => c());
 }
