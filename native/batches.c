@@ -1,6 +1,6 @@
 /*
  * Handing the native carrier's batches to JavaScript: once per turn of the loop for every session
- * read in it, not once per read. See carrier.h.
+ * read in it, not once per read; and the read region they are views of. See carrier.h.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +8,35 @@
 #include "carrier.h"
 
 static void free_assembled(napi_env env, void *data, void *hint) { free(data); }
+
+/* ---- the shared read region, whose bytes the batches are views of ---- */
+
+static size_t region_left(void) { return g.slab ? g.slab_size - g.slab_used : 0; }
+
+/* Whether a read of up to `want` bytes needs a new region. */
+int region_changes(size_t want) { return region_left() < (want < READ_MIN ? want : READ_MIN); }
+
+/* Room for a read of up to `want` bytes in the shared region (a new region when too little is left). */
+uint8_t *read_region(size_t want, size_t *room) {
+  size_t left = region_left();
+  if (region_changes(want)) {
+    /* The batches queued are views of this region: JavaScript has them before it changes. */
+    hand_batches(0);
+    size_t size = want > SLAB_SIZE ? want : SLAB_SIZE;
+    napi_value buffer;
+    void *data = NULL;
+    if (napi_create_arraybuffer(g.env, size, &data, &buffer) != napi_ok) return NULL;
+    /* The old region lives on as long as JavaScript holds a view of it. */
+    if (g.slab_ref) napi_delete_reference(g.env, g.slab_ref);
+    napi_create_reference(g.env, buffer, 1, &g.slab_ref);
+    g.slab = data;
+    g.slab_size = size;
+    g.slab_used = 0;
+    left = size;
+  }
+  *room = left < want ? left : want;
+  return g.slab + g.slab_used;
+}
 
 /*
  * Batches are handed to JavaScript once per turn of the loop, not once per read: every session's

@@ -37,35 +37,6 @@ void bytes_free(bytes_t *b) {
   memset(b, 0, sizeof *b);
 }
 
-/* ---- the shared read region ---- */
-
-static size_t region_left(void) { return g.slab ? g.slab_size - g.slab_used : 0; }
-
-/* Whether a read of up to `want` bytes needs a new region. */
-int region_changes(size_t want) { return region_left() < (want < READ_MIN ? want : READ_MIN); }
-
-/* Room for a read of up to `want` bytes in the shared region (a new region when too little is left). */
-uint8_t *read_region(size_t want, size_t *room) {
-  size_t left = region_left();
-  if (region_changes(want)) {
-    /* The batches queued are views of this region: JavaScript has them before it changes. */
-    hand_batches(0);
-    size_t size = want > SLAB_SIZE ? want : SLAB_SIZE;
-    napi_value buffer;
-    void *data = NULL;
-    if (napi_create_arraybuffer(g.env, size, &data, &buffer) != napi_ok) return NULL;
-    /* The old region lives on as long as JavaScript holds a view of it. */
-    if (g.slab_ref) napi_delete_reference(g.env, g.slab_ref);
-    napi_create_reference(g.env, buffer, 1, &g.slab_ref);
-    g.slab = data;
-    g.slab_size = size;
-    g.slab_used = 0;
-    left = size;
-  }
-  *room = left < want ? left : want;
-  return g.slab + g.slab_used;
-}
-
 /* ---- calls into JavaScript ---- */
 
 static void call(carrier_t *c, napi_ref fn_ref, size_t argc, napi_value *argv) {
@@ -357,6 +328,20 @@ void release_carrier(carrier_t *c) {
   free(c);
 }
 
+/* libuv refused a poll handle: the endpoints are released, and a handle already made is closed (its close frees the carrier). */
+static carrier_t *open_failed(carrier_t *c, int err, int *uv_error) {
+  *uv_error = err;
+  for (int e = 0; e < 2; e++) c->ep[e].io.ops->release(&c->ep[e].io);
+  /* JavaScript's reference, never handed out. */
+  if (--c->refs == 0) {
+    free(c);
+    return NULL;
+  }
+  g.live++;
+  uv_close((uv_handle_t *)&c->ep[0].poll, on_closed);
+  return NULL;
+}
+
 /* Starts polling two endpoints (which the carrier now owns); NULL when libuv refuses (the endpoints are released). */
 carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error) {
   uv_loop_t *loop;
@@ -369,41 +354,25 @@ carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error) {
   c->tx_status = 'I';
   c->starts = c->starts_inline;
   c->starts_cap = INLINE_STARTS;
+  /* References: JavaScript's handle, and each poll handle of the carrier's own until it is closed. */
+  c->refs = 1;
   for (int e = 0; e < 2; e++) {
     c->ep[e].c = c;
     c->ep[e].io = ios[e];
+    c->ep[e].borrowed = ios[e].ops->watch != NULL;
   }
-  /* References: JavaScript's handle, and each poll handle of the carrier's own until closed. */
-  int own = 0;
   for (int e = 0; e < 2; e++) {
     endpoint_t *ep = &c->ep[e];
-    if (ep->io.ops->watch) {
-      ep->borrowed = 1;
+    /* A borrowed handle polls for the carrier as it was polling (most often: readable). */
+    if (ep->borrowed) {
+      ep->events = ep->io.ops->watch(&ep->io, on_event, ep);
       continue;
     }
     int err = uv_poll_init(loop, &ep->poll, ep->io.fd);
-    if (err) {
-      *uv_error = err;
-      c->ep[0].io.ops->release(&c->ep[0].io);
-      c->ep[1].io.ops->release(&c->ep[1].io);
-      /* Only the handles already made need closing; each close releases one reference. */
-      c->refs = own;
-      if (own > 0) {
-        g.live++;
-        uv_close((uv_handle_t *)&c->ep[0].poll, on_closed);
-      } else {
-        free(c);
-      }
-      return NULL;
-    }
+    if (err) return open_failed(c, err, uv_error);
     ep->poll.data = ep;
-    own++;
-  }
-  /* Borrowed handles start polling for the carrier as they are (most often: readable, as the endpoint was). */
-  for (int e = 0; e < 2; e++) {
-    if (c->ep[e].borrowed) c->ep[e].events = c->ep[e].io.ops->watch(&c->ep[e].io, on_event, &c->ep[e]);
+    c->refs++;
   }
   g.live++;
-  c->refs = 1 + own;
   return c;
 }
