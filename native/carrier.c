@@ -190,6 +190,9 @@ static void pump(carrier_t *c, int d) {
 
 /* ---- polling ---- */
 
+/* Polled through a handle its io lends (a TLS endpoint's), not one of the carrier's own. */
+static int borrowed(const endpoint_t *ep) { return ep->io.ops->watch != NULL; }
+
 static int wants_read(const carrier_t *c, int d) {
   const direction_t *dir = &c->dir[d];
   if (c->state != R_RUNNING || c->release_due || c->ep[src_of(d)].paused || dir->queue.len > 0) return 0;
@@ -209,13 +212,9 @@ void update_polls(carrier_t *c) {
     int writer = e == CLIENT ? TO_CLIENT : TO_BACKEND;
     int events = ep->io.ops->poll_events(&ep->io, wants_read(c, reader), wants_write(c, writer));
     if (events == ep->events) continue;
-    if (ep->borrowed) {
-      ep->events = events;
-      ep->io.ops->poll(&ep->io, events);
-      continue;
-    }
     ep->events = events;
-    if (events) uv_poll_start(&ep->poll, events, on_poll);
+    if (borrowed(ep)) ep->io.ops->poll(&ep->io, events);
+    else if (events) uv_poll_start(&ep->poll, events, on_poll);
     else uv_poll_stop(&ep->poll);
   }
 }
@@ -229,7 +228,7 @@ void halt(carrier_t *c, int state) {
     /* Closing the handle takes the descriptor out of epoll at once (the callback comes later): only then is it closed. */
     c->ep[e].events = 0;
     /* A borrowed poll handle goes back with the io (its events as they are: the lender polls on). */
-    if (!c->ep[e].borrowed) uv_close((uv_handle_t *)&c->ep[e].poll, on_closed);
+    if (!borrowed(&c->ep[e])) uv_close((uv_handle_t *)&c->ep[e].poll, on_closed);
     c->ep[e].io.ops->release(&c->ep[e].io);
   }
   /* Whole messages that waited for a stream to finish a message can follow it no more. */
@@ -359,12 +358,11 @@ carrier_t *carrier_open(napi_env env, const io_t ios[2], int *uv_error) {
   for (int e = 0; e < 2; e++) {
     c->ep[e].c = c;
     c->ep[e].io = ios[e];
-    c->ep[e].borrowed = ios[e].ops->watch != NULL;
   }
   for (int e = 0; e < 2; e++) {
     endpoint_t *ep = &c->ep[e];
     /* A borrowed handle polls for the carrier as it was polling (most often: readable). */
-    if (ep->borrowed) {
+    if (borrowed(ep)) {
       ep->events = ep->io.ops->watch(&ep->io, on_event, ep);
       continue;
     }

@@ -124,7 +124,6 @@ typedef struct carrier carrier_t;
 typedef struct {
   uv_poll_t poll; /* unused when the io lends its own (io.ops->watch) */
   io_t io;
-  int borrowed;
   int events;
   int paused;
   carrier_t *c;

@@ -1,6 +1,6 @@
 /*
  * TLS endpoints for the native carrier (see io.h): plaintext through a connection borrowed from
- * the native TLS layer (tls.h), polled through the endpoint's own descriptor while it is lent.
+ * the native TLS layer (tls.h), polled through the endpoint's own poll handle while it is lent.
  */
 #include <errno.h>
 #include <uv.h>
@@ -47,9 +47,8 @@ static int tls_io_ready(io_t *io, int events) {
   return out;
 }
 
-/* The descriptor is the endpoint's (see io_tls): it stays open for the endpoint to poll again. */
+/* The descriptor and its poll handle are the endpoint's: they stay, for the endpoint to go on with. */
 static void tls_io_release(io_t *io) {
-  io->fd = -1;
   if (io->tls) tls_endpoint_give_back(io->tls);
   io->tls = NULL;
 }
@@ -60,9 +59,9 @@ static void tls_io_poll(io_t *io, int events) { tls_endpoint_poll(io->tls, event
 
 static const io_ops_t tls_ops = {tls_io_read, tls_io_write, tls_io_poll_events, tls_io_ready, tls_io_release, tls_io_watch, tls_io_poll};
 
-void io_tls(io_t *io, int fd, struct tls_conn *conn) {
+void io_tls(io_t *io, struct tls_conn *conn) {
   io->ops = &tls_ops;
-  io->fd = fd;
+  io->fd = -1;
   io->tls = conn;
   /*
    * Records the endpoint read and JavaScript had not asked for yet wait in OpenSSL, where the

@@ -49,10 +49,7 @@ struct tls_conn;
 
 struct io {
   const io_ops_t *ops;
-  /*
-   * The descriptor libuv polls: plain, the carrier's own duplicate of the socket's (closed at
-   * release); TLS, the lending endpoint's, which does not poll it until given it back.
-   */
+  /* Plain: the descriptor, the carrier's own duplicate of the socket's (closed at release). TLS: -1 (see watch). */
   int fd;
   /* TLS: the connection borrowed from its endpoint (see tls.h), given back at release. */
   struct tls_conn *tls;
@@ -63,9 +60,9 @@ struct io {
 /* A plain TCP endpoint over `fd`, which the io layer owns from here on. */
 void io_plain(io_t *io, int fd);
 /*
- * A TLS endpoint: `conn` lent by tls_endpoint_lend, polled through `fd`, the endpoint's own
- * descriptor (tls_fd), which the io layer never closes; release gives the connection back.
+ * A TLS endpoint: `conn` lent by tls_endpoint_lend (keeping its poll), polled through the
+ * endpoint's own poll handle (watch); release gives the connection back.
  */
-void io_tls(io_t *io, int fd, struct tls_conn *conn);
+void io_tls(io_t *io, struct tls_conn *conn);
 
 #endif

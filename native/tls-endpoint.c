@@ -170,7 +170,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   endpoint_t *ep = handle->data;
   /* Lent with its poll: the borrower's event (it may give the endpoint back, or close it, inside). */
   if (ep->state == EP_LENT) {
-      if (ep->borrower_cb) ep->borrower_cb(ep->borrower, status, events);
+    if (ep->borrower_cb) ep->borrower_cb(ep->borrower, status, events);
     return;
   }
   if (ep->state != EP_HANDSHAKE && ep->state != EP_OPEN) return;
