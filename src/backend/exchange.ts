@@ -1,4 +1,4 @@
-import { backendMessage, fe, frameView, PgError, type FrameSink, type TransactionStatus } from '../protocol/index.js';
+import { BackendSpecs, backendMessage, fe, frameView, PgError, type FrameSink, type TransactionStatus } from '../protocol/index.js';
 import { ConnectionClosed, readSocket, type Frame, type SocketReading } from '../transport/socket-io.js';
 import type { BackendConnection } from './login.js';
 
@@ -37,9 +37,9 @@ export function exchange(connection: BackendConnection, requests: readonly Buffe
   return new Promise((resolve, reject) => new Exchange(connection, readies, keepReading, resolve, reject).start(requests, timeoutMs));
 }
 
-const READY_FOR_QUERY = 'Z'.charCodeAt(0);
-const PARAMETER_STATUS = 'S'.charCodeAt(0);
-const ERROR_RESPONSE = 'E'.charCodeAt(0);
+const READY_FOR_QUERY = BackendSpecs.ReadyForQuery.code;
+const PARAMETER_STATUS = BackendSpecs.ParameterStatus.code;
+const ERROR_RESPONSE = BackendSpecs.ErrorResponse.code;
 
 /**
  * One exchange: what the backend answered so far (the messages up to the last awaited

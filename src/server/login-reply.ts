@@ -1,8 +1,8 @@
-import { be } from '../protocol/index.js';
+import { BackendSpecs, be } from '../protocol/index.js';
 
 const AUTH_OK = be.authOk().raw;
 const READY_IDLE = be.readyForQuery('I').raw;
-const PARAMETER_STATUS = 'S'.charCodeAt(0);
+const PARAMETER_STATUS = BackendSpecs.ParameterStatus.code;
 
 /**
  * The end of a login as the client gets it — AuthenticationOk, the backend's ParameterStatus set,
