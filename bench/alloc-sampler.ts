@@ -8,36 +8,27 @@
  * name and renamed, so a reader never sees half a file). The directory comes from the environment
  * (PGWARD_ALLOC_DIR). Not part of pgward: it lives in bench/ and is loaded only by that option.
  */
-import { Session } from 'node:inspector';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { AllocationSampler } from './allocation-sampling.js';
 
 const dir = process.env.PGWARD_ALLOC_DIR;
 if (!dir) throw new Error('alloc-sampler: PGWARD_ALLOC_DIR is not set');
 const outDir: string = dir;
 
-const session = new Session();
-session.connect();
+const sampler = new AllocationSampler();
 let sampling = false;
 let taken = 0;
-
-function post<T>(method: string, params?: object): Promise<T> {
-  return new Promise((resolve, reject) => session.post(method, params, (err, result) => (err ? reject(err) : resolve(result as T))));
-}
 
 async function toggle(): Promise<void> {
   if (!sampling) {
     sampling = true;
-    await post('HeapProfiler.startSampling', {
-      samplingInterval: Number(process.env.PGWARD_ALLOC_INTERVAL ?? 1024),
-      includeObjectsCollectedByMinorGC: true,
-      includeObjectsCollectedByMajorGC: true,
-    });
+    await sampler.start(Number(process.env.PGWARD_ALLOC_INTERVAL ?? 1024));
     await writeFile(join(outDir, `alloc-${process.pid}.started`), '');
     return;
   }
   sampling = false;
-  const { profile } = await post<{ profile: unknown }>('HeapProfiler.stopSampling');
+  const profile = await sampler.stop();
   const file = join(outDir, `alloc-${process.pid}-${++taken}.heapprofile`);
   await writeFile(`${file}.part`, JSON.stringify(profile));
   await rename(`${file}.part`, file);

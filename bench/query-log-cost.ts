@@ -23,11 +23,12 @@
  * nothing: the chain alone).
  */
 import { execFileSync } from 'node:child_process';
-import { Session as Inspector } from 'node:inspector';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AllocationSampler } from './allocation-sampling.js';
+import { summarizeHeapProfile } from './heapprofile-summary.js';
 
 const MODES = ['query-log', 'no-log', 'no-op'] as const;
 type Mode = (typeof MODES)[number];
@@ -35,10 +36,10 @@ type Mode = (typeof MODES)[number];
 const STATEMENTS_PER_HAND_OVER = 40;
 const TOP_ALLOCATORS = 10;
 
-/** What a child reports: CPU µs per statement per round, or the allocation profile. */
+/** What a child reports: CPU µs per statement per round, or the allocation profile's summary. */
 interface Allocation {
-  bytesPerStatement: number;
-  top: { name: string; bytesPerStatement: number }[];
+  bytes: number;
+  text: string;
 }
 
 const thisRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -105,41 +106,19 @@ async function measure(build: string, mode: Mode, statements: number, rounds: nu
   return perStatement;
 }
 
-interface ProfileNode {
-  callFrame: { functionName: string; url: string; lineNumber: number };
-  selfSize: number;
-  children: ProfileNode[];
-}
-
 /** `run`'s allocation, per statement, by V8's sampling heap profiler (collected objects included). */
 async function allocation(run: () => void, statements: number): Promise<Allocation> {
-  const inspector = new Inspector();
-  inspector.connect();
-  const post = (method: string, params?: object) =>
-    new Promise<unknown>((done, fail) => inspector.post(method, params, (err, result) => (err ? fail(err) : done(result))));
-  await post('HeapProfiler.enable');
-  await post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMinorGC: true, includeObjectsCollectedByMajorGC: true });
+  const sampler = new AllocationSampler();
+  await sampler.start(512);
   run();
-  const { profile } = (await post('HeapProfiler.stopSampling')) as { profile: { head: ProfileNode } };
-  await post('HeapProfiler.disable');
-  inspector.disconnect();
-  const byFunction = new Map<string, number>();
-  let total = 0;
-  const walk = (node: ProfileNode) => {
-    const { functionName, url, lineNumber } = node.callFrame;
-    const name = `${functionName || '(anonymous)'} ${url.replace(/^file:\/\//, '')}:${lineNumber + 1}`;
-    byFunction.set(name, (byFunction.get(name) ?? 0) + node.selfSize);
-    total += node.selfSize;
-    for (const child of node.children) walk(child);
-  };
-  walk(profile.head);
-  const top = [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, TOP_ALLOCATORS);
-  return { bytesPerStatement: total / statements, top: top.map(([name, bytes]) => ({ name, bytesPerStatement: bytes / statements })) };
+  const profile = await sampler.stop();
+  sampler.disconnect();
+  return summarizeHeapProfile(profile, statements, TOP_ALLOCATORS, 'statement');
 }
 
 function printAllocation(mode: Mode, root: string, a: Allocation): void {
-  console.log(`  ${mode.padEnd(10)} ${a.bytesPerStatement.toFixed(0).padStart(6)} B  ${root}`);
-  for (const f of a.top) console.log(`      ${f.bytesPerStatement.toFixed(0).padStart(6)} B  ${f.name}`);
+  console.log(`  ${mode.padEnd(10)} ${root}`);
+  console.log(a.text.replace(/^(?=.)/gm, '      '));
 }
 
 async function main(): Promise<void> {
