@@ -36,7 +36,7 @@
  * when a read's worth of room or a slot for its batch is left no more.
  */
 #define TAPE_TOTAL (2 * TAPE_ENTRIES + 2)
-#define MAX_QUEUED 256
+#define MAX_QUEUED 1024
 /* An ErrorResponse's severity is read from at most its first bytes. */
 #define ERROR_HEAD 256
 /* Statement durations kept until JavaScript takes them (at a scrape, or when this many wait). */
@@ -48,8 +48,10 @@
  * Batches of observed messages only (forwarded from C already) wait this long for JavaScript, so
  * many reads share one hand-over; a held batch, an event, a stop or a full region hands them over
  * sooner. Assembled observed messages waiting past OBSERVED_PENDING_MAX bytes are handed over at once.
+ * 16 ms rather than 2: JavaScript's work per statement costs less in fewer, bigger hand-overs
+ * (query-log at 32 clients, builds in turn: 33.9 µs of CPU per transaction with 2 ms, 27.8 with 16).
  */
-#define HAND_OVER_MS 2
+#define HAND_OVER_MS 16
 #define OBSERVED_PENDING_MAX (256 * 1024)
 
 /* Directions, and the endpoints they read from. */
