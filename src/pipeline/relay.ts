@@ -1,5 +1,6 @@
 import {
   asPgError,
+  BackendSpecs,
   be,
   fe,
   PgError,
@@ -91,7 +92,7 @@ export interface RelayOptions {
   keepBackend?: boolean;
 }
 
-const PARAMETER_STATUS = 'S'.charCodeAt(0);
+const PARAMETER_STATUS = BackendSpecs.ParameterStatus.code;
 
 /**
  * Runs the relay phase of a session: the carrier moves its bytes, the middleware chain sees the
