@@ -23,7 +23,7 @@ let taken = 0;
 async function toggle(): Promise<void> {
   if (!sampling) {
     sampling = true;
-    await sampler.start(Number(process.env.PGWARD_ALLOC_INTERVAL ?? 1024));
+    await sampler.start(Number(process.env.PGWARD_ALLOC_INTERVAL ?? 1024), process.env.PGWARD_ALLOC_SURVIVORS === '1');
     await writeFile(join(outDir, `alloc-${process.pid}.started`), '');
     return;
   }

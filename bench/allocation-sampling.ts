@@ -14,11 +14,15 @@ export class AllocationSampler {
     this.session.connect();
   }
 
-  /** Starts sampling every `intervalBytes` bytes allocated (on average). */
-  async start(intervalBytes: number): Promise<void> {
+  /**
+   * Starts sampling every `intervalBytes` bytes allocated (on average). `survivorsOnly`: leave out
+   * what a scavenge collected, so the profile shows what outlived the young generation (promoted,
+   * or still young when sampling stops) — what makes scavenges copy and mark-compacts run.
+   */
+  async start(intervalBytes: number, survivorsOnly = false): Promise<void> {
     await this.post('HeapProfiler.startSampling', {
       samplingInterval: intervalBytes,
-      includeObjectsCollectedByMinorGC: true,
+      includeObjectsCollectedByMinorGC: !survivorsOnly,
       includeObjectsCollectedByMajorGC: true,
     });
   }

@@ -24,7 +24,10 @@
  * fixed number of connections per measurement instead of LOGIN_SECONDS). LOGIN_ALLOC (a directory:
  * each pgward samples its JavaScript allocations, objects already collected included, only while
  * measured, through the preload bench/alloc-sampler.ts; bytes allocated per connection and the
- * functions that allocated most are printed, the profiles are left there as .heapprofile files).
+ * functions that allocated most are printed, the profiles are left there as .heapprofile files;
+ * with LOGIN_ALLOC_SURVIVORS=1 only what outlived a scavenge: what a login leaves to V8's old
+ * generation). A build may carry Node options of its own after a `#`, for comparing them in turn:
+ * `LOGIN_BUILDS='.,.#--max-semi-space-size=16'`.
  * `node dist/bench/login-profile.js summarize FILE.cpuprofile` prints where a profile's time went.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -66,6 +69,7 @@ interface Settings {
   /** Connections through each pgward before measuring. */
   warmup: number;
   variants: Variant[];
+  /** Repository roots, each with `#` and Node options of its own (space-separated: LOGIN_BUILDS splits at commas only). */
   builds: string[];
   pgwardArgs: string[];
   nodeArgs: string[];
@@ -79,6 +83,8 @@ interface Settings {
   connections?: number;
   /** Sample each measurement's allocations (bench/alloc-sampler.ts) into this directory. */
   allocDir?: string;
+  /** With allocDir: sample only what outlives a scavenge. */
+  allocSurvivors: boolean;
 }
 
 interface Measurement {
@@ -129,7 +135,7 @@ async function main(): Promise<void> {
         console.log(`#${r} ${pad(variant.name, 11)} ${pad(shortBuild(build), 22)} ${m.perSecond.toFixed(0).padStart(5)} conn/s  ` +
           `${m.cpuMs.toFixed(3)} ms CPU/conn  (${m.connections} connections, ${m.failed} failed)` +
           (m.instructions ? `  ${(m.instructions.main / 1e6).toFixed(3)} M / ${(m.instructions.all / 1e6).toFixed(3)} M instructions/conn (main / all threads)` : '') +
-          (m.alloc ? `  ${(m.alloc.bytes / 1024).toFixed(1)} KiB allocated/conn` : ''));
+          (m.alloc ? `  ${(m.alloc.bytes / 1024).toFixed(1)} KiB ${settings.allocSurvivors ? 'outlived a scavenge' : 'allocated'}/conn` : ''));
         if (m.alloc && r === settings.repeats) console.log(m.alloc.text.replace(/^/gm, '    '));
       }
     }
@@ -166,7 +172,7 @@ function readSettings(): Settings {
     clients: int('LOGIN_CLIENTS', 4),
     warmup: int('LOGIN_WARMUP', 1500),
     variants,
-    builds: list('LOGIN_BUILDS', thisRoot).map((b) => resolve(b)),
+    builds: (process.env.LOGIN_BUILDS ?? thisRoot).split(',').map((b) => b.trim()).filter(Boolean).map((b) => `${resolve(rootOf(b))}${b.slice(rootOf(b).length)}`),
     pgwardArgs: (process.env.LOGIN_PGWARD_ARGS ?? '').split(' ').filter(Boolean),
     nodeArgs: (process.env.LOGIN_NODE_ARGS ?? '').split(' ').filter(Boolean),
     perfDir: process.env.LOGIN_PERF_DIR,
@@ -174,6 +180,7 @@ function readSettings(): Settings {
     callgrindDir: process.env.LOGIN_CALLGRIND,
     connections: process.env.LOGIN_CONNECTIONS ? int('LOGIN_CONNECTIONS', 1) : undefined,
     allocDir: process.env.LOGIN_ALLOC ? resolve(process.env.LOGIN_ALLOC) : undefined,
+    allocSurvivors: process.env.LOGIN_ALLOC_SURVIVORS === '1',
   };
 }
 
@@ -220,8 +227,8 @@ async function startPgward(build: string, variant: Variant, fixture: Fixture, se
   const tls = variant.clientTls ? ['--bindCert', fixture.certs[variant.clientTls].cert, '--bindKey', fixture.certs[variant.clientTls].key] : ['--insecure'];
   const args = [
     // No line per session, as the churn cell of `npm run bench` runs it (bench/targets.ts).
-    ...settings.nodeArgs, ...(settings.allocDir ? ['--import', join(thisRoot, 'dist', 'bench', 'alloc-sampler.js')] : []),
-    join(build, 'bin', 'pgward.js'), 'start', '--no-logConnections', '--no-logDisconnections',
+    ...settings.nodeArgs, ...buildNodeArgs(build), ...(settings.allocDir ? ['--import', join(thisRoot, 'dist', 'bench', 'alloc-sampler.js')] : []),
+    join(rootOf(build), 'bin', 'pgward.js'), 'start', '--no-logConnections', '--no-logDisconnections',
     '--bindAddr', '127.0.0.1:0', '--logFormat', 'json',
     '--signingKeys', fixture.keyPath, '--algorithms', 'ES256',
     '--backends', variant.backendTls ? fixture.backends.tls : fixture.backends.plain,
@@ -232,8 +239,10 @@ async function startPgward(build: string, variant: Variant, fixture: Fixture, se
   if (settings.callgrindDir) {
     args.unshift('--tool=callgrind', '--instr-atstart=no', '--separate-threads=yes', `--callgrind-out-file=${join(settings.callgrindDir, `cg-${variant.name}-${tag}.%p`)}`, process.execPath);
   }
-  const env = settings.allocDir ? { ...process.env, PGWARD_ALLOC_DIR: settings.allocDir } : process.env;
-  const child = spawn(command, args, { cwd: build, env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  const env = settings.allocDir
+    ? { ...process.env, PGWARD_ALLOC_DIR: settings.allocDir, PGWARD_ALLOC_SURVIVORS: settings.allocSurvivors ? '1' : '0' }
+    : process.env;
+  const child = spawn(command, args, { cwd: rootOf(build), env, stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   if (settings.outputDir) child.stdout!.pipe(createWriteStream(join(settings.outputDir, `pgward-${variant.name}-${child.pid}.log`)));
   const port = await listeningPort(child);
   return {
@@ -373,7 +382,19 @@ function pad(s: string, n: number): string {
 }
 
 function shortBuild(build: string): string {
-  return resolve(build) === resolve(thisRoot) ? 'this build' : build;
+  const root = rootOf(build);
+  return resolve(root) === resolve(thisRoot) ? `this build${build.slice(root.length)}` : build;
+}
+
+/** A build's repository root: LOGIN_BUILDS's entry before any `#`. */
+function rootOf(build: string): string {
+  const at = build.indexOf('#');
+  return at < 0 ? build : build.slice(0, at);
+}
+
+/** The Node options a build carries after its `#`, for pgward's process alone. */
+function buildNodeArgs(build: string): string[] {
+  return build.slice(rootOf(build).length + 1).split(' ').filter(Boolean);
 }
 
 await main();
