@@ -224,7 +224,7 @@ export function unparkReading(socket: Duplex): boolean {
 
 /** Has a paused socket read into the view `make` gives (undefined: leave it); false when it could not. */
 function swapRegion(socket: Duplex, make: (route: ChunkRoute) => Uint8Array | undefined): boolean {
-  const route = (socket as Routed)[ROUTE];
+  const route = chunkRouteOf(socket);
   const s = socket as ParkableSocket;
   const handle = s._handle;
   if (!route || s.destroyed || typeof handle?.useUserBuffer !== 'function' || handle.reading === true) return false;
