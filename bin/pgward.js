@@ -19,9 +19,9 @@ if (!SEMI_SPACE_FLAG.test(nodeOptions)) {
 // V8 scavenges in parallel on helper threads by default. With semi-spaces this small a scavenge
 // takes well under a millisecond, and waking helper threads for it costs more CPU than it saves:
 // under connection churn the median CPU per plain login fell 4-11 % without it (five runs of
-// builds in turn; TLS logins moved within the noise; docs/benchmarks.md, stop 33). A proxy shares its cores with the clients and the database, so it
-// is CPU, not pause time, that counts. A parallel-scavenge flag on Node's command line is left
-// alone (NODE_OPTIONS does not take one).
+// builds in turn; TLS logins moved within the noise; docs/benchmarks.md, stop 33). A proxy shares
+// its cores with the clients and the database, so it is CPU, not pause time, that counts. A
+// parallel-scavenge flag on Node's command line is left alone (NODE_OPTIONS does not take one).
 const PARALLEL_SCAVENGE_FLAG = /(^|\s)--(no[-_])?parallel[-_]scavenge/;
 if (!PARALLEL_SCAVENGE_FLAG.test(process.execArgv.join(' '))) {
   setFlagsFromString('--no-parallel-scavenge');

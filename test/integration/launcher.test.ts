@@ -43,8 +43,8 @@ async function newSpaceAfterBurst(nodeArgs: string[], env: NodeJS.ProcessEnv = {
  * How many of the burst's scavenges had help from V8's background threads, and how many there
  * were: `--trace-gc-nvp` prints (to stdout) each scavenge's `background.scavenge.parallel` time.
  */
-async function scavengesHelped(nodeArgs: string[], env: NodeJS.ProcessEnv = {}): Promise<{ helped: number; all: number }> {
-  const { stdout } = await burstRun(['--trace-gc-nvp', ...nodeArgs], env);
+async function scavengesHelped(nodeArgs: string[]): Promise<{ helped: number; all: number }> {
+  const { stdout } = await burstRun(['--trace-gc-nvp', ...nodeArgs]);
   const times = [...stdout.matchAll(/ gc=s .*?background\.scavenge\.parallel=([\d.]+)/g)].map((m) => Number(m[1]));
   return { helped: times.filter((t) => t > 0).length, all: times.length };
 }
