@@ -160,7 +160,7 @@ function readSettings(): Settings {
     if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}: expected a positive integer`);
     return n;
   };
-  const list = (name: string, fallback: string) => (process.env[name] ?? fallback).split(/[ ,]/).map((s) => s.trim()).filter(Boolean);
+  const list = (name: string, fallback: string, at: string | RegExp = /[ ,]/) => (process.env[name] ?? fallback).split(at).map((s) => s.trim()).filter(Boolean);
   const variants = list('LOGIN_VARIANTS', 'tls,plain').map((name) => {
     const v = VARIANTS.find((x) => x.name === name);
     if (!v) throw new Error(`LOGIN_VARIANTS: unknown variant ${name} (known: ${VARIANTS.map((x) => x.name).join(', ')})`);
@@ -172,7 +172,7 @@ function readSettings(): Settings {
     clients: int('LOGIN_CLIENTS', 4),
     warmup: int('LOGIN_WARMUP', 1500),
     variants,
-    builds: (process.env.LOGIN_BUILDS ?? thisRoot).split(',').map((b) => b.trim()).filter(Boolean).map((b) => `${resolve(rootOf(b))}${b.slice(rootOf(b).length)}`),
+    builds: list('LOGIN_BUILDS', thisRoot, ',').map((b) => resolve(rootOf(b)) + b.slice(rootOf(b).length)),
     pgwardArgs: (process.env.LOGIN_PGWARD_ARGS ?? '').split(' ').filter(Boolean),
     nodeArgs: (process.env.LOGIN_NODE_ARGS ?? '').split(' ').filter(Boolean),
     perfDir: process.env.LOGIN_PERF_DIR,
