@@ -10,7 +10,8 @@ import { setFlagsFromString } from 'node:v8';
 // still be set here, before anything runs. A semi-space flag given to Node (on its command line
 // or in NODE_OPTIONS) is the operator's choice and is left alone: `NODE_OPTIONS=
 // --max-semi-space-size=16` gives Node's default back.
-const nodeOptions = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`;
+const commandLine = process.execArgv.join(' ');
+const nodeOptions = `${commandLine} ${process.env.NODE_OPTIONS ?? ''}`;
 const SEMI_SPACE_FLAG = /(^|\s)--(max|min)[-_]semi[-_]space[-_]size|(^|\s)--semi[-_]space[-_]growth[-_]factor/;
 if (!SEMI_SPACE_FLAG.test(nodeOptions)) {
   setFlagsFromString('--semi-space-growth-factor=1');
@@ -23,7 +24,7 @@ if (!SEMI_SPACE_FLAG.test(nodeOptions)) {
 // its cores with the clients and the database, so it is CPU, not pause time, that counts. A
 // parallel-scavenge flag on Node's command line is left alone (NODE_OPTIONS does not take one).
 const PARALLEL_SCAVENGE_FLAG = /(^|\s)--(no[-_])?parallel[-_]scavenge/;
-if (!PARALLEL_SCAVENGE_FLAG.test(process.execArgv.join(' '))) {
+if (!PARALLEL_SCAVENGE_FLAG.test(commandLine)) {
   setFlagsFromString('--no-parallel-scavenge');
 }
 
