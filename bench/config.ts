@@ -82,6 +82,12 @@ export interface BenchConfig {
   rate?: number;
   /** Times every cell is measured; the tables show each cell's median. */
   rounds: number;
+  /**
+   * Each pgbench cell measures its targets in order and then in reverse, each run half of
+   * `seconds`, a row joining a target's two halves: a machine that speeds up or slows down across
+   * the cell weighs on every target alike (BENCH_MIRROR=0: each target once, for all of `seconds`).
+   */
+  mirror: boolean;
   /** A cell in which any row saw more steal than this (percent) is measured again. */
   maxSteal?: number;
   /** Idle sessions the memory cell opens to each proxy. */
@@ -116,6 +122,7 @@ export function readConfig(env: Env = process.env): BenchConfig {
     pgwardArgs: words(env.BENCH_PGWARD_ARGS),
     rate: env.BENCH_RATE ? positiveInt(env.BENCH_RATE, 'BENCH_RATE') : undefined,
     rounds: positiveInt(env.BENCH_ROUNDS ?? '1', 'BENCH_ROUNDS'),
+    mirror: flag(env.BENCH_MIRROR ?? '1', 'BENCH_MIRROR'),
     maxSteal: env.BENCH_MAX_STEAL ? positiveInt(env.BENCH_MAX_STEAL, 'BENCH_MAX_STEAL') : undefined,
     idleSessions: positiveInt(env.BENCH_IDLE_SESSIONS ?? '1000', 'BENCH_IDLE_SESSIONS'),
     settleSeconds: positiveInt(env.BENCH_SETTLE_SECONDS ?? '5', 'BENCH_SETTLE_SECONDS'),
@@ -161,6 +168,11 @@ function intList(text: string, name: string): number[] {
 
 function words(text: string | undefined): string[] {
   return (text ?? '').split(' ').filter(Boolean);
+}
+
+function flag(text: string, name: string): boolean {
+  if (text !== '0' && text !== '1') throw new Error(`${name}: expected 0 or 1, got ${JSON.stringify(text)}`);
+  return text === '1';
 }
 
 export function positiveInt(text: string, name: string): number {

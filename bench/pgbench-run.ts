@@ -52,9 +52,8 @@ export async function initTables(pgbench: string, port: number, scale: number): 
  * One pgbench run against one target, with the proxy's CPU time (from /proc, before and after)
  * per transaction and the machine's steal time while it ran.
  */
-export async function runPgbench(pgbench: string, target: Target, cell: PgbenchCell, round: number, config: BenchConfig): Promise<Row> {
+export async function runPgbench(pgbench: string, target: Target, cell: PgbenchCell, round: number, config: BenchConfig, seconds = config.seconds): Promise<Row> {
   const row: Row = { family: cell.family, target: target.name, script: cell.script, clients: cell.clients, round };
-  const { seconds } = config;
   // A fixed rate compares CPU per transaction; it means nothing for connection churn.
   const rate = cell.family !== 'churn' ? config.rate : undefined;
   const args = [...cell.flags, '-T', String(seconds), '-c', String(cell.clients), '-j', String(Math.min(2, cell.clients)),
@@ -74,7 +73,7 @@ export async function runPgbench(pgbench: string, target: Target, cell: PgbenchC
   const cpuUsPerTxn = cpuBefore !== undefined && cpuAfter !== undefined && txns
     ? ((cpuAfter - cpuBefore) / (await clockTicksPerSecond())) * 1e6 / txns
     : undefined;
-  return { ...row, tps, cpuUsPerTxn, stealPct: stealPercent(machineBefore, machineAfter) };
+  return { ...row, tps, cpuUsPerTxn, transactions: txns, stealPct: stealPercent(machineBefore, machineAfter) };
 }
 
 /**

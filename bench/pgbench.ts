@@ -22,7 +22,7 @@ import { evaluateGoal, formatGoal, goalsFor } from './goals.js';
 import { measureIdleMemory } from './memory.js';
 import { initTables, pgbenchCells, pgbenchPath, runPgbench, warmUp, type PgbenchCell } from './pgbench-run.js';
 import { familyHeader, familyTable, formatRoundRatios, formatRow, roundRatios } from './report.js';
-import type { Row } from './rows.js';
+import { joinHalves, mirrored, type Row } from './rows.js';
 import { setUp, type BenchContext } from './setup.js';
 import { SkipTarget, startTarget, type Target } from './targets.js';
 
@@ -74,7 +74,10 @@ async function main(): Promise<void> {
 async function printPreamble(ctx: BenchContext): Promise<void> {
   const { config } = ctx;
   const version = (await ctx.cluster.sql<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
-  console.log(`PostgreSQL ${version}, scale ${config.scale}, ${config.seconds} s per pgbench run, ` +
+  const timing = config.mirror
+    ? `${Math.ceil(config.seconds / 2)} s per pgbench run, each target twice per cell (in order, then in reverse)`
+    : `${config.seconds} s per pgbench run`;
+  console.log(`PostgreSQL ${version}, scale ${config.scale}, ${timing}, ` +
     `${config.rounds} round${config.rounds === 1 ? '' : 's'}, ${availableParallelism()} CPUs; cells: ${config.families.join(', ')}`);
   const native = nativeRelayAvailability();
   console.log(native.available ? 'native relay: built (the pgward rows use it where they can)' : `native relay: NOT available (${native.reason}): every pgward row relays in JavaScript`);
@@ -115,17 +118,7 @@ async function measureCell(
   config: BenchConfig,
 ): Promise<Row[]> {
   for (let attempt = 1; ; attempt++) {
-    const measured: Row[] = [];
-    for (const name of familyTargets(config, cell.family)) {
-      const target = targets.get(name);
-      const missing = unavailable.get(name);
-      if (!target && missing?.skipped) continue;
-      const row = target
-        ? await runPgbench(pgbench, target, cell, round, config)
-        : { family: cell.family, target: name, script: cell.script, clients: cell.clients, round, error: missing?.reason ?? 'not started' };
-      measured.push(row);
-      console.log(formatRow(row, measured));
-    }
+    const measured = await measureTargets(pgbench, cell, round, targets, unavailable, config);
     const noisy = measured.some((r) => r.stealPct !== undefined && config.maxSteal !== undefined && r.stealPct > config.maxSteal);
     if (noisy && attempt < MAX_ATTEMPTS) {
       console.log(`  steal above ${config.maxSteal} % in this cell: measuring it again (attempt ${attempt + 1} of ${MAX_ATTEMPTS})`);
@@ -134,6 +127,38 @@ async function measureCell(
     if (noisy) console.log(`  steal still above ${config.maxSteal} % after ${MAX_ATTEMPTS} attempts: keeping the last`);
     return measured;
   }
+}
+
+/**
+ * Each target of the cell once; with BENCH_MIRROR in order and then in reverse, half the time
+ * each run, every row then joining a target's two runs (printed as they come, then joined).
+ */
+async function measureTargets(
+  pgbench: string,
+  cell: PgbenchCell,
+  round: number,
+  targets: Map<TargetName, Target>,
+  unavailable: Unavailable,
+  config: BenchConfig,
+): Promise<Row[]> {
+  const names = familyTargets(config, cell.family).filter((name) => targets.has(name) || !unavailable.get(name)?.skipped);
+  const order = config.mirror ? mirrored(names) : names;
+  const seconds = config.mirror ? Math.ceil(config.seconds / 2) : config.seconds;
+  const runs: Row[] = [];
+  for (const [i, name] of order.entries()) {
+    const target = targets.get(name);
+    const row: Row = target
+      ? await runPgbench(pgbench, target, cell, round, config, seconds)
+      : { family: cell.family, target: name, script: cell.script, clients: cell.clients, round, error: unavailable.get(name)?.reason ?? 'not started' };
+    runs.push(row);
+    const pass = i < names.length ? runs.slice(0, names.length) : runs.slice(names.length);
+    console.log(formatRow(row, pass) + (config.mirror ? (i < names.length ? '  (first half)' : '  (second half)') : ''));
+  }
+  if (!config.mirror) return runs;
+  const joined = names.map((_, i) => joinHalves(runs[i]!, runs[order.length - 1 - i]!));
+  console.log('  both halves:');
+  for (const row of joined) console.log(formatRow(row, joined));
+  return joined;
 }
 
 /** Warms every churn target's login path once, before the first churn cell is measured. */

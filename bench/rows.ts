@@ -14,6 +14,8 @@ export interface Row {
   tps?: number;
   /** Proxy CPU (user + system) per transaction, microseconds; with churn, per new connection. */
   cpuUsPerTxn?: number;
+  /** Transactions pgbench counted (new connections with churn): what joins two halves' rates. */
+  transactions?: number;
   /**
    * Share of the machine's CPU time the hypervisor gave to other guests during the run (/proc/stat
    * "steal"), percent: on a shared VM the rounds that differ most are the ones the host took from.
@@ -55,6 +57,32 @@ export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * The targets of a cell in the order they are measured with BENCH_MIRROR: as given, then in
+ * reverse, so that every target's two runs sit around the cell's middle.
+ */
+export function mirrored<T>(targets: readonly T[]): T[] {
+  return [...targets, ...[...targets].reverse()];
+}
+
+/**
+ * One row from a target's two runs in a mirrored cell: TPS over both runs' time together, CPU
+ * over both runs' transactions, steal their mean. A failed half fails the row.
+ */
+export function joinHalves(first: Row, second: Row): Row {
+  if (first.error !== undefined) return first;
+  if (second.error !== undefined) return { ...second, round: first.round };
+  const a = first.transactions ?? 0;
+  const b = second.transactions ?? 0;
+  const bothTimed = first.tps && second.tps && a > 0 && b > 0;
+  const tps = bothTimed ? (a + b) / (a / first.tps! + b / second.tps!) : undefined;
+  const cpuUsPerTxn = first.cpuUsPerTxn !== undefined && second.cpuUsPerTxn !== undefined && a + b > 0
+    ? (first.cpuUsPerTxn * a + second.cpuUsPerTxn * b) / (a + b)
+    : undefined;
+  const stealPct = first.stealPct !== undefined && second.stealPct !== undefined ? (first.stealPct + second.stealPct) / 2 : undefined;
+  return { ...first, tps, cpuUsPerTxn, stealPct, transactions: a + b };
 }
 
 /** One row per target and cell: the median of each measure over the rounds that ran, else the first failure. */

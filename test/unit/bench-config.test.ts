@@ -16,6 +16,7 @@ describe('bench config (BENCH_* variables)', () => {
     assert.equal(config.rounds, 1);
     assert.equal(config.maxSteal, undefined);
     assert.equal(config.proxySession, 'own');
+    assert.equal(config.mirror, true);
   });
 
   it('BENCH_CELLS chooses families, measured in the canonical order whatever order they are given in', () => {
@@ -39,6 +40,8 @@ describe('bench config (BENCH_* variables)', () => {
     assert.throws(() => readConfig({ BENCH_CLIENTS: '8,x' }), /BENCH_CLIENTS/);
     assert.throws(() => readConfig({ BENCH_PROXY_SESSION: 'mine' }), /BENCH_PROXY_SESSION: expected own or shared/);
     assert.throws(() => readConfig({ BENCH_CELLS: ' , ' }), /BENCH_CELLS: empty/);
+    assert.throws(() => readConfig({ BENCH_MIRROR: 'yes' }), /BENCH_MIRROR: expected 0 or 1/);
+    assert.equal(readConfig({ BENCH_MIRROR: '0' }).mirror, false);
   });
 
   it('BENCH_TARGETS filters every family; long-lived targets are those of the pgbench families only', () => {

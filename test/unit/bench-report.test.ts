@@ -11,7 +11,7 @@ import {
   parseVmRssKiB,
 } from '../../bench/parse.js';
 import { familyTable, formatRow, roundRatios } from '../../bench/report.js';
-import { medians, referenceFor, type Row } from '../../bench/rows.js';
+import { joinHalves, medians, mirrored, referenceFor, type Row } from '../../bench/rows.js';
 
 // pgbench 15's report of a -C run and of a normal one (numbers from runs on this project's machine).
 const CHURN_OUTPUT = `pgbench (15.18 (Debian 15.18-0+deb12u1))
@@ -92,6 +92,30 @@ describe('bench rows and tables', () => {
     assert.equal(mine.cpuUsPerTxn, 40);
     assert.equal(mine.round, 0);
     assert.equal(m.find((r) => r.target === 'pgbouncer-tls')!.error, 'down');
+  });
+
+  it('measures a mirrored cell in order and then in reverse, every target around the middle', () => {
+    assert.deepEqual(mirrored(['pgbouncer', 'pgward', 'pgward-tls']), ['pgbouncer', 'pgward', 'pgward-tls', 'pgward-tls', 'pgward', 'pgbouncer']);
+    const order = mirrored(['a', 'b', 'c', 'd']);
+    // The mean position of each target's two runs is the same for all: a linear drift cancels.
+    const meanAt = (t: string) => (order.indexOf(t) + order.lastIndexOf(t)) / 2;
+    assert.deepEqual(['a', 'b', 'c', 'd'].map(meanAt), [3.5, 3.5, 3.5, 3.5]);
+  });
+
+  it('joins two halves: TPS over both runs\' time, CPU over both runs\' transactions, a failed half fails the row', () => {
+    // 8 000 transactions at 1 000 TPS (8 s) and 8 000 at 4 000 TPS (2 s): 16 000 in 10 s.
+    const first = row({ family: 'select', target: 'pgward', round: 2, tps: 1000, transactions: 8000, cpuUsPerTxn: 30, stealPct: 2 });
+    const second = row({ family: 'select', target: 'pgward', round: 2, tps: 4000, transactions: 8000, cpuUsPerTxn: 20, stealPct: 4 });
+    const joined = joinHalves(first, second);
+    assert.equal(joined.tps, 1600);
+    assert.equal(joined.transactions, 16000);
+    assert.equal(joined.cpuUsPerTxn, 25);
+    assert.equal(joined.stealPct, 3);
+    assert.equal(joined.round, 2);
+    // CPU weighs by transactions: 1 000 at 40 µs and 3 000 at 20 µs.
+    assert.equal(joinHalves({ ...first, transactions: 1000, cpuUsPerTxn: 40 }, { ...second, transactions: 3000 }).cpuUsPerTxn, 25);
+    assert.equal(joinHalves(first, { ...second, error: 'pgbench exit 1' }).error, 'pgbench exit 1');
+    assert.equal(joinHalves({ ...first, error: 'down' }, second).error, 'down');
   });
 
   it('pairs ratios round by round, only where both rows of the round exist', () => {
