@@ -54,7 +54,7 @@ async function main(): Promise<void> {
         for (const line of columns) console.log(line);
         if (family === 'churn' && round === 1) await warmChurn(pgbench, targets, config);
         if (family === 'memory') rows.push(...(await memoryRound(ctx, round, unavailable)));
-        else for (const cell of pgbenchCells(config, family)) rows.push(...(await measureCell(pgbench, cell, round, targets, unavailable, config)));
+        else for (const cell of pgbenchCells(config, family)) rows.push(...(await measureCell(cell, { pgbench, round, targets, unavailable, config })));
       }
     }
   } finally {
@@ -105,20 +105,23 @@ function noteUnavailable(unavailable: Unavailable, name: TargetName, err: unknow
   console.log(`${name}: ${skipped ? 'skipped' : 'failed'}: ${reason}`);
 }
 
+/** What the cells of a round are measured with. */
+interface RoundContext {
+  pgbench: string;
+  round: number;
+  targets: Map<TargetName, Target>;
+  unavailable: Unavailable;
+  config: BenchConfig;
+}
+
 /**
  * One cell, every target in turn; measured again (up to MAX_ATTEMPTS) while any row saw more
  * steal than BENCH_MAX_STEAL. A target that failed to start gets a failed row; a skipped one none.
  */
-async function measureCell(
-  pgbench: string,
-  cell: PgbenchCell,
-  round: number,
-  targets: Map<TargetName, Target>,
-  unavailable: Unavailable,
-  config: BenchConfig,
-): Promise<Row[]> {
+async function measureCell(cell: PgbenchCell, run: RoundContext): Promise<Row[]> {
+  const { config } = run;
   for (let attempt = 1; ; attempt++) {
-    const measured = await measureTargets(pgbench, cell, round, targets, unavailable, config);
+    const measured = await measureTargets(cell, run);
     const noisy = measured.some((r) => r.stealPct !== undefined && config.maxSteal !== undefined && r.stealPct > config.maxSteal);
     if (noisy && attempt < MAX_ATTEMPTS) {
       console.log(`  steal above ${config.maxSteal} % in this cell: measuring it again (attempt ${attempt + 1} of ${MAX_ATTEMPTS})`);
@@ -133,14 +136,7 @@ async function measureCell(
  * Each target of the cell once; with BENCH_MIRROR in order and then in reverse, half the time
  * each run, every row then joining a target's two runs (printed as they come, then joined).
  */
-async function measureTargets(
-  pgbench: string,
-  cell: PgbenchCell,
-  round: number,
-  targets: Map<TargetName, Target>,
-  unavailable: Unavailable,
-  config: BenchConfig,
-): Promise<Row[]> {
+async function measureTargets(cell: PgbenchCell, { pgbench, round, targets, unavailable, config }: RoundContext): Promise<Row[]> {
   const names = familyTargets(config, cell.family).filter((name) => targets.has(name) || !unavailable.get(name)?.skipped);
   const order = config.mirror ? mirrored(names) : names;
   const seconds = config.mirror ? Math.ceil(config.seconds / 2) : config.seconds;
