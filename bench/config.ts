@@ -15,6 +15,7 @@ export const TARGETS = [
   'pgward-js',
   'pgward-traced',
   'pgward-querylog',
+  'pgward-observer',
   'pgward-nopool',
   'pgward-tls',
   'pgward-tls-client',
@@ -36,6 +37,7 @@ export const TARGET_TLS: Record<TargetName, TlsHops> = {
   'pgward-js': 'none',
   'pgward-traced': 'none',
   'pgward-querylog': 'none',
+  'pgward-observer': 'none',
   'pgward-nopool': 'none',
   'pgward-tls': 'both',
   'pgward-tls-client': 'client',
@@ -52,7 +54,7 @@ export const TARGET_TLS: Record<TargetName, TlsHops> = {
 export const FAMILY_TARGETS: Record<Family, readonly TargetName[]> = {
   select: ['direct', 'node-pipe', 'pgward', 'pgward-js', 'pgward-traced', 'pgbouncer'],
   tls: ['pgbouncer-tls', 'direct-tls', 'pgward-tls', 'pgward-tls-node', 'pgward-tls-client'],
-  querylog: ['pgward', 'pgward-querylog'],
+  querylog: ['pgward', 'pgward-observer', 'pgward-querylog'],
   churn: ['pgbouncer', 'direct', 'pgward', 'pgward-nopool', 'pgbouncer-tls', 'direct-tls', 'pgward-tls', 'pgward-nopool-tls'],
   memory: ['pgbouncer', 'pgward', 'pgward-js', 'pgbouncer-tls', 'pgward-tls', 'pgward-tls-node'],
 };

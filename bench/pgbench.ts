@@ -8,7 +8,8 @@
  *             pgbouncer
  *   tls       pgbench -S over TLS: direct-tls, pgbouncer-tls and pgward-tls (both hops),
  *             pgward-tls-client (client hop only)
- *   querylog  pgbench -S: pgward with pipeline [query-log, drain-gate] against the default pipeline
+ *   querylog  pgbench -S: pgward with pipeline [query-log, drain-gate], and with a no-op observer of
+ *             the same messages (pgward-observer), against the default pipeline
  *   churn     pgbench -n -S -C (a new connection per transaction), plain and TLS, with pgward-nopool
  *             (--poolMode off) when this pgward has pooling
  *   memory    proxy RSS per idle session, 1 000 sessions to a fresh proxy, plain and TLS

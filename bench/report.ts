@@ -36,7 +36,7 @@ const COLUMNS: Record<Family, Column[]> = {
 export const FAMILY_TITLES: Record<Family, string> = {
   select: 'select: pgbench select-only (-S) and TPC-B-like, plain TCP; "vs direct" is TPS ÷ PostgreSQL directly',
   tls: 'tls: pgbench -S over TLS (pgward-tls: both hops; pgward-tls-node: both hops on Node\'s TLS sockets, --no-nativeTls; pgward-tls-client: client hop only); ratio to PgBouncer with TLS on both hops',
-  querylog: 'querylog: pgbench -S, pgward with pipeline [query-log, drain-gate] against its default pipeline',
+  querylog: 'querylog: pgbench -S, pgward with pipeline [query-log, drain-gate] and with a no-op observer of the same messages (pgward-observer) against its default pipeline',
   churn: 'churn: pgbench -n -S -C (a new connection per transaction); conn/s is its TPS; ratio to PgBouncer with the same TLS',
   memory: 'memory: proxy RSS growth per idle session (fresh proxy, sessions past one SELECT 1); ratio to PgBouncer with the same TLS',
 };

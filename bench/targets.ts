@@ -43,6 +43,8 @@ export async function startTarget(name: TargetName, ctx: BenchContext, capacity:
       return startTracedPgward(ctx, capacity);
     case 'pgward-querylog':
       return startQueryLogPgward(ctx, capacity);
+    case 'pgward-observer':
+      return startObserverPgward(ctx, capacity);
     case 'pgbouncer':
     case 'pgbouncer-tls':
       return startPgbouncer(name, ctx, capacity);
@@ -145,14 +147,32 @@ async function startTracedPgward(ctx: BenchContext, capacity: Capacity): Promise
 
 /**
  * pgward with `pipeline: [query-log, drain-gate]` (query-log's defaults: every statement, redacted),
- * logging to a file as a service would rather than to a pipe the bench reads. The file is removed
- * at the end; its size is reported, and a file without a `query` event fails the target.
+ * logging to a file as a service would rather than to a pipe the bench reads.
  */
-async function startQueryLogPgward(ctx: BenchContext, capacity: Capacity): Promise<Target> {
-  const config = join(ctx.workDir, 'querylog.yaml');
-  const log = join(ctx.workDir, 'querylog.log');
-  await writeFile(config, 'pipeline: [query-log, drain-gate]\n');
-  const target = await startPgward('pgward-querylog', ctx, capacity, ['--config', config, '--logDestination', log]);
+function startQueryLogPgward(ctx: BenchContext, capacity: Capacity): Promise<Target> {
+  // A text-format line: time, level, event name, fields.
+  return startLoggingPgward('pgward-querylog', ctx, capacity, 'pipeline: [query-log, drain-gate]\n', /^\S+ INFO +query /m, 'query-log was not on');
+}
+
+/**
+ * pgward with `pipeline: [noop-observer, drain-gate]`: bench/noop-observer.ts declares query-log's
+ * messages and does nothing with them, logging at each session's close how many it was shown.
+ */
+function startObserverPgward(ctx: BenchContext, capacity: Capacity): Promise<Target> {
+  const plugin = join(repoRoot, 'dist', 'bench', 'noop-observer.js');
+  const config = `plugins: [${JSON.stringify(plugin)}]\npipeline: [noop-observer, drain-gate]\n`;
+  return startLoggingPgward('pgward-observer', ctx, capacity, config, /INFO +noop-observer: messages seen .*seen=[1-9]/m, 'the observer saw nothing');
+}
+
+/**
+ * pgward with `config` (YAML), logging to a file. The file is removed at the end; its size is
+ * reported, and a file without a line matching `proof` fails the target with `missing`.
+ */
+async function startLoggingPgward(name: TargetName, ctx: BenchContext, capacity: Capacity, config: string, proof: RegExp, missing: string): Promise<Target> {
+  const configFile = join(ctx.workDir, `${name}.yaml`);
+  const log = join(ctx.workDir, `${name}.log`);
+  await writeFile(configFile, config);
+  const target = await startPgward(name, ctx, capacity, ['--config', configFile, '--logDestination', log]);
   return {
     ...target,
     [Symbol.asyncDispose]: async () => {
@@ -160,11 +180,8 @@ async function startQueryLogPgward(ctx: BenchContext, capacity: Capacity): Promi
       const size = (await stat(log).catch(() => undefined))?.size ?? 0;
       const head = await readHead(log, 1 << 20);
       await rm(log, { force: true });
-      console.log(`pgward-querylog: ${(size / 1048576).toFixed(1)} MiB of log written`);
-      // A text-format line: time, level, event name, fields.
-      if (!/^\S+ INFO +query /m.test(head)) {
-        throw new Error('pgward-querylog logged no query event: query-log was not on');
-      }
+      console.log(`${name}: ${(size / 1048576).toFixed(1)} MiB of log written`);
+      if (!proof.test(head)) throw new Error(`${name} logged no proof of its pipeline: ${missing}`);
     },
   };
 }

@@ -54,7 +54,8 @@ describe('bench config (BENCH_* variables)', () => {
     assert.deepEqual(familyTargets(config, 'querylog'), ['pgward']);
     // memory starts a fresh proxy per measurement: with only memory chosen nothing stays up.
     assert.deepEqual(longLivedTargets(readConfig({ BENCH_CELLS: 'memory' })), []);
-    assert.deepEqual(longLivedTargets(readConfig({ BENCH_CELLS: 'querylog' })), ['pgward', 'pgward-querylog']);
+    assert.deepEqual(longLivedTargets(readConfig({ BENCH_CELLS: 'querylog' })), ['pgward', 'pgward-querylog', 'pgward-observer']);
+    assert.deepEqual(familyTargets(readConfig({}), 'querylog'), ['pgward', 'pgward-observer', 'pgward-querylog']);
   });
 
   it('sizes max_connections for the memory cell\'s sessions on top of the pgbench clients', () => {
