@@ -89,6 +89,14 @@ export function observer<M extends Message>(see: (m: M) => void): OperatorFuncti
         complete: () => subscriber.complete(),
       }),
     );
+  return observing(op, see);
+}
+
+/**
+ * `op` marked as an observer whose function for observed messages is `see` (see {@link observer}):
+ * for a wrapper around an observer's operator that must keep the chain's direct call.
+ */
+export function observing<M>(op: OperatorFunction<M, M>, see: (m: M) => void): OperatorFunction<M, M> {
   return Object.assign(op, { [SEES]: see });
 }
 

@@ -1,4 +1,5 @@
-import { catchError, throwError } from 'rxjs';
+import { catchError, throwError, type OperatorFunction } from 'rxjs';
+import { observing, seenBy } from '../pipeline/lane-operators.js';
 import type { Middleware, SessionHandlers } from '../pipeline/middleware.js';
 import { PgError, SqlState } from '../protocol/index.js';
 import type { MiddlewareFactory } from './api.js';
@@ -20,6 +21,20 @@ export function fenceMiddleware(factory: MiddlewareFactory, plugin: string, repo
     };
     const fence = (where: string) => (err: unknown) =>
       throwError(() => (err instanceof PassingThrough ? err.error : blame(where, err)));
+    const fenced = <M>(op: OperatorFunction<M, M>, where: string): OperatorFunction<M, M> => {
+      const streamed: OperatorFunction<M, M> = (s) => op(s.pipe(catchError(passThrough))).pipe(catchError(fence(where)));
+      const see = seenBy(op);
+      if (!see) return streamed;
+      // An observer (see `observer`) keeps the chain's direct call for observed messages, which
+      // does not pass the stream's fence: what it throws is blamed here, then fails its stream.
+      return observing(streamed, (m: M) => {
+        try {
+          see(m);
+        } catch (err) {
+          throw blame(where, err);
+        }
+      });
+    };
     // Spread first: whatever else a middleware declares reaches the pipeline as it is.
     const wrapped: Middleware = {
       ...mw,
@@ -45,8 +60,8 @@ export function fenceMiddleware(factory: MiddlewareFactory, plugin: string, repo
             const { frontend, backend } = h;
             return {
               ...h,
-              frontend: frontend && ((s) => frontend(s.pipe(catchError(passThrough))).pipe(catchError(fence('frontend')))),
-              backend: backend && ((s) => backend(s.pipe(catchError(passThrough))).pipe(catchError(fence('backend')))),
+              frontend: frontend && fenced(frontend, 'frontend'),
+              backend: backend && fenced(backend, 'backend'),
             };
           }
         : undefined,

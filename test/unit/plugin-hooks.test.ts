@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { map, Subject } from 'rxjs';
 import { buildChain } from '../../src/pipeline/chain.js';
-import type { Middleware } from '../../src/pipeline/middleware.js';
+import { observer, seenBy } from '../../src/pipeline/lane-operators.js';
+import type { Middleware, MiddlewareContext } from '../../src/pipeline/middleware.js';
 import { Session } from '../../src/pipeline/session.js';
 import { be, fe, PgError, SqlState, type BackendMessage, type FrontendMessage } from '../../src/protocol/index.js';
 import { silentLogger } from '../../src/telemetry/log.js';
@@ -191,6 +192,37 @@ describe('plugin loader: fenced middleware', () => {
     assert.equal(h.out.clientError, socketError, 'the backend error reaches the relay untouched');
     assert.deepEqual(seen, ['Sync']);
     assert.deepEqual(reported, [], 'nothing was reported against the plugin');
+  });
+
+  it('keeps an observer\'s direct call for observed messages, and blames what it throws there on the plugin', async () => {
+    const seen: string[] = [];
+    const { middleware, reported } = await fenced({
+      name: 'fenced',
+      messages: { frontend: ['Query'], observeOnly: true },
+      session: () => ({
+        frontend: observer((m: FrontendMessage) => {
+          if (m.type !== 'Query') return;
+          if (m.body().sql === 'boom') throw new TypeError('observer bug');
+          seen.push(m.body().sql);
+        }),
+      }),
+    });
+    // The chain calls an observer's function itself for observed messages (no RxJS hops): the fence keeps that.
+    const handlers = middleware.session!({} as MiddlewareContext);
+    assert.ok(handlers && seenBy(handlers.frontend!), 'the fenced operator is still marked as an observer');
+    const fromClient = new Subject<FrontendMessage>();
+    const chain = buildChain([middleware], session(), fromClient, new Subject<BackendMessage>());
+    let error: unknown;
+    const written: string[] = [];
+    chain.toBackend$.subscribe({ next: (m) => written.push(m.type), error: (e) => (error = e) });
+    chain.observeClient(fe.query('select 1'));
+    assert.deepEqual(seen, ['select 1']);
+    assert.deepEqual(written, [], 'an observed message is not written again');
+    chain.observeClient(fe.query('boom'));
+    assert.ok(error instanceof PgError, String(error));
+    assert.equal(error.sqlstate, SqlState.InternalError);
+    assert.match(error.message, /plugin "fence-test" failed/);
+    assert.deepEqual(reported.map((r) => [r.plugin, r.where, (r.error as Error).message]), [['fence-test', 'frontend', 'observer bug']], 'reported once');
   });
 
   it('passes messages through untouched when the plugin behaves', async () => {
