@@ -3,12 +3,10 @@
  * messages (observe-only, the same counts) and does nothing with them, so that the querylog cell
  * tells what observing costs (C framing and queuing, the hand-over, the chain) from what query-log
  * itself does. It counts the messages it was shown and logs the count as a session closes; the
- * bench checks that the count is not zero. It imports the chain's own `observer` (through which
- * query-log's operators go too), which the plugin entry point does not offer.
+ * bench checks that the count is not zero. Its operators are `observer`s, as query-log's are.
  */
 import { queryLog } from '../src/middleware/query-log.js';
-import { observer } from '../src/pipeline/lane-operators.js';
-import { definePlugin, type BackendMessage, type FrontendMessage } from '../src/index.js';
+import { definePlugin, observer, type BackendMessage, type FrontendMessage } from '../src/index.js';
 
 export default definePlugin({
   name: 'noop-observer',

@@ -30,6 +30,7 @@ export type {
 } from './protocol/index.js';
 export { fe, be, PgError, SqlState, decodePassword } from './protocol/index.js';
 export { splitStatements, withoutComments, redactSql, firstKeyword, parseCommandTag, type SqlTextOptions } from './sql/text.js';
+export { observer } from './pipeline/lane-operators.js';
 export type { AuthProvider, AuthResult, ClientChannel, ClientHandshakeDone } from './auth/provider.js';
 export type { BackendTarget, SslMode } from './backend/url.js';
 export {
