@@ -132,6 +132,11 @@ export function readConfig(env: Env = process.env): BenchConfig {
   };
 }
 
+/** pgbench `-T` of one run: half of BENCH_SECONDS (rounded up) when each target runs twice a cell. */
+export function runSeconds(config: Pick<BenchConfig, 'seconds' | 'mirror'>): number {
+  return config.mirror ? Math.ceil(config.seconds / 2) : config.seconds;
+}
+
 /** The targets a family measures in this run: its own list, less those BENCH_TARGETS leaves out. */
 export function familyTargets(config: Pick<BenchConfig, 'targets'>, family: Family): TargetName[] {
   return FAMILY_TARGETS[family].filter((t) => config.targets.includes(t));

@@ -1,7 +1,7 @@
 /** The pgbench cells: which runs each family makes, and one run against one target. */
 import { join } from 'node:path';
 import { pgBinDir, whichExecutable } from '../test/helpers/pg-cluster.js';
-import type { BenchConfig, Family } from './config.js';
+import { runSeconds, type BenchConfig, type Family } from './config.js';
 import { parseFailedTransactions, parseTps, parseTransactions } from './parse.js';
 import { clockTicksPerSecond, cpuTicks, machineTicks, stealPercent } from './proc.js';
 import { isExecutable, lastLines, runProcess } from './processes.js';
@@ -52,8 +52,9 @@ export async function initTables(pgbench: string, port: number, scale: number): 
  * One pgbench run against one target, with the proxy's CPU time (from /proc, before and after)
  * per transaction and the machine's steal time while it ran.
  */
-export async function runPgbench(pgbench: string, target: Target, cell: PgbenchCell, round: number, config: BenchConfig, seconds = config.seconds): Promise<Row> {
+export async function runPgbench(pgbench: string, target: Target, cell: PgbenchCell, round: number, config: BenchConfig): Promise<Row> {
   const row: Row = { family: cell.family, target: target.name, script: cell.script, clients: cell.clients, round };
+  const seconds = runSeconds(config);
   // A fixed rate compares CPU per transaction; it means nothing for connection churn.
   const rate = cell.family !== 'churn' ? config.rate : undefined;
   const args = [...cell.flags, '-T', String(seconds), '-c', String(cell.clients), '-j', String(Math.min(2, cell.clients)),

@@ -18,7 +18,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { nativeRelayAvailability } from '../src/pipeline/native-relay.js';
-import { familyTargets, longLivedTargets, readConfig, type BenchConfig, type Family, type TargetName } from './config.js';
+import { familyTargets, longLivedTargets, readConfig, runSeconds, type BenchConfig, type Family, type TargetName } from './config.js';
 import { evaluateGoal, formatGoal, goalsFor } from './goals.js';
 import { measureIdleMemory } from './memory.js';
 import { initTables, pgbenchCells, pgbenchPath, runPgbench, warmUp, type PgbenchCell } from './pgbench-run.js';
@@ -75,9 +75,7 @@ async function main(): Promise<void> {
 async function printPreamble(ctx: BenchContext): Promise<void> {
   const { config } = ctx;
   const version = (await ctx.cluster.sql<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
-  const timing = config.mirror
-    ? `${Math.ceil(config.seconds / 2)} s per pgbench run, each target twice per cell (in order, then in reverse)`
-    : `${config.seconds} s per pgbench run`;
+  const timing = `${runSeconds(config)} s per pgbench run${config.mirror ? ', each target twice per cell (in order, then in reverse)' : ''}`;
   console.log(`PostgreSQL ${version}, scale ${config.scale}, ${timing}, ` +
     `${config.rounds} round${config.rounds === 1 ? '' : 's'}, ${availableParallelism()} CPUs; cells: ${config.families.join(', ')}`);
   const native = nativeRelayAvailability();
@@ -140,12 +138,11 @@ async function measureCell(cell: PgbenchCell, run: RoundContext): Promise<Row[]>
 async function measureTargets(cell: PgbenchCell, { pgbench, round, targets, unavailable, config }: RoundContext): Promise<Row[]> {
   const names = familyTargets(config, cell.family).filter((name) => targets.has(name) || !unavailable.get(name)?.skipped);
   const order = config.mirror ? mirrored(names) : names;
-  const seconds = config.mirror ? Math.ceil(config.seconds / 2) : config.seconds;
   const runs: Row[] = [];
   for (const [i, name] of order.entries()) {
     const target = targets.get(name);
     const row: Row = target
-      ? await runPgbench(pgbench, target, cell, round, config, seconds)
+      ? await runPgbench(pgbench, target, cell, round, config)
       : { family: cell.family, target: name, script: cell.script, clients: cell.clients, round, error: unavailable.get(name)?.reason ?? 'not started' };
     runs.push(row);
     const pass = i < names.length ? runs.slice(0, names.length) : runs.slice(names.length);

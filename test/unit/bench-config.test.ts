@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { familyTargets, FAMILIES, longLivedTargets, maxConnectionsFor, readConfig, TARGETS } from '../../bench/config.js';
+import { familyTargets, FAMILIES, longLivedTargets, maxConnectionsFor, readConfig, runSeconds, TARGETS } from '../../bench/config.js';
 import { pgbouncerIni } from '../../bench/pgbouncer.js';
 
 describe('bench config (BENCH_* variables)', () => {
@@ -42,6 +42,8 @@ describe('bench config (BENCH_* variables)', () => {
     assert.throws(() => readConfig({ BENCH_CELLS: ' , ' }), /BENCH_CELLS: empty/);
     assert.throws(() => readConfig({ BENCH_MIRROR: 'yes' }), /BENCH_MIRROR: expected 0 or 1/);
     assert.equal(readConfig({ BENCH_MIRROR: '0' }).mirror, false);
+    assert.equal(runSeconds(readConfig({})), 8, 'a mirrored run is half of 15 s, rounded up');
+    assert.equal(runSeconds(readConfig({ BENCH_MIRROR: '0' })), 15);
   });
 
   it('BENCH_TARGETS filters every family; long-lived targets are those of the pgbench families only', () => {
