@@ -98,7 +98,16 @@ export interface BenchConfig {
   settleSeconds: number;
   /** Whether each proxy runs in a session of its own (`setsid`) or in the bench's. */
   proxySession: 'own' | 'shared';
+  /**
+   * How PgBouncer logs its clients in (BENCH_PGBOUNCER_AUTH): `trust` (the default, no password
+   * asked), or a password round trip as every pgward login makes: `plain` (the password in clear,
+   * as pgward's token), `md5` or `scram-sha-256`.
+   */
+  pgbouncerAuth: PgbouncerAuth;
 }
+
+export const PGBOUNCER_AUTH = ['trust', 'plain', 'md5', 'scram-sha-256'] as const;
+export type PgbouncerAuth = (typeof PGBOUNCER_AUTH)[number];
 
 type Env = Record<string, string | undefined>;
 
@@ -110,6 +119,10 @@ export function readConfig(env: Env = process.env): BenchConfig {
   const proxySession = env.BENCH_PROXY_SESSION ?? 'own';
   if (proxySession !== 'own' && proxySession !== 'shared') {
     throw new Error(`BENCH_PROXY_SESSION: expected own or shared, got ${JSON.stringify(proxySession)}`);
+  }
+  const pgbouncerAuth = env.BENCH_PGBOUNCER_AUTH ?? 'trust';
+  if (!(PGBOUNCER_AUTH as readonly string[]).includes(pgbouncerAuth)) {
+    throw new Error(`BENCH_PGBOUNCER_AUTH: expected one of ${PGBOUNCER_AUTH.join(', ')}, got ${JSON.stringify(pgbouncerAuth)}`);
   }
   return {
     families: FAMILIES.filter((f) => families.includes(f)),
@@ -129,6 +142,7 @@ export function readConfig(env: Env = process.env): BenchConfig {
     idleSessions: positiveInt(env.BENCH_IDLE_SESSIONS ?? '1000', 'BENCH_IDLE_SESSIONS'),
     settleSeconds: positiveInt(env.BENCH_SETTLE_SECONDS ?? '5', 'BENCH_SETTLE_SECONDS'),
     proxySession,
+    pgbouncerAuth: pgbouncerAuth as PgbouncerAuth,
   };
 }
 

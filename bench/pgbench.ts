@@ -81,6 +81,7 @@ async function printPreamble(ctx: BenchContext): Promise<void> {
   const native = nativeRelayAvailability();
   console.log(native.available ? 'native relay: built (the pgward rows use it where they can)' : `native relay: NOT available (${native.reason}): every pgward row relays in JavaScript`);
   console.log(`pgward backend pooling: ${ctx.pgwardFlags.poolMode ? 'this pgward has --poolMode (pgward rows pool, pgward-nopool rows do not)' : 'not in this pgward (no --poolMode flag): every session opens its own backend connection'}`);
+  console.log(`PgBouncer's client logins: auth_type = ${config.pgbouncerAuth}${config.pgbouncerAuth === 'trust' ? ' (no password asked; pgward always asks for the token)' : ' (a password round trip, as pgward\'s token)'}`);
   console.log(ctx.tls ? 'TLS: one ECDSA P-256 certificate for PostgreSQL, PgBouncer and pgward' : `TLS: ${ctx.tlsProblem}: TLS targets skipped`);
 }
 

@@ -1,13 +1,16 @@
 /**
  * PgBouncer in session mode, the comparison for every pgward row: plain, or (`pgbouncer-tls`) with
- * TLS to its clients and to PostgreSQL on pgward's certificate.
+ * TLS to its clients and to PostgreSQL on pgward's certificate. Its clients log in as
+ * BENCH_PGBOUNCER_AUTH says: without a password (`trust`, the default), or with this one.
  */
+const CLIENT_PASSWORD = 'bench-password';
 import { chmod, chown, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serverOsUser, whichExecutable } from '../test/helpers/pg-cluster.js';
 import { freePort } from '../test/helpers/ports.js';
 import { isExecutable, spawnService } from './processes.js';
+import type { PgbouncerAuth } from './config.js';
 import type { BenchContext } from './setup.js';
 import { clientEnv, serviceTarget, SkipTarget, type Capacity, type Target } from './target-base.js';
 
@@ -19,7 +22,8 @@ export async function startPgbouncer(name: 'pgbouncer' | 'pgbouncer-tls', ctx: B
   try {
     const ini = join(dir, 'pgbouncer.ini');
     const files = [dir, ini, join(dir, 'userlist.txt')];
-    await writeFile(join(dir, 'userlist.txt'), '"postgres" ""\n');
+    const auth = ctx.config.pgbouncerAuth;
+    await writeFile(join(dir, 'userlist.txt'), `"postgres" "${auth === 'trust' ? '' : CLIENT_PASSWORD}"\n`);
     let tls: { cert: string; key: string } | undefined;
     if (name === 'pgbouncer-tls') {
       // Copies it can read: as root PgBouncer runs as the cluster's user, who cannot read ours.
@@ -29,11 +33,11 @@ export async function startPgbouncer(name: 'pgbouncer' | 'pgbouncer-tls', ctx: B
       await chmod(tls.key, 0o600);
       files.push(tls.cert, tls.key);
     }
-    await writeFile(ini, pgbouncerIni({ backendPort: ctx.cluster.port, listenPort: port, authFile: join(dir, 'userlist.txt'), tls, capacity }));
+    await writeFile(ini, pgbouncerIni({ backendPort: ctx.cluster.port, listenPort: port, authFile: join(dir, 'userlist.txt'), auth, tls, capacity }));
     // PgBouncer refuses to run as root; as root we run it as the cluster's unprivileged user.
     if (owner) for (const p of files) await chown(p, owner.uid, owner.gid);
     const service = spawnService(bin, [ini], { cwd: dir, uid: owner?.uid, gid: owner?.gid, ownSession: ctx.config.proxySession === 'own' });
-    const target = await serviceTarget(name, service, port, clientEnv(name));
+    const target = await serviceTarget(name, service, port, clientEnv(name, auth === 'trust' ? undefined : CLIENT_PASSWORD));
     return {
       ...target,
       [Symbol.asyncDispose]: async () => {
@@ -51,6 +55,8 @@ export interface PgbouncerIniOptions {
   backendPort: number;
   listenPort: number;
   authFile: string;
+  /** `auth_type`; trust unless given (the auth file still lists the user). */
+  auth?: PgbouncerAuth;
   /** TLS to clients (`require`, this certificate) and to PostgreSQL (`require`). */
   tls?: { cert: string; key: string };
   capacity: Capacity;
@@ -77,7 +83,7 @@ listen_port = ${o.listenPort}
 ; no unix socket: nothing here uses it and the default directory may not be writable
 unix_socket_dir =
 ; trust still needs the user listed in auth_file
-auth_type = trust
+auth_type = ${o.auth ?? 'trust'}
 auth_file = ${o.authFile}
 pool_mode = session
 max_client_conn = ${Math.max(200, o.capacity.sessions + 100)}

@@ -7,7 +7,7 @@ export interface Target extends AsyncDisposable {
   name: TargetName;
   port: number;
   pid?: number;
-  /** libpq settings its clients need: `PGSSLMODE`, and `PGPASSWORD` (a JWT) for pgward. */
+  /** libpq settings its clients need: `PGSSLMODE`, and `PGPASSWORD` (a JWT for pgward). */
   clientEnv: Record<string, string>;
 }
 
@@ -22,11 +22,11 @@ export interface Capacity {
 /** Nothing beyond pgbench's clients: every proxy at its defaults (PgBouncer at today's sizes). */
 export const SMALL: Capacity = { sessions: 0 };
 
-/** libpq's settings for a target's clients: TLS when it has TLS to the client, a token for pgward. */
-export function clientEnv(name: TargetName, token?: string): Record<string, string> {
+/** libpq's settings for a target's clients: TLS when it has TLS to the client, a password (pgward's is a token). */
+export function clientEnv(name: TargetName, password?: string): Record<string, string> {
   return {
     PGSSLMODE: TARGET_TLS[name] === 'none' ? 'disable' : 'require',
-    ...(token !== undefined ? { PGPASSWORD: token } : {}),
+    ...(password !== undefined ? { PGPASSWORD: password } : {}),
   };
 }
 

@@ -84,6 +84,14 @@ describe('bench pgbouncer.ini', () => {
     assert.match(big, /^default_pool_size = 1010$/m);
   });
 
+  it('trusts its clients unless told how to log them in', () => {
+    assert.match(pgbouncerIni({ ...base, capacity: { sessions: 0 } }), /^auth_type = trust$/m);
+    assert.match(pgbouncerIni({ ...base, capacity: { sessions: 0 }, auth: 'plain' }), /^auth_type = plain$/m);
+    assert.equal(readConfig({}).pgbouncerAuth, 'trust');
+    assert.equal(readConfig({ BENCH_PGBOUNCER_AUTH: 'scram-sha-256' }).pgbouncerAuth, 'scram-sha-256');
+    assert.throws(() => readConfig({ BENCH_PGBOUNCER_AUTH: 'password' }), /BENCH_PGBOUNCER_AUTH: expected one of trust, plain, md5, scram-sha-256/);
+  });
+
   it('requires TLS on both sides with the given certificate', () => {
     const ini = pgbouncerIni({ ...base, capacity: { sessions: 100 }, tls: { cert: '/d/server.crt', key: '/d/server.key' } });
     assert.match(ini, /^client_tls_sslmode = require$/m);
