@@ -204,7 +204,7 @@ static napi_value feed(napi_env env, napi_callback_info info) {
   c->in_js = 1;
   /* Batches other carriers queued in this poll go first, by a plain call: this is JavaScript. */
   hand_batches(1);
-  while (len > 0 && c->state == R_RUNNING) {
+  while (len > 0 && c->state == R_RUNNING && !c->abort_due) {
     size_t room;
     uint8_t *buf = read_region(len < READ_MAX ? len : READ_MAX, &room);
     if (!buf) {
@@ -242,18 +242,23 @@ static napi_value stop(napi_env env, napi_callback_info info) {
   return boolean(env, now);
 }
 
-/* abort(handle) → true when it was running: stops now, wherever each direction is. */
+/*
+ * abort(handle) → true when it stopped now, wherever each direction is. Asked while the carrier
+ * is busy (from a message a feed handed up), it halts as soon as it returns, with EV_END.
+ */
 static napi_value abort_carrier(napi_env env, napi_callback_info info) {
   ARGS(1);
   carrier_t *c = handle_of(env, argv[0]);
   if (!c) return NULL;
   observed_first(c);
-  int running = c->state == R_RUNNING && !c->busy;
-  if (running) {
-    for (int d = 0; d < 2; d++) bytes_free(&c->dir[d].queue);
-    halt_quietly(c, R_STOPPED, 0);
+  if (c->state != R_RUNNING) return boolean(env, 0);
+  if (c->busy) {
+    c->abort_due = 1;
+    return boolean(env, 0);
   }
-  return boolean(env, running);
+  for (int d = 0; d < 2; d++) bytes_free(&c->dir[d].queue);
+  halt_quietly(c, R_STOPPED, 0);
+  return boolean(env, 1);
 }
 
 /* pause(handle, side, paused): stop or go on reading one side (0 client, 1 backend). */

@@ -195,7 +195,7 @@ static int borrowed(const endpoint_t *ep) { return ep->io.ops->watch != NULL; }
 
 static int wants_read(const carrier_t *c, int d) {
   const direction_t *dir = &c->dir[d];
-  if (c->state != R_RUNNING || c->release_due || c->ep[src_of(d)].paused || dir->queue.len > 0) return 0;
+  if (c->state != R_RUNNING || c->release_due || c->abort_due || c->ep[src_of(d)].paused || dir->queue.len > 0) return 0;
   return !(c->stopping && at_boundary(&dir->in));
 }
 
@@ -276,6 +276,10 @@ int stop_settled(const carrier_t *c) {
 /* After a read, a write or a stop request: ends what must end, tells what must be told, polls for the rest. */
 void settle(carrier_t *c) {
   if (c->state != R_RUNNING) return;
+  if (c->abort_due) {
+    for (int d = 0; d < 2; d++) bytes_free(&c->dir[d].queue);
+    return end(c, R_STOPPED, 0);
+  }
   for (int d = 0; d < 2; d++) {
     int err = c->dir[d].write_error;
     if (err) return end(c, d == TO_CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, err);

@@ -140,6 +140,7 @@ struct carrier {
   int state;
   int stopping;
   int busy;            /* inside on_poll or a feed: JavaScript may ask to stop or end, but not halt it there */
+  int abort_due;       /* aborted while busy: it halts, dropping what is unsent, as soon as it is not */
   int in_js;           /* called from JavaScript: callbacks are plain calls, not make_callback */
   int release_due;
   int error;

@@ -176,6 +176,8 @@ export class NativeCarrier implements Carrier {
   private final: CarrierStatus | undefined;
   private unsent: Ended | undefined;
   private idleDue = false;
+  /** Aborted while C was busy (inside a feed): C halts as the feed returns, and nothing more moves until then. */
+  private aborting = false;
   private stopPulling = NOTHING;
 
   private constructor(
@@ -258,7 +260,9 @@ export class NativeCarrier implements Carrier {
   }
 
   abort(): void {
-    if (this.handle && !this.final && this.lib.abort(this.handle)) this.onEnded();
+    if (!this.handle || this.final || this.aborting) return;
+    if (this.lib.abort(this.handle)) this.onEnded();
+    else this.aborting = !this.final;
   }
 
   close({ toClient, toBackend, keepBackend }: CarrierFinals): void {
@@ -310,7 +314,7 @@ export class NativeCarrier implements Carrier {
     const forward = direction === TO_BACKEND ? this.toBackendWriter : this.toClientWriter;
     const events = this.opts.events;
     const wants = direction === TO_BACKEND ? this.opts.wants.frontend : this.opts.wants.backend;
-    for (let i = first, last = first + count; i < last && (ended || !this.final); i++) {
+    for (let i = first, last = first + count; i < last && (ended || (!this.final && !this.aborting)); i++) {
       cursor.entry = i;
       const head = tape[3 * i]!;
       const offset = tape[3 * i + 1]!;
@@ -352,7 +356,7 @@ export class NativeCarrier implements Carrier {
 
   /** Hands C what the pipeline wrote; learns whether that made the session idle or ended the carrier. */
   write(direction: number, source: Buffer, offset: number, length: number, continues: boolean): void {
-    if (this.final || !this.handle) return;
+    if (this.final || this.aborting || !this.handle) return;
     const flags = this.lib.write(this.handle, direction, source, offset, length, continues);
     if (flags & W_ENDED) this.onEnded();
     else if (flags & W_IDLE) {

@@ -84,6 +84,37 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: stoppin
     }
   });
 
+  for (const [how, leftover] of [
+    ['read together', false],
+    ['read by the login before the carrier started', true],
+  ] as const) {
+    it(`aborts at once from inside a message it delivered (two Queries ${how}): nothing after it is handed up or forwarded`, async () => {
+      const queries = [fe.query('select 1').raw, fe.query('select 2').raw];
+      const t = await carried({
+        wants: new MessageWants().addFrontend(['Query']),
+        leftover: leftover ? queries : undefined,
+        onClient: (m, carrier) => {
+          carrier.toBackend(m);
+          carrier.abort();
+        },
+      });
+      try {
+        // In one segment, so both are read, and handed up, together.
+        if (!leftover) t.client.peer.write(Buffer.concat(queries));
+        await until(() => t.ends.length === 1, 5000, 'the carrier to end');
+        assert.equal(t.ends[0]!.reason, 'stopped');
+        assert.deepEqual(t.delivered, ['client:Query'], 'the second Query is not handed up');
+        await new Promise((r) => setTimeout(r, 50));
+        // The first may have gone on (written before the abort, which drops what is unsent), never the second.
+        assert.ok([0, queries[0]!.length].includes(t.atBackend().length), `${t.atBackend().length} bytes reached the backend`);
+        t.carrier.abort();
+        assert.equal(t.ends.length, 1, 'aborting again does nothing');
+      } finally {
+        t.close();
+      }
+    });
+  }
+
   for (const [what, bytes, message] of [
     ['an impossible length', Buffer.from([0x51, 0, 0, 0, 2]), /invalid message length 2 .*"Q"/],
     ['a Sync longer than PostgreSQL takes one', Buffer.concat([Buffer.from([0x53, 0, 0, 0x4e, 0x24]), Buffer.alloc(20000)]), /invalid message length 20004 .*"S"/],
