@@ -3,7 +3,7 @@
  * parsed into pieces at load time, then rendered per match with each substituted value checked
  * and encoded for the part of the URL or field it lands in.
  */
-import { BackendUrlError, parseBackendUrl, redactUrl, type BackendTarget } from '../backend/url.js';
+import { BackendUrlError, copyTarget, parseBackendUrl, redactUrl, type BackendTarget } from '../backend/url.js';
 import { PgError, SqlState } from '../protocol/errors.js';
 
 export interface RouteContext {
@@ -230,9 +230,8 @@ export function compileUrl(template: string, captures: Captures | null, fail: (p
       fail(urlProblem(err, shown));
       return undefined;
     }
-    // A copy per login (the caller fills in the user, database, pool…): `params` is its only
-    // nested object, so a spread does what structuredClone did, at a fraction of its cost.
-    return { hasPassword: target.password !== undefined, render: () => ({ ...target, params: { ...target.params } }) };
+    // A copy per login (the caller fills in the user, database, pool…), `params` with it.
+    return { hasPassword: target.password !== undefined, render: () => copyTarget(target) };
   }
 
   if (template.includes(SENTINEL)) {

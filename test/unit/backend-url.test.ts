@@ -2,12 +2,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   BackendUrlError,
+  copyTarget,
   describeTarget,
   parseBackendUrl,
   redactUrl,
   sslmodeRequiresTls,
   sslmodeVerifiesChain,
   sslmodeVerifiesHost,
+  type BackendTarget,
   type SslMode,
 } from '../../src/backend/url.js';
 
@@ -369,5 +371,26 @@ describe('sslmode helpers', () => {
     const t = parseBackendUrl('postgres://h?sslmode=require&sslrootcert=/ca.pem');
     assert.equal(sslmodeVerifiesChain(t.sslmode, t.sslrootcert), true);
     assert.equal(sslmodeVerifiesHost(t.sslmode), false);
+  });
+});
+
+describe('copyTarget', () => {
+  it('copies every field a target can have, and its params as an object of its own', () => {
+    // Required: a field added to BackendTarget must be added here, and then to copyTarget.
+    const full: Required<BackendTarget> = {
+      host: 'db', port: 6543, user: 'u', password: 'p', database: 'd', sslmode: 'verify-full', sslrootcert: '/ca', sslcert: '/c',
+      sslkey: '/k', sslpassword: 'kp', applicationName: 'a', options: '-c x=1', connectTimeoutMs: 5, maxProtocolMinor: 2,
+      params: { search_path: 's' }, pool: { maxSize: 3 }, routeId: 'r', passwordFromCommand: true,
+    };
+    const copy = copyTarget(full);
+    assert.deepEqual(copy, full);
+    assert.notEqual(copy.params, full.params);
+    copy.params.extra = 'x';
+    assert.equal(full.params.extra, undefined);
+  });
+
+  it('gives the copy only the fields the target has', () => {
+    const t = parseBackendUrl('postgres://db/app');
+    assert.deepEqual(Object.keys(copyTarget(t)).sort(), Object.keys(t).sort());
   });
 });
