@@ -3,7 +3,6 @@
  * TLS to its clients and to PostgreSQL on pgward's certificate. Its clients log in as
  * BENCH_PGBOUNCER_AUTH says: without a password (`trust`, the default), or with this one.
  */
-const CLIENT_PASSWORD = 'bench-password';
 import { chmod, chown, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +12,9 @@ import { isExecutable, spawnService } from './processes.js';
 import type { PgbouncerAuth } from './config.js';
 import type { BenchContext } from './setup.js';
 import { clientEnv, serviceTarget, SkipTarget, type Capacity, type Target } from './target-base.js';
+
+/** pgbench's password when PgBouncer asks for one (not a secret: a throw-away cluster's bench user). */
+const CLIENT_PASSWORD = 'bench-password';
 
 export async function startPgbouncer(name: 'pgbouncer' | 'pgbouncer-tls', ctx: BenchContext, capacity: Capacity): Promise<Target> {
   const bin = (await whichExecutable('pgbouncer')) ?? ((await isExecutable('/usr/sbin/pgbouncer')) ? '/usr/sbin/pgbouncer' : undefined);
