@@ -1,7 +1,7 @@
 /**
  * PgBouncer in session mode, the comparison for every pgward row: plain, or (`pgbouncer-tls`) with
  * TLS to its clients and to PostgreSQL on pgward's certificate. Its clients log in as
- * BENCH_PGBOUNCER_AUTH says: without a password (`trust`, the default), or with this one.
+ * BENCH_PGBOUNCER_AUTH says: without a password (`trust`, the default), or with the one below.
  */
 import { chmod, chown, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
