@@ -1,5 +1,5 @@
 import { be, decodePassword, PgError, SqlState } from '../protocol/index.js';
-import { copyTarget } from '../backend/url.js';
+import { loginTarget } from '../backend/target-copy.js';
 import { verifyToken, type VerifiedToken, type VerifyOptions } from './jwt-verify.js';
 import type { KeySet } from './key-sources.js';
 import { VerifiedTokenCache } from './token-cache.js';
@@ -99,10 +99,8 @@ export function tokenResolver(opts: JwtProviderOptions): TokenResolver {
     }
     // With the startup user not bound to the token, the token decides who the session is.
     const user = route.target.user ?? (matchStartupUser ? startupUser : selector);
-    const target = copyTarget(route.target);
-    target.password = password;
-    target.user = user;
-    target.database = route.target.database ?? (matchStartupUser ? startupDatabase : undefined) ?? user;
+    const database = route.target.database ?? (matchStartupUser ? startupDatabase : undefined) ?? user;
+    const target = loginTarget(route.target, user, database, password);
     return { target, identity: selector, expiresAt, subject, tokenId };
   };
 }

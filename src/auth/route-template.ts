@@ -3,7 +3,8 @@
  * parsed into pieces at load time, then rendered per match with each substituted value checked
  * and encoded for the part of the URL or field it lands in.
  */
-import { BackendUrlError, copyTarget, parseBackendUrl, redactUrl, type BackendTarget } from '../backend/url.js';
+import { copyTarget } from '../backend/target-copy.js';
+import { BackendUrlError, parseBackendUrl, redactUrl, type BackendTarget } from '../backend/url.js';
 import { PgError, SqlState } from '../protocol/errors.js';
 
 export interface RouteContext {

@@ -1,6 +1,7 @@
 import type { Registry } from 'prom-client';
 import type { BackendRoutes } from '../auth/routing.js';
 import { BackendPool } from '../backend/pool.js';
+import { loginTarget } from '../backend/target-copy.js';
 import { describePoolSettings, type PoolSettings } from '../backend/pool-settings.js';
 import { backendStartupParams } from '../server/startup-params.js';
 import type { Logger } from '../telemetry/log.js';
@@ -39,7 +40,7 @@ export function startPool(settings: PoolSettings, registry: Registry, log: Logge
       const database = target.database ?? user;
       try {
         const password = match.passwordCommand ? await match.passwordCommand.get() : target.password;
-        const full = { ...target, user, database, password };
+        const full = loginTarget(target, user, database, password);
         const params = backendStartupParams(new Map(), full, user, database, { reservedParams: new Set(), allowReplication: false });
         const opened = await pool.warm(full, { params, apply: new Map() }, count);
         poolLog.info('pool warmed', { route: route.key, target: `${user}@${target.host}:${target.port}/${database}`, opened });

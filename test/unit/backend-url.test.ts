@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   BackendUrlError,
-  copyTarget,
   describeTarget,
   parseBackendUrl,
   redactUrl,
@@ -12,6 +11,7 @@ import {
   type BackendTarget,
   type SslMode,
 } from '../../src/backend/url.js';
+import { copyTarget, loginTarget } from '../../src/backend/target-copy.js';
 
 const SECRET = 'Sup3rS3cr3tPw';
 
@@ -374,7 +374,7 @@ describe('sslmode helpers', () => {
   });
 });
 
-describe('copyTarget', () => {
+describe('copyTarget and loginTarget', () => {
   it('copies every field a target can have, and its params as an object of its own', () => {
     // Required: a field added to BackendTarget must be added here, and then to copyTarget.
     const full: Required<BackendTarget> = {
@@ -387,6 +387,16 @@ describe('copyTarget', () => {
     assert.notEqual(copy.params, full.params);
     copy.params.extra = 'x';
     assert.equal(full.params.extra, undefined);
+  });
+
+  it("makes a session's login target: a copy with its user, database and password, the route's target untouched", () => {
+    const t = parseBackendUrl('postgres://app:secret@db/app?search_path=s');
+    const login = loginTarget(t, 'alice', 'sales', undefined);
+    assert.deepEqual(login, { ...t, user: 'alice', database: 'sales', password: undefined });
+    assert.ok('password' in login, 'an unknown password is there as undefined, for the login to see');
+    assert.equal(t.user, 'app');
+    assert.equal(t.password, 'secret');
+    assert.notEqual(login.params, t.params);
   });
 
   it('gives the copy only the fields the target has', () => {
