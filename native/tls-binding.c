@@ -112,6 +112,18 @@ static napi_value client_context(napi_env env, napi_callback_info info) {
 
 static void finalize_endpoint(napi_env env, void *data, void *hint) { endpoint_finalize(data); }
 
+/* The JavaScript handle of a new endpoint, or a thrown Error saying why there is none. */
+static napi_value endpoint_value(napi_env env, endpoint_t *ep, const char *err) {
+  if (!ep) {
+    napi_throw_error(env, NULL, err);
+    return NULL;
+  }
+  napi_value handle;
+  napi_create_external(env, ep, finalize_endpoint, NULL, &handle);
+  napi_type_tag_object(env, handle, &ENDPOINT_TAG);
+  return handle;
+}
+
 /* open(context, fd, server, servername | null, verifyHost | null, prefix | null, callback) → endpoint */
 static napi_value open_endpoint(napi_env env, napi_callback_info info) {
   ARGS(7);
@@ -137,14 +149,20 @@ static napi_value open_endpoint(napi_env env, napi_callback_info info) {
   else ep = endpoint_open(env, ctx, own, &o, argv[6], err, sizeof err);
   free(servername);
   free(verify_host);
-  if (!ep) {
-    napi_throw_error(env, NULL, err);
-    return NULL;
-  }
-  napi_value handle;
-  napi_create_external(env, ep, finalize_endpoint, NULL, &handle);
-  napi_type_tag_object(env, handle, &ENDPOINT_TAG);
-  return handle;
+  return endpoint_value(env, ep, err);
+}
+
+/* openPlain(fd, callback) → endpoint: a plain TCP socket as an endpoint (no TLS), open at once */
+static napi_value open_plain_endpoint(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int32_t fd = -1;
+  napi_get_value_int32(env, argv[0], &fd);
+  char err[256] = "";
+  int own = fd >= 0 ? dup(fd) : -1;
+  endpoint_t *ep = NULL;
+  if (own < 0) snprintf(err, sizeof err, "dup: %s", strerror(fd >= 0 ? errno : EBADF));
+  else ep = endpoint_open_plain(env, own, argv[1], err, sizeof err);
+  return endpoint_value(env, ep, err);
 }
 
 /* setReading(endpoint, on) */
@@ -311,7 +329,7 @@ void pgward_tls_register(napi_env env, napi_value exports) {
   const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"serverContext", server_context}, {"clientContext", client_context}, {"open", open_endpoint}, {"setReading", set_reading},
+  } fns[] = {{"serverContext", server_context}, {"clientContext", client_context}, {"open", open_endpoint}, {"openPlain", open_plain_endpoint}, {"setReading", set_reading},
              {"write", write_plain},            {"end", end_endpoint},            {"close", close_endpoint}, {"info", endpoint_info},
              {"peerCertificate", peer_certificate}, {"error", endpoint_error}, {"live", live},
              {"lend", lend}, {"loanRead", loan_read}, {"loanWrite", loan_write}, {"loanEvents", loan_events}, {"giveBack", give_back}};

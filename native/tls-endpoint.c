@@ -166,6 +166,18 @@ static void pump(endpoint_t *ep) {
   if (ep->state == EP_OPEN && !ep->eof && tls_pending(ep->conn)) ep->kick = 1;
 }
 
+/*
+ * Why polling failed: libuv reports a socket error (POLLERR: a reset, say) as UV_EBADF, so the
+ * socket's own pending error is asked for first ("Connection reset by peer", not "bad file
+ * descriptor").
+ */
+static const char *poll_failure(endpoint_t *ep, int status) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (status == UV_EBADF && getsockopt(tls_fd(ep->conn), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) return strerror(err);
+  return uv_strerror(status);
+}
+
 static void on_poll(uv_poll_t *handle, int status, int events) {
   endpoint_t *ep = handle->data;
   /* Lent with its poll: the borrower's event (it may give the endpoint back, or close it, inside). */
@@ -176,7 +188,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   if (ep->state != EP_HANDSHAKE && ep->state != EP_OPEN) return;
   ep->busy = 1;
   if (status < 0) {
-    fail(ep, uv_strerror(status));
+    fail(ep, poll_failure(ep, status));
   } else if (ep->state == EP_HANDSHAKE) {
     int r = tls_handshake(ep->conn);
     if (r == 1) {
@@ -264,11 +276,13 @@ void tls_endpoint_give_back(tls_conn_t *conn) {
 
 /* ---- operations for JavaScript (tls-binding.c) ---- */
 
-endpoint_t *endpoint_open(napi_env env, tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, napi_value callback, char *err, size_t errlen) {
+/* An endpoint over `conn` (which it owns from here); NULL with `err` set (the connection is freed). */
+static endpoint_t *endpoint_over(napi_env env, tls_conn_t *conn, napi_value callback, char *err, size_t errlen) {
   uv_loop_t *loop;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
-    snprintf(err, errlen, "no event loop");
-    close(fd);
+  endpoint_t *ep = napi_get_uv_event_loop(env, &loop) == napi_ok ? calloc(1, sizeof *ep) : NULL;
+  if (!ep) {
+    snprintf(err, errlen, "out of memory");
+    tls_conn_free(conn);
     return NULL;
   }
   if (!async_context) {
@@ -276,18 +290,7 @@ endpoint_t *endpoint_open(napi_env env, tls_ctx_t *ctx, int fd, const tls_conn_o
     napi_create_string_utf8(env, "pgward.tls", NAPI_AUTO_LENGTH, &name);
     napi_async_init(env, NULL, name, &async_context);
   }
-  endpoint_t *ep = calloc(1, sizeof *ep);
-  if (!ep) {
-    snprintf(err, errlen, "out of memory");
-    close(fd);
-    return NULL;
-  }
-  tls_conn_t *conn = tls_conn_new(ctx, fd, o, err, errlen);
-  if (!conn) {
-    free(ep);
-    return NULL;
-  }
-  int uv_err = uv_poll_init(loop, &ep->poll, fd);
+  int uv_err = uv_poll_init(loop, &ep->poll, tls_fd(conn));
   if (uv_err) {
     snprintf(err, errlen, "%s", uv_strerror(uv_err));
     tls_conn_free(conn);
@@ -299,11 +302,26 @@ endpoint_t *endpoint_open(napi_env env, tls_ctx_t *ctx, int fd, const tls_conn_o
   ep->conn = conn;
   ep->env = env;
   ep->refs = 2;
-  ep->state = EP_HANDSHAKE;
+  /* A plain connection has no handshake: it is open, and polls nothing until JavaScript reads or writes. */
+  ep->state = tls_is_plain(conn) ? EP_OPEN : EP_HANDSHAKE;
   tls_set_owner(conn, ep);
   napi_create_reference(env, callback, 1, &ep->callback);
   update_poll(ep);
   return ep;
+}
+
+endpoint_t *endpoint_open(napi_env env, tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, napi_value callback, char *err, size_t errlen) {
+  tls_conn_t *conn = tls_conn_new(ctx, fd, o, err, errlen);
+  return conn ? endpoint_over(env, conn, callback, err, errlen) : NULL;
+}
+
+endpoint_t *endpoint_open_plain(napi_env env, int fd, napi_value callback, char *err, size_t errlen) {
+  tls_conn_t *conn = tls_plain_conn_new(fd);
+  if (!conn) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  return endpoint_over(env, conn, callback, err, errlen);
 }
 
 void endpoint_set_reading(endpoint_t *ep, int reading) {

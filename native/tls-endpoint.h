@@ -43,6 +43,8 @@ extern int64_t live_endpoints;
 
 /* A new endpoint over `fd` (which it owns from here), polling for its handshake; NULL with `err` set. */
 endpoint_t *endpoint_open(napi_env env, tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, napi_value callback, char *err, size_t errlen);
+/* An endpoint over `fd` without TLS (tls_plain_conn_new): open at once, polling nothing until JavaScript reads or writes. */
+endpoint_t *endpoint_open_plain(napi_env env, int fd, napi_value callback, char *err, size_t errlen);
 endpoint_t *endpoint_of(napi_env env, napi_value v);
 void endpoint_set_reading(endpoint_t *ep, int reading);
 /* 1 written, 0 queued (EV_DRAIN follows), -1 failed (tls_error says why). */

@@ -191,6 +191,55 @@ tls_conn_t *tls_conn_new(tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, ch
   return c;
 }
 
+/*
+ * A connection without TLS (tls.h, tls_plain_conn_new): the same endpoint, lending and carrier
+ * code serves a plain TCP socket, each call going straight to the descriptor.
+ */
+tls_conn_t *tls_plain_conn_new(int fd) {
+  tls_conn_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    close(fd);
+    return NULL;
+  }
+  c->fd = fd;
+  c->deferred = 1;
+  c->need[OP_READ] = UV_READABLE;
+  c->need[OP_WRITE] = UV_WRITABLE;
+  c->need[OP_OTHER] = UV_WRITABLE;
+  return c;
+}
+
+int tls_is_plain(const tls_conn_t *c) { return c->ssl == NULL; }
+
+/* A failed read or write on a plain connection: TLS_AGAIN, or TLS_ERROR with the reason kept. */
+static ssize_t plain_failed(tls_conn_t *c) {
+  if (errno == EAGAIN || errno == EWOULDBLOCK) return TLS_AGAIN;
+  int e = errno;
+  snprintf(c->error, sizeof c->error, "%s", strerror(e));
+  c->fatal = 1;
+  errno = e;
+  return TLS_ERROR;
+}
+
+static ssize_t plain_read(tls_conn_t *c, uint8_t *buf, size_t len) {
+  if (c->fatal) return TLS_ERROR;
+  for (;;) {
+    ssize_t n = read(c->fd, buf, len);
+    if (n >= 0) return n;
+    if (errno != EINTR) return plain_failed(c);
+  }
+}
+
+static ssize_t plain_write(tls_conn_t *c, const uint8_t *buf, size_t len) {
+  if (c->fatal) return TLS_ERROR;
+  if (len == 0) return 0;
+  for (;;) {
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (n >= 0) return n;
+    if (errno != EINTR) return plain_failed(c);
+  }
+}
+
 void tls_conn_free(tls_conn_t *c) {
   if (!c) return;
   SSL_free(c->ssl);
@@ -204,6 +253,7 @@ void tls_conn_free(tls_conn_t *c) {
 
 int tls_handshake(tls_conn_t *c) {
   if (c->fatal) return TLS_ERROR;
+  if (!c->ssl) return 1;
   ERR_clear_error();
   c->sys_errno = 0;
   int r = SSL_do_handshake(c->ssl);
@@ -221,9 +271,10 @@ int tls_handshake(tls_conn_t *c) {
   return TLS_ERROR;
 }
 
-int tls_established(const tls_conn_t *c) { return SSL_is_init_finished(c->ssl); }
+int tls_established(const tls_conn_t *c) { return !c->ssl || SSL_is_init_finished(c->ssl); }
 
 ssize_t tls_read(tls_conn_t *c, uint8_t *buf, size_t len) {
+  if (!c->ssl) return plain_read(c, buf, len);
   if (c->deferred != 1) {
     int d = c->deferred;
     return d == 0 ? 0 : TLS_ERROR;
@@ -251,6 +302,7 @@ ssize_t tls_read(tls_conn_t *c, uint8_t *buf, size_t len) {
 }
 
 ssize_t tls_write(tls_conn_t *c, const uint8_t *buf, size_t len) {
+  if (!c->ssl) return plain_write(c, buf, len);
   if (c->fatal) return TLS_ERROR;
   if (len == 0) return 0;
   ERR_clear_error();
@@ -273,7 +325,7 @@ ssize_t tls_write(tls_conn_t *c, const uint8_t *buf, size_t len) {
 int tls_shutdown(tls_conn_t *c) {
   if (c->shut_sent) return 1;
   /* After a fatal error OpenSSL forbids SSL_shutdown; before the handshake there is nothing to close politely. */
-  if (c->fatal || !SSL_is_init_finished(c->ssl)) {
+  if (c->fatal || !c->ssl || !SSL_is_init_finished(c->ssl)) {
     c->shut_sent = 1;
     return 1;
   }
@@ -294,32 +346,32 @@ int tls_shutdown(tls_conn_t *c) {
   return k == 0 ? 1 : TLS_ERROR;
 }
 
-int tls_pending(const tls_conn_t *c) { return c->deferred != 1 || c->prefix != NULL || SSL_has_pending(c->ssl); }
+int tls_pending(const tls_conn_t *c) { return c->ssl && (c->deferred != 1 || c->prefix != NULL || SSL_has_pending(c->ssl)); }
 
 int tls_poll_events(const tls_conn_t *c, int want_read, int want_write) {
-  if (!SSL_is_init_finished(c->ssl)) return c->need[OP_OTHER];
+  if (c->ssl && !SSL_is_init_finished(c->ssl)) return c->need[OP_OTHER];
   return (want_read ? c->need[OP_READ] : 0) | (want_write ? c->need[OP_WRITE] : 0) | (c->shut_blocked ? c->need[OP_OTHER] : 0);
 }
 
 int tls_ready(const tls_conn_t *c, int events) {
-  if (!SSL_is_init_finished(c->ssl)) return (events & c->need[OP_OTHER]) ? TLS_READY_OTHER : 0;
+  if (c->ssl && !SSL_is_init_finished(c->ssl)) return (events & c->need[OP_OTHER]) ? TLS_READY_OTHER : 0;
   return ((events & c->need[OP_READ]) ? TLS_READY_READ : 0) | ((events & c->need[OP_WRITE]) ? TLS_READY_WRITE : 0) |
          (c->shut_blocked && (events & c->need[OP_OTHER]) ? TLS_READY_OTHER : 0);
 }
 
 int tls_fd(const tls_conn_t *c) { return c->fd; }
 const char *tls_error(const tls_conn_t *c) { return c->error[0] ? c->error : "TLS error"; }
-const char *tls_version(const tls_conn_t *c) { return SSL_get_version(c->ssl); }
+const char *tls_version(const tls_conn_t *c) { return c->ssl ? SSL_get_version(c->ssl) : ""; }
 
 const char *tls_cipher(const tls_conn_t *c) {
-  const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
+  const SSL_CIPHER *cipher = c->ssl ? SSL_get_current_cipher(c->ssl) : NULL;
   return cipher ? SSL_CIPHER_get_name(cipher) : "";
 }
 
 const char *tls_alpn(const tls_conn_t *c) { return c->alpn; }
 
 int tls_peer_cert_der(const tls_conn_t *c, uint8_t **der) {
-  X509 *peer = SSL_get0_peer_certificate(c->ssl);
+  X509 *peer = c->ssl ? SSL_get0_peer_certificate(c->ssl) : NULL;
   *der = NULL;
   if (!peer) return 0;
   int n = i2d_X509(peer, der);

@@ -65,6 +65,13 @@ typedef struct {
 /* A connection over `fd` (non-blocking; the connection owns it from here — closes it when freed, or at once when this fails). */
 tls_conn_t *tls_conn_new(tls_ctx_t *ctx, int fd, const tls_conn_options_t *o, char *err, size_t errlen);
 void tls_conn_free(tls_conn_t *c);
+/*
+ * A connection over `fd` without TLS: every call below goes straight to the descriptor (no
+ * handshake, no close_notify, no certificate), so a plain TCP socket is an endpoint too and the
+ * carrier can borrow it with its poll handle kept. NULL when out of memory (`fd` is closed then).
+ */
+tls_conn_t *tls_plain_conn_new(int fd);
+int tls_is_plain(const tls_conn_t *c);
 
 /* Drives the handshake: 1 done, TLS_AGAIN (poll and call again), TLS_ERROR (tls_error says why). */
 int tls_handshake(tls_conn_t *c);
