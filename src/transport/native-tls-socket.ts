@@ -2,11 +2,14 @@
 // reads and writes, backpressure, close, the negotiated version and cipher, the peer
 // certificate), with the TLS records read and written by the addon on the socket's own
 // descriptor. Node's socket is only held open underneath: it neither reads nor writes once
-// taken over, and is destroyed with this one.
+// taken over, and is destroyed with this one. Without a context it is a plain TCP socket on the
+// same kind of endpoint (no TLS, `encrypted` false): native code borrows it the same way, poll
+// handle and all (see `plainEndpointSocket`).
 import { X509Certificate } from 'node:crypto';
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
-import { TlsEvent, type NativeTlsContext, type TlsAddon } from './native-tls.js';
+import { nativeTlsAddon, TlsEvent, type NativeTlsContext, type TlsAddon } from './native-tls.js';
+import { guardSocket } from './socket-guard.js';
 
 export interface NativeTlsOptions {
   server: boolean;
@@ -72,8 +75,8 @@ function stacklessError(message: string): Error {
 }
 
 export class NativeTlsSocket extends Duplex {
-  /** As `tls.TLSSocket`: readers that tell TLS sockets apart look at this. */
-  readonly encrypted = true;
+  /** As `tls.TLSSocket`: readers that tell TLS sockets apart look at this (false: a plain endpoint). */
+  readonly encrypted: boolean;
   alpnProtocol: string | false = false;
   private endpoint: object | undefined;
   private secured = false;
@@ -87,20 +90,27 @@ export class NativeTlsSocket extends Duplex {
   /**
    * Takes `raw` over (see `canTakeOver`) and starts the handshake; `handshake()` says how it
    * went. Bytes Node read and nobody took are lost: check `stopReading` first where they matter.
+   * With `plain` (the addon's TLS functions) instead of a context: no TLS, open at once.
    */
   constructor(
     readonly raw: net.Socket,
-    context: NativeTlsContext,
-    opts: NativeTlsOptions,
+    context: NativeTlsContext | { plain: TlsAddon },
+    opts: NativeTlsOptions = { server: false },
   ) {
     super({ allowHalfOpen: false });
-    const lib = context.lib;
     stopReading(raw);
     const fd = handleOf(raw)?.fd as number;
-    this.lib = lib;
-    this.endpoint = lib.open(context.handle, fd, opts.server, opts.servername ?? null, opts.verifyHost ?? null, opts.prefix ?? null, (event, data) =>
-      this.onEvent(event, data),
-    );
+    const onEvent = (event: TlsEvent, data?: Buffer | string) => this.onEvent(event, data);
+    if ('plain' in context) {
+      this.lib = context.plain;
+      this.encrypted = false;
+      this.secured = true;
+      this.endpoint = this.lib.openPlain(fd, onEvent);
+    } else {
+      this.lib = context.lib;
+      this.encrypted = true;
+      this.endpoint = this.lib.open(context.handle, fd, opts.server, opts.servername ?? null, opts.verifyHost ?? null, opts.prefix ?? null, onEvent);
+    }
     // Destroying Node's socket (an authentication timeout during the handshake) ends this one too.
     raw.once('close', () => this.destroy());
   }
@@ -214,7 +224,7 @@ export class NativeTlsSocket extends Duplex {
 
   /** "TLSv1.3" and the like, as `tls.TLSSocket#getProtocol`. */
   getProtocol(): string | null {
-    return this.secured ? this.version : null;
+    return this.secured && this.encrypted ? this.version : null;
   }
 
   getCipher(): { name: string; standardName: string; version: string } {
@@ -246,4 +256,14 @@ export class NativeTlsSocket extends Duplex {
     this.raw.setKeepAlive(enable, initialDelay);
     return this;
   }
+}
+
+/**
+ * `raw` (a plain TCP socket of Node's, with nothing unread) on a native endpoint without TLS;
+ * undefined when the addon has no such endpoints or the socket cannot be taken over.
+ */
+export function plainEndpointSocket(raw: net.Socket): NativeTlsSocket | undefined {
+  const lib = nativeTlsAddon();
+  if (!lib || typeof lib.openPlain !== 'function' || !canTakeOver(raw) || raw.readableLength > 0) return undefined;
+  return guardSocket(new NativeTlsSocket(raw, { plain: lib }));
 }

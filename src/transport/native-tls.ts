@@ -27,6 +27,8 @@ export interface TlsAddon {
     prefix: Uint8Array | null,
     callback: (event: TlsEvent, data?: Buffer | string) => void,
   ): object;
+  /** A plain TCP socket's descriptor as an endpoint without TLS: open at once (no Secure event), same calls as a TLS one. */
+  openPlain(fd: number, callback: (event: TlsEvent, data?: Buffer | string) => void): object;
   setReading(endpoint: object, on: boolean): void;
   /** 1 written, 0 queued (a Drain event follows), -1 failed (`error` says why). */
   write(endpoint: object, bytes: Uint8Array): number;

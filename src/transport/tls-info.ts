@@ -14,7 +14,7 @@ export interface TlsDescription {
 
 /** The negotiated version and cipher of a TLS socket; undefined for a plain one. */
 export function describeTls(socket: Duplex): TlsDescription | undefined {
-  if (socket instanceof NativeTlsSocket) return { version: socket.getProtocol() ?? '', cipher: socket.getCipher().name, layer: 'native' };
+  if (socket instanceof NativeTlsSocket && socket.encrypted) return { version: socket.getProtocol() ?? '', cipher: socket.getCipher().name, layer: 'native' };
   if (socket instanceof TLSSocket) return { version: socket.getProtocol() ?? '', cipher: socket.getCipher()?.name ?? '', layer: 'node' };
   return undefined;
 }
