@@ -3,6 +3,7 @@ import { BackendLost, exchange, sync } from './exchange.js';
 import { parameterAsk, resetRequest, sameParameters, type ParameterAsk } from './pool-params.js';
 import { waitForSlot, type Waiter } from './pool-wait.js';
 import { lookAtIdle } from './liveness.js';
+import { onNativeEndpoint } from './pooled-endpoint.js';
 import { unparkReading } from '../transport/own-read.js';
 import type { Lease, PoolOptions, PoolRequest, PoolStats } from './pool-types.js';
 import { asBackendRefusal, connectBackend, type BackendConnection } from './login.js';
@@ -273,6 +274,8 @@ class TargetPool {
     if (this.retired || !this.reusable(pooled) || this.idle.length >= this.settings.maxIdle) {
       return this.close(pooled, this.retired ? 'retired' : 'idle pool full or too old');
     }
+    const moved = onNativeEndpoint(pooled.connection.socket);
+    if (moved) pooled.connection.socket = moved;
     pooled.idleSince = Date.now();
     this.idle.push(pooled);
     this.watch(pooled);

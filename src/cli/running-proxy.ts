@@ -6,6 +6,7 @@
 import type { BehaviorSubject } from 'rxjs';
 import { forgetBackendTlsContexts } from '../backend/dial.js';
 import { useNativeBackendTls } from '../backend/native-tls-dial.js';
+import { useNativePlainBackends } from '../backend/pooled-endpoint.js';
 import type { PeerCancelChannel } from '../backend/peers.js';
 import type { ProxyConfig } from '../config/proxy-config.js';
 import type { Middleware } from '../pipeline/index.js';
@@ -129,6 +130,7 @@ async function reload(parts: ProxyParts, next: ProxyConfig): Promise<void> {
   }
   server.reconfigure({ ...liveSettings(next, built, parts), userLimit: { max: next.maxConnectionsPerUser, counts: server.userCounts } });
   useNativeBackendTls(next.nativeTls);
+  useNativePlainBackends(next.nativeRelay);
   const old = parts.runtime;
   parts.runtime = built;
   old.dispose();

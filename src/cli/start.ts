@@ -9,6 +9,7 @@ import type { Middleware } from '../pipeline/index.js';
 import { nativeRelayAvailability } from '../pipeline/native-relay.js';
 import { nativeTlsAvailability } from '../transport/native-tls.js';
 import { useNativeBackendTls } from '../backend/native-tls-dial.js';
+import { useNativePlainBackends } from '../backend/pooled-endpoint.js';
 import { defaultBaseDir, loadPlugins } from '../plugins/loader.js';
 import { ProxyServer } from '../server/listener.js';
 import { createLogger, type Logger } from '../telemetry/log.js';
@@ -97,6 +98,7 @@ async function launch(config: ProxyConfig, opts: StartOptions, undo: (() => unkn
   const runtime: Runtime = await asConfigProblem(buildRuntime(config, parts.services));
   undo.push(() => runtime.dispose());
   useNativeBackendTls(config.nativeTls);
+  useNativePlainBackends(config.nativeRelay);
   const { cancels, peers } = cancelForwarding(config, log, metrics);
   if (peers) undo.push(() => peers.close());
   const peerAddress = peers && config.peers ? await peers.listen(config.peers.listen.host, config.peers.listen.port) : undefined;

@@ -9,6 +9,9 @@ import { BackendPool, type Lease, type PoolOptions } from '../../src/backend/poo
 import { DEFAULT_POOL_SETTINGS } from '../../src/backend/pool-settings.js';
 import { parseBackendUrl, type BackendTarget } from '../../src/backend/url.js';
 import { connectWithOwnReadBuffer } from '../../src/transport/own-read.js';
+import { NativeTlsSocket } from '../../src/transport/native-tls-socket.js';
+import { useNativePlainBackends } from '../../src/backend/pooled-endpoint.js';
+import { exchange, query } from '../../src/backend/exchange.js';
 import { listening, connected } from '../helpers/loopback.js';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { psqlPath } from '../helpers/psql.js';
@@ -220,5 +223,54 @@ describe('vouching for a reused pooled connection', () => {
     } finally {
       pool.close();
     }
+  });
+
+  describe('a kept plain connection on a native endpoint (the pool with the native carrier)', native, () => {
+    before(() => useNativePlainBackends(true));
+    after(() => useNativePlainBackends(false));
+
+    const request = { params: new Map([['user', 'postgres'], ['database', 'postgres']]), apply: new Map<string, string>() };
+
+    it('moves onto one when first kept, and is handed out again on it without a round trip', async () => {
+      const pool = new BackendPool({ settings: DEFAULT_POOL_SETTINGS });
+      try {
+        const first = await pool.acquire(target, request);
+        assert.ok(!(first.connection.socket instanceof NativeTlsSocket), "a new connection is Node's socket for its first session");
+        first.release(true);
+        await until(() => pool.stats()[0]?.idle === 1, 5000, 'the connection to be idle again');
+        const { socket } = first.connection;
+        assert.ok(socket instanceof NativeTlsSocket && !socket.encrypted, 'kept on a plain native endpoint');
+        const second = await pool.acquire(target, request);
+        assert.equal(second.connection, first.connection);
+        assert.equal(second.connection.socket, socket);
+        const answer = await exchange(second.connection, [query('select 41 + 1')], 1, 5000);
+        assert.equal(answer.status, 'I');
+        second.release(true);
+        await until(() => pool.stats()[0]?.idle === 1, 5000, 'the connection to be idle again');
+        assert.equal(first.connection.socket, socket, 'moved once, not per session');
+      } finally {
+        pool.close();
+      }
+    });
+
+    it('never hands out one terminated while idle: the look at its descriptor finds it gone', async () => {
+      const closed: string[] = [];
+      const pool = new BackendPool({ settings: DEFAULT_POOL_SETTINGS, events: { closed: (_t, why) => closed.push(why) } });
+      try {
+        const first = await pool.acquire(target, request);
+        const pid = first.connection.key!.processId;
+        first.release(true);
+        await until(() => pool.stats()[0]?.idle === 1, 5000, 'the connection to be idle again');
+        const kill = spawnSync(psql, ['-X', '-At', '-h', cluster.socketDir, '-p', String(cluster.port), '-U', 'postgres', '-d', 'postgres', '-c', `select pg_terminate_backend(${pid}, 5000)`], { encoding: 'utf8' });
+        assert.equal(kill.stdout.trim(), 't', kill.stderr);
+        const next = await pool.acquire(target, request);
+        assert.equal(next.fresh, true, 'a new connection');
+        assert.notEqual(next.connection.key!.processId, pid);
+        assert.deepEqual(closed, ['closed by the backend while idle']);
+        next.release(false);
+      } finally {
+        pool.close();
+      }
+    });
   });
 });
