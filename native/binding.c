@@ -74,7 +74,8 @@ static int endpoint_arg(napi_env env, napi_value v, io_t *io, char *msg, size_t 
       snprintf(msg, msglen, "the TLS endpoint cannot be carried (closed, or plaintext waiting to be written)");
       return -1;
     }
-    io_tls(io, conn);
+    if (tls_is_plain(conn)) io_plain_lent(io, conn);
+    else io_tls(io, conn);
     return 0;
   }
   int own = dup(int_arg(env, v));

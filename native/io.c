@@ -1,5 +1,6 @@
 /* Plain TCP endpoints for the native carrier (see io.h). */
 #include "io.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -43,5 +44,25 @@ void io_plain(io_t *io, int fd) {
   io->ops = &plain_ops;
   io->fd = fd;
   io->tls = NULL;
+  io->more = 0;
+}
+
+/* A lent plain endpoint's descriptor and poll handle stay the endpoint's: given back, not closed. */
+static void lent_release(io_t *io) {
+  if (io->tls) tls_endpoint_give_back(io->tls);
+  io->tls = NULL;
+  io->fd = -1;
+}
+
+static int lent_watch(io_t *io, io_event_cb cb, void *data) { return tls_endpoint_watch(io->tls, cb, data); }
+
+static void lent_poll(io_t *io, int events) { tls_endpoint_poll(io->tls, events); }
+
+static const io_ops_t lent_plain_ops = {plain_read, plain_write, plain_poll_events, plain_ready, lent_release, lent_watch, lent_poll};
+
+void io_plain_lent(io_t *io, struct tls_conn *conn) {
+  io->ops = &lent_plain_ops;
+  io->fd = tls_fd(conn);
+  io->tls = conn;
   io->more = 0;
 }

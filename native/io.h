@@ -37,8 +37,9 @@ typedef struct {
   /*
    * TLS: the lending endpoint's own poll handle serves the carrier until release, its events
    * going to `cb(data, …)`; returns the UV_* events it polls for now. The handle stays in epoll
-   * across the loan (no second handle, no probe, no remove and add again per session). NULL for
-   * plain TCP: the carrier polls the descriptor with a handle of its own.
+   * across the loan (no second handle, no probe, no remove and add again per session). The same
+   * for a lent plain endpoint (io_plain_lent). NULL for a plain descriptor (io_plain): the carrier
+   * polls it with a handle of its own.
    */
   int (*watch)(io_t *io, io_event_cb cb, void *data);
   /* After watch: poll for these UV_* events instead (0: none). */
@@ -49,9 +50,9 @@ struct tls_conn;
 
 struct io {
   const io_ops_t *ops;
-  /* Plain: the descriptor, the carrier's own duplicate of the socket's (closed at release). TLS: -1 (see watch). */
+  /* Plain: the descriptor, the carrier's own duplicate of the socket's (closed at release), or a lent plain endpoint's (given back). TLS: -1 (see watch). */
   int fd;
-  /* TLS: the connection borrowed from its endpoint (see tls.h), given back at release. */
+  /* TLS, and a lent plain endpoint: the connection borrowed from its endpoint (see tls.h), given back at release. */
   struct tls_conn *tls;
   /* TLS: whole records may wait inside OpenSSL (the last read filled its room, or none was made yet). */
   int more;
@@ -59,6 +60,12 @@ struct io {
 
 /* A plain TCP endpoint over `fd`, which the io layer owns from here on. */
 void io_plain(io_t *io, int fd);
+/*
+ * A plain endpoint of the native TLS layer (tls_plain_conn_new), lent by tls_endpoint_lend: its
+ * descriptor read and written as plain TCP (a read that fills its room needs no second look, as
+ * TLS's may), polled through the endpoint's own poll handle; release gives it back.
+ */
+void io_plain_lent(io_t *io, struct tls_conn *conn);
 /*
  * A TLS endpoint: `conn` lent by tls_endpoint_lend (keeping its poll), polled through the
  * endpoint's own poll handle (watch); release gives the connection back.
