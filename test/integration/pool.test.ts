@@ -50,6 +50,18 @@ for (const relay of ['native', 'js'] as const) {
       await cluster?.stop();
     });
 
+    it('moves a 20 MB result out and a COPY of 200 000 rows in, intact, on a reused backend', async () => {
+      const first = await pidOf(proxy.url('postgres'));
+      // Reused (on the native relay the kept connection is a plain native endpoint by now): large reads fill the carrier's room.
+      const out = await runPsql([proxy.url('postgres'), '-c', "select pg_backend_pid(), sum(length(r)), count(*) from (select repeat('x', 1000) || i as r from generate_series(1, 20000) i) t"], {}, undefined, { timeoutMs: 60_000 });
+      const [pid, bytes, rows] = out.stdout.trim().split('|').map(Number);
+      assert.deepEqual({ pid, bytes, rows }, { pid: first, bytes: 20_000_000 + 88_894, rows: 20_000 }, out.stderr);
+      const lines = Array.from({ length: 200_000 }, (_, i) => String(i)).join('\n') + '\n';
+      const into = await runPsql([proxy.url('postgres'), '-c', 'COPY shared FROM STDIN', '-c', 'select pg_backend_pid(), count(*), sum(id) from shared'], {}, lines, { timeoutMs: 60_000 });
+      await cluster.sql('truncate shared');
+      assert.equal(into.stdout.trim().split('\n').at(-1), `${first}|200000|19999900000`, into.stderr);
+    });
+
     it('hands sequential sessions the same backend, with pg, postgres.js and psql', async () => {
       const first = await pidOf(proxy.url('postgres'));
       assert.equal(await pidOf(proxy.url('postgres')), first, 'pg, second session');
