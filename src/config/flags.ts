@@ -15,7 +15,7 @@ export const START_FLAGS: readonly FlagSpec[] = [
   { name: 'bindAddr', type: 'string', default: '127.0.0.1:13013', arg: 'HOST:PORT', help: 'address to listen on' },
   { name: 'bindCert', type: 'string', arg: 'FILE', help: 'PEM certificate chain presented to clients' },
   { name: 'bindKey', type: 'string', arg: 'FILE', help: 'PEM private key for --bindCert' },
-  { name: 'nativeRelay', type: 'boolean', default: true, help: 'carry sessions on the native carrier when it is built, whatever their pipeline (--no-nativeRelay: every session on the JavaScript carrier)' },
+  { name: 'nativeRelay', type: 'boolean', default: true, help: 'carry sessions on the native carrier when it is built, whatever their pipeline, and keep pooled plain backend connections on native endpoints (--no-nativeRelay: every session on the JavaScript carrier)' },
   { name: 'nativeTls', type: 'boolean', default: true, help: "run TLS (to clients and to backends) in the native addon with Node's own OpenSSL, so the native carrier carries TLS sessions too, when it is built (--no-nativeTls: Node's TLS sockets, carried in JavaScript)" },
   { name: 'insecure', type: 'boolean', default: false, help: 'allow running without TLS (passwords and tokens cross the network in the clear)' },
   { name: 'auth', type: 'string', default: 'jwt', arg: 'PROVIDER', help: 'auth provider: jwt, command, passthrough, or one a plugin registers' },
