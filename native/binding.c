@@ -58,12 +58,13 @@ static void finalize(napi_env env, void *data, void *hint) {
 }
 
 /*
- * An endpoint from JavaScript: a plain socket's descriptor (a number), or a native TLS endpoint's
- * handle (its connection is borrowed until the carrier halts). A plain socket is polled through a
- * duplicate descriptor of the carrier's own: Node's socket may close its descriptor whenever it
- * likes. A TLS endpoint is polled through the endpoint's own poll handle, which stays in epoll
- * across the loan (see io.h, watch): no dup, no second handle and no epoll removal and re-adding
- * per TLS endpoint and session. -1 with `msg` set when it cannot be carried.
+ * An endpoint from JavaScript: a plain socket's descriptor (a number), or a native endpoint's
+ * handle, TLS or plain (its connection is borrowed until the carrier halts). A plain socket is
+ * polled through a duplicate descriptor of the carrier's own: Node's socket may close its
+ * descriptor whenever it likes. A native endpoint is polled through its own poll handle, which
+ * stays in epoll across the loan (see io.h, watch): no dup, no second handle and no epoll removal
+ * and re-adding per endpoint and session; a plain one is then read and written as plain TCP
+ * (io_plain_lent). -1 with `msg` set when it cannot be carried.
  */
 static int endpoint_arg(napi_env env, napi_value v, io_t *io, char *msg, size_t msglen) {
   napi_valuetype type;
