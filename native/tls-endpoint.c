@@ -279,9 +279,10 @@ void tls_endpoint_give_back(tls_conn_t *conn) {
 /* An endpoint over `conn` (which it owns from here); NULL with `err` set (the connection is freed). */
 static endpoint_t *endpoint_over(napi_env env, tls_conn_t *conn, napi_value callback, char *err, size_t errlen) {
   uv_loop_t *loop;
-  endpoint_t *ep = napi_get_uv_event_loop(env, &loop) == napi_ok ? calloc(1, sizeof *ep) : NULL;
+  endpoint_t *ep = NULL;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) snprintf(err, errlen, "no event loop");
+  else if (!(ep = calloc(1, sizeof *ep))) snprintf(err, errlen, "out of memory");
   if (!ep) {
-    snprintf(err, errlen, "out of memory");
     tls_conn_free(conn);
     return NULL;
   }

@@ -202,10 +202,9 @@ tls_conn_t *tls_plain_conn_new(int fd) {
     return NULL;
   }
   c->fd = fd;
-  c->deferred = 1;
+  /* What tls_poll_events answers; a plain connection never waits for anything else. */
   c->need[OP_READ] = UV_READABLE;
   c->need[OP_WRITE] = UV_WRITABLE;
-  c->need[OP_OTHER] = UV_WRITABLE;
   return c;
 }
 

@@ -18,10 +18,9 @@ export function useNativePlainBackends(on: boolean): void {
 
 /**
  * `socket` on a native endpoint, or undefined to keep it as it is: the switch is off, the addon
- * lacks such endpoints, or it is no plain socket of Node's reading through own-read.ts (TLS, a
- * test's stream, one already moved).
+ * lacks such endpoints, or it is no plain socket of Node's reading through own-read.ts (only those
+ * have a chunk route: not TLS, not a test's stream, not one already moved).
  */
 export function onNativeEndpoint(socket: Duplex): Duplex | undefined {
-  if (!enabled || chunkRouteOf(socket) === undefined || (socket as { encrypted?: boolean }).encrypted === true) return undefined;
-  return plainEndpointSocket(socket as Socket);
+  return enabled && chunkRouteOf(socket) !== undefined ? plainEndpointSocket(socket as Socket) : undefined;
 }
