@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "carrier.h"
+#include "fd-io.h"
 
 globals_t g;
 
@@ -303,7 +304,8 @@ static void on_event(void *data, int status, int events) {
   if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
   c->busy = 1;
   if (status < 0) {
-    end(c, e == CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, -status);
+    int err = status == UV_EBADF ? fd_pending_error(io_descriptor(&ep->io)) : 0;
+    end(c, e == CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, err ? err : -status);
   } else {
     int ready = ep->io.ops->ready(&ep->io, events);
     if (ready & IO_READY_WRITE) flush_queue(c, e == CLIENT ? TO_CLIENT : TO_BACKEND);

@@ -1,28 +1,19 @@
 /* Plain TCP endpoints for the native carrier (see io.h). */
 #include "io.h"
+#include "fd-io.h"
 #include "tls.h"
 
-#include <errno.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
 static ssize_t plain_read(io_t *io, uint8_t *buf, size_t len) {
-  for (;;) {
-    ssize_t n = read(io->fd, buf, len);
-    if (n >= 0) return n;
-    if (errno == EINTR) continue;
-    return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
-  }
+  ssize_t n = fd_read(io->fd, buf, len);
+  return n >= 0 ? n : fd_would_block() ? IO_AGAIN : IO_ERROR;
 }
 
 static ssize_t plain_write(io_t *io, const uint8_t *buf, size_t len) {
-  for (;;) {
-    ssize_t n = send(io->fd, buf, len, MSG_NOSIGNAL);
-    if (n >= 0) return n;
-    if (errno == EINTR) continue;
-    return errno == EAGAIN || errno == EWOULDBLOCK ? IO_AGAIN : IO_ERROR;
-  }
+  ssize_t n = fd_send(io->fd, buf, len);
+  return n >= 0 ? n : fd_would_block() ? IO_AGAIN : IO_ERROR;
 }
 
 static int plain_poll_events(io_t *io, int want_read, int want_write) {
@@ -66,3 +57,5 @@ void io_plain_lent(io_t *io, struct tls_conn *conn) {
   io->tls = conn;
   io->more = 0;
 }
+
+int io_descriptor(const io_t *io) { return io->fd >= 0 ? io->fd : io->tls ? tls_fd(io->tls) : -1; }

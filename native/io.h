@@ -71,5 +71,7 @@ void io_plain_lent(io_t *io, struct tls_conn *conn);
  * endpoint's own poll handle (watch); release gives the connection back.
  */
 void io_tls(io_t *io, struct tls_conn *conn);
+/* The socket descriptor under the endpoint, whichever kind (-1 once released). */
+int io_descriptor(const io_t *io);
 
 #endif

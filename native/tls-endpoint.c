@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "tls-endpoint.h"
+#include "fd-io.h"
 
 const napi_type_tag ENDPOINT_TAG = {0x7067776172645f74ULL, 0x6c735f656e647074ULL};
 static napi_async_context async_context;
@@ -166,16 +167,10 @@ static void pump(endpoint_t *ep) {
   if (ep->state == EP_OPEN && !ep->eof && tls_pending(ep->conn)) ep->kick = 1;
 }
 
-/*
- * Why polling failed: libuv reports a socket error (POLLERR: a reset, say) as UV_EBADF, so the
- * socket's own pending error is asked for first ("Connection reset by peer", not "bad file
- * descriptor").
- */
+/* Why polling failed: the socket's own error first ("Connection reset by peer", not libuv's "bad file descriptor" for POLLERR). */
 static const char *poll_failure(endpoint_t *ep, int status) {
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (status == UV_EBADF && getsockopt(tls_fd(ep->conn), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) return strerror(err);
-  return uv_strerror(status);
+  int err = status == UV_EBADF ? fd_pending_error(tls_fd(ep->conn)) : 0;
+  return err ? strerror(err) : uv_strerror(status);
 }
 
 static void on_poll(uv_poll_t *handle, int status, int events) {

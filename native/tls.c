@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "fd-io.h"
 #include "tls-internal.h"
 
 /* ---- the socket BIO: reads and writes the descriptor, after replaying a prefix ---- */
@@ -36,27 +37,21 @@ static int socket_read(BIO *b, char *out, int len) {
     }
     return (int)n;
   }
-  for (;;) {
-    ssize_t n = read(c->fd, out, (size_t)len);
-    if (n >= 0) return (int)n;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(b);
-    else c->sys_errno = errno;
-    return -1;
-  }
+  ssize_t n = fd_read(c->fd, out, (size_t)len);
+  if (n >= 0) return (int)n;
+  if (fd_would_block()) BIO_set_retry_read(b);
+  else c->sys_errno = errno;
+  return -1;
 }
 
 static int socket_write(BIO *b, const char *in, int len) {
   tls_conn_t *c = BIO_get_data(b);
   BIO_clear_retry_flags(b);
-  for (;;) {
-    ssize_t n = send(c->fd, in, (size_t)len, MSG_NOSIGNAL);
-    if (n >= 0) return (int)n;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(b);
-    else c->sys_errno = errno;
-    return -1;
-  }
+  ssize_t n = fd_send(c->fd, in, (size_t)len);
+  if (n >= 0) return (int)n;
+  if (fd_would_block()) BIO_set_retry_write(b);
+  else c->sys_errno = errno;
+  return -1;
 }
 
 static long socket_ctrl(BIO *b, int cmd, long num, void *ptr) {
@@ -212,7 +207,7 @@ int tls_is_plain(const tls_conn_t *c) { return c->ssl == NULL; }
 
 /* A failed read or write on a plain connection: TLS_AGAIN, or TLS_ERROR with the reason kept. */
 static ssize_t plain_failed(tls_conn_t *c) {
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return TLS_AGAIN;
+  if (fd_would_block()) return TLS_AGAIN;
   int e = errno;
   snprintf(c->error, sizeof c->error, "%s", strerror(e));
   c->fatal = 1;
@@ -222,21 +217,15 @@ static ssize_t plain_failed(tls_conn_t *c) {
 
 static ssize_t plain_read(tls_conn_t *c, uint8_t *buf, size_t len) {
   if (c->fatal) return TLS_ERROR;
-  for (;;) {
-    ssize_t n = read(c->fd, buf, len);
-    if (n >= 0) return n;
-    if (errno != EINTR) return plain_failed(c);
-  }
+  ssize_t n = fd_read(c->fd, buf, len);
+  return n >= 0 ? n : plain_failed(c);
 }
 
 static ssize_t plain_write(tls_conn_t *c, const uint8_t *buf, size_t len) {
   if (c->fatal) return TLS_ERROR;
   if (len == 0) return 0;
-  for (;;) {
-    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
-    if (n >= 0) return n;
-    if (errno != EINTR) return plain_failed(c);
-  }
+  ssize_t n = fd_send(c->fd, buf, len);
+  return n >= 0 ? n : plain_failed(c);
 }
 
 void tls_conn_free(tls_conn_t *c) {

@@ -30,7 +30,7 @@ import { chunkRouteOf, parkReading } from '../transport/own-read.js';
 import { nativeAddon } from '../transport/native-addon.js';
 import { B_OBSERVED_ONLY, beginHandOver, cursor, endHandOver, observedLeft } from './native-hand-over.js';
 import { readTimeOf, setReadTime } from './read-time.js';
-import { reportedEnd, reportedStatus, type Ended } from './native-report.js';
+import { reportedEnd, reportedStatus, socketErrorOf, type Ended } from './native-report.js';
 import { COUNTED } from './wants.js';
 
 /** The addon's functions (native/binding.c). */
@@ -390,7 +390,7 @@ export class NativeCarrier implements Carrier {
     const reason = ended.reason === 'running' ? 'stopped' : ended.reason;
     const v = ended.violation;
     const error = v ? (v.kind === 'too-long' ? messageTooLong(v.code, v.length, this.opts.maxMessageSize) : invalidMessageLength(v.code, v.length)) : undefined;
-    const cause = reason.endsWith('-error') ? new Error(`${reason} (errno ${ended.errno})`) : undefined;
+    const cause = reason.endsWith('-error') ? socketErrorOf(ended.errno) : undefined;
     this.opts.events.ended({ reason, status: this.final, error, cause });
   }
 }

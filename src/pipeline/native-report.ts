@@ -1,5 +1,6 @@
 // What a native carrier reports of its session, named here from the numbers C writes.
 import type { Buffer } from 'node:buffer';
+import { getSystemErrorMap } from 'node:util';
 import type { CarrierEndReason, CarrierStatus } from './carrier.js';
 
 /** How a native carrier ended (the addon's `ended`). */
@@ -99,3 +100,14 @@ function statusInSlots(at: Layout): CarrierStatus {
     reusable: slots[at.reusable] !== 0,
   };
 }
+
+/**
+ * The socket error a carrier ended on, named as Node names its own (`code` ECONNRESET and the
+ * system's text), so both carriers tell the same cause.
+ */
+export function socketErrorOf(errno: number): Error {
+  const known = getSystemErrorMap().get(-errno);
+  if (!known) return new Error(`errno ${errno}`);
+  return Object.assign(new Error(`${known[1]} (${known[0]})`), { code: known[0], errno: -errno });
+}
+

@@ -313,6 +313,8 @@ export class SessionLifecycle {
       reason: end.reason,
       relay: this.relayKind,
       sqlstate: end.error?.sqlstate,
+      // Why the backend went away when its socket failed (a reset, say): the client was told only that it did.
+      cause: end.reason === 'backend-eof' && end.error?.cause instanceof Error ? end.error.cause.message : undefined,
       bytes_to_client: end.bytesToClient,
       bytes_to_backend: end.bytesToBackend,
       backend_kept: handle.lease ? end.backendKept : undefined,

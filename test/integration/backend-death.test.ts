@@ -1,21 +1,17 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { describe, it } from 'node:test';
 import pg from 'pg';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
+import { until } from '../helpers/wait.js';
 
 // A SIGKILLed backend makes the postmaster reset every session, so this has its own cluster.
 describe('a backend killed mid-query', () => {
   it('gives the client 08006 and the proxy keeps serving', async () => {
     await using cluster = await PgCluster.start({});
     await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--backend', `${cluster.url('postgres')}?sslmode=disable`]);
-    const client = new pg.Client({ connectionString: proxy.url('postgres') });
-    client.on('error', () => {});
-    await client.connect();
-    const refused = assert.rejects(
-      client.query('select pg_sleep(30)'),
-      (e: { code?: string; message: string }) => e.code === '08006' && /backend connection closed unexpectedly/.test(e.message),
-    );
+    const { refused } = await sleepRefused(proxy.url('postgres'));
     await new Promise((r) => setTimeout(r, 300));
     assert.ok((await cluster.killBackends()) >= 1, 'a backend was killed');
     await refused;
@@ -27,3 +23,70 @@ describe('a backend killed mid-query', () => {
     await again.end();
   });
 });
+
+/** A session through pgward sleeping in a query, and the promise that it is refused with 08006 when its backend goes. */
+async function sleepRefused(url: string): Promise<{ refused: Promise<void> }> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {});
+  await client.connect();
+  // In an object: an async function's returned promise would be waited for.
+  const refused = assert.rejects(
+    client.query('select pg_sleep(30)'),
+    (e: { code?: string; message: string }) => e.code === '08006' && /backend connection closed unexpectedly/.test(e.message),
+  );
+  return { refused };
+}
+
+/** Relays TCP to `port`; `reset()` resets every connection it accepted (an RST to the other side, as a dead host's would be). */
+async function resettingRelay(port: number): Promise<{ port: number; reset(): number; [Symbol.asyncDispose](): Promise<void> }> {
+  const accepted = new Set<net.Socket>();
+  const server = net.createServer((inbound) => {
+    const outbound = net.connect({ host: '127.0.0.1', port });
+    accepted.add(inbound);
+    for (const s of [inbound, outbound]) {
+      s.on('error', () => {});
+      s.once('close', () => {
+        accepted.delete(inbound);
+        inbound.destroy();
+        outbound.destroy();
+      });
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    reset: () => {
+      const n = accepted.size;
+      for (const s of accepted) s.resetAndDestroy();
+      return n;
+    },
+    [Symbol.asyncDispose]: async () => {
+      for (const s of accepted) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+for (const relay of ['native', 'js'] as const) {
+  describe(`a backend connection reset mid-query (${relay} relay)`, () => {
+    it("gives the client 08006 and logs the reset as the session's cause", async () => {
+      await using cluster = await PgCluster.start({});
+      await using middle = await resettingRelay(cluster.port);
+      const flags = relay === 'js' ? ['--no-nativeRelay'] : [];
+      await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', ...flags, '--backend', `postgres://127.0.0.1:${middle.port}/postgres?sslmode=disable`]);
+      const { refused } = await sleepRefused(proxy.url('postgres'));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(middle.reset(), 1, "pgward's one backend connection was reset");
+      await refused;
+      await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the session end logged');
+      const [ended] = logEvents(proxy.logs, 'session ended');
+      assert.deepEqual([ended!.reason, ended!.relay, ended!.sqlstate], ['backend-eof', relay, '08006']);
+      assert.match(String(ended!.cause), /ECONNRESET/, 'the cause names the reset');
+      const again = new pg.Client({ connectionString: proxy.url('postgres') });
+      await again.connect();
+      assert.deepEqual((await again.query('select 1 as ok')).rows, [{ ok: 1 }], 'the next session is served');
+      await again.end();
+    });
+  });
+}

@@ -161,6 +161,22 @@ for (const kind of ['native', 'js'] as const) describe(`${kind} carrier: stoppin
     }
   });
 
+  it("reports a backend's reset as a backend error that names the reset", async () => {
+    const t = await carried();
+    try {
+      // Bytes the backend never reads make its close a reset (RST), as a killed host's would be.
+      t.client.peer.write(fe.query('select 1').raw);
+      await until(() => t.atBackend().length > 0, 5000, 'the query at the backend');
+      t.backend.peer.resetAndDestroy();
+      await until(() => t.ends.length === 1, 5000, 'the carrier to end');
+      assert.equal(t.ends[0]!.reason, 'backend-error');
+      // libuv reports a socket error seen by polling as EBADF; the cause is the socket's own error.
+      assert.match(String(t.ends[0]!.cause), /ECONNRESET/);
+    } finally {
+      t.close();
+    }
+  });
+
   it("reports the client's EOF after Terminate, which went on to the backend", async () => {
     const t = await carried();
     try {
