@@ -77,6 +77,10 @@ function stacklessError(message: string): Error {
 export class NativeTlsSocket extends Duplex {
   /** As `tls.TLSSocket`: readers that tell TLS sockets apart look at this (false: a plain endpoint). */
   readonly encrypted: boolean;
+  /** What errors call it: a plain endpoint's are no TLS connection's. */
+  private get connectionKind(): string {
+    return this.encrypted ? 'the TLS connection' : 'the connection';
+  }
   alpnProtocol: string | false = false;
   private endpoint: object | undefined;
   private secured = false;
@@ -177,7 +181,7 @@ export class NativeTlsSocket extends Duplex {
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
     const endpoint = this.endpoint;
-    if (!endpoint) return callback(new Error('the TLS connection is closed'));
+    if (!endpoint) return callback(new Error(`${this.connectionKind} is closed`));
     if (!this.secured) {
       this.once('secure', () => this._write(chunk, _encoding, callback));
       return;
@@ -207,7 +211,7 @@ export class NativeTlsSocket extends Duplex {
     this.raw.destroy();
     // Plaintext still queued in C is lost with the connection, as a TCP socket's unsent writes are.
     if (this.writeDone || this.finalDone) {
-      const closed = err ?? stacklessError('the TLS connection closed');
+      const closed = err ?? stacklessError(`${this.connectionKind} closed`);
       this.settle('writeDone', closed);
       this.settle('finalDone', closed);
     }

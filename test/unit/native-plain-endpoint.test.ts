@@ -106,6 +106,19 @@ describe('native plain endpoints', () => {
     assert.equal(q.ours.destroyed, true, "Node's socket underneath goes with it");
   });
 
+  it('fails a write still queued when it is destroyed, saying the connection closed (not a TLS one)', async () => {
+    await using p = await pair();
+    const endpoint = plainEndpointSocket(p.ours)!;
+    p.peer.pause();
+    // More than the socket buffers take while the peer reads nothing: the rest waits in C.
+    const written = new Promise<Error | null | undefined>((resolve) => endpoint.write(randomBytes(16 << 20), resolve));
+    await until(() => endpoint.writableNeedDrain, 3000, 'the write to wait');
+    endpoint.destroy();
+    const err = await written;
+    assert.ok(err instanceof Error, 'the queued write failed');
+    assert.match(err.message, /^the connection closed$/);
+  });
+
   it('is lent to native code and taken back, its poll kept (the contract the carrier adopts)', async () => {
     const lib = nativeTlsAddon()!;
     await using p = await pair();
