@@ -53,7 +53,7 @@ static void close_now(endpoint_t *ep) {
   if (ep->state == EP_CLOSED) return;
   if (ep->state == EP_OPEN && !ep->ended) tls_shutdown(ep->conn);
   ep->state = EP_CLOSED;
-  uv_poll_stop(&ep->poll);
+  /* uv_close stops the poll itself: a uv_poll_stop first would ask epoll to drop the descriptor twice. */
   uv_close((uv_handle_t *)&ep->poll, on_closed);
   drop_callback(ep);
 }
