@@ -144,10 +144,17 @@ export function closeSockets(client: Duplex, backend: Duplex | undefined, client
   // A plain-TCP client that said Terminate sends nothing more: with nothing left to write to it,
   // closing at once sends its FIN all the same and spares reading for its close (a shutdown, an
   // epoll_ctl, a read, the timer). A TLS client still gets its close_notify from `end`.
-  if (clientTerminated && client.writableLength === 0 && (client as { encrypted?: boolean }).encrypted !== true) {
-    client.destroy();
-    sockets.shift();
-    if (sockets.length === 0) return;
+  if (clientTerminated && client.writableLength === 0) {
+    if ((client as { encrypted?: boolean }).encrypted !== true) {
+      client.destroy();
+      sockets.shift();
+      if (sockets.length === 0) return;
+    } else {
+      // Its close_notify and FIN are sent once `end` finishes, nearly always at once: then nothing
+      // is left to wait for. Waiting read its close_notify through one more poll, and when the
+      // client had closed already (libpq does), our close_notify drew a reset that polling met.
+      client.once('finish', () => client.destroy());
+    }
   }
   for (const s of sockets) {
     s.on('data', () => {});

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type tls from 'node:tls';
+import tls from 'node:tls';
 import fc from 'fast-check';
 import pg from 'pg';
-import { backendMessage, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
+import { backendMessage, encodeSSLRequest, encodeStartupMessage, fe, Framer } from '../../src/protocol/index.js';
 import type { CertPaths, TestCA } from '../helpers/certs.js';
 import type { PgCluster } from '../helpers/pg-cluster.js';
 import { startPgwardProcess, type PgwardProcess } from '../helpers/pgward-process.js';
@@ -117,6 +118,34 @@ describe('TLS sessions on the native carrier', () => {
     const ended = () => proxy.events.filter((e) => e.msg === 'session ended');
     await until(() => ended().length === 3, 10_000, 'the three sessions to end');
     assert.deepEqual(ended().map((e) => e.relay), ['native', 'native', 'native'], 'every TLS session ran on the native carrier');
+  });
+
+  it('closes a TLS client that said Terminate at once (close_notify, FIN), though the client keeps its side open', async () => {
+    await using proxy = await startTestProxy(['--bindCert', proxyCert.cert, '--bindKey', proxyCert.key, '--auth', 'passthrough', '--backend', backendUrl()]);
+    // Half-open: Node's TLS socket sends no close_notify and no FIN of its own until told to.
+    const raw = net.connect({ port: proxy.port, host: '127.0.0.1', allowHalfOpen: true });
+    const errors: Error[] = [];
+    raw.on('error', (err) => errors.push(err));
+    await new Promise((r) => raw.once('connect', r));
+    raw.write(encodeSSLRequest());
+    await new Promise((r) => raw.once('data', r));
+    const client = tls.connect({ socket: raw, ca: readFileSync(ca.cert), servername: 'localhost' });
+    client.on('error', (err) => errors.push(err));
+    await new Promise((r) => client.once('secureConnect', r));
+    const framer = new Framer();
+    let ready = 0;
+    client.on('data', (d: Buffer) => framer.push(d, (code) => void (code === 0x5a && ready++)));
+    client.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
+    await until(() => ready === 1, 10_000, 'login (ReadyForQuery)');
+    // The proxy runs in this process: its descriptors are ours to count.
+    const during = readdirSync('/proc/self/fd').length;
+    const ended = new Promise((r) => client.once('end', r));
+    client.write(fe.terminate().raw);
+    await ended;
+    assert.deepEqual(errors, [], 'no reset: everything pgward sent arrived, its close_notify last');
+    // Not read on until the client's own close (or the 5 s grace): its socket and the endpoint's are closed.
+    await until(() => readdirSync('/proc/self/fd').length <= during - 2, 1000, "pgward's end of the client connection closed");
+    client.destroy();
   });
 
   it('carries every message intact however the TLS records of either hop are cut (pieces down to a byte)', { timeout: 180_000 }, async () => {
