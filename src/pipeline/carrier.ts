@@ -7,6 +7,7 @@ import type { BackendMessage, Framer, FrontendMessage, Message, PgError } from '
 import type { StateSource } from './session.js';
 import type { StatementTimings } from './session-book.js';
 import type { Frame } from '../transport/socket-io.js';
+import { NativeTlsSocket } from '../transport/native-tls-socket.js';
 import type { MessageWants } from './wants.js';
 
 export type CarrierKind = 'native' | 'js';
@@ -141,18 +142,18 @@ export const CLOSE_GRACE_MS = 5_000;
  */
 export function closeSockets(client: Duplex, backend: Duplex | undefined, clientTerminated = false): void {
   const sockets = backend ? [client, backend] : [client];
-  // A plain-TCP client that said Terminate sends nothing more: with nothing left to write to it,
-  // closing at once sends its FIN all the same and spares reading for its close (a shutdown, an
-  // epoll_ctl, a read, the timer). A TLS client still gets its close_notify from `end`.
+  // A client that said Terminate sends nothing more: with nothing left to write to it, closing at
+  // once sends its FIN all the same and spares reading for its close (a shutdown, an epoll_ctl, a
+  // read, the timer). On the native TLS layer the close sends the close_notify first; reading on
+  // there also cost a poll for the client's close_notify, which OpenSSL held already, and when the
+  // client had closed (libpq does), our close_notify drew a reset that the poll then met.
   if (clientTerminated && client.writableLength === 0) {
-    if ((client as { encrypted?: boolean }).encrypted !== true) {
+    if ((client as { encrypted?: boolean }).encrypted !== true || client instanceof NativeTlsSocket) {
       client.destroy();
       sockets.shift();
       if (sockets.length === 0) return;
     } else {
-      // Its close_notify and FIN are sent once `end` finishes, nearly always at once: then nothing
-      // is left to wait for. Waiting read its close_notify through one more poll, and when the
-      // client had closed already (libpq does), our close_notify drew a reset that polling met.
+      // Node's TLS socket sends its close_notify from `end` only.
       client.once('finish', () => client.destroy());
     }
   }
