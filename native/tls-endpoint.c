@@ -53,7 +53,7 @@ static void close_now(endpoint_t *ep) {
   if (ep->state == EP_CLOSED) return;
   if (ep->state == EP_OPEN && !ep->ended) tls_shutdown(ep->conn);
   ep->state = EP_CLOSED;
-  /* uv_close stops the poll itself: a uv_poll_stop first would ask epoll to drop the descriptor twice. */
+  /* uv_close stops the poll itself: a uv_poll_stop first asked epoll to drop the descriptor twice. */
   uv_close((uv_handle_t *)&ep->poll, on_closed);
   drop_callback(ep);
 }
@@ -167,7 +167,8 @@ static void pump(endpoint_t *ep) {
   if (ep->state == EP_OPEN && !ep->eof && tls_pending(ep->conn)) ep->kick = 1;
 }
 
-/* Why polling failed: the socket's own error first ("Connection reset by peer", not libuv's "bad file descriptor" for POLLERR). */
+/* Why polling failed: the socket's own error first ("Connection reset by peer", not libuv's
+ * "bad file descriptor" for POLLERR). */
 static const char *poll_failure(endpoint_t *ep, int status) {
   int err = status == UV_EBADF ? fd_pending_error(tls_fd(ep->conn)) : 0;
   return err ? strerror(err) : uv_strerror(status);
