@@ -43,6 +43,8 @@ export interface RelayEnd extends RelayTraffic {
   reason: RelayEndReason;
   /** The error sent to the client, if any. */
   error?: PgError;
+  /** Why a side's socket failed (a reset, say), when one did: the client or the backend went away without a word. */
+  cause?: Error;
   /**
    * With `keepBackend`: the backend connection was left open, idle and at a message boundary,
    * paused and with none of the relay's listeners, for the caller to keep or close.
@@ -233,7 +235,8 @@ class SessionRelay implements CarrierEvents {
         return this.finish(status.terminated ? 'client-terminate' : 'client-eof', undefined, true);
       case 'client-eof':
       case 'client-error':
-        return this.finish(status.terminated ? 'client-terminate' : 'client-eof');
+        // A reset after Terminate says nothing the Terminate did not.
+        return status.terminated ? this.finish('client-terminate') : this.finish('client-eof', undefined, false, end.cause);
       case 'client-violation':
         return this.finish('error', end.error);
       case 'backend-violation':
@@ -249,7 +252,7 @@ class SessionRelay implements CarrierEvents {
     if (status.terminated) return this.finish('client-terminate');
     // A backend that said why it is leaving (e.g. 57P01 on shutdown) has already told the client.
     const error = status.backendSaidFatal ? undefined : new PgError('FATAL', SqlState.ConnectionFailure, 'backend connection closed unexpectedly', { cause });
-    this.finish('backend-eof', error);
+    this.finish('backend-eof', error, false, cause);
   }
 
   /** A close that waits for both directions to reach a message boundary, for at most the grace period. */
@@ -268,7 +271,7 @@ class SessionRelay implements CarrierEvents {
     carrier.stop();
   }
 
-  private finish(reason: RelayEndReason, error?: PgError, keepBackend = false): void {
+  private finish(reason: RelayEndReason, error?: PgError, keepBackend = false, cause?: unknown): void {
     if (this.done) return;
     this.done = true;
     clearTimeout(this.abortTimer);
@@ -299,7 +302,7 @@ class SessionRelay implements CarrierEvents {
       }
     }
     const status = carrier?.status();
-    this.resolve({ reason, error, bytesToClient: status?.bytesToClient ?? 0, bytesToBackend: status?.bytesToBackend ?? 0, backendKept: keepBackend && carrier !== undefined });
+    this.resolve({ reason, error, cause: cause instanceof Error ? cause : undefined, bytesToClient: status?.bytesToClient ?? 0, bytesToBackend: status?.bytesToBackend ?? 0, backendKept: keepBackend && carrier !== undefined });
   }
 }
 

@@ -307,14 +307,15 @@ export class SessionLifecycle {
     this.stopCountingBytes();
     // A clean end by the client is the routine case --no-logDisconnections leaves out; every other
     // end says something the operator may need.
-    const routine = (end.reason === 'client-terminate' || end.reason === 'client-eof') && !end.error;
+    // A reset is not a clean end, as PostgreSQL logs "could not receive data from client" whatever log_disconnections says.
+    const routine = (end.reason === 'client-terminate' || end.reason === 'client-eof') && !end.error && !end.cause;
     if (routine && deps.logDisconnections === false) return end.backendKept;
     log.info('session ended', {
       reason: end.reason,
       relay: this.relayKind,
       sqlstate: end.error?.sqlstate,
-      // Why the backend went away when its socket failed (a reset, say): the client was told only that it did.
-      cause: end.reason === 'backend-eof' && end.error?.cause instanceof Error ? end.error.cause.message : undefined,
+      // Why a side went away when its socket failed (a reset, say): the client was told only that the backend did.
+      cause: end.cause?.message,
       bytes_to_client: end.bytesToClient,
       bytes_to_backend: end.bytesToBackend,
       backend_kept: handle.lease ? end.backendKept : undefined,

@@ -4,6 +4,8 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { PgCluster } from '../helpers/pg-cluster.js';
 import { logEvents, startTestProxy } from '../helpers/proxy.js';
+import { RawClient } from '../helpers/raw-client.js';
+import { encodeStartupMessage, fe } from '../../src/protocol/index.js';
 import { until } from '../helpers/wait.js';
 
 // A SIGKILLed backend makes the postmaster reset every session, so this has its own cluster.
@@ -69,6 +71,35 @@ async function resettingRelay(port: number): Promise<{ port: number; reset(): nu
 }
 
 for (const relay of ['native', 'js'] as const) {
+  describe(`a client connection reset mid-session (${relay} relay)`, () => {
+    it('is logged with its cause even when clean ends are not (--no-logDisconnections), and others are served', async () => {
+      await using cluster = await PgCluster.start({});
+      const flags = relay === 'js' ? ['--no-nativeRelay'] : [];
+      await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', '--no-logDisconnections', ...flags, '--backend', `${cluster.url('postgres')}?sslmode=disable`]);
+      await using clean = await RawClient.connect(proxy.port);
+      clean.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
+      await until(() => clean.messages.some((m) => m.type === 'ReadyForQuery'), 5000, 'a clean login');
+      clean.write(fe.terminate().raw);
+      await clean.closedWithin(5000, 'the clean close');
+      await using reset = await RawClient.connect(proxy.port);
+      reset.write(encodeStartupMessage([['user', 'postgres'], ['database', 'postgres']]));
+      await until(() => reset.messages.some((m) => m.type === 'ReadyForQuery'), 5000, 'the login');
+      // A result the client does not wait for: the reset comes while pgward is relaying it.
+      reset.write(fe.query("select repeat('x', 1000) from generate_series(1, 20000)").raw);
+      await until(() => reset.messages.length > 20, 5000, 'the result arriving');
+      reset.socket.resetAndDestroy();
+      await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the reset session logged');
+      const lines = logEvents(proxy.logs, 'session ended');
+      assert.equal(lines.length, 1, 'only the reset session: the clean one is routine');
+      assert.deepEqual([lines[0]!.reason, lines[0]!.relay], ['client-eof', relay]);
+      assert.match(String(lines[0]!.cause), /ECONNRESET|EPIPE/, 'the cause names the reset');
+      const again = new pg.Client({ connectionString: proxy.url('postgres') });
+      await again.connect();
+      assert.deepEqual((await again.query('select 1 as ok')).rows, [{ ok: 1 }], 'the next session is served');
+      await again.end();
+    });
+  });
+
   describe(`a backend connection reset mid-query (${relay} relay)`, () => {
     it("gives the client 08006 and logs the reset as the session's cause", async () => {
       await using cluster = await PgCluster.start({});
