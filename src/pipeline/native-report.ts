@@ -110,4 +110,3 @@ export function socketErrorOf(errno: number): Error {
   if (!known) return new Error(`errno ${errno}`);
   return Object.assign(new Error(`${known[1]} (${known[0]})`), { code: known[0], errno: -errno });
 }
-

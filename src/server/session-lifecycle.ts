@@ -306,8 +306,8 @@ export class SessionLifecycle {
     this.stopExpiry();
     this.stopCountingBytes();
     // A clean end by the client is the routine case --no-logDisconnections leaves out; every other
-    // end says something the operator may need.
-    // A reset is not a clean end, as PostgreSQL logs "could not receive data from client" whatever log_disconnections says.
+    // end says something the operator may need. A reset is no clean end: PostgreSQL logs "could not
+    // receive data from client" whatever log_disconnections says.
     const routine = (end.reason === 'client-terminate' || end.reason === 'client-eof') && !end.error && !end.cause;
     if (routine && deps.logDisconnections === false) return end.backendKept;
     log.info('session ended', {
