@@ -43,7 +43,7 @@ export interface RelayEnd extends RelayTraffic {
   reason: RelayEndReason;
   /** The error sent to the client, if any. */
   error?: PgError;
-  /** Why a side's socket failed (a reset, say), when one did: the client or the backend went away without a word. */
+  /** Why a side went away without a word, when known: its socket's error (a reset, say), or the backend's protocol violation. */
   cause?: Error;
   /**
    * With `keepBackend`: the backend connection was left open, idle and at a message boundary,
