@@ -39,8 +39,11 @@ async function sleepRefused(url: string): Promise<{ refused: Promise<void> }> {
   return { refused };
 }
 
-/** Relays TCP to `port`; `reset()` resets every connection it accepted (an RST to the other side, as a dead host's would be). */
-async function resettingRelay(port: number): Promise<{ port: number; reset(): number; [Symbol.asyncDispose](): Promise<void> }> {
+/**
+ * Relays TCP to `port` (a PostgreSQL); `reset()` resets every connection it accepted (an RST to
+ * pgward, as a dead host's would be), `inject(bytes)` sends pgward bytes as if the backend had.
+ */
+async function backendRelay(port: number): Promise<{ port: number; reset(): number; inject(bytes: Buffer): number; [Symbol.asyncDispose](): Promise<void> }> {
   const accepted = new Set<net.Socket>();
   const server = net.createServer((inbound) => {
     const outbound = net.connect({ host: '127.0.0.1', port });
@@ -63,9 +66,36 @@ async function resettingRelay(port: number): Promise<{ port: number; reset(): nu
       for (const s of accepted) s.resetAndDestroy();
       return n;
     },
+    inject: (bytes) => {
+      for (const s of accepted) s.write(bytes);
+      return accepted.size;
+    },
     [Symbol.asyncDispose]: async () => {
       for (const s of accepted) s.destroy();
       await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+/**
+ * A PostgreSQL, a backendRelay in front of it, pgward on the `relay` carrier using it as its
+ * backend, and a session through it sleeping in a query (and the promise that it is refused).
+ */
+async function sleepingBehindRelay(relay: 'native' | 'js') {
+  const cluster = await PgCluster.start({});
+  const middle = await backendRelay(cluster.port);
+  const flags = relay === 'js' ? ['--no-nativeRelay'] : [];
+  const proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', ...flags, '--backend', `postgres://127.0.0.1:${middle.port}/postgres?sslmode=disable`]);
+  const { refused } = await sleepRefused(proxy.url('postgres'));
+  await new Promise((r) => setTimeout(r, 300));
+  return {
+    middle,
+    proxy,
+    refused,
+    [Symbol.asyncDispose]: async () => {
+      await proxy[Symbol.asyncDispose]();
+      await middle[Symbol.asyncDispose]();
+      await cluster[Symbol.asyncDispose]();
     },
   };
 }
@@ -102,12 +132,8 @@ for (const relay of ['native', 'js'] as const) {
 
   describe(`a backend connection reset mid-query (${relay} relay)`, () => {
     it("gives the client 08006 and logs the reset as the session's cause", async () => {
-      await using cluster = await PgCluster.start({});
-      await using middle = await resettingRelay(cluster.port);
-      const flags = relay === 'js' ? ['--no-nativeRelay'] : [];
-      await using proxy = await startTestProxy(['--insecure', '--auth', 'passthrough', ...flags, '--backend', `postgres://127.0.0.1:${middle.port}/postgres?sslmode=disable`]);
-      const { refused } = await sleepRefused(proxy.url('postgres'));
-      await new Promise((r) => setTimeout(r, 300));
+      await using rig = await sleepingBehindRelay(relay);
+      const { middle, proxy, refused } = rig;
       assert.equal(middle.reset(), 1, "pgward's one backend connection was reset");
       await refused;
       await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the session end logged');
@@ -118,6 +144,18 @@ for (const relay of ['native', 'js'] as const) {
       await again.connect();
       assert.deepEqual((await again.query('select 1 as ok')).rows, [{ ok: 1 }], 'the next session is served');
       await again.end();
+    });
+
+    it('gives the client 08006 for a backend that breaks the protocol, and logs the violation as the cause', async () => {
+      await using rig = await sleepingBehindRelay(relay);
+      const { middle, proxy, refused } = rig;
+      // A DataRow declaring 1 byte: no message is shorter than its 4-byte length.
+      assert.equal(middle.inject(Buffer.from([0x44, 0, 0, 0, 1])), 1, "pgward's one backend connection");
+      await refused;
+      await until(() => logEvents(proxy.logs, 'session ended').length > 0, 5000, 'the session end logged');
+      const [ended] = logEvents(proxy.logs, 'session ended');
+      assert.deepEqual([ended!.reason, ended!.relay, ended!.sqlstate], ['backend-eof', relay, '08006']);
+      assert.match(String(ended!.cause), /invalid message length 1 for message type "D"/);
     });
   });
 }
