@@ -304,7 +304,7 @@ static void on_event(void *data, int status, int events) {
   if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
   c->busy = 1;
   if (status < 0) {
-    int err = status == UV_EBADF ? fd_pending_error(io_descriptor(&ep->io)) : 0;
+    int err = status == UV_EBADF ? fd_pending_error(ep->io.fd) : 0;
     end(c, e == CLIENT ? R_CLIENT_ERROR : R_BACKEND_ERROR, err ? err : -status);
   } else {
     int ready = ep->io.ops->ready(&ep->io, events);

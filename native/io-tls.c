@@ -48,20 +48,21 @@ static int tls_io_ready(io_t *io, int events) {
 }
 
 /* The descriptor and its poll handle are the endpoint's: they stay, for the endpoint to go on with. */
-static void tls_io_release(io_t *io) {
+void io_lent_release(io_t *io) {
   if (io->tls) tls_endpoint_give_back(io->tls);
   io->tls = NULL;
+  io->fd = -1;
 }
 
-static int tls_io_watch(io_t *io, io_event_cb cb, void *data) { return tls_endpoint_watch(io->tls, cb, data); }
+int io_lent_watch(io_t *io, io_event_cb cb, void *data) { return tls_endpoint_watch(io->tls, cb, data); }
 
-static void tls_io_poll(io_t *io, int events) { tls_endpoint_poll(io->tls, events); }
+void io_lent_poll(io_t *io, int events) { tls_endpoint_poll(io->tls, events); }
 
-static const io_ops_t tls_ops = {tls_io_read, tls_io_write, tls_io_poll_events, tls_io_ready, tls_io_release, tls_io_watch, tls_io_poll};
+static const io_ops_t tls_ops = {tls_io_read, tls_io_write, tls_io_poll_events, tls_io_ready, io_lent_release, io_lent_watch, io_lent_poll};
 
 void io_tls(io_t *io, struct tls_conn *conn) {
   io->ops = &tls_ops;
-  io->fd = -1;
+  io->fd = tls_fd(conn);
   io->tls = conn;
   /*
    * Records the endpoint read and JavaScript had not asked for yet wait in OpenSSL, where the

@@ -38,18 +38,8 @@ void io_plain(io_t *io, int fd) {
   io->more = 0;
 }
 
-/* A lent plain endpoint's descriptor and poll handle stay the endpoint's: given back, not closed. */
-static void lent_release(io_t *io) {
-  if (io->tls) tls_endpoint_give_back(io->tls);
-  io->tls = NULL;
-  io->fd = -1;
-}
-
-static int lent_watch(io_t *io, io_event_cb cb, void *data) { return tls_endpoint_watch(io->tls, cb, data); }
-
-static void lent_poll(io_t *io, int events) { tls_endpoint_poll(io->tls, events); }
-
-static const io_ops_t lent_plain_ops = {plain_read, plain_write, plain_poll_events, plain_ready, lent_release, lent_watch, lent_poll};
+/* Read and written as plain TCP; lent, watched and polled as every native endpoint (io-tls.c). */
+static const io_ops_t lent_plain_ops = {plain_read, plain_write, plain_poll_events, plain_ready, io_lent_release, io_lent_watch, io_lent_poll};
 
 void io_plain_lent(io_t *io, struct tls_conn *conn) {
   io->ops = &lent_plain_ops;
@@ -57,5 +47,3 @@ void io_plain_lent(io_t *io, struct tls_conn *conn) {
   io->tls = conn;
   io->more = 0;
 }
-
-int io_descriptor(const io_t *io) { return io->fd >= 0 ? io->fd : io->tls ? tls_fd(io->tls) : -1; }

@@ -50,7 +50,11 @@ struct tls_conn;
 
 struct io {
   const io_ops_t *ops;
-  /* Plain: the descriptor, the carrier's own duplicate of the socket's (closed at release), or a lent plain endpoint's (given back). TLS: -1 (see watch). */
+  /*
+   * The descriptor: a plain socket's duplicate, the carrier's own (closed at release), or a lent
+   * endpoint's, plain or TLS (given back, not closed; -1 once released). Only a plain socket's is
+   * polled by the carrier; an endpoint's poll handle polls its own (see watch).
+   */
   int fd;
   /* TLS, and a lent plain endpoint: the connection borrowed from its endpoint (see tls.h), given back at release. */
   struct tls_conn *tls;
@@ -71,7 +75,9 @@ void io_plain_lent(io_t *io, struct tls_conn *conn);
  * endpoint's own poll handle (watch); release gives the connection back.
  */
 void io_tls(io_t *io, struct tls_conn *conn);
-/* The socket descriptor under the endpoint, whichever kind (-1 once released). */
-int io_descriptor(const io_t *io);
+/* The loan of a native endpoint, TLS or plain (io-tls.c): release, watch and poll of both ops tables. */
+void io_lent_release(io_t *io);
+int io_lent_watch(io_t *io, io_event_cb cb, void *data);
+void io_lent_poll(io_t *io, int events);
 
 #endif
